@@ -1,0 +1,1 @@
+"""ebsp-jax: Evolving Bit Sparsity Patterns (DAC 2022) in JAX/Flax."""
