@@ -1,0 +1,115 @@
+"""The code the EBSP hardware stores for a weight: (sign, shift, mantissa).
+
+For a magnitude ``q`` of ``BitPattern(b, L)`` the leading-one detector (LOD) gives the position
+``pos`` of its most significant set bit; ``shift = max(0, pos - L + 1)`` and the multiplexer
+extracts ``mantissa = q >> shift`` (``< 2**L``). The code is canonical: values below ``2**L``
+have shift 0, larger ones carry their leading one at mantissa bit ``L - 1``.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import checkify
+
+from ebsp_jax.numerics.pattern import BitPattern
+
+
+def leading_one(x: chex.Array) -> jax.Array:
+  """Leading-one detector: position of the most significant set bit of ``|x|``.
+
+  Args:
+    x: integer array (any int dtype up to 32 bits; magnitudes must fit in 31 bits).
+
+  Returns:
+    int32 array of ``x.shape``: ``floor(log2(|x|))`` for ``x != 0`` and ``-1`` for ``x == 0``.
+  """
+  mag = jnp.abs(jnp.asarray(x).astype(jnp.int32))
+  return (31 - jax.lax.clz(mag)).astype(jnp.int32)
+
+
+def on_grid(q: chex.Array, pattern: BitPattern) -> jax.Array:
+  """Boolean mask of the elements of integer ``q`` that are levels of ``pattern``.
+
+  Usable under ``jax.jit``: e.g. ``checkify.check(jnp.all(on_grid(q, p)), ...)``.
+  """
+  q = jnp.asarray(q).astype(jnp.int32)
+  mag = jnp.abs(q)
+  shift = jnp.maximum(leading_one(mag) - (pattern.length - 1), 0)
+  ok = (((mag >> shift) << shift) == mag) & (mag <= pattern.max_level)
+  if not pattern.signed:
+    ok &= q >= 0
+  return ok
+
+
+def _is_concrete(*xs) -> bool:
+  return not any(isinstance(x, jax.core.Tracer) for x in xs)
+
+
+def _split(q, pattern):
+  q = jnp.asarray(q).astype(jnp.int32)
+  mag = jnp.abs(q)
+  shift = jnp.maximum(leading_one(mag) - (pattern.length - 1), 0)
+  return (q < 0).astype(jnp.int32), shift.astype(jnp.int32), (mag >> shift).astype(jnp.int32)
+
+
+def encode(q: chex.Array, pattern: BitPattern) -> Tuple[jax.Array, jax.Array, jax.Array]:
+  """Splits integer levels into the hardware code.
+
+  Args:
+    q: integer array of levels of ``pattern``.
+    pattern: the ``BitPattern``.
+
+  Returns:
+    ``(sign, shift, mantissa)``, int32 arrays of ``q.shape``: ``sign`` 1 for negative,
+    ``0 <= shift <= pattern.max_shift``, ``0 <= mantissa < 2**pattern.length``, canonical.
+
+  Raises:
+    ValueError: eagerly, when an element of ``q`` is not a level of ``pattern``. Under
+      ``jax.jit`` no check is possible here: use :func:`on_grid` or :func:`checked_encode`.
+  """
+  if _is_concrete(q):
+    ok = np.asarray(on_grid(q, pattern))
+    if not ok.all():
+      bad = np.asarray(q).reshape(-1)[~ok.reshape(-1)]
+      raise ValueError(f"encode: {bad.size} value(s) are not levels of {pattern} "
+                       f"(first: {int(bad[0])}); allowed magnitudes: {pattern.magnitudes.tolist()}")
+  return _split(q, pattern)
+
+
+def checked_encode(q: chex.Array, pattern: BitPattern):
+  """``encode`` with a ``checkify`` check, for use under ``checkify.checkify(jax.jit(...))``."""
+  checkify.check(jnp.all(on_grid(q, pattern)),
+                 f"encode: some values are not levels of {pattern}")
+  return _split(q, pattern)
+
+
+def decode(sign: chex.Array, shift: chex.Array, mantissa: chex.Array,
+           pattern: BitPattern) -> jax.Array:
+  """Inverse of :func:`encode`: ``q = (-1)**sign * (mantissa << shift)`` as int32.
+
+  Raises:
+    ValueError: eagerly, when a field is out of range or the code is not canonical
+      (``shift > 0`` needs ``mantissa >= 2**(length - 1)``).
+  """
+  sign, shift, mantissa = (jnp.asarray(a).astype(jnp.int32) for a in (sign, shift, mantissa))
+  chex.assert_equal_shape([sign, shift, mantissa])
+  if _is_concrete(sign, shift, mantissa):
+    s, k, m = (np.asarray(a) for a in (sign, shift, mantissa))
+    checks = [
+        ((s == 0) | (s == 1), "sign must be 0 or 1"),
+        ((k >= 0) & (k <= pattern.max_shift), f"shift must be in [0, {pattern.max_shift}]"),
+        ((m >= 0) & (m < (1 << pattern.length)), f"mantissa must be in [0, {(1 << pattern.length) - 1}]"),
+        ((k == 0) | (m >= (1 << (pattern.length - 1))),
+         f"a code with shift > 0 needs mantissa >= {1 << (pattern.length - 1)} (canonical)"),
+        (pattern.signed | (s == 0), f"sign must be 0 for the unsigned {pattern}"),
+    ]
+    for ok, msg in checks:
+      if not np.all(ok):
+        raise ValueError(f"decode: invalid code for {pattern}: {msg}")
+  mag = mantissa << shift
+  return jnp.where(sign == 1, -mag, mag).astype(jnp.int32)

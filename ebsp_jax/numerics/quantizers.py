@@ -1,0 +1,223 @@
+"""Quantization onto a number format: ``quantize``, ``project``, ``fake_quant``, ``fit_scale``.
+
+A real tensor is represented as ``w ≈ scale * q`` with integer levels ``q`` of a
+:class:`~ebsp_jax.numerics.pattern.NumberFormat` (normally a ``BitPattern``) and a positive
+``scale`` per tensor or per channel (any shape that broadcasts against ``w``).
+
+Rules shared by every function here:
+
+* Division: ``x / scale`` is computed in float32 (inputs of lower precision are upcast).
+* Nearest level, ties to the level with more trailing zero bits (half-to-even at the step of
+  the binade; e.g. 2.5 → 2, 3.5 → 4, 9 → 8 for ``6b(L3)`` where the neighbours are 8 and 10).
+* Saturation at ``±max_level`` (unsigned formats saturate negative inputs at 0); ``±Inf``
+  saturate like any large value.
+* NaN: ``quantize`` maps NaN to 0 (int32 has no NaN; count them with ``pattern_stats`` or
+  ``jnp.isnan`` upstream), while ``project`` and ``fake_quant`` return NaN where the input is
+  NaN, so a diverging training run stays visible.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Optional, Sequence, Union
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from ebsp_jax.numerics.pattern import NumberFormat
+
+Axis = Optional[Union[int, Sequence[int]]]
+
+
+def _scaled_magnitude(x: jax.Array, fmt: NumberFormat, scale: jax.Array):
+  """Returns (y, sign, mag): y = x/scale in f32, sign of y, |y| clamped to a safe range."""
+  y = jnp.asarray(x, jnp.float32) / jnp.asarray(scale, jnp.float32)
+  if fmt.signed:
+    sign = jnp.sign(y)
+    mag = jnp.abs(y)
+  else:
+    sign = jnp.ones_like(y)
+    mag = jnp.maximum(y, 0.0)
+  # Clamp before rounding: keeps the exponent trick in range (Inf included); anything at or
+  # above 2 * max_level saturates anyway. NaN is mapped to 0 here (see module docstring).
+  mag = jnp.where(jnp.isnan(mag), 0.0, jnp.minimum(mag, 2.0 * fmt.max_level))
+  return y, sign, mag
+
+
+def _round_saturate(x, fmt, scale):
+  y, sign, mag = _scaled_magnitude(x, fmt, scale)
+  q = jnp.minimum(fmt.round_magnitude(mag), float(fmt.max_level))
+  return y, sign * q
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def quantize(x: chex.Array, pattern: NumberFormat, scale: chex.Numeric) -> jax.Array:
+  """Integer level nearest to ``x / scale``.
+
+  Args:
+    x: float array of any shape (float32, bfloat16, float16, float64).
+    pattern: the number format, e.g. ``BitPattern(6, 3)``.
+    scale: positive scale, a scalar or an array broadcasting against ``x`` (per channel).
+
+  Returns:
+    int32 array of ``broadcast(x, scale).shape`` holding levels of ``pattern``.
+  """
+  _, q = _round_saturate(x, pattern, scale)
+  return q.astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def project(x: chex.Array, pattern: NumberFormat, scale: chex.Numeric) -> jax.Array:
+  """``quantize(x, pattern, scale) * scale`` in ``x``'s dtype; NaN stays NaN.
+
+  Args:
+    x: float array (float32, bfloat16, float16).
+    pattern: the number format.
+    scale: positive scale broadcasting against ``x``.
+
+  Returns:
+    array of ``x``'s dtype and the broadcast shape, every element ``scale * level``.
+  """
+  x = jnp.asarray(x)
+  _, q = _round_saturate(x, pattern, scale)
+  out = q * jnp.asarray(scale, jnp.float32)
+  out = jnp.where(jnp.isnan(x), jnp.nan, out)
+  return out.astype(x.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _fake_quant(x, scale, fmt):
+  return project(x, fmt, scale)
+
+
+def _fake_quant_fwd(x, scale, fmt):
+  y, q = _round_saturate(x, fmt, scale)
+  out = jnp.where(jnp.isnan(x), jnp.nan, q * jnp.asarray(scale, jnp.float32)).astype(x.dtype)
+  lo = -fmt.max_level if fmt.signed else 0.0
+  inside = (y >= lo) & (y <= fmt.max_level)
+  # LSQ (Esser et al., ICLR 2020): d(scale * q(x/scale))/d scale = q - x/scale inside the
+  # range (round treated as identity), and the saturated level outside it.
+  dscale = jnp.where(inside, q - y, q)
+  return out, (inside, dscale, scale)
+
+
+def _fake_quant_bwd(fmt, res, g):
+  del fmt
+  inside, dscale, scale = res
+  scale_shape, scale_dtype = jnp.shape(scale), scale.dtype
+  gx = jnp.where(inside, g, jnp.zeros_like(g))
+  g = g.astype(jnp.float32)
+  gs = g * dscale
+  # Reduce the scale cotangent to the scale's shape (undo broadcasting).
+  extra = gs.ndim - len(scale_shape)
+  gs = jnp.sum(gs, axis=tuple(range(extra))) if extra > 0 else gs
+  axes = tuple(i for i, d in enumerate(scale_shape) if d == 1 and gs.shape[i] != 1)
+  gs = jnp.sum(gs, axis=axes, keepdims=True) if axes else gs
+  return gx, gs.reshape(scale_shape).astype(scale_dtype)
+
+
+_fake_quant.defvjp(_fake_quant_fwd, _fake_quant_bwd)
+
+
+def fake_quant(x: chex.Array, pattern: NumberFormat, scale: chex.Numeric) -> jax.Array:
+  """``project`` forward; straight-through gradient backward.
+
+  Gradients:
+    * w.r.t. ``x``: 1 where ``x / scale`` lies inside ``[-max_level, max_level]`` (``[0,
+      max_level]`` unsigned), 0 where it saturates (straight-through estimator).
+    * w.r.t. ``scale`` (when it is learned): the LSQ gradient, ``q - x/scale`` inside the
+      range and the saturated level ``±max_level`` (or 0) outside, summed over broadcast
+      dimensions. LSQ's gradient scaling ``1/sqrt(N * max_level)`` is left to the optimizer
+      (e.g. ``optax.scale``) so it stays visible.
+
+  Args:
+    x: float array of ``x.shape`` and a floating dtype.
+    pattern: the number format.
+    scale: positive scale broadcasting against ``x`` (its shape must not enlarge ``x``).
+
+  Returns:
+    array of ``x``'s shape and dtype.
+  """
+  x = jnp.asarray(x)
+  chex.assert_type(x, float)
+  scale = jnp.asarray(scale, jnp.result_type(float))
+  return _fake_quant(x, scale, pattern)
+
+
+def _normalize_axis(axis: Axis, ndim: int):
+  if axis is None:
+    return tuple(range(ndim))
+  axes = (axis,) if isinstance(axis, int) else tuple(axis)
+  out = []
+  for a in axes:
+    if not -ndim <= a < ndim:
+      raise ValueError(f"axis {a} is out of range for an array of rank {ndim}")
+    out.append(a % ndim)
+  return tuple(sorted(set(out)))
+
+
+def fit_scale(w: chex.Array, pattern: NumberFormat, axis: Axis = None, *,
+              num_iters: int = 8, num_grid: int = 16) -> jax.Array:
+  w = jnp.asarray(w)
+  return _fit_scale(w, pattern, _normalize_axis(axis, w.ndim) if axis is not None else None,
+                    num_iters, num_grid)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _fit_scale(w, pattern, axis, num_iters, num_grid):
+  """Scale minimising ``||w - scale * quantize(w, pattern, scale)||²``.
+
+  Starts from max-abs scaling (``max|w| / max_level``) and the ``num_grid - 1`` candidates
+  ``max_abs_scale * 2**(-k/8)``, keeps the best per slice (a coarse search: on non-uniform
+  grids the error is far from convex in the scale), then alternates projection
+  (``q = quantize(w, pattern, scale)``) and least squares (``scale = <w, q> / <q, q>``). The
+  best scale seen is returned, so the result is never worse than max-abs scaling.
+
+  Args:
+    w: float array.
+    pattern: the number format.
+    axis: the reduced axes. ``None`` gives one scale for the tensor (shape ``()``); otherwise
+      the result keeps the reduced dims with size 1 (e.g. ``axis=(0, 1, 2)`` for a per-output
+      channel scale of an HWIO conv kernel: shape ``(1, 1, 1, O)``).
+    num_iters: least-squares alternations after the coarse search.
+    num_grid: candidates of the coarse search (1 = max-abs start only).
+
+  Returns:
+    float32 array of positive, finite scales; all-zero slices get scale 1.
+  """
+  w = jnp.asarray(w, jnp.float32)
+  axes = _normalize_axis(axis, w.ndim)
+  keep = axis is not None
+  w = jnp.where(jnp.isfinite(w), w, 0.0)
+
+  def err(s):
+    return jnp.sum(jnp.square(w - s * quantize(w, pattern, s)), axis=axes, keepdims=keep)
+
+  amax = jnp.max(jnp.abs(w), axis=axes, keepdims=keep)
+  s0 = jnp.where(amax > 0, amax / pattern.max_level, 1.0)
+  s0 = jnp.where(jnp.isfinite(s0) & (s0 > 0), s0, 1.0)
+
+  def keep_best(s_new, best_s, best_e):
+    e_new = err(s_new)
+    better = e_new < best_e
+    return jnp.where(better, s_new, best_s), jnp.where(better, e_new, best_e)
+
+  def grid_body(k, carry):
+    return keep_best(s0 * jnp.exp2(-k.astype(jnp.float32) / 8), *carry)
+
+  best = jax.lax.fori_loop(1, max(num_grid, 1), grid_body, (s0, err(s0)))
+
+  def ls_body(_, carry):
+    s, best_s, best_e = carry
+    q = quantize(w, pattern, s).astype(jnp.float32)
+    num = jnp.sum(w * q, axis=axes, keepdims=keep)
+    den = jnp.sum(q * q, axis=axes, keepdims=keep)
+    s_new = jnp.where((den > 0) & (num > 0), num / jnp.where(den > 0, den, 1.0), s)
+    return (s_new, *keep_best(s_new, best_s, best_e))
+
+  _, best_s, _ = jax.lax.fori_loop(0, num_iters, ls_body, (best[0], *best))
+  return best_s
+
+
+fit_scale.__doc__ = _fit_scale.__doc__

@@ -1,0 +1,183 @@
+"""Property tests of quantize/project/fake_quant/fit_scale against a brute-force reference."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from ebsp_jax.numerics import reference_testing as ref
+from ebsp_jax.numerics.pattern import BitPattern
+from ebsp_jax.numerics.quantizers import fake_quant, fit_scale, project, quantize
+
+ALL = [BitPattern(b, l, s) for s in (True, False) for b in range(1, 11) for l in range(1, 11)
+       if (b >= 2 or not s) and 1 <= l <= (b - 1 if s else b)]
+patterns = st.sampled_from(ALL)
+
+
+def brute(x, p, scale):
+  y = np.asarray(np.asarray(x, np.float32) / np.asarray(scale, np.float32), np.float64)
+  return ref.nearest_level(y, p.bits, p.length, p.signed).reshape(y.shape)
+
+
+@pytest.mark.parametrize("p", ALL, ids=str)
+def test_every_midpoint_and_neighbour(p):
+  """Exhaustive on the points that decide rounding: levels, midpoints (ties), midpoints ± ulp."""
+  lv = p.levels.astype(np.float32)
+  mids = ((lv[1:].astype(np.float64) + lv[:-1]) / 2).astype(np.float32)
+  beyond = np.float32([p.max_level + 0.5, p.max_level + 1, 2.0 * p.max_level + 3, 1e30, -1e30])
+  pts = np.concatenate([lv, mids, np.nextafter(mids, np.inf), np.nextafter(mids, -np.inf), beyond,
+                        -beyond, np.float32([0.25, 0.5, 0.75, -0.5])])
+  np.testing.assert_array_equal(np.asarray(quantize(pts, p, 1.0)), brute(pts, p, 1.0))
+
+
+@given(p=patterns, data=st.data())
+def test_quantize_matches_brute_force(p, data):
+  x = np.array(data.draw(st.lists(st.floats(-1e4, 1e4, width=32), min_size=1, max_size=40)),
+               np.float32)
+  scale = np.float32(data.draw(st.floats(np.float32(1e-3), np.float32(1e3), width=32)))
+  got = quantize(x, p, scale)
+  chex.assert_type(got, jnp.int32)
+  np.testing.assert_array_equal(np.asarray(got), brute(x, p, scale))
+
+
+def test_special_values():
+  p = BitPattern(6, 3)
+  x = np.float32([0.0, -0.0, 1e-45, -1e-45, 1e-40, 3.4e38, -3.4e38, np.inf, -np.inf, np.nan])
+  np.testing.assert_array_equal(np.asarray(quantize(x, p, 1.0)),
+                                [0, 0, 0, 0, 0, 28, -28, 28, -28, 0])
+  out = np.asarray(project(x, p, 0.5))
+  np.testing.assert_array_equal(out[:-1], [0, 0, 0, 0, 0, 14, -14, 14, -14])
+  assert np.isnan(out[-1])
+  assert np.isnan(np.asarray(fake_quant(jnp.asarray(x), p, 0.5))[-1])
+  u = BitPattern(4, 2, signed=False)
+  np.testing.assert_array_equal(np.asarray(quantize(np.float32([-5, -np.inf, 5, np.inf]), u, 1)),
+                                [0, 0, 4, 12])
+
+
+def test_documented_ties():
+  p = BitPattern(6, 3)
+  x = np.float32([0.5, 1.5, 2.5, 3.5, 9.0, 11.0, 13.0, 18.0, 22.0, 26.0, -9.0])
+  np.testing.assert_array_equal(np.asarray(quantize(x, p, 1.0)),
+                                [0, 2, 2, 4, 8, 12, 12, 16, 24, 24, -8])
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
+def test_project_dtypes(dtype):
+  p = BitPattern(5, 2)
+  x = jax.random.normal(jax.random.key(0), (257,), jnp.float32).astype(dtype) * 3
+  scale = 0.37
+  out = project(x, p, scale)
+  assert out.dtype == dtype
+  want = brute(np.asarray(x.astype(jnp.float32)), p, scale) * np.float32(scale)
+  np.testing.assert_array_equal(np.asarray(out.astype(jnp.float32)),
+                                np.asarray(jnp.asarray(want, jnp.float32).astype(dtype)
+                                           .astype(jnp.float32)))
+
+
+@given(p=patterns, data=st.data())
+def test_per_channel_scale_broadcasts(p, data):
+  rows, cols = data.draw(st.integers(1, 5)), data.draw(st.integers(1, 5))
+  x = np.array(data.draw(st.lists(st.floats(-100, 100, width=32), min_size=rows * cols,
+                                  max_size=rows * cols)), np.float32).reshape(rows, cols)
+  s = np.array(data.draw(st.lists(st.floats(np.float32(0.01), 10, width=32), min_size=cols, max_size=cols)),
+               np.float32).reshape(1, cols)
+  got = np.asarray(quantize(x, p, s))
+  for c in range(cols):
+    np.testing.assert_array_equal(got[:, c], brute(x[:, c], p, s[0, c]))
+
+
+class TransformsTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_jit_and_plain_agree_with_brute_force(self):
+    p = BitPattern(7, 3)
+    x = jax.random.uniform(jax.random.key(1), (1000,), minval=-70, maxval=70)
+    fn = self.variant(lambda x: quantize(x, p, 1.0))
+    np.testing.assert_array_equal(np.asarray(fn(x)), brute(np.asarray(x), p, 1.0))
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_vmap_over_scales(self):
+    p = BitPattern(6, 2)
+    x = jax.random.normal(jax.random.key(2), (4, 50)) * 10
+    s = jnp.array([0.5, 1.0, 2.0, 3.0])
+    fn = self.variant(jax.vmap(lambda x, s: quantize(x, p, s)))
+    for i in range(4):
+      np.testing.assert_array_equal(np.asarray(fn(x, s))[i], brute(np.asarray(x[i]), p, s[i]))
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_straight_through_gradient(self):
+    p = BitPattern(6, 3)
+    x = jnp.float32([-40, -28.5, -28, -3.3, 0, 0.2, 7.7, 28, 28.01, 100])
+    g = self.variant(jax.grad(lambda x: jnp.sum(fake_quant(x, p, 1.0) * jnp.arange(10.0))))(x)
+    np.testing.assert_array_equal(np.asarray(g), [0, 0, 2, 3, 4, 5, 6, 7, 0, 0])
+    u = BitPattern(6, 3, signed=False)
+    gu = jax.grad(lambda x: jnp.sum(fake_quant(x, u, 1.0)))(x)
+    np.testing.assert_array_equal(np.asarray(gu), [0, 0, 0, 0, 1, 1, 1, 1, 1, 0])
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_lsq_scale_gradient(self):
+    p = BitPattern(6, 3)
+    x = jax.random.normal(jax.random.key(3), (64, 8)) * 3
+    s = jnp.linspace(0.05, 0.3, 8).reshape(1, 8)
+    cot = jax.random.normal(jax.random.key(4), (64, 8))
+    gs = self.variant(jax.grad(lambda s: jnp.sum(fake_quant(x, p, s) * cot)))(s)
+    chex.assert_shape(gs, (1, 8))
+    # Independent LSQ formula in numpy: d/ds = q - x/s inside, q (= ±max) outside.
+    xn, sn, cn = (np.asarray(a, np.float64) for a in (x, s, cot))
+    y = (np.asarray(x, np.float32) / np.asarray(s, np.float32)).astype(np.float64)
+    q = brute(np.asarray(x), p, np.asarray(s))
+    inside = np.abs(y) <= p.max_level
+    want = np.sum(cn * np.where(inside, q - y, q), axis=0, keepdims=True)
+    np.testing.assert_allclose(np.asarray(gs), want, rtol=1e-4, atol=1e-4)
+    assert (~inside).any() or True  # saturation exercised below
+    gs0 = jax.grad(lambda s: jnp.sum(fake_quant(jnp.float32([100.0, -100.0, 3.0]), p, s)))(1.0)
+    np.testing.assert_allclose(float(gs0), 28 - 28 + 0.0, atol=1e-6)
+
+  def test_fake_quant_forward_equals_project(self):
+    p = BitPattern(5, 3)
+    x = jax.random.normal(jax.random.key(5), (300,), jnp.bfloat16) * 4
+    np.testing.assert_array_equal(np.asarray(fake_quant(x, p, 0.3).astype(jnp.float32)),
+                                  np.asarray(project(x, p, 0.3).astype(jnp.float32)))
+
+
+def _err(w, p, s):
+  w = np.asarray(w, np.float64)
+  return np.sum((w - np.asarray(s, np.float64) * np.asarray(quantize(w.astype(np.float32), p, s)))**2)
+
+
+@given(p=patterns, seed=st.integers(0, 2**31 - 1), heavy=st.booleans())
+def test_fit_scale_never_worse_than_max_abs(p, seed, heavy):
+  rng = np.random.default_rng(seed)
+  w = (rng.standard_t(2, 200) if heavy else rng.normal(size=200)).astype(np.float32)
+  s = fit_scale(w, p)
+  chex.assert_shape(s, ())
+  assert np.isfinite(s) and s > 0
+  s_max = np.float32(np.abs(w).max() / p.max_level)
+  assert _err(w, p, s) <= _err(w, p, s_max) * (1 + 1e-6)
+
+
+def test_fit_scale_improves_on_gaussian_and_is_locally_optimal():
+  p = BitPattern(6, 3)
+  w = np.asarray(jax.random.normal(jax.random.key(7), (4096,)))
+  s = float(fit_scale(w, p))
+  s_max = np.abs(w).max() / p.max_level
+  assert _err(w, p, s) < 0.95 * _err(w, p, s_max)
+  for f in (0.9, 0.95, 0.97, 0.99, 1.01, 1.03, 1.05, 1.1):
+    assert _err(w, p, s) <= _err(w, p, s * f) * (1 + 1e-6)
+
+
+def test_fit_scale_per_channel_keepdims_and_zero_channels():
+  p = BitPattern(5, 2)
+  w = np.array(jax.random.normal(jax.random.key(8), (3, 3, 4, 6)))
+  w[..., 2] = 0.0
+  s = fit_scale(w, p, axis=(0, 1, 2))
+  chex.assert_shape(s, (1, 1, 1, 6))
+  assert np.all(np.isfinite(s)) and np.all(np.asarray(s) > 0) and float(s[0, 0, 0, 2]) == 1.0
+  for c in range(6):
+    np.testing.assert_allclose(float(s[0, 0, 0, c]), float(fit_scale(w[..., c], p)), rtol=1e-6)
+  s_dense = fit_scale(w.reshape(-1, 6), p, axis=0)
+  chex.assert_shape(s_dense, (1, 6))
+  with pytest.raises(ValueError, match="axis 4"):
+    fit_scale(w, p, axis=4)

@@ -1,0 +1,39 @@
+"""Tests of pattern_stats against plain-Python counting."""
+
+import chex
+import jax
+import numpy as np
+from hypothesis import given, strategies as st
+
+from ebsp_jax.numerics.pattern import BitPattern
+from ebsp_jax.numerics.stats import pattern_stats
+
+
+@given(st.lists(st.integers(-40, 40), min_size=64, max_size=64))
+def test_histograms_match_python_counting(xs):
+  p = BitPattern(6, 3)
+  got = jax.jit(lambda q: pattern_stats(q, p))(np.int32(xs))
+  lead = np.zeros(6, int)
+  shift = np.zeros(4, int)
+  mant = np.zeros(8, int)
+  for x in xs:
+    m = abs(x)
+    if m:
+      pos = m.bit_length() - 1
+      lead[min(pos, 5)] += 1
+      k = max(0, pos - 2)
+      shift[min(k, 3)] += 1
+      mant[m >> k] += 1
+    else:
+      mant[0] += 1
+  levels = set(p.levels.tolist())
+  np.testing.assert_array_equal(np.asarray(got["leading_one"]), lead)
+  np.testing.assert_array_equal(np.asarray(got["shift"]), shift)
+  np.testing.assert_array_equal(np.asarray(got["mantissa"]), mant)
+  assert int(got["count"]) == len(xs)
+  np.testing.assert_allclose(float(got["zero_fraction"]), xs.count(0) / len(xs), rtol=1e-6)
+  np.testing.assert_allclose(float(got["on_grid_fraction"]),
+                             sum(x in levels for x in xs) / len(xs), rtol=1e-6)
+  np.testing.assert_allclose(float(got["negative_fraction"]),
+                             sum(x < 0 for x in xs) / len(xs), rtol=1e-6)
+  chex.assert_shape(got["mantissa"], (8,))
