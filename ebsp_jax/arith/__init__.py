@@ -1,0 +1,19 @@
+"""The bit-exact EBSP datapath ("non-multiplication engine", EBSP_SPEC.md §3) in ``jax.lax``.
+
+Public API:
+
+* :func:`dot_general`, :func:`conv_general_dilated` — ``lax``-compatible contractions of integer
+  activations with pattern weights, int32 result, ``acc_bits`` accumulator with
+  ``wrap``/``saturate``/``error`` overflow, ``mode="exact"|"dual_lod"``,
+  ``method="fast"|"reference"`` (bit-identical), ``with_stats=True`` for overflow counts.
+* :mod:`ebsp_jax.arith.datapath` — the hardware pieces (LOD, weight split, LUT fill/read,
+  barrel shift, accumulate, dual-LOD activation split and mantissa table).
+* :mod:`ebsp_jax.arith.events` — per-layer event counts for the hardware model.
+"""
+
+from ebsp_jax.arith import datapath, events, wide
+from ebsp_jax.arith.api import conv_general_dilated, dot_general
+from ebsp_jax.arith.config import ACC_BITS_RANGE, MODES, METHODS, OVERFLOWS, ROUNDINGS, Config
+
+__all__ = ["dot_general", "conv_general_dilated", "datapath", "events", "wide", "Config", "OVERFLOWS",
+           "MODES", "METHODS", "ROUNDINGS", "ACC_BITS_RANGE"]

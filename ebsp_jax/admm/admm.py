@@ -1,0 +1,307 @@
+"""ADMM quantization as an optax transformation (EBSP_SPEC.md §4; Leng et al., AAAI 2018).
+
+Problem: minimise ``f(W)`` subject to ``W ∈ C``, the grid of a bit-sparsity pattern with a
+per-channel scale. ADMM splits it with an auxiliary ``Z ∈ C`` and a scaled dual ``U``:
+
+* W-step (every call): the downstream optimizer descends ``f(W) + (ρ/2)||W − Z + U||²``; this
+  transformation adds the penalty gradient ``ρ (W − Z + U)`` to the incoming gradient of every
+  quantized leaf (float leaves pass through untouched).
+* Z-step (every ``update_every`` calls): refit the scale on ``W + U`` (``fit_scale``), set
+  ``Z = Proj_C(W + U)``, then ``U ← U + W − Z``; update ρ with its policy (and rescale ``U`` by
+  ``ρ_old/ρ_new``, Boyd et al. 2011 §3.4.1). The Z-step runs at the *start* of call ``t`` when
+  ``t > 0`` and ``t % update_every == 0``, so it sees the weights after exactly ``t`` W-steps.
+
+Usage::
+
+    rule = ebsp_jax.make_rule(ebsp_jax.BitPattern(6, 3))
+    tx = optax.chain(admm(rule, rho=1e-3, update_every=100), optax.sgd(0.01, momentum=0.9))
+    opt_state = tx.init(params)
+    # forward pass with the projected weights (straight-through), as the method prescribes:
+    loss, grads = jax.value_and_grad(lambda p: loss_fn(straight_through(p, opt_state)))(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    ...
+    params = finalize(params, opt_state)          # hard projection onto the grids
+
+The state carries the pattern of every quantized leaf as static pytree metadata, so
+:func:`finalize`, :func:`straight_through` and :func:`tree_scales` need only the optimizer state
+(any nesting: ``chain``, ``masked``, ``multi_transform``, several ADMM groups).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ebsp_jax.admm.rho import RhoLike, as_policy
+from ebsp_jax.numerics.quantizers import fake_quant, fit_scale, project
+from ebsp_jax.numerics.tree import Rule, channel_axes, path_str
+
+PyTree = Any
+
+
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class StaticPattern:
+  """A number format held as static pytree metadata (no array leaves) inside ``ADMMState``."""
+
+  pattern: Any
+
+
+class ADMMState(NamedTuple):
+  """State of :func:`admm`.
+
+  Trees ``z``, ``u``, ``scales`` and ``patterns`` have the structure of the params the
+  transformation was initialised with, ``None`` at unquantized (float) leaves.
+
+  Attributes:
+    count: int32, number of ``update`` calls so far (W-steps).
+    rho: float32, the current penalty parameter ρ.
+    z: the projection ``Proj_C(W + U)`` of the last Z-step (on-grid values, float dtype of W).
+    u: the scaled dual variable.
+    scales: float32 scales of ``z`` (per output channel: shape ``(1, ..., 1, out)``, or ``()``).
+    patterns: :class:`StaticPattern` per quantized leaf (static: no array leaves).
+    num_z_steps: int32, Z-steps done (the initial projection in ``init`` is not counted).
+    primal_residual: float32, ``||W − Z||₂`` over all quantized leaves at the last Z-step.
+    dual_residual: float32, ``ρ ||Z − Z_prev||₂`` at the last Z-step (ρ before its update).
+  """
+
+  count: jax.Array
+  rho: jax.Array
+  z: PyTree
+  u: PyTree
+  scales: PyTree
+  patterns: PyTree
+  num_z_steps: jax.Array
+  primal_residual: jax.Array
+  dual_residual: jax.Array
+
+
+def _is_none(x) -> bool:
+  return x is None
+
+
+def _map_quantized(fn, patterns: PyTree, *trees: PyTree) -> PyTree:
+  """``fn(pattern, *leaves)`` at quantized leaves (``None`` elsewhere), over ``patterns``' shape.
+
+  ``trees`` must have the structure of the params with ``None`` or arrays at every leaf; masked
+  nodes (``optax.MaskedNode``) are empty subtrees and stay as they are.
+  """
+  def leaf_fn(p, *xs):
+    if p is None:
+      return None
+    return fn(p.pattern, *xs)
+  return jax.tree_util.tree_map(leaf_fn, patterns, *trees,
+                                is_leaf=lambda x: x is None or isinstance(x, StaticPattern))
+
+
+def _sum_sq(tree: PyTree) -> jax.Array:
+  leaves = [jnp.sum(jnp.square(jnp.asarray(x, jnp.float32))) for x in jax.tree_util.tree_leaves(tree)]
+  return sum(leaves, jnp.zeros((), jnp.float32))
+
+
+def admm(rule: Rule, rho: RhoLike = 1e-3, update_every: int = 1, *, per_channel: bool = True,
+         scale_iters: int = 16, rescale_dual: bool = True) -> optax.GradientTransformation:
+  """ADMM onto bit-sparsity-pattern grids, as a gradient transformation.
+
+  Place it before the optimizer that turns gradients into updates (``optax.chain(admm(...),
+  optax.sgd(...))``) so the penalty gradient goes through momentum/Adam like the loss gradient.
+
+  Args:
+    rule: ``(path, leaf) -> BitPattern | None`` (see ``ebsp_jax.make_rule``): which leaves are
+      quantized and onto which pattern; ``None`` keeps a leaf float (no penalty, no Z/U).
+    rho: the penalty parameter: a number (constant) or a :class:`~ebsp_jax.admm.rho.RhoPolicy`
+      (``geometric_rho``, ``residual_balancing_rho``, ``scheduled_rho``).
+    update_every: W-steps between Z-steps (``k`` >= 1).
+    per_channel: one scale per output channel (last axis) instead of one per tensor.
+    scale_iters: alternations of :func:`ebsp_jax.fit_scale` at each Z-step.
+    rescale_dual: rescale ``U`` by ``ρ_old/ρ_new`` when ρ changes (Boyd §3.4.1), keeping the
+      unscaled dual ``ρU`` continuous.
+
+  Returns:
+    An ``optax.GradientTransformation`` whose ``update`` requires ``params``.
+  """
+  if isinstance(update_every, bool) or not isinstance(update_every, int) or update_every < 1:
+    raise ValueError(f"update_every must be an int >= 1, got {update_every!r}")
+  policy = as_policy(rho)
+  rho0 = policy.init()
+
+  def patterns_of(params):
+    def fn(path, leaf):
+      p = rule(path_str(path), leaf)
+      return None if p is None else StaticPattern(p)
+    return jax.tree_util.tree_map_with_path(fn, params)
+
+  def fit(pattern, v):
+    return fit_scale(v, pattern, channel_axes(v, per_channel), num_iters=scale_iters)
+
+  def init_fn(params):
+    patterns = patterns_of(params)
+    scales = _map_quantized(fit, patterns, params)
+    z = _map_quantized(lambda p, w, s: project(w, p, s), patterns, params, scales)
+    u = _map_quantized(lambda p, w: jnp.zeros_like(w), patterns, params)
+    return ADMMState(count=jnp.zeros((), jnp.int32), rho=jnp.asarray(rho0, jnp.float32),
+                     z=z, u=u, scales=scales, patterns=patterns,
+                     num_z_steps=jnp.zeros((), jnp.int32),
+                     primal_residual=jnp.zeros((), jnp.float32),
+                     dual_residual=jnp.zeros((), jnp.float32))
+
+  def z_step(state: ADMMState, params) -> ADMMState:
+    pats = state.patterns
+    v = _map_quantized(lambda p, w, u: w + u, pats, params, state.u)
+    scales = _map_quantized(fit, pats, v)
+    z = _map_quantized(lambda p, x, s: project(x, p, s), pats, v, scales)
+    u = _map_quantized(lambda p, u, w, z_: u + w - z_, pats, state.u, params, z)
+    primal = jnp.sqrt(_sum_sq(_map_quantized(lambda p, w, z_: w - z_, pats, params, z)))
+    dual = state.rho * jnp.sqrt(_sum_sq(_map_quantized(lambda p, a, b: a - b, pats, z, state.z)))
+    n = state.num_z_steps + 1
+    rho_new = jnp.asarray(policy.update(state.rho, n, primal, dual), jnp.float32)
+    if rescale_dual:
+      ratio = state.rho / rho_new
+      u = _map_quantized(lambda p, x: (x * ratio).astype(x.dtype), pats, u)
+    return state._replace(rho=rho_new, z=z, u=u, scales=scales, num_z_steps=n,
+                          primal_residual=primal, dual_residual=dual)
+
+  def update_fn(updates, state: ADMMState, params=None):
+    if params is None:
+      raise ValueError("admm: update() needs params (the current weights W)")
+    do_z = (state.count > 0) & (state.count % update_every == 0)
+    if isinstance(do_z, jax.core.Tracer):
+      state = jax.lax.cond(do_z, z_step, lambda s, p: s, state, params)
+    elif bool(do_z):  # eager: skip tracing the untaken branch
+      state = z_step(state, params)
+
+    def add_penalty(p, g, w, z, u):
+      return (g + state.rho * (w - z + u)).astype(g.dtype)
+
+    new_updates = jax.tree_util.tree_map(
+        lambda pat, g, w, z, u: g if pat is None else add_penalty(pat, g, w, z, u),
+        state.patterns, updates, params, state.z, state.u,
+        is_leaf=lambda x: x is None or isinstance(x, StaticPattern))
+    return new_updates, state._replace(count=optax.safe_increment(state.count))
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def with_admm(inner: optax.GradientTransformation, rule: Rule, **kwargs) -> optax.GradientTransformation:
+  """``optax.chain(admm(rule, **kwargs), inner)``: ADMM wrapped around an inner optimizer."""
+  return optax.chain(admm(rule, **kwargs), inner)
+
+
+# ------------------------------------------------------------------------------------------
+# Reading the state (works on any optimizer state that contains ADMMStates).
+def find_admm_states(opt_state: PyTree) -> List[ADMMState]:
+  """Every :class:`ADMMState` inside an optimizer state (``chain``/``masked``/... nesting)."""
+  found = []
+
+  def visit(x):
+    if isinstance(x, ADMMState):
+      found.append(x)
+      return True
+    return False
+
+  jax.tree_util.tree_flatten(opt_state, is_leaf=visit)
+  return found
+
+
+def _entries(opt_state: PyTree) -> Dict[str, Tuple[Any, jax.Array, jax.Array]]:
+  """``{param path: (pattern, scale, z)}`` over all ADMM states (a path may appear once)."""
+  if isinstance(opt_state, ADMMState):
+    states = [opt_state]
+  else:
+    states = find_admm_states(opt_state)
+  if not states:
+    raise ValueError("no ADMMState found in the optimizer state (was it built with admm()?)")
+  out: Dict[str, Tuple[Any, jax.Array]] = {}
+  for st in states:
+    is_leaf = lambda x: x is None or isinstance(x, StaticPattern)  # noqa: E731
+    pats = jax.tree_util.tree_flatten_with_path(st.patterns, is_leaf=is_leaf)[0]
+    scales = jax.tree_util.tree_flatten_with_path(st.scales, is_leaf=_is_none)[0]
+    scale_by_path = {path_str(k): s for k, s in scales if s is not None}
+    z_by_path = {path_str(k): z for k, z in
+                 jax.tree_util.tree_flatten_with_path(st.z, is_leaf=_is_none)[0] if z is not None}
+    for k, p in pats:
+      if p is None:
+        continue
+      key = path_str(k)
+      if key in out:
+        raise ValueError(f"parameter '{key}' is quantized by two ADMM transformations")
+      out[key] = (p.pattern, scale_by_path[key], z_by_path[key])
+  return out
+
+
+def _map_params(fn, params: PyTree, opt_state: PyTree) -> PyTree:
+  entries = _entries(opt_state)
+
+  def leaf_fn(path, w):
+    e = entries.get(path_str(path))
+    return w if e is None else fn(w, *e[:2])
+
+  return jax.tree_util.tree_map_with_path(leaf_fn, params)
+
+
+def straight_through(params: PyTree, opt_state: PyTree) -> PyTree:
+  """The weights the ADMM forward pass computes with: ``fake_quant(W)`` at the current scales.
+
+  Forward: every quantized leaf projected onto its grid with the scale of the last Z-step;
+  backward: straight-through to ``W`` (zero where ``W/scale`` saturates); no gradient to the
+  scales. Float leaves pass through.
+  """
+  return _map_params(lambda w, p, s: fake_quant(w, p, jax.lax.stop_gradient(s)), params, opt_state)
+
+
+def finalize(params: PyTree, opt_state: PyTree, *, refit_scales: bool = False) -> PyTree:
+  """Hard projection of every ADMM-quantized leaf onto its grid.
+
+  Args:
+    params: the weights ``W``.
+    opt_state: an optimizer state containing the ADMM state(s) (or an ``ADMMState``).
+    refit_scales: refit each scale on ``W`` (``fit_scale``, per output channel) instead of using
+      the scale of the last Z-step. The default reproduces exactly what the straight-through
+      forward pass computed with, and matches :func:`tree_scales`.
+
+  Returns:
+    params with every quantized leaf equal to ``scale * level``.
+  """
+  if refit_scales:
+    def fn(w, p, s):
+      axes = None if jnp.ndim(s) == 0 else channel_axes(w)
+      return project(w, p, fit_scale(w, p, axes))
+    return _map_params(fn, params, opt_state)
+  return _map_params(lambda w, p, s: project(w, p, s), params, opt_state)
+
+
+def tree_scales(params: PyTree, opt_state: PyTree) -> PyTree:
+  """The ADMM scales as a tree shaped like ``params`` (``None`` at float leaves)."""
+  entries = _entries(opt_state)
+  return jax.tree_util.tree_map_with_path(
+      lambda path, w: entries[path_str(path)][1] if path_str(path) in entries else None, params)
+
+
+def tree_rule(opt_state: PyTree) -> Rule:
+  """A rule that reproduces the ADMM state's per-leaf patterns (for evaluation/export)."""
+  entries = _entries(opt_state)
+  return lambda path, leaf: entries[path][0] if path in entries else None
+
+
+def admm_metrics(opt_state: PyTree) -> Dict[str, jax.Array]:
+  """Scalars to log: ρ, residuals and Z-step count of the (first) ADMM state."""
+  states = [opt_state] if isinstance(opt_state, ADMMState) else find_admm_states(opt_state)
+  if not states:
+    return {}
+  st = states[0]
+  return {"admm/rho": st.rho, "admm/primal_residual": st.primal_residual,
+          "admm/dual_residual": st.dual_residual, "admm/num_z_steps": st.num_z_steps}
+
+
+def primal_residual(params: PyTree, opt_state: PyTree) -> jax.Array:
+  """``||W − Z||₂`` now (not only at the last Z-step), over all ADMM-quantized leaves."""
+  entries = _entries(opt_state)
+  diffs = [w - entries[path_str(k)][2] for k, w in jax.tree_util.tree_flatten_with_path(params)[0]
+           if path_str(k) in entries]
+  return jnp.sqrt(_sum_sq(diffs))
+

@@ -1,0 +1,297 @@
+"""Tests of the ADMM optax transformation (jit and no-jit via chex.variants)."""
+
+from absl.testing import absltest, parameterized
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ebsp_jax import admm as admm_lib  # the package: admm_lib.admm is the transformation
+from ebsp_jax.admm import rho as rho_lib
+from ebsp_jax.numerics import BitPattern, make_rule, on_grid, project, quantize, uniform
+
+P63 = BitPattern(6, 3)
+
+
+def _params(seed=0):
+  k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
+  return {
+      "conv": {"kernel": jax.random.normal(k1, (3, 3, 2, 4)) * 0.3, "bias": jnp.zeros(4)},
+      "dense": {"kernel": jax.random.normal(k2, (8, 5)) * 0.2, "bias": jax.random.normal(k3, (5,))},
+  }
+
+
+def _grads(params, seed=1):
+  leaves, tdef = jax.tree_util.tree_flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+  return jax.tree_util.tree_unflatten(
+      tdef, [jax.random.normal(k, x.shape) * 0.05 for k, x in zip(keys, leaves)])
+
+
+RULE = make_rule(P63)
+
+
+class AdmmTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_init_state(self):
+    params = _params()
+    state = self.variant(admm_lib.admm(RULE, rho=0.5).init)(params)
+    self.assertIsNone(state.z["conv"]["bias"])
+    self.assertIsNone(state.u["dense"]["bias"])
+    self.assertEqual(state.scales["conv"]["kernel"].shape, (1, 1, 1, 4))
+    self.assertEqual(state.scales["dense"]["kernel"].shape, (1, 5))
+    np.testing.assert_allclose(state.rho, 0.5)
+    chex.assert_trees_all_equal(state.u["conv"]["kernel"], jnp.zeros((3, 3, 2, 4)))
+    z = state.z["conv"]["kernel"]
+    s = state.scales["conv"]["kernel"]
+    chex.assert_trees_all_close(z, project(params["conv"]["kernel"], P63, s))
+    self.assertTrue(bool(jnp.all(on_grid(quantize(z, P63, s), P63))))
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_penalty_gradient_value(self):
+    params, grads = _params(), _grads(_params())
+    tx = admm_lib.admm(RULE, rho=0.25, update_every=10)
+    state = tx.init(params)
+    # Make U non-zero so the test sees all three terms.
+    u = jax.tree_util.tree_map(lambda x: None if x is None else x + 0.01, state.u,
+                               is_leaf=lambda x: x is None)
+    state = state._replace(u=u)
+    updates, new_state = self.variant(tx.update)(grads, state, params)
+    for layer in ("conv", "dense"):
+      w, z, uu = params[layer]["kernel"], state.z[layer]["kernel"], state.u[layer]["kernel"]
+      chex.assert_trees_all_close(updates[layer]["kernel"],
+                                  grads[layer]["kernel"] + 0.25 * (w - z + uu), rtol=1e-6)
+      chex.assert_trees_all_equal(updates[layer]["bias"], grads[layer]["bias"])
+    self.assertEqual(int(new_state.count), 1)
+    self.assertEqual(int(new_state.num_z_steps), 0)  # no Z-step at count 0
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_z_step_on_grid_u_update_and_residuals(self):
+    params = _params()
+    tx = admm_lib.admm(RULE, rho=0.3, update_every=1)
+    state = tx.init(params)
+    grads = _grads(params)
+    update = self.variant(tx.update)
+    _, state = update(grads, state, params)  # count 0 -> no Z-step
+    w2 = jax.tree_util.tree_map(lambda x: x * 1.1 + 0.01, params)
+    _, state2 = update(grads, state, w2)     # count 1 -> Z-step with W = w2
+    self.assertEqual(int(state2.num_z_steps), 1)
+    sq_primal, sq_dual = 0.0, 0.0
+    for layer in ("conv", "dense"):
+      w, u_old = w2[layer]["kernel"], state.u[layer]["kernel"]
+      z, s = state2.z[layer]["kernel"], state2.scales[layer]["kernel"]
+      # Z on grid, with its scale refit on W + U.
+      q = quantize(z, P63, s)
+      self.assertTrue(bool(jnp.all(on_grid(q, P63))))
+      chex.assert_trees_all_close(z, q * s, rtol=1e-6)
+      chex.assert_trees_all_close(z, project(w + u_old, P63, s))
+      # U += W - Z.
+      chex.assert_trees_all_close(state2.u[layer]["kernel"], u_old + w - z, atol=1e-7)
+      sq_primal += float(jnp.sum((w - z) ** 2))
+      sq_dual += float(jnp.sum((z - state.z[layer]["kernel"]) ** 2))
+    np.testing.assert_allclose(state2.primal_residual, np.sqrt(sq_primal), rtol=1e-5)
+    np.testing.assert_allclose(state2.dual_residual, 0.3 * np.sqrt(sq_dual), rtol=1e-5)
+    chex.assert_trees_all_close(admm_lib.primal_residual(w2, state2), state2.primal_residual,
+                                rtol=1e-5)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_update_every(self):
+    params = _params()
+    tx = admm_lib.admm(RULE, rho=0.1, update_every=3)
+    state = tx.init(params)
+    update = self.variant(tx.update)
+    seen = []
+    grads = _grads(params)
+    for _ in range(7):
+      _, state = update(grads, state, params)
+      seen.append(int(state.num_z_steps))
+    # Z-steps at the start of calls 3 and 6.
+    self.assertEqual(seen, [0, 0, 0, 1, 1, 1, 2])
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_geometric_rho_and_dual_rescale(self):
+    params = _params()
+    tx = admm_lib.admm(RULE, rho=rho_lib.geometric_rho(0.1, 2.0, max_value=0.5), update_every=1)
+    state = tx.init(params)
+    update = self.variant(tx.update)
+    rhos = []
+    for i in range(5):
+      w = jax.tree_util.tree_map(lambda x: x * (1 + 0.05 * i), params)
+      prev = state
+      _, state = update(_grads(params), state, w)
+      rhos.append(float(state.rho))
+      if i >= 1:
+        # U is the updated dual rescaled by rho_old / rho_new.
+        z = state.z["dense"]["kernel"]
+        expect = (prev.u["dense"]["kernel"] + w["dense"]["kernel"] - z) * (prev.rho / state.rho)
+        chex.assert_trees_all_close(state.u["dense"]["kernel"], expect, atol=1e-6)
+    np.testing.assert_allclose(rhos, [0.1, 0.2, 0.4, 0.5, 0.5], rtol=1e-6)
+
+  def test_no_dual_rescale(self):
+    params = _params()
+    tx = admm_lib.admm(RULE, rho=rho_lib.geometric_rho(0.1, 2.0), update_every=1,
+                       rescale_dual=False)
+    state = tx.init(params)
+    _, state = tx.update(_grads(params), state, params)
+    w = jax.tree_util.tree_map(lambda x: x * 1.2, params)
+    _, state2 = tx.update(_grads(params), state, w)
+    chex.assert_trees_all_close(
+        state2.u["conv"]["kernel"],
+        state.u["conv"]["kernel"] + w["conv"]["kernel"] - state2.z["conv"]["kernel"], atol=1e-7)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_residual_balancing(self):
+    params = _params()
+    policy = rho_lib.residual_balancing_rho(1.0, mu=10.0, tau=2.0)
+    tx = admm_lib.admm(RULE, rho=policy, update_every=1)
+    state = tx.init(params)
+    update = self.variant(tx.update)
+    _, state = update(_grads(params), state, params)
+    # Same W, U = 0: Z is the same projection again -> dual 0 < primal -> rho doubles.
+    _, s1 = update(_grads(params), state, params)
+    self.assertGreater(float(s1.primal_residual), 0.0)
+    np.testing.assert_allclose(s1.dual_residual, 0.0, atol=1e-6)
+    np.testing.assert_allclose(s1.rho, 2.0)
+    # W jumps by 0.5: Z moves a lot, W stays near its new projection -> dual >> primal -> halves.
+    w = jax.tree_util.tree_map(lambda x: x + 0.5, params)
+    _, s2 = update(_grads(params), s1, w)
+    self.assertGreater(float(s2.dual_residual), 10 * float(s2.primal_residual))
+    np.testing.assert_allclose(s2.rho, 1.0)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_finalize_and_straight_through(self):
+    params = _params()
+    tx = optax.chain(admm_lib.admm(RULE, rho=0.1, update_every=2), optax.sgd(0.05, momentum=0.9))
+    state = tx.init(params)
+
+    def step(p, s):
+      loss = lambda q: sum(jnp.sum(jnp.sin(x)) for x in jax.tree_util.tree_leaves(q))  # noqa: E731
+      g = jax.grad(lambda q: loss(admm_lib.straight_through(q, s)))(p)
+      u, s = tx.update(g, s, p)
+      return optax.apply_updates(p, u), s
+
+    step = self.variant(step)
+    for _ in range(3):
+      params, state = step(params, state)
+    final = self.variant(admm_lib.finalize)(params, state)
+    scales = admm_lib.tree_scales(params, state)
+    for layer in ("conv", "dense"):
+      q = quantize(final[layer]["kernel"], P63, scales[layer]["kernel"])
+      self.assertTrue(bool(jnp.all(on_grid(q, P63))))
+      chex.assert_trees_all_close(final[layer]["kernel"], q * scales[layer]["kernel"], rtol=1e-6)
+      # The forward pass during ADMM computed with exactly the finalized weights.
+      chex.assert_trees_all_close(admm_lib.straight_through(params, state)[layer]["kernel"],
+                                  final[layer]["kernel"])
+      chex.assert_trees_all_equal(final[layer]["bias"], params[layer]["bias"])
+    refit = admm_lib.finalize(params, state, refit_scales=True)
+    err_fixed = float(jnp.sum((final["conv"]["kernel"] - params["conv"]["kernel"]) ** 2))
+    err_refit = float(jnp.sum((refit["conv"]["kernel"] - params["conv"]["kernel"]) ** 2))
+    self.assertLessEqual(err_refit, err_fixed + 1e-6)
+    self.assertIs(admm_lib.tree_rule(state)("conv/kernel", None), P63)
+    self.assertIsNone(admm_lib.tree_rule(state)("conv/bias", None))
+
+  def test_straight_through_gradient(self):
+    params = _params()
+    state = admm_lib.admm(RULE).init(params)
+    g = jax.grad(lambda p: jnp.sum(admm_lib.straight_through(p, state)["dense"]["kernel"] * 3.0))(
+        params)
+    # Identity gradient inside the range (no weight saturates at its fitted scale here except
+    # possibly the channel max, which sits at the max level).
+    w, s = params["dense"]["kernel"], state.scales["dense"]["kernel"]
+    inside = jnp.abs(w / s) <= P63.max_level
+    chex.assert_trees_all_close(g["dense"]["kernel"], jnp.where(inside, 3.0, 0.0))
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_masked_multi_transform_and_schedule(self):
+    params = _params()
+    grads = _grads(params)
+    sched = optax.cosine_decay_schedule(0.1, 10)
+    mask = {"conv": {"kernel": True, "bias": False}, "dense": {"kernel": False, "bias": False}}
+    tx = optax.chain(optax.masked(admm_lib.admm(RULE, rho=0.2), mask), optax.sgd(sched))
+    state = tx.init(params)
+    updates, state = self.variant(tx.update)(grads, state, params)
+    (ast,) = admm_lib.find_admm_states(state)
+    z = ast.z["conv"]["kernel"]
+    chex.assert_trees_all_close(updates["conv"]["kernel"],
+                                -0.1 * (grads["conv"]["kernel"] + 0.2 * (params["conv"]["kernel"] - z)),
+                                rtol=1e-5)
+    chex.assert_trees_all_close(updates["dense"]["kernel"], -0.1 * grads["dense"]["kernel"], rtol=1e-6)
+    final = admm_lib.finalize(params, state)
+    chex.assert_trees_all_equal(final["dense"]["kernel"], params["dense"]["kernel"])
+    self.assertIsNone(admm_lib.tree_scales(params, state)["dense"]["kernel"])
+
+    # multi_transform: two ADMM groups with different patterns and rho.
+    labels = {"conv": {"kernel": "a", "bias": "f"}, "dense": {"kernel": "b", "bias": "f"}}
+    tx2 = optax.chain(
+        optax.multi_transform({"a": admm_lib.admm(RULE, rho=0.1),
+                               "b": admm_lib.admm(make_rule(uniform(8)), rho=0.3),
+                               "f": optax.identity()}, labels),
+        optax.adam(1e-2))
+    s2 = tx2.init(params)
+    _, s2 = self.variant(tx2.update)(grads, s2, params)
+    self.assertLen(admm_lib.find_admm_states(s2), 2)
+    rule = admm_lib.tree_rule(s2)
+    self.assertEqual(rule("conv/kernel", None), P63)
+    self.assertEqual(rule("dense/kernel", None), uniform(8))
+    fin = admm_lib.finalize(params, s2)
+    sc = admm_lib.tree_scales(params, s2)
+    self.assertTrue(bool(jnp.all(on_grid(quantize(fin["dense"]["kernel"], uniform(8),
+                                                  sc["dense"]["kernel"]), uniform(8)))))
+
+  def test_with_admm_wrapper_and_errors(self):
+    params = _params()
+    tx = admm_lib.with_admm(optax.sgd(0.1), RULE, rho=0.1)
+    state = tx.init(params)
+    with self.assertRaisesRegex(ValueError, "needs params"):
+      tx.update(_grads(params), state)
+    with self.assertRaisesRegex(ValueError, "update_every"):
+      admm_lib.admm(RULE, update_every=0)
+    with self.assertRaisesRegex(ValueError, "no ADMMState"):
+      admm_lib.finalize(params, optax.sgd(0.1).init(params))
+    with self.assertRaisesRegex(ValueError, "positive"):
+      admm_lib.admm(RULE, rho=-1.0)
+
+  def test_converges_to_grid(self):
+    """ADMM on a quadratic drives W onto the grid: the primal residual shrinks."""
+    params = _params()
+    target = jax.tree_util.tree_map(lambda x: x + 0.05, params)
+    tx = optax.chain(admm_lib.admm(RULE, rho=rho_lib.geometric_rho(0.05, 1.3, 5.0),
+                                   update_every=5), optax.sgd(0.1))
+    state = tx.init(params)
+
+    @jax.jit
+    def step(p, s):
+      g = jax.grad(lambda q: sum(jnp.sum((a - b) ** 2) for a, b in zip(
+          jax.tree_util.tree_leaves(q), jax.tree_util.tree_leaves(target))))(p)
+      u, s = tx.update(g, s, p)
+      return optax.apply_updates(p, u), s
+
+    res = []
+    for i in range(120):
+      params, state = step(params, state)
+      if i % 40 == 39:
+        res.append(float(admm_lib.primal_residual(params, state)))
+    self.assertLess(res[-1], 0.05 * res[0] + 1e-6)
+
+  def test_sharded_params(self):
+    devices = np.array(jax.devices())
+    mesh = jax.sharding.Mesh(devices, ("data",))
+    repl = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    params = jax.device_put(_params(), repl)
+    tx = optax.chain(admm_lib.admm(RULE, rho=0.1, update_every=1), optax.sgd(0.1))
+    state = jax.jit(tx.init)(params)
+
+    @jax.jit
+    def step(p, s):
+      u, s = tx.update(_grads(p), s, p)
+      return optax.apply_updates(p, u), s
+
+    p2, s2 = step(*step(params, state))
+    self.assertEqual(int(admm_lib.find_admm_states(s2)[0].num_z_steps), 1)
+    self.assertEqual(p2["conv"]["kernel"].sharding, repl)
+
+
+if __name__ == "__main__":
+  absltest.main()

@@ -1,0 +1,283 @@
+"""dot_general: fast == reference == an independent int64 NumPy model, on every input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from jax.experimental import checkify
+
+from ebsp_jax import arith
+from ebsp_jax.arith import fast
+from ebsp_jax.arith import numpy_reference as npref
+from ebsp_jax.arith._test_strategies import (act_array, act_formats, fast_settings, patterns,
+                                             weight_array)
+from ebsp_jax.arith.config import Config
+from ebsp_jax.numerics import BitPattern
+
+MM = (((1,), (0,)), ((), ()))
+
+
+@st.composite
+def dot_problems(draw):
+  """Random dot_general geometry: batch, several contracting and free dims, permuted axes."""
+  nb = draw(st.integers(0, 1))
+  nc = draw(st.integers(1, 2))
+  nl = draw(st.integers(0, 2))
+  nr = draw(st.integers(0, 1))
+  size = st.integers(1, 4)
+  b = [draw(size) for _ in range(nb)]
+  c = [draw(st.integers(1, 6)) for _ in range(nc)]
+  lf = [draw(size) for _ in range(nl)]
+  rf = [draw(size) for _ in range(nr)]
+  lroles = [("b", i) for i in range(nb)] + [("c", i) for i in range(nc)] + [("f", i) for i in range(nl)]
+  rroles = [("b", i) for i in range(nb)] + [("c", i) for i in range(nc)] + [("f", i) for i in range(nr)]
+  lroles = draw(st.permutations(lroles))
+  rroles = draw(st.permutations(rroles))
+  sizes = {"b": b, "c": c}
+  lshape = tuple((sizes.get(r, lf) if r != "f" else lf)[i] for r, i in lroles)
+  rshape = tuple((sizes.get(r, rf) if r != "f" else rf)[i] for r, i in rroles)
+  pos = lambda roles, kind: tuple(roles.index((kind, i)) for i in range(nb if kind == "b" else nc))
+  dims = ((pos(lroles, "c"), pos(rroles, "c")), (pos(lroles, "b"), pos(rroles, "b")))
+  return lshape, rshape, dims
+
+
+def expected(lhs, rhs, dims, cfg_kw, pattern):
+  a = lhs.astype(np.int64)
+  if cfg_kw.get("mode") == "dual_lod":
+    a = npref.dual_lod_approx(a, pattern.length, cfg_kw.get("rounding", "truncate"))
+  s = npref.dot(a, rhs, dims)
+  return npref.accumulator(s, cfg_kw.get("acc_bits", 32),
+                           "saturate" if cfg_kw.get("overflow") == "saturate" else "wrap")
+
+
+def run_both(lhs, rhs, dims, **kw):
+  out = {}
+  for method in ("fast", "reference"):
+    res, stats = arith.dot_general(lhs, rhs, dims, method=method, with_stats=True, **kw)
+    out[method] = (np.asarray(res), int(stats["overflow_count"]))
+    assert res.dtype == jnp.int32
+  return out
+
+
+@fast_settings(12)
+@given(dot_problems(), patterns(max_bits=8), act_formats(max_bits=12), st.integers(2, 32),
+       st.sampled_from(["wrap", "saturate"]), st.sampled_from(["exact", "dual_lod"]),
+       st.sampled_from(["truncate", "round"]), st.integers(0, 2**31 - 1))
+def test_dot_general_matches_int64_model(problem, pattern, act, acc_bits, overflow, mode,
+                                         rounding, seed):
+  lshape, rshape, dims = problem
+  rng = np.random.default_rng(seed)
+  bits, signed = act
+  lhs = act_array(rng, lshape, bits, signed)
+  rhs = weight_array(rng, rshape, pattern)
+  kw = dict(pattern=pattern, acc_bits=acc_bits, overflow=overflow, mode=mode, rounding=rounding,
+            act_bits=bits, act_signed=signed)
+  want, count = expected(lhs, rhs, dims, kw, pattern)
+  got = run_both(lhs, rhs, dims, **kw)
+  for method, (res, n) in got.items():
+    np.testing.assert_array_equal(res, want, err_msg=method)
+    assert n == count, method
+  np.testing.assert_array_equal(np.asarray(arith.dot_general(lhs, rhs, dims, **kw)), want)
+
+
+@pytest.mark.parametrize("pattern,acc_bits,overflow", [
+    (BitPattern(16, 15), 32, "wrap"), (BitPattern(16, 3), 20, "saturate"),
+    (BitPattern(12, 1), 24, "wrap"), (BitPattern(16, 16, signed=False), 31, "saturate")])
+def test_wide_patterns_and_16bit_activations(pattern, acc_bits, overflow):
+  """Multi-plane weights (bands/digits) and multi-plane activations, worst-case magnitudes."""
+  rng = np.random.default_rng(0)
+  signed = pattern.signed
+  bits = 16 if signed else 15
+  lhs = act_array(rng, (5, 33), bits, signed, extreme=0.6, dtype=np.int32)
+  rhs = weight_array(rng, (33, 4), pattern, extreme=0.6)
+  kw = dict(pattern=pattern, acc_bits=acc_bits, overflow=overflow, act_bits=bits,
+            act_signed=signed)
+  want, count = expected(lhs, rhs, MM, kw, pattern)
+  for method, (res, n) in run_both(lhs, rhs, MM, **kw).items():
+    np.testing.assert_array_equal(res, want, err_msg=f"{method} {kw}")
+    assert n == count
+
+
+def test_long_contraction_overflows_beyond_int32():
+  """|sum| ~ 2**42: wrap, saturate and the overflow count need the exact 64-bit sum."""
+  pattern = BitPattern(16, 15)
+  k = 4096
+  lhs = np.full((3, k), -(1 << 15), np.int16)
+  lhs[1, ::2] = (1 << 15) - 1
+  lhs[2] = np.random.default_rng(1).integers(-(1 << 15), 1 << 15, k)
+  rhs = np.full((k, 2), -pattern.max_level, np.int32)
+  rhs[::3, 1] = pattern.max_level
+  for overflow, acc_bits in (("wrap", 32), ("saturate", 24)):
+    kw = dict(pattern=pattern, acc_bits=acc_bits, overflow=overflow)
+    want, count = expected(lhs, rhs, MM, kw, pattern)
+    assert count >= 4
+    for method, (res, n) in run_both(lhs, rhs, MM, **kw).items():
+      np.testing.assert_array_equal(res, want, err_msg=f"{method} {kw}")
+      assert n == count
+
+
+def test_small_accumulator_overflows_in_int32_range():
+  pattern = BitPattern(8, 3)
+  rng = np.random.default_rng(2)
+  lhs = act_array(rng, (4, 3, 300), 8, False, extreme=0.5)
+  rhs = weight_array(rng, (4, 300, 5), pattern, extreme=0.5)
+  dims = (((2,), (1,)), ((0,), (0,)))
+  for overflow in ("wrap", "saturate"):
+    kw = dict(pattern=pattern, acc_bits=16, overflow=overflow)
+    want, count = expected(lhs, rhs, dims, kw, pattern)
+    assert count > 10
+    for method, (res, n) in run_both(lhs, rhs, dims, **kw).items():
+      np.testing.assert_array_equal(res, want, err_msg=method)
+      assert n == count
+
+
+def test_float32_accumulation_is_exact_with_chunks():
+  """The GPU path (int8 x int8 -> f32, every partial sum <= 2**24), forced on CPU."""
+  pattern = BitPattern(8, 7)
+  cfg = Config(pattern=pattern, act_bits=8, act_signed=False, accumulation="float32")
+  p = fast.plan(cfg, 5000)     # 5000 * 128 * 127 > 2**24: split into more native ops
+  assert p.native_ops > 1 and p.chunk_units * max(p.act.max_abs) * max(p.weight.max_abs) <= 2**24
+  rng = np.random.default_rng(3)
+  lhs = act_array(rng, (3, 5000), 8, False, extreme=0.9)
+  lhs[0] = 255
+  rhs = weight_array(rng, (5000, 4), pattern, extreme=0.9)
+  rhs[:, 0] = 127
+  for overflow, acc_bits in (("wrap", 32), ("saturate", 24)):
+    kw = dict(pattern=pattern, acc_bits=acc_bits, overflow=overflow)
+    want, count = expected(lhs, rhs, MM, kw, pattern)
+    res, stats = arith.dot_general(lhs, rhs, MM, accumulation="float32", with_stats=True, **kw)
+    np.testing.assert_array_equal(np.asarray(res), want)
+    assert int(stats["overflow_count"]) == count
+
+
+def test_float32_chunked_contraction_is_exact(monkeypatch):
+  """Chunking of the contraction (needed for long ones under 2**24), forced by a lower bound."""
+  monkeypatch.setattr(fast, "FLOAT32_BOUND", 1 << 10)
+  pattern = BitPattern(8, 7)
+  cfg = Config(pattern=pattern, act_bits=8, act_signed=False, accumulation="float32")
+  p = fast.plan(cfg, 997)
+  assert p.chunks > 1 and p.chunk_units * max(p.act.max_abs) * max(p.weight.max_abs) <= 1 << 10
+  rng = np.random.default_rng(13)
+  lhs = act_array(rng, (2, 997), 8, False, extreme=0.9)
+  rhs = weight_array(rng, (997, 3), pattern, extreme=0.9)
+  kw = dict(pattern=pattern, acc_bits=22, overflow="saturate")
+  want, count = expected(lhs, rhs, MM, kw, pattern)
+  res, stats = arith.dot_general(lhs, rhs, MM, accumulation="float32", with_stats=True, **kw)
+  np.testing.assert_array_equal(np.asarray(res), want)
+  assert int(stats["overflow_count"]) == count
+
+
+def test_plans():
+  p = fast.plan(Config(pattern=BitPattern(6, 3), act_bits=8, act_signed=False), 1024)
+  assert p.native_ops == 1 and p.act.offset == 128 and p.weight.kind == "direct"
+  p = fast.plan(Config(pattern=BitPattern(8, 4), act_bits=8, act_signed=True), 1024)
+  assert p.native_ops == 1 and p.act.offset == 0
+  p = fast.plan(Config(pattern=BitPattern(16, 3), act_bits=8, act_signed=True), 64)
+  assert p.weight.kind == "bands" and p.weight.count == 3
+  p = fast.plan(Config(pattern=BitPattern(16, 15), act_bits=16, act_signed=True), 64)
+  assert p.act.count == 2 and p.weight.count == 3 and not p.exact_int32
+
+
+def test_jit_and_vmap():
+  pattern = BitPattern(6, 3)
+  rng = np.random.default_rng(4)
+  lhs = act_array(rng, (3, 4, 20), 8, False)
+  rhs = weight_array(rng, (3, 20, 5), pattern)
+  want = np.stack([npref.dot(lhs[i], rhs[i], MM) for i in range(3)])
+  for method in ("fast", "reference"):
+    f = jax.jit(jax.vmap(lambda a, w: arith.dot_general(a, w, MM, pattern=pattern, method=method)))
+    np.testing.assert_array_equal(np.asarray(f(lhs, rhs)), want)
+    g = jax.vmap(lambda a: arith.dot_general(a, rhs[0], MM, pattern=pattern, method=method,
+                                             acc_bits=12, with_stats=True))
+    res, stats = g(lhs)
+    want_i = [npref.accumulator(npref.dot(lhs[i], rhs[0], MM), 12, "wrap") for i in range(3)]
+    np.testing.assert_array_equal(np.asarray(res), np.stack([w for w, _ in want_i]))
+    np.testing.assert_array_equal(np.asarray(stats["overflow_count"]), [c for _, c in want_i])
+
+
+def test_eager_checks_raise_value_error():
+  p = BitPattern(6, 3)
+  lhs = np.ones((2, 3), np.uint8)
+  w = np.ones((3, 2), np.int32)
+  with pytest.raises(ValueError, match=r"rhs: 1 weight\(s\) are not levels of 6b\(L3\) \(first: 9\)"):
+    arith.dot_general(lhs, np.array([[1, 1], [9, 1], [1, 1]]), MM, pattern=p)
+  with pytest.raises(ValueError, match=r"lhs: .* outside the unsigned 4-bit range \[0, 15\]"):
+    arith.dot_general(lhs * 16, w, MM, pattern=p, act_bits=4)
+  with pytest.raises(ValueError, match="acc_bits=33 is out of range"):
+    arith.dot_general(lhs, w, MM, pattern=p, acc_bits=33)
+  for kw, msg in ((dict(overflow="clip"), "overflow='clip'"), (dict(mode="approx"), "mode="),
+                  (dict(method="slow"), "method="), (dict(rounding="up"), "rounding="),
+                  (dict(accumulation="f16"), "accumulation="), (dict(act_bits=17), "act_bits=17")):
+    with pytest.raises(ValueError, match=msg):
+      arith.dot_general(lhs, w, MM, pattern=p, **kw)
+  with pytest.raises(TypeError, match="lhs must have an integer dtype"):
+    arith.dot_general(lhs.astype(np.float32), w, MM, pattern=p)
+  with pytest.raises(ValueError, match="does not fit the 32-bit datapath"):
+    arith.dot_general(lhs.astype(np.uint16), w, MM, pattern=BitPattern(16, 16, signed=False))
+  with pytest.raises(ValueError, match="contracting dims differ"):
+    arith.dot_general(lhs, w[:2], MM, pattern=p)
+
+
+def test_checkify_under_jit():
+  p = BitPattern(6, 3)
+  f = checkify.checkify(jax.jit(lambda a, w: arith.dot_general(a, w, MM, pattern=p, act_bits=4)),
+                        errors=checkify.user_checks)
+  ok = np.ones((2, 3), np.uint8)
+  err, _ = f(ok, np.ones((3, 2), np.int32))
+  assert err.get() is None
+  err, _ = f(ok, np.full((3, 2), 9, np.int32))
+  assert "not levels of 6b(L3)" in err.get()
+  err, _ = f(ok * 99, np.ones((3, 2), np.int32))
+  assert "outside [0, 15]" in err.get()
+  # Plain jit: no checks, no error (the checks cost nothing).
+  jax.jit(lambda a, w: arith.dot_general(a, w, MM, pattern=p))(ok, np.full((3, 2), 9, np.int32))
+
+
+def test_overflow_error_mode():
+  p = BitPattern(8, 7)
+  lhs = np.full((1, 8), 255, np.uint8)
+  w = np.full((8, 1), 127, np.int32)
+  assert int(arith.dot_general(lhs, w, MM, pattern=p, acc_bits=20, overflow="error")[0, 0]) == 8 * 255 * 127
+  with pytest.raises(OverflowError, match="1 output"):
+    arith.dot_general(lhs, w, MM, pattern=p, acc_bits=16, overflow="error")
+  f = checkify.checkify(jax.jit(lambda a: arith.dot_general(a, w, MM, pattern=p, acc_bits=16,
+                                                            overflow="error")),
+                        errors=checkify.user_checks)
+  err, _ = f(lhs)
+  assert "overflow" in err.get()
+
+
+def test_flax_style_call():
+  """Drop-in use: precision/preferred_element_type keywords, int32 activations with act_bits."""
+  p = BitPattern(6, 3)
+  lhs = jnp.arange(12, dtype=jnp.int32).reshape(3, 4)
+  w = jnp.asarray(weight_array(np.random.default_rng(5), (4, 2), p))
+  out = arith.dot_general(lhs, w, MM, pattern=p, act_bits=8, act_signed=False, precision=None,
+                          preferred_element_type=jnp.int32)
+  np.testing.assert_array_equal(np.asarray(out), np.asarray(lhs) @ np.asarray(w))
+
+
+@pytest.mark.slow
+@fast_settings(150)
+@given(dot_problems(), patterns(max_bits=16), act_formats(max_bits=16), st.integers(2, 32),
+       st.sampled_from(["wrap", "saturate"]), st.sampled_from(["exact", "dual_lod"]),
+       st.sampled_from(["truncate", "round"]), st.sampled_from(["int32", "float32"]),
+       st.integers(0, 2**31 - 1))
+def test_dot_general_matches_int64_model_many(problem, pattern, act, acc_bits, overflow, mode,
+                                              rounding, accumulation, seed):
+  lshape, rshape, dims = problem
+  rng = np.random.default_rng(seed)
+  bits, signed = act
+  from ebsp_jax.arith.config import Config as C
+  if (1 << bits) * pattern.max_level >= 1 << 31:
+    return
+  lhs = act_array(rng, lshape, bits, signed, dtype=np.int32)
+  rhs = weight_array(rng, rshape, pattern)
+  kw = dict(pattern=pattern, acc_bits=acc_bits, overflow=overflow, mode=mode, rounding=rounding,
+            act_bits=bits, act_signed=signed, accumulation=accumulation)
+  want, count = expected(lhs, rhs, dims, kw, pattern)
+  for method, (res, n) in run_both(lhs, rhs, dims, **kw).items():
+    np.testing.assert_array_equal(res, want, err_msg=method)
+    assert n == count

@@ -1,0 +1,385 @@
+"""``method="fast"``: the same integer sums with native low-precision matmuls and convolutions.
+
+Every product of the datapath is ``a * q`` exactly (EBSP_SPEC.md §3), so the accumulated sum is
+the bilinear form ``S = sum_k a_k q_k`` and any exact evaluation of it gives the datapath's
+result. The fast method splits both operands into int8 *planes*,
+
+    a = sum_i 2**e_i * alpha_i + C        q = sum_j 2**f_j * omega_j
+
+(``alpha_i``, ``omega_j`` int8 arrays of the operands' shapes, ``C`` a constant), so that
+
+    S = sum_ij 2**(e_i + f_j) * (alpha_i . omega_j)  +  C * sum_j 2**f_j * (1 . omega_j)      (*)
+
+where ``.`` is the contraction (matmul or convolution; ``1`` is an all-ones activation, whose
+convolution with ``omega`` accounts for padding and dilation exactly). Each term is a native
+int8 x int8 contraction.
+
+Activation planes (:class:`ActPlan`): a value in ``[lo, hi]`` that already fits a ``d``-bit
+signed digit is its own plane (``C = 0``; e.g. int8 activations). Otherwise ``u = a - lo`` is
+cut into ``d``-bit digits ``u_i`` and each full digit is centred, ``alpha_i = u_i - 2**(d-1)``,
+so ``C = lo + 2**(d-1) * sum_{centred i} 2**e_i`` (uint8 activations: one plane ``a - 128``,
+``C = 128``: the zero-point trick of gemmlowp).
+
+Weight planes (:class:`WeightPlan`): a pattern weight is ``±m << s`` with ``m < 2**L``. Either
+*shift bands* (the EBSP view): weights whose shift lies in ``[b*D, (b+1)*D)`` with
+``D = d - L`` go to plane ``b`` as ``±m << (s - b*D)``, which fits ``d - 1`` magnitude
+bits, with ``f_b = b*D`` — ``A.W = sum_b (A . M_b) << f_b``; or plain ``(d-1)``-bit digits of the
+magnitude. Whichever needs fewer planes is used; a pattern with ``max_level < 2**(d-1)``
+(every ``bits <= 8`` pattern) is a single plane.
+
+Exactness. (1) Terms: with ``|alpha| <= A``, ``|omega| <= W`` and a chunk of at most ``k_c``
+contraction elements, every partial sum of a term, in any order, is bounded by
+``k_c * A * W``. The int32 path needs ``k_c * A * W <= 2**31 - 1`` (then the int32 dot is exact,
+no wrap). The float32 path (for GPUs, where XLA has no int8 -> int32 convolution and cuDNN's
+integer convolutions accumulate into f32) needs ``k_c * A * W <= 2**24``: every integer of
+magnitude ``<= 2**24`` is a float32, so every product and every partial sum — in any order,
+with any blocking, also with operands converted to bf16/f16/tf32 (int8 values are exact
+there) — is exact, and so is the result. The planner (:func:`plan`) picks digit widths and a
+chunking of the contraction (input channels, for convolutions) that satisfy the bound with the
+fewest native ops. (2) Combination: the exact chunk results are combined by (*) either in int32
+— exact modulo ``2**32`` because two's-complement addition and multiplication are ring
+operations on ``Z / 2**32``, hence exact outright when ``|S| <= K * max|a| * max|q| < 2**31``
+— or, when the exact value is needed beyond that bound (saturation, overflow counts), as 64-bit
+pairs (:mod:`ebsp_jax.arith.wide`). (3) Wrap: ``S mod 2**acc_bits`` is a function of
+``S mod 2**32`` for ``acc_bits <= 32``, so the wrapped result is exact from int32 arithmetic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, List, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ebsp_jax.arith import datapath, wide
+from ebsp_jax.arith.config import Config
+from ebsp_jax.arith.geometry import ConvGeometry, DotGeometry
+from ebsp_jax.numerics import BitPattern, encode
+
+INT32_BOUND = (1 << 31) - 1
+FLOAT32_BOUND = 1 << 24
+
+
+@dataclasses.dataclass(frozen=True)
+class ActPlan:
+  """Activation planes: ``a = sum_i 2**shifts[i] * plane_i(a) + offset``."""
+
+  lo: int
+  hi: int
+  digit_bits: int
+  direct: bool
+  shifts: Tuple[int, ...]
+  centred: Tuple[bool, ...]
+  max_abs: Tuple[int, ...]
+  offset: int
+
+  @property
+  def count(self) -> int:
+    return len(self.shifts)
+
+
+def act_plan(lo: int, hi: int, digit_bits: int = 8) -> ActPlan:
+  """Plans the int8 planes of activations in ``[lo, hi]`` with ``digit_bits``-bit digits."""
+  d = digit_bits
+  half = 1 << (d - 1)
+  if lo >= -half and hi <= half - 1:
+    return ActPlan(lo, hi, d, True, (0,), (False,), (max(-lo, hi),), 0)
+  span = hi - lo
+  width = span.bit_length()
+  n = -(-width // d)
+  shifts, centred, max_abs = [], [], []
+  offset = lo
+  for i in range(n):
+    top = span >> (d * i)
+    raw_max = min((1 << d) - 1, top)
+    c = raw_max > half - 1
+    shifts.append(d * i)
+    centred.append(c)
+    max_abs.append(half if c else raw_max)
+    if c:
+      offset += half << (d * i)
+  return ActPlan(lo, hi, d, False, tuple(shifts), tuple(centred), tuple(max_abs), offset)
+
+
+def act_planes(a: jax.Array, plan: ActPlan) -> List[jax.Array]:
+  """The int32 planes of ``a`` (values fit ``plan.digit_bits``-bit signed digits)."""
+  a = a.astype(jnp.int32)
+  if plan.direct:
+    return [a]
+  u = a - plan.lo
+  mask = (1 << plan.digit_bits) - 1
+  out = []
+  for s, c in zip(plan.shifts, plan.centred):
+    digit = (u >> s) & mask
+    out.append(digit - (1 << (plan.digit_bits - 1)) if c else digit)
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightPlan:
+  """Weight planes: ``q = sum_j 2**shifts[j] * plane_j(q)``."""
+
+  kind: str            # "direct" | "bands" | "digits"
+  digit_bits: int
+  shifts: Tuple[int, ...]
+  max_abs: Tuple[int, ...]
+  band: int = 0        # shifts per band (kind == "bands")
+
+  @property
+  def count(self) -> int:
+    return len(self.shifts)
+
+
+def weight_plan(pattern: BitPattern, digit_bits: int = 8) -> Optional[WeightPlan]:
+  """Plans weight planes whose magnitudes fit ``digit_bits - 1`` bits (None if impossible)."""
+  d = digit_bits
+  cap = (1 << (d - 1)) - 1
+  n, length, max_shift = pattern.magnitude_bits, pattern.length, pattern.max_shift
+  if pattern.max_level <= cap:
+    return WeightPlan("direct", d, (0,), (pattern.max_level,))
+  options = []
+  if length <= d - 1:
+    band = d - length
+    nb = -(-(max_shift + 1) // band)
+    shifts = tuple(b * band for b in range(nb))
+    max_abs = tuple(((1 << length) - 1) << min(band - 1, max_shift - s) for s in shifts)
+    options.append(WeightPlan("bands", d, shifts, max_abs, band))
+  if d >= 2:
+    width = d - 1
+    nd = -(-n // width)
+    shifts = tuple(j * width for j in range(nd))
+    max_abs = tuple(min(cap, pattern.max_level >> s) for s in shifts)
+    options.append(WeightPlan("digits", d, shifts, max_abs))
+  if not options:
+    return None
+  return min(options, key=lambda p: (p.count, p.kind != "bands"))
+
+
+def weight_planes(q: jax.Array, plan: WeightPlan, pattern: BitPattern) -> List[jax.Array]:
+  """The int32 planes of pattern weights ``q`` (magnitudes ``< 2**(digit_bits-1)``)."""
+  q = q.astype(jnp.int32)
+  if plan.kind == "direct":
+    return [q]
+  if plan.kind == "bands":
+    sign, shift, mant = encode(q, pattern)
+    out = []
+    for f in plan.shifts:
+      inside = (shift >= f) & (shift < f + plan.band)
+      mag = jnp.where(inside, mant << jnp.clip(shift - f, 0, plan.band - 1), 0)
+      out.append(datapath.apply_sign(mag, sign))
+    return out
+  mag, neg = jnp.abs(q), q < 0
+  mask = (1 << (plan.digit_bits - 1)) - 1
+  return [jnp.where(neg, -((mag >> s) & mask), (mag >> s) & mask) for s in plan.shifts]
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  act: ActPlan
+  weight: WeightPlan
+  accumulation: str
+  chunk_units: int     # contraction units (dot: elements; conv: input channels) per native op
+  units: int           # total contraction units
+  unit_size: int       # contraction elements per unit (conv: kernel taps)
+  exact_int32: bool    # |S| < 2**31 guaranteed: int32 combination is the exact sum
+
+  @property
+  def chunks(self) -> int:
+    return -(-self.units // self.chunk_units) if self.units else 0
+
+  @property
+  def native_ops(self) -> int:
+    return self.act.count * self.weight.count * self.chunks
+
+
+def plan(cfg: Config, units: int, unit_size: int = 1) -> Plan:
+  """Chooses planes and chunking for ``units * unit_size`` contraction elements (see module doc).
+
+  Raises:
+    ValueError: if no plan meets the exactness bound (only for absurd kernel sizes).
+  """
+  lo, hi = cfg.datapath_act_range
+  bound = INT32_BOUND if cfg.accumulation == "int32" else FLOAT32_BOUND
+  k_total = units * unit_size
+  exact_int32 = k_total * cfg.max_abs_product <= INT32_BOUND
+  best = None
+  widths = (8,) if cfg.accumulation == "int32" else range(8, 1, -1)
+  for da in widths:
+    ap = act_plan(lo, hi, da)
+    for dw in widths:
+      wp = weight_plan(cfg.pattern, dw)
+      if wp is None:
+        continue
+      per_elem = max(ap.max_abs) * max(wp.max_abs)
+      kc = bound // per_elem            # contraction elements per native op
+      cu = kc // unit_size
+      if cu < 1:
+        continue
+      cu = min(cu, max(units, 1))
+      cand = Plan(ap, wp, cfg.accumulation, cu, units, unit_size, exact_int32)
+      if best is None or cand.native_ops < best.native_ops:
+        best = cand
+  if best is None:
+    raise ValueError(f"no exact {cfg.accumulation} plan: a kernel of {unit_size} taps is too "
+                     f"large for the {bound} bound with {cfg.pattern}")
+  return best
+
+
+# ------------------------------------------------------------------------------------------
+# Combination of the native terms.
+
+class _Sum:
+  """Accumulates ``± t << e`` terms in int32 (mod 2**32) or exactly as 64-bit pairs."""
+
+  def __init__(self, exact: bool):
+    self.exact = exact
+    self.value = None
+
+  def add(self, t: jax.Array, e: int, negative: bool = False):
+    if e >= 32:
+      raise AssertionError(f"term shift {e} >= 32")
+    if self.exact:
+      v = wide.shl(t, e)
+      v = wide.neg(v) if negative else v
+      self.value = v if self.value is None else wide.add(self.value, v)
+    else:
+      v = t << e
+      v = -v if negative else v
+      self.value = v if self.value is None else self.value + v
+
+
+def _bits_of(c: int):
+  """``c`` as a list of (bit, negative) with ``c = sum ±2**bit``."""
+  neg = c < 0
+  c = abs(c)
+  return [(b, neg) for b in range(c.bit_length()) if (c >> b) & 1]
+
+
+def _native_dtype(accumulation: str):
+  return jnp.int32 if accumulation == "int32" else jnp.float32
+
+
+def combine(p: Plan, lhs: jax.Array, rhs: jax.Array, cfg: Config,
+            native: Callable[[jax.Array, jax.Array, int, int], jax.Array],
+            native_ones: Callable[[jax.Array, int, int], jax.Array], exact: bool):
+  """Evaluates (*) with ``native(alpha, omega, u0, u1)`` over contraction units ``[u0, u1)``.
+
+  Args:
+    native: exact native contraction of int8 planes restricted to a unit range, int32 result.
+    native_ones: ``native`` with the all-ones activation (for the offset term), int32 result
+      broadcastable to the output.
+    exact: combine as 64-bit pairs (else int32 modulo 2**32).
+
+  Returns:
+    int32 array (sum mod 2**32) or a :class:`wide.Wide`.
+  """
+  a = lhs
+  if cfg.mode == "dual_lod":
+    a = datapath.act_approx(lhs, cfg.pattern.length, cfg.rounding)
+  alphas = [x.astype(jnp.int8) for x in act_planes(a, p.act)]
+  omegas = [x.astype(jnp.int8) for x in weight_planes(rhs, p.weight, cfg.pattern)]
+  ranges = [(u0, min(u0 + p.chunk_units, p.units)) for u0 in range(0, p.units, p.chunk_units)]
+  total = _Sum(exact)
+  for alpha, e in zip(alphas, p.act.shifts):
+    for omega, f in zip(omegas, p.weight.shifts):
+      for u0, u1 in ranges:
+        total.add(native(alpha, omega, u0, u1), e + f)
+  if p.act.offset:
+    for omega, f in zip(omegas, p.weight.shifts):
+      for u0, u1 in ranges:
+        t = native_ones(omega, u0, u1)
+        for bit, negative in _bits_of(p.act.offset):
+          total.add(t, bit + f, negative)
+  return total.value
+
+
+def finalize(value, out_shape, cfg: Config):
+  """Applies the overflow policy; returns ``(out int32, overflowed bool mask or None)``.
+
+  ``value`` is a :class:`wide.Wide` (the exact sum), an int32 array holding the exact sum
+  (when the plan guarantees ``|S| < 2**31``) or, when ``cfg`` needs no exact value, the sum
+  modulo ``2**32``; None for an empty contraction.
+  """
+  if value is None:
+    value = jnp.zeros(out_shape, jnp.int32)
+  if isinstance(value, wide.Wide):
+    value = wide.Wide(*(jnp.broadcast_to(t, out_shape) for t in value))
+    overflowed = ~wide.in_range(value, cfg.acc_bits)
+    if cfg.overflow == "saturate":
+      return wide.saturate(value, cfg.acc_bits), overflowed
+    return wide.wrap_low_bits(wide.low32(value), cfg.acc_bits), overflowed
+  value = jnp.broadcast_to(value, out_shape)
+  wrapped = wide.wrap_low_bits(value, cfg.acc_bits)
+  if not cfg.needs_exact:
+    return wrapped, None
+  overflowed = wrapped != value
+  if cfg.overflow == "saturate":
+    lo, hi = -(1 << (cfg.acc_bits - 1)), (1 << (cfg.acc_bits - 1)) - 1
+    return jnp.clip(value, lo, hi), overflowed
+  return wrapped, overflowed
+
+
+def _to_int32(t: jax.Array) -> jax.Array:
+  # Float32 results are exact integers of magnitude <= 2**24 (see module doc).
+  return t if t.dtype == jnp.int32 else t.astype(jnp.int32)
+
+
+def dot(a: jax.Array, w: jax.Array, cfg: Config):
+  """Fast ``(G, X, K) x (G, K, Y) -> (G, X, Y)``; returns ``(out, overflowed or None)``."""
+  g, x, k = a.shape
+  y = w.shape[-1]
+  p = plan(cfg, k)
+  use_wide = cfg.needs_exact and not p.exact_int32
+  dt = _native_dtype(p.accumulation)
+  dims = (((2,), (1,)), ((0,), (0,)))
+
+  def native(alpha, omega, u0, u1):
+    if (u0, u1) != (0, k):
+      alpha, omega = alpha[:, :, u0:u1], omega[:, u0:u1, :]
+    return _to_int32(lax.dot_general(alpha, omega, dims, preferred_element_type=dt))
+
+  def native_ones(omega, u0, u1):
+    # 1 . omega is a column sum: an exact int32 reduction (|sum| <= K * 127).
+    return jnp.sum(omega[:, u0:u1, :].astype(jnp.int32), axis=1, keepdims=True)
+
+  value = combine(p, a, w, cfg, native, native_ones, use_wide) if k else None
+  return finalize(value, (g, x, y), cfg)
+
+
+def conv(lhs: jax.Array, rhs: jax.Array, geo: ConvGeometry, cfg: Config):
+  """Fast convolution in ``lax`` semantics; returns ``(out, overflowed or None)``."""
+  cg = geo.group_in
+  p = plan(cfg, cg, geo.taps)
+  use_wide = cfg.needs_exact and not p.exact_int32
+  dt = _native_dtype(p.accumulation)
+  dn = geo.dnums
+  lhs_feat, rhs_in = dn.lhs_spec[1], dn.rhs_spec[1]
+  kwargs = dict(window_strides=geo.strides, padding=geo.padding, lhs_dilation=geo.lhs_dilation,
+                rhs_dilation=geo.rhs_dilation, dimension_numbers=dn,
+                feature_group_count=geo.groups, preferred_element_type=dt)
+
+  def select(alpha, omega, u0, u1):
+    if (u0, u1) == (0, cg):
+      return alpha, omega
+    idx = [g * cg + c for g in range(geo.groups) for c in range(u0, u1)]
+    alpha = jnp.take(alpha, jnp.asarray(idx, jnp.int32), axis=lhs_feat)
+    omega = lax.slice_in_dim(omega, u0, u1, axis=rhs_in)
+    return alpha, omega
+
+  def native(alpha, omega, u0, u1):
+    alpha, omega = select(alpha, omega, u0, u1)
+    return _to_int32(lax.conv_general_dilated(alpha, omega, **kwargs))
+
+  def native_ones(omega, u0, u1):
+    shape = list(lhs.shape)
+    shape[dn.lhs_spec[0]] = 1
+    ones = jnp.ones(shape, jnp.int8)
+    ones, omega = select(ones, omega, u0, u1)
+    return _to_int32(lax.conv_general_dilated(ones, omega, **kwargs))
+
+  empty = geo.k == 0 or 0 in geo.out_shape
+  value = None if empty else combine(p, lhs, rhs, cfg, native, native_ones, use_wide)
+  return finalize(value, geo.out_shape, cfg)

@@ -1,0 +1,141 @@
+"""Numpy/PIL image augmentation and normalization (host side, deterministic given a Generator).
+
+All functions take uint8 images in HWC / NHWC layout and a ``np.random.Generator``; the same
+generator state gives the same output.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import PIL.Image
+
+#: ImageNet eval: center crop of this fraction of the shorter side (224 of 256).
+EVAL_CROP_FRACTION = 0.875
+
+
+def random_crop_flip(
+    images: np.ndarray, rng: np.random.Generator, pad: int, flip: bool
+) -> np.ndarray:
+  """Zero-pad by ``pad`` pixels, take a random crop of the original size, maybe flip.
+
+  The CIFAR recipe (pad 4, random 32x32 crop, horizontal flip with probability 1/2), vectorized
+  over the batch.
+
+  Args:
+    images: uint8 (B, H, W, C).
+    rng: random generator (consumed: B crop offsets per axis, then B flip draws if ``flip``).
+    pad: padding on every side (0 disables cropping).
+    flip: apply random horizontal flips.
+
+  Returns:
+    uint8 (B, H, W, C), a new array.
+  """
+  b, h, w, _ = images.shape
+  out = images
+  if pad > 0:
+    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    oy = rng.integers(0, 2 * pad + 1, size=b)
+    ox = rng.integers(0, 2 * pad + 1, size=b)
+    rows = oy[:, None] + np.arange(h)[None, :]
+    cols = ox[:, None] + np.arange(w)[None, :]
+    out = padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
+  else:
+    out = images.copy()
+  if flip:
+    mask = rng.random(b) < 0.5
+    out[mask] = out[mask, :, ::-1]
+  return out
+
+
+def random_resized_crop_box(
+    height: int,
+    width: int,
+    rng: np.random.Generator,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    attempts: int = 10,
+) -> tuple[int, int, int, int]:
+  """Crop box ``(left, top, right, bottom)`` of torchvision's ``RandomResizedCrop``.
+
+  Samples area fraction in ``scale`` and log-uniform aspect ratio in ``ratio``; after
+  ``attempts`` failures falls back to the largest central crop with ratio clipped to ``ratio``.
+  """
+  area = height * width
+  log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+  for _ in range(attempts):
+    target_area = area * rng.uniform(*scale)
+    aspect = math.exp(rng.uniform(*log_ratio))
+    w = int(round(math.sqrt(target_area * aspect)))
+    h = int(round(math.sqrt(target_area / aspect)))
+    if 0 < w <= width and 0 < h <= height:
+      top = int(rng.integers(0, height - h + 1))
+      left = int(rng.integers(0, width - w + 1))
+      return left, top, left + w, top + h
+  in_ratio = width / height
+  if in_ratio < ratio[0]:
+    w, h = width, int(round(width / ratio[0]))
+  elif in_ratio > ratio[1]:
+    h, w = height, int(round(height * ratio[1]))
+  else:
+    w, h = width, height
+  top, left = (height - h) // 2, (width - w) // 2
+  return left, top, left + w, top + h
+
+
+def center_crop_box(height: int, width: int, fraction: float = EVAL_CROP_FRACTION) -> tuple[float, float, float, float]:
+  """Central square covering ``fraction`` of the shorter side, as ``(left, top, right, bottom)``.
+
+  Resizing this box to S x S equals "resize shorter side to S / fraction, center crop S"
+  (224 from 256 for the default 0.875).
+  """
+  side = min(height, width) * fraction
+  left, top = (width - side) / 2, (height - side) / 2
+  return left, top, left + side, top + side
+
+
+def crop_resize(image: np.ndarray, box: Sequence[float], size: int) -> np.ndarray:
+  """Crop ``box`` (left, top, right, bottom) from HWC uint8 ``image`` and resize to size x size.
+
+  Bilinear with antialiasing (PIL, ``reducing_gap`` off so results are exact and deterministic).
+  Grayscale (H, W) or (H, W, 1) and RGBA inputs are converted to RGB. Returns uint8 (size, size, 3).
+  """
+  if image.ndim == 3 and image.shape[-1] == 1:
+    image = image[..., 0]
+  pil = PIL.Image.fromarray(image)
+  if pil.mode != "RGB":
+    pil = pil.convert("RGB")
+  out = pil.resize((size, size), PIL.Image.Resampling.BILINEAR, box=tuple(float(v) for v in box))
+  return np.asarray(out, dtype=np.uint8)
+
+
+def inception_crop_flip(image: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
+  """ImageNet training augmentation: random-resized crop to size x size, then random flip.
+
+  Args:
+    image: uint8 (H, W, 3) (any size).
+    rng: random generator.
+    size: output side.
+
+  Returns:
+    uint8 (size, size, 3).
+  """
+  box = random_resized_crop_box(image.shape[0], image.shape[1], rng)
+  out = crop_resize(image, box, size)
+  if rng.random() < 0.5:
+    out = out[:, ::-1]
+  return out
+
+
+def center_crop(image: np.ndarray, size: int) -> np.ndarray:
+  """ImageNet eval preprocessing: central 87.5% of the shorter side resized to size x size."""
+  return crop_resize(image, center_crop_box(image.shape[0], image.shape[1]), size)
+
+
+def normalize(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+  """uint8 NHWC -> float32 ``(x / 255 - mean) / std`` with per-channel ``mean``/``std`` in [0, 1]."""
+  mean_a = np.asarray(mean, np.float32) * 255.0
+  inv_std = 1.0 / (np.asarray(std, np.float32) * 255.0)
+  return (images.astype(np.float32) - mean_a) * inv_std

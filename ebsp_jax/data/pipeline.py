@@ -1,0 +1,336 @@
+"""One input pipeline for every dataset: grain ``MapDataset`` over index batches.
+
+Pipeline (all random access, so any batch can be produced directly)::
+
+    range(num_examples) -> shuffle(seed) -> batch(batch_size) -> repeat(num_epochs)
+        -> random_map(load + augment + normalize, seed)
+
+* Shuffling is a grain ``MapDataset.shuffle`` permutation, reshuffled every epoch by
+  ``repeat`` (reseed_each_epoch); batches never straddle epochs.
+* Augmentation draws from the generator grain derives from ``(seed, global batch index)``, so
+  batch ``k`` is the same whether reached by iterating from 0 or by starting at
+  ``start_step=k`` (exact resume after a checkpoint), and independent of thread count.
+* Images are gathered per batch (numpy fancy indexing for in-memory data, one
+  ``__getitems__`` call for TFDS array_record sources).
+
+Batches are dicts of numpy arrays: ``'image'`` float32 (B, H, W, C) normalized with the
+dataset's mean/std, ``'label'`` int32 (B,).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Iterator, Mapping
+
+import grain
+import numpy as np
+
+from ebsp_jax.data import augment as aug
+from ebsp_jax.data import fashion_mnist as idx
+from ebsp_jax.data import tfds_source
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  """Static description of a dataset.
+
+  Attributes:
+    name: our name ('cifar10', ...).
+    tfds_name: TFDS builder name of the prepared array_record data.
+    splits: our split ('train'/'test') -> TFDS split.
+    num_classes: number of labels.
+    image_shape: (H, W, C) of stored images, or None if sizes vary (ImageNet).
+    default_image_size: output side for variable-size datasets (224 for ImageNet).
+    mean: per-channel mean of the training images, in [0, 1] units.
+    std: per-channel standard deviation (over all training pixels), in [0, 1] units.
+    augment: 'crop_flip' (pad + random crop + horizontal flip), 'crop' (no flip, for digits)
+      or 'inception' (random-resized crop + flip; eval = center crop).
+    pad: padding of the random crop.
+    idx: the four idx ``.gz`` files are also accepted (Fashion-MNIST, MNIST).
+    default_dir: default data directory; None = the TFDS default (``$TFDS_DATA_DIR`` or
+      ``~/tensorflow_datasets``).
+  """
+
+  name: str
+  tfds_name: str
+  splits: Mapping[str, str]
+  num_classes: int
+  image_shape: tuple[int, int, int] | None
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  augment: str
+  pad: int = 0
+  default_image_size: int | None = None
+  idx: bool = False
+  default_dir: str | None = None
+
+
+DATASETS: Mapping[str, DatasetSpec] = {
+    # mean/std of Fashion-MNIST measured on its 60,000 training images (test checks them).
+    "fashion_mnist": DatasetSpec(
+        "fashion_mnist", "fashion_mnist", {"train": "train", "test": "test"}, 10, (28, 28, 1),
+        (0.2860,), (0.3530,), "crop_flip", pad=2, idx=True, default_dir=idx.DEFAULT_DATA_DIR),
+    "mnist": DatasetSpec(
+        "mnist", "mnist", {"train": "train", "test": "test"}, 10, (28, 28, 1),
+        (0.1307,), (0.3081,), "crop", pad=2, idx=True),
+    # CIFAR-10 per-channel mean and pixel std of the 50,000 training images.
+    "cifar10": DatasetSpec(
+        "cifar10", "cifar10", {"train": "train", "test": "test"}, 10, (32, 32, 3),
+        (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "crop_flip", pad=4),
+    "imagenet": DatasetSpec(
+        "imagenet", "imagenet2012", {"train": "train", "test": "validation"}, 1000, None,
+        (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "inception", default_image_size=224),
+}
+
+
+def get_spec(name: str) -> DatasetSpec:
+  """The :class:`DatasetSpec` of ``name``; one-line ValueError listing known names otherwise."""
+  if name not in DATASETS:
+    raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+  return DATASETS[name]
+
+
+class _ArraySource:
+  """In-memory uint8 images (N, H, W, C) and int32 labels (N,)."""
+
+  def __init__(self, images: np.ndarray, labels: np.ndarray):
+    self.images, self.labels = images, labels
+
+  def __len__(self) -> int:
+    return int(self.labels.shape[0])
+
+  def get(self, indices: np.ndarray) -> tuple[Any, np.ndarray]:
+    return self.images[indices], self.labels[indices]
+
+
+class _TfdsSource:
+  """A TFDS array_record data source yielding {'image': uint8 HWC, 'label': int}."""
+
+  def __init__(self, source: Any):
+    self.source = source
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def get(self, indices: np.ndarray) -> tuple[Any, np.ndarray]:
+    records = self.source.__getitems__([int(i) for i in indices])
+    images = [np.asarray(r["image"]) for r in records]
+    labels = np.asarray([int(r["label"]) for r in records], np.int32)
+    return images, labels
+
+
+def _open(spec: DatasetSpec, split: str, data_dir: str | None) -> tuple[Any, str]:
+  """Source for ``spec``/``split`` and a description of where it was found."""
+  candidates = [data_dir] if data_dir else [d for d in (spec.default_dir, tfds_source.default_tfds_dir()) if d]
+  for d in candidates:
+    if spec.idx and any(os.path.isfile(os.path.join(d, f)) for f in idx.FILES[split]):
+      images, labels = idx.load(split, d, dataset_name=spec.name)  # names a missing file
+      return _ArraySource(images, labels), f"idx files in {d}"
+  errors = []
+  for d in candidates:
+    try:
+      tfds_source.find_prepared(spec.tfds_name, d, spec.splits[split])
+    except FileNotFoundError as e:
+      errors.append(str(e))
+      continue
+    src, _ = tfds_source.open_source(spec.tfds_name, d, spec.splits[split])
+    return _TfdsSource(src), f"TFDS {spec.tfds_name} in {d}"
+  if spec.idx:
+    looked = " and ".join(
+        f"{d} (idx files or {os.path.join(d, spec.tfds_name)}/<version>)" for d in candidates)
+    hint = idx.HOW_TO_GET if spec.name == "fashion_mnist" else (
+        "put the four MNIST idx .gz files there or " + tfds_source.prepare_hint(spec.tfds_name, candidates[0]))
+    raise FileNotFoundError(f"{spec.name}: no data found in {looked}; {hint}")
+  raise FileNotFoundError(errors[0] if len(errors) == 1 else " | ".join(errors))
+
+
+class Dataset:
+  """Deterministic, resumable iterable of batches ``{'image': f32 (B,H,W,C), 'label': i32 (B,)}``.
+
+  Iteration yields global batches ``start_step, start_step + 1, ...`` up to ``total_steps``
+  (forever if ``num_epochs`` is None). ``ds[k]`` returns global batch ``k`` directly.
+
+  Attributes:
+    spec: the :class:`DatasetSpec`.
+    split: 'train' or 'test'.
+    batch_size, seed, shuffle, augment, drop_remainder, num_epochs, start_step: as given.
+    num_examples: examples per epoch (after the ``num_examples`` cap).
+    num_classes: number of labels.
+    input_shape: (H, W, C) of the produced images.
+    steps_per_epoch: batches per epoch.
+    total_steps: ``num_epochs * steps_per_epoch``, or None when infinite.
+    source_description: where the data were found (idx files / TFDS directory).
+  """
+
+  def __init__(
+      self,
+      spec: DatasetSpec,
+      split: str,
+      source: Any,
+      source_description: str,
+      *,
+      batch_size: int,
+      shuffle: bool,
+      seed: int,
+      augment: bool,
+      num_examples: int | None,
+      drop_remainder: bool,
+      start_step: int,
+      num_epochs: int | None,
+      image_size: int | None,
+      num_threads: int,
+      prefetch: int,
+  ):
+    self.spec, self.split, self.source_description = spec, split, source_description
+    self.batch_size, self.shuffle, self.seed, self.augment = batch_size, shuffle, seed, augment
+    self.drop_remainder, self.num_epochs, self.start_step = drop_remainder, num_epochs, start_step
+    self.num_threads, self.prefetch = num_threads, prefetch
+    self._source = source
+    self.num_examples = len(source) if num_examples is None else min(num_examples, len(source))
+    if spec.image_shape is None:
+      size = image_size or spec.default_image_size
+      self.input_shape: tuple[int, int, int] = (size, size, 3)
+    else:
+      self.input_shape = spec.image_shape
+    self.num_classes = spec.num_classes
+    self._mean, self._std = spec.mean, spec.std
+
+    shuffle_seed, aug_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(2))
+    ds = grain.MapDataset.range(self.num_examples)
+    if shuffle:
+      ds = ds.shuffle(seed=shuffle_seed)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    self.steps_per_epoch = len(ds)
+    if self.steps_per_epoch == 0:
+      raise ValueError(
+          f"{spec.name}/{split}: {self.num_examples} examples give no batch of {batch_size} "
+          "with drop_remainder=True; lower batch_size or set drop_remainder=False"
+      )
+    if num_epochs != 1:
+      ds = ds.repeat(num_epochs)
+    self.total_steps = None if num_epochs is None else num_epochs * self.steps_per_epoch
+    self._ds = ds.random_map(self._make_batch, seed=aug_seed)
+
+  # ---------------------------------------------------------------- batch construction
+  def _make_batch(self, indices: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    images, labels = self._source.get(np.asarray(indices))
+    size = self.input_shape[0]
+    if self.spec.augment == "inception":
+      if self.augment:
+        images = np.stack([aug.inception_crop_flip(im, rng, size) for im in images])
+      else:
+        images = np.stack([aug.center_crop(im, size) for im in images])
+    else:
+      images = np.stack(images) if isinstance(images, list) else np.asarray(images)
+      if self.augment:
+        images = aug.random_crop_flip(images, rng, self.spec.pad, self.spec.augment == "crop_flip")
+    return {"image": aug.normalize(images, self._mean, self._std), "label": labels.astype(np.int32)}
+
+  # ------------------------------------------------------------------------- access
+  def __getitem__(self, step: int) -> dict[str, np.ndarray]:
+    """Global batch ``step`` (0-based, counting across epochs)."""
+    if step < 0 or (self.total_steps is not None and step >= self.total_steps):
+      raise IndexError(f"batch {step} out of range [0, {self.total_steps})")
+    return self._ds[step]
+
+  def __len__(self) -> int:
+    """Number of batches iteration yields (from ``start_step``); TypeError if infinite."""
+    if self.total_steps is None:
+      raise TypeError("infinite dataset (num_epochs=None) has no len(); use steps_per_epoch")
+    return max(0, self.total_steps - self.start_step)
+
+  def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+    end = self.total_steps
+    ds = self._ds.slice(slice(self.start_step, end))
+    if self.num_threads <= 0:
+      return (ds[i] for i in range(len(ds)))
+    options = grain.ReadOptions(num_threads=self.num_threads, prefetch_buffer_size=max(1, self.prefetch))
+    return iter(ds.to_iter_dataset(options))
+
+  def __repr__(self) -> str:
+    return (
+        f"Dataset({self.spec.name}/{self.split}, {self.num_examples} examples, batch "
+        f"{self.batch_size}, steps/epoch {self.steps_per_epoch}, epochs {self.num_epochs}, "
+        f"start_step {self.start_step}, shuffle={self.shuffle}, augment={self.augment}, "
+        f"input {self.input_shape}, from {self.source_description})"
+    )
+
+
+def get_dataset(
+    name: str,
+    split: str = "train",
+    data_dir: str | None = None,
+    batch_size: int = 128,
+    shuffle: bool | None = None,
+    seed: int = 0,
+    augment: bool | None = None,
+    num_examples: int | None = None,
+    drop_remainder: bool | None = None,
+    start_step: int = 0,
+    num_epochs: int | None = 1,
+    image_size: int | None = None,
+    num_threads: int = 2,
+    prefetch: int = 2,
+) -> Dataset:
+  """Batched, normalized, deterministic and resumable input pipeline.
+
+  Args:
+    name: 'fashion_mnist', 'mnist', 'cifar10' or 'imagenet'.
+    split: 'train' or 'test' (ImageNet 'test' = the 50,000-image validation set).
+    data_dir: directory holding the data; None = dataset default (Fashion-MNIST:
+      /usr/share/datasets/fashion-mnist, then the TFDS default dir; others: ``$TFDS_DATA_DIR``
+      or ``~/tensorflow_datasets``). Fashion-MNIST/MNIST accept the four idx ``.gz`` files
+      directly in ``data_dir``; all datasets accept a prepared TFDS array_record dataset under
+      ``data_dir/<tfds_name>/<version>/``.
+    batch_size: examples per batch.
+    shuffle: reshuffle every epoch; None = True for 'train', False for 'test'.
+    seed: seeds shuffling and augmentation; same seed, same batches.
+    augment: training augmentation (CIFAR/Fashion-MNIST: pad + random crop + flip; MNIST:
+      pad + crop; ImageNet: random-resized crop + flip, otherwise center crop); None = True for
+      'train', False for 'test'.
+    num_examples: use only the first ``num_examples`` examples of the split (before shuffling).
+    drop_remainder: drop the last partial batch of each epoch; None = True for 'train'.
+    start_step: first global batch to yield (resume: equals skipping ``start_step`` batches).
+    num_epochs: passes over the data; None = infinite.
+    image_size: output side for ImageNet (default 224); must be None for fixed-size datasets.
+    num_threads: grain reader threads (0 = synchronous, in the calling thread).
+    prefetch: batches buffered ahead when ``num_threads > 0``.
+
+  Returns:
+    A :class:`Dataset`.
+
+  Raises:
+    ValueError: bad argument (one line naming it and what is allowed).
+    FileNotFoundError: data missing (one line, within milliseconds, naming the path looked at and
+      how to get the data).
+  """
+  spec = get_spec(name)
+  if split not in spec.splits:
+    raise ValueError(f"unknown split {split!r} for {name}; allowed: {', '.join(spec.splits)}")
+  if not isinstance(batch_size, int) or batch_size < 1:
+    raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
+  if num_examples is not None and num_examples < 1:
+    raise ValueError(f"num_examples must be a positive int or None; got {num_examples!r}")
+  if start_step < 0:
+    raise ValueError(f"start_step must be >= 0; got {start_step}")
+  if num_epochs is not None and num_epochs < 1:
+    raise ValueError(f"num_epochs must be a positive int or None; got {num_epochs!r}")
+  if image_size is not None and spec.image_shape is not None:
+    raise ValueError(f"image_size applies to variable-size datasets (imagenet); {name} images are {spec.image_shape}")
+  train = split == "train"
+  source, where = _open(spec, split, data_dir)
+  return Dataset(
+      spec, split, source, where,
+      batch_size=batch_size,
+      shuffle=train if shuffle is None else bool(shuffle),
+      seed=int(seed),
+      augment=train if augment is None else bool(augment),
+      num_examples=num_examples,
+      drop_remainder=train if drop_remainder is None else bool(drop_remainder),
+      start_step=int(start_step),
+      num_epochs=num_epochs,
+      image_size=image_size,
+      num_threads=num_threads,
+      prefetch=prefetch,
+  )

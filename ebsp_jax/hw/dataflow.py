@@ -1,0 +1,655 @@
+"""Per-layer dataflow model: tiling and reuse -> memory accesses, cycles and energy.
+
+The model is a loop-nest analysis in the style of ZigZag (Mei et al., IEEE TC 2021) and
+Timeloop, written so that its counting rules are those of ZigZag 3.9 (the cross-check in
+``zigzag_export_test.py`` feeds ZigZag the same architecture, per-access energies and mapping
+and compares):
+
+1. **Loops.** A layer is the 8-D nest B, G, K, C, OY, OX, FY, FX
+   (:meth:`ebsp_jax.hw.workload.Layer.loop_dims`). A *mapping* unrolls some loops spatially
+   on the array's two dims (``D1``, ``D2``; a non-divisor unrolling pads the loop: the
+   *ceiling effect* that under-uses PEs) and orders the remaining temporal loops, innermost
+   first.
+2. **Allocation.** Going up the levels (innermost first), each memory takes, for each operand
+   it stores, the longest run of the innermost not-yet-allocated loops whose tile fits; a
+   memory shared by several operands picks the combination of runs that minimises accesses to
+   the level above (ZigZag's ``MemoryAllocator`` rule). Tiles: ``W = G K C FY FX``,
+   ``O = B G K OY OX``, ``I = B G C IY IX`` with ``IY = stride (OY-1) + dilation (FY-1) + 1``.
+3. **Reuse.** Loops irrelevant to an operand (W: B, OY, OX; I: K; O: C, FY, FX) reuse its tile:
+   irrelevant loops at the bottom of a level keep the data of the level below stationary
+   (merged down), and irrelevant *spatial* loops broadcast (one read feeds several PEs,
+   several PEs reduce into one partial sum). Reads from level ``l`` =
+   ``MACs / prod(irrelevant loops at and below l)``; partial sums travel back up
+   (``|O| (prod(irrelevant loops above) - 1)`` re-reads). At the innermost level, data that an
+   operand register holds across consecutive MACs is read once.
+   Input traffic is counted per tile: a tile spanning OY outputs and FY kernel rows holds
+   ``stride (OY-1) + FY`` input rows (``sliding_window=True``, the default). ZigZag instead
+   treats every (output, kernel) pair as its own input element (``sliding_window=False``, used
+   for the cross-check), which inflates input traffic of an R x S conv up to R*S times.
+   Sliding-window reuse *between* consecutive tiles (Eyeriss's row-stationary spad reuse) is
+   not modelled: each tile is fetched whole.
+4. **Energy** = MACs x PE energy per MAC (data-aware: zero-weight products gated, zero shifts
+   bypass the shifter) + sum over levels of words moved x energy per word + leakage power x
+   latency. A LUT fill of EBSP is a *write* into its ``lut`` level.
+5. **Cycles** = max(compute cycles = product of temporal loop bounds (x the design's cycle
+   factor), for every level: bits moved / (bandwidth x active instances)): perfect overlap of
+   transfers and compute (double buffering), bounded by DRAM bandwidth or any other level.
+
+``boundary_io`` adds ZigZag's convention of writing every input tensor into the top level and
+reading every output out of it (used for the cross-check; the reports leave it off because
+the previous layer already paid for writing its output to DRAM).
+
+The mapper (:func:`best_mapping`) tries every spatial candidate of the design and every
+ordering of the temporal loops' prime factors (merged down to ``lpf_limit`` loops, like
+ZigZag's LOMA) and keeps the one with the lowest objective (energy, latency or EDP).
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import functools
+import itertools
+import math
+from typing import Iterable, Sequence
+
+from ebsp_jax.hw.arch import Accelerator, MemLevel
+from ebsp_jax.hw.pe import Activity
+from ebsp_jax.hw.workload import Layer
+
+DIMS = ("B", "G", "K", "C", "OY", "OX", "FY", "FX")
+OPERANDS = ("W", "I", "O")
+IRRELEVANT = {"W": frozenset({"B", "OY", "OX"}), "I": frozenset({"K"}),
+              "O": frozenset({"C", "FY", "FX"})}
+OBJECTIVES = ("energy", "latency", "edp")
+
+
+@dataclasses.dataclass(frozen=True)
+class Mapping:
+  """Spatial unrolling and temporal loop order of one layer on one array.
+
+  Attributes:
+    d1: ``((dim, factor), ...)`` unrolled on array dim D1.
+    d2: ``((dim, factor), ...)`` unrolled on array dim D2.
+    temporal: ``((dim, bound), ...)`` temporal loops, innermost first.
+  """
+
+  d1: tuple[tuple[str, int], ...]
+  d2: tuple[tuple[str, int], ...]
+  temporal: tuple[tuple[str, int], ...]
+
+  def spatial_factor(self, dim: str) -> int:
+    """Product of the spatial factors of ``dim``."""
+    return math.prod(f for d, f in self.d1 + self.d2 if d == dim)
+
+  @property
+  def used_array(self) -> tuple[int, int]:
+    """MAC units used along (D1, D2)."""
+    return (math.prod(f for _, f in self.d1), math.prod(f for _, f in self.d2))
+
+
+@dataclasses.dataclass(frozen=True)
+class LevelAccess:
+  """Traffic of one operand at one memory level (elements and bits, whole layer).
+
+  Attributes:
+    level: memory name.
+    operand: ``'W'``, ``'I'`` or ``'O'``.
+    rd_low, wr_low, rd_high, wr_high: elements read out to / written in from the level below
+      and read out to / written in from the level above.
+    bits_read, bits_written: bits read from / written to this memory.
+    energy_pj: access energy (45 nm energies x node scaling), pJ.
+    tile_elems: tile the level holds per instance, elements.
+  """
+
+  level: str
+  operand: str
+  rd_low: float
+  wr_low: float
+  rd_high: float
+  wr_high: float
+  bits_read: float
+  bits_written: float
+  energy_pj: float
+  tile_elems: float
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerCost:
+  """Cost of one layer on one accelerator.
+
+  Attributes:
+    layer: layer name.
+    accelerator: design name.
+    macs: multiply-accumulates (one execution).
+    mapping: the mapping used.
+    compute_cycles: cycles of the PE array alone.
+    cycles: cycles with every bandwidth bound.
+    bound: ``'compute'`` or the name of the level that limits the cycles.
+    utilization: MACs / (cycles x MAC units).
+    spatial_utilization: fraction of the array the spatial unrolling uses, padding included.
+    energy: pJ by category: ``compute``, ``rf``, ``lut``, ``local_buffer``, ``buffer``,
+      ``dram``, ``leakage`` (and ``total``).
+    level_energy: pJ by memory level.
+    accesses: per level and operand traffic.
+  """
+
+  layer: str
+  accelerator: str
+  macs: int
+  mapping: Mapping
+  compute_cycles: float
+  cycles: float
+  bound: str
+  utilization: float
+  spatial_utilization: float
+  energy: dict[str, float]
+  level_energy: dict[str, float]
+  accesses: tuple[LevelAccess, ...]
+
+  @property
+  def energy_pj(self) -> float:
+    """Total energy, pJ."""
+    return self.energy["total"]
+
+
+class MappingError(ValueError):
+  """No valid mapping (e.g. a tile does not fit even the minimal allocation)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Tensor sizes.
+
+
+def tensor_elems(op: str, d: dict[str, float], layer: Layer) -> float:
+  """Elements of operand ``op``'s tile spanning loop extents ``d`` (missing dims = 1)."""
+  g = d.get("G", 1)
+  if op == "W":
+    return g * d.get("K", 1) * d.get("C", 1) * d.get("FY", 1) * d.get("FX", 1)
+  if op == "O":
+    return d.get("B", 1) * g * d.get("K", 1) * d.get("OY", 1) * d.get("OX", 1)
+  iy = layer.stride[0] * (d.get("OY", 1) - 1) + layer.dilation[0] * (d.get("FY", 1) - 1) + 1
+  ix = layer.stride[1] * (d.get("OX", 1) - 1) + layer.dilation[1] * (d.get("FX", 1) - 1) + 1
+  ih = layer.input_hw[0] + sum(layer.padding[0])
+  iw = layer.input_hw[1] + sum(layer.padding[1])
+  return d.get("B", 1) * g * d.get("C", 1) * min(iy, ih) * min(ix, iw)
+
+
+def _ir(loops: Iterable[tuple[str, int]], op: str) -> float:
+  irr = IRRELEVANT[op]
+  return math.prod(s for d, s in loops if d in irr)
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation of one mapping.
+
+
+def _spatial_levels(acc: Accelerator, mapping: Mapping, op: str) -> list[list[tuple[str, int]]]:
+  """Spatial loops between level l-1 and l of ``op`` (index l), plus an empty top entry."""
+  hier = acc.hierarchy(op)
+  out: list[list[tuple[str, int]]] = [[] for _ in range(len(hier) + 1)]
+  for arr, loops in (("D1", mapping.d1), ("D2", mapping.d2)):
+    loops = [(d, f) for d, f in loops if f > 1]
+    if not loops:
+      continue
+    for i, lvl in enumerate(hier):
+      if arr in lvl.served:
+        out[i].extend(loops)
+        break
+  return out
+
+
+def _allocate(layer: Layer, acc: Accelerator, mapping: Mapping, prec: dict[str, float]):
+  """ZigZag-style bottom-up allocation. Returns per-operand lists of temporal loops per level."""
+  hiers = {op: acc.hierarchy(op) for op in OPERANDS}
+  su = {op: _spatial_levels(acc, mapping, op) for op in OPERANDS}
+  temporal = list(mapping.temporal)
+  unalloc = {op: list(temporal) for op in OPERANDS}
+  sizes = {op: {} for op in OPERANDS}
+  for op in OPERANDS:
+    for d, f in su[op][0]:
+      sizes[op][d] = sizes[op].get(d, 1) * f
+  idx = {op: 0 for op in OPERANDS}
+  tmap: dict[str, list[list[tuple[str, int]]]] = {op: [] for op in OPERANDS}
+  for node in acc.levels:
+    ops = [op for op in OPERANDS if op in node.operands]
+    options = {}
+    for op in ops:
+      top = hiers[op][-1] is node
+      if op == "O":
+        later_spatial = [l for lvls in su[op][idx[op] + 1:] for l in lvls]
+        partial = any(d in IRRELEVANT["O"] and s > 1 for d, s in unalloc[op] + later_spatial)
+        p = prec["O"] if partial else prec["O_final"]
+      else:
+        p = prec[op]
+      opts = []
+      dims = dict(sizes[op])
+      rem = math.prod(s for _, s in unalloc[op])
+      for i in range(len(unalloc[op]) + 1):
+        if i > 0:
+          d, s = unalloc[op][i - 1]
+          dims[d] = dims.get(d, 1) * s
+          rem //= s
+        bits = tensor_elems(op, dims, layer) * p
+        if bits > node.capacity_bits:
+          if i == 0:
+            raise MappingError(f"{node.name} cannot hold the minimal {op} tile")
+          break
+        opts.append((i, bits, 0.0 if top else rem * bits))
+      if top:
+        if opts[-1][0] != len(unalloc[op]):
+          raise MappingError(f"top level {node.name} cannot hold all of {op}")
+        opts = [opts[-1]]
+      options[op] = opts
+    best, best_acc = None, math.inf
+    cap = node.capacity_bits
+    if len(ops) == 1:
+      best = options[ops[0]][-1:]
+    else:
+      # Minimise the summed accesses under the shared capacity. For the last operand the best
+      # choice is the longest run that still fits (its accesses fall as its run grows), so only
+      # the other operands are enumerated; ties go to the later combination, as in ZigZag.
+      last = options[ops[-1]]
+      last_sizes = [c[1] for c in last]
+      for head in itertools.product(*(options[op] for op in ops[:-1])):
+        size = 0.0
+        a = 0.0
+        for c in head:
+          size += c[1]
+          a += c[2]
+        k = bisect.bisect_right(last_sizes, cap - size) - 1
+        if k < 0:
+          continue
+        a += last[k][2]
+        if a <= best_acc:
+          best, best_acc = head + (last[k],), a
+    if best is None:
+      raise MappingError(f"{node.name} cannot hold the operands' minimal tiles together")
+    for op, (i, _, _) in zip(ops, best):
+      chosen = unalloc[op][:i]
+      unalloc[op] = unalloc[op][i:]
+      tmap[op].append(chosen)
+      for d, s in chosen:
+        sizes[op][d] = sizes[op].get(d, 1) * s
+      idx[op] += 1
+      for d, f in su[op][idx[op]] if idx[op] < len(su[op]) else []:
+        sizes[op][d] = sizes[op].get(d, 1) * f
+  return tmap, su
+
+
+def _merge_down(levels: list[list[tuple[str, int]]], op: str):
+  """ZigZag's ``innermost_stationary_loop_merge_down``: returns (levels, mac-level stationarity)."""
+  irr = IRRELEVANT[op]
+  prev = [list(l) for l in levels]
+  while True:
+    cur = [list(l) for l in prev]
+    st: list[list[tuple[str, int]]] = [[] for _ in prev]
+    mac_st = 1
+    for lv, loops in enumerate(prev):
+      if not loops:
+        continue
+      for loop in loops:
+        if loop[0] in irr:
+          if lv == 0:
+            mac_st *= loop[1]
+            st[0].append(loop)
+            cur[0].remove(loop)
+          else:
+            st[lv - 1].append(loop)
+            cur[lv].remove(loop)
+        else:
+          st[lv].extend(cur[lv])
+          break
+    if st == prev:
+      return st, mac_st
+    prev = st
+
+
+def _halo_factor(levels, layer: Layer) -> float:
+  """Input tile (with overlapping windows) / product of the relevant loops below, <= 1."""
+  d = _extent(levels, [])
+  r = math.prod(v for k, v in d.items() if k not in IRRELEVANT["I"])
+  return tensor_elems("I", d, layer) / r if r else 1.0
+
+
+def evaluate_mapping(layer: Layer, acc: Accelerator, mapping: Mapping,
+                     activity: Activity = Activity(), boundary_io: bool = False,
+                     sliding_window: bool = True) -> LayerCost:
+  """Cost of ``layer`` on ``acc`` with ``mapping``.
+
+  ``sliding_window``: count input traffic per tile (a tile of OY x FY rows holds
+  ``stride (OY-1) + FY`` input rows); ``False`` is ZigZag's convention, which counts every
+  (output, kernel) position as a separate input element (up to R*S times the data).
+
+  Raises:
+    MappingError: the mapping does not fit the memories.
+  """
+  prec = acc.precision
+  macs = layer.macs
+  tmap, su = _allocate(layer, acc, mapping, prec)
+  escale = acc.tech.energy_scale
+  out_elems = tensor_elems("O", layer.loop_dims(), layer)
+  accesses: list[LevelAccess] = []
+  level_bits: dict[str, float] = {}
+  level_energy: dict[str, float] = {}
+  for op in OPERANDS:
+    hier = acc.hierarchy(op)
+    n = len(hier)
+    t_st, mac_st = _merge_down(tmap[op], op)
+    c11 = [list(su[op][0])] + [t_st[a - 1] + su[op][a] for a in range(1, n + 1)]
+    c12 = [[]] + [t_st[a - 1] + su[op][a - 1] for a in range(1, n + 1)]
+    ir11 = list(itertools.accumulate((_ir(c, op) for c in c11), lambda x, y: x * y))
+    ir12 = list(itertools.accumulate((_ir(c, op) for c in c12), lambda x, y: x * y))
+    raw = [macs / v for v in ir11]
+    raw2 = [macs / v for v in ir12]
+    if op == "I" and sliding_window:
+      raw = [r * _halo_factor(c11[: a + 1], layer) for a, r in enumerate(raw)]
+      raw2 = [r * _halo_factor(c12[: a + 1], layer) for a, r in enumerate(raw2)]
+    caal = [math.prod(_ir(c, op) for c in c11[a:]) for a in range(n + 1)] + [1.0, 1.0]
+    for m, lvl in enumerate(hier):
+      top = m == n - 1
+      if op != "O":
+        rd_low = raw[m]
+        if m == 0 and lvl.bandwidth_bits >= prec[op]:
+          rd_low = raw[0] / mac_st
+        wr_high = raw2[m + 1] if (not top or boundary_io) else 0.0
+        wr_low = rd_high = 0.0
+        p_rd_low = p_wr_high = prec[op]
+        p_wr_low = p_rd_high = 0.0
+      else:
+        wr_low = raw[m]
+        rd_low = out_elems * (caal[m + 1] - 1)
+        rd_high = raw2[m + 1] if (not top or boundary_io) else 0.0
+        wr_high = out_elems * (caal[m + 2] - 1)
+        p_rd_low = prec["O"]
+        p_wr_low = prec["O"] if rd_low > 0 else prec["O_final"]
+        p_wr_high = prec["O"]
+        p_rd_high = prec["O"] if wr_high > 0 else prec["O_final"]
+      bits_r = rd_low * p_rd_low + rd_high * p_rd_high
+      bits_w = wr_low * p_wr_low + wr_high * p_wr_high
+      e = (bits_r * lvl.read_pj + bits_w * lvl.write_pj) / lvl.word_bits * escale
+      tile = tensor_elems(op, _extent(t_st[: m + 1], su[op][: m + 1]), layer)
+      accesses.append(LevelAccess(lvl.name, op, rd_low, wr_low, rd_high, wr_high, bits_r, bits_w,
+                                  e, tile))
+      level_bits[lvl.name] = level_bits.get(lvl.name, 0.0) + bits_r + bits_w
+      level_energy[lvl.name] = level_energy.get(lvl.name, 0.0) + e
+
+  # Cycles.
+  compute = math.prod(s for _, s in mapping.temporal) * acc.cycle_factor
+  used = mapping.used_array
+  cycles, bound = compute, "compute"
+  for lvl in acc.levels:
+    act = (1 if "D1" in lvl.served else used[0]) * (1 if "D2" in lvl.served else used[1])
+    c = level_bits.get(lvl.name, 0.0) / (lvl.bandwidth_bits * act)
+    if c > cycles:
+      cycles, bound = c, lvl.name
+  seconds = cycles / (acc.tech.clock_mhz * 1e6)
+
+  # Energy by category.
+  energy = {k: 0.0 for k in ("compute", "rf", "lut", "local_buffer", "buffer", "dram",
+                             "leakage")}
+  energy["compute"] = macs * acc.pe.energy_per_mac_pj(activity) * escale
+  for lvl in acc.levels:
+    energy[lvl.category] += level_energy.get(lvl.name, 0.0)
+  leak_mw = leakage_mw(acc)
+  energy["leakage"] = leak_mw * 1e-3 * seconds * 1e12
+  energy["total"] = sum(energy.values())
+  units = acc.mac_units
+  return LayerCost(
+      layer=layer.name, accelerator=acc.name, macs=macs, mapping=mapping,
+      compute_cycles=compute, cycles=cycles, bound=bound,
+      utilization=macs / (cycles * units) if cycles > 0 else 0.0,
+      spatial_utilization=(used[0] * used[1] / units) * (
+          macs / (math.prod(s for _, s in mapping.temporal) * used[0] * used[1])),
+      energy=energy, level_energy=level_energy, accesses=tuple(accesses))
+
+
+def _extent(t_levels, su_levels) -> dict[str, float]:
+  d: dict[str, float] = {}
+  for loops in list(t_levels) + list(su_levels):
+    for dim, s in loops:
+      d[dim] = d.get(dim, 1) * s
+  return d
+
+
+@functools.lru_cache(maxsize=256)
+def leakage_mw(acc: Accelerator) -> float:
+  """Leakage power of the design, mW: memories (CACTI / logic density) + PE logic."""
+  from ebsp_jax.hw import tech as tech_mod  # pylint: disable=import-outside-toplevel
+  mem = sum(l.leakage_mw * l.instances(acc.array) for l in acc.levels)
+  logic_um2 = acc.pe.area_um2() * acc.pe_count * acc.tech.area_scale
+  return mem + logic_um2 * tech_mod.logic_leakage_mw_per_um2(acc.tech)
+
+
+# ----------------------------------------------------------------------------------------------
+# Mapping search.
+
+
+def _balanced(n: int, a: int) -> int:
+  """Largest useful spatial factor of a loop of ``n`` on ``a`` units (fewest folds, least pad)."""
+  if n <= 1 or a <= 1:
+    return 1
+  folds = math.ceil(n / a)
+  return math.ceil(n / folds)
+
+
+def spatial_options(layer: Layer, acc: Accelerator) -> list[tuple[tuple, tuple]]:
+  """The distinct spatial unrollings of ``layer`` from the design's candidates."""
+  dims = layer.loop_dims()
+  out = []
+  seen = set()
+  for cand1, cand2 in acc.spatial:
+    sp = []
+    for arr_size, cand in ((acc.array[0], cand1), (acc.array[1], cand2)):
+      rem = arr_size
+      loops = []
+      for d in cand:
+        f = _balanced(dims[d], rem)
+        if f > 1:
+          loops.append((d, f))
+          rem //= f
+      sp.append(tuple(loops))
+    key = (sp[0], sp[1])
+    if key not in seen:
+      seen.add(key)
+      out.append(key)
+  return out
+
+
+def _prime_factors(n: int) -> list[int]:
+  out, p = [], 2
+  while n > 1 and p * p <= n:
+    while n % p == 0:
+      out.append(p)
+      n //= p
+    p += 1
+  if n > 1:
+    out.append(n)
+  return out
+
+
+def temporal_loops(layer: Layer, d1: tuple, d2: tuple, lpf_limit: int = 6) -> list[tuple[str, int]]:
+  """Prime-factor temporal loops left after the spatial unrolling, merged to ``lpf_limit``.
+
+  Merging repeatedly combines the two smallest factors of the dim with the most factors.
+  """
+  dims = layer.loop_dims()
+  sp = {}
+  for d, f in d1 + d2:
+    sp[d] = sp.get(d, 1) * f
+  per_dim = {}
+  for d in DIMS:
+    t = math.ceil(dims[d] / sp.get(d, 1))
+    if t > 1:
+      per_dim[d] = sorted(_prime_factors(t))
+  while sum(len(v) for v in per_dim.values()) > lpf_limit:
+    d = max(per_dim, key=lambda k: (len(per_dim[k]), -per_dim[k][0]))
+    if len(per_dim[d]) < 2:
+      break
+    f = per_dim[d]
+    per_dim[d] = sorted([f[0] * f[1]] + f[2:])
+  return [(d, f) for d in DIMS if d in per_dim for f in per_dim[d]]
+
+
+def _unique_permutations(items: Sequence) -> Iterable[tuple]:
+  counts: dict = {}
+  for it in items:
+    counts[it] = counts.get(it, 0) + 1
+  keys = list(counts)
+  n = len(items)
+  perm: list = []
+
+  def rec():
+    if len(perm) == n:
+      yield tuple(perm)
+      return
+    for k in keys:
+      if counts[k]:
+        counts[k] -= 1
+        perm.append(k)
+        yield from rec()
+        perm.pop()
+        counts[k] += 1
+  yield from rec()
+
+
+def _score(cost: LayerCost, objective: str) -> tuple[float, float]:
+  e, c = cost.energy["total"], cost.cycles
+  if objective == "energy":
+    return (e, c)
+  if objective == "latency":
+    return (c, e)
+  return (e * c, e)
+
+
+def best_mapping(layer: Layer, acc: Accelerator, objective: str = "edp", lpf_limit: int = 4,
+                 activity: Activity = Activity(), boundary_io: bool = False,
+                 sliding_window: bool = True, refine: bool = True,
+                 refine_starts: int = 3) -> LayerCost:
+  """The best mapping found for ``layer`` on ``acc`` (see module docstring), cached.
+
+  Args:
+    layer: the layer.
+    acc: the design.
+    objective: ``'energy'``, ``'latency'`` or ``'edp'`` (energy-delay product).
+    lpf_limit: temporal loops kept after merging prime factors (5: up to 120 orders per
+      spatial candidate).
+    activity: data-aware activity (EBSP's zero weights / shifts).
+    boundary_io: ZigZag's top-level input-fill / output-drain convention.
+    sliding_window: per-tile input counting (False: ZigZag's convention).
+    refine: after the exhaustive search, improve the ``refine_starts`` best distinct mappings
+      by local moves of single prime-factor loops (first-improvement hill climbing).
+    refine_starts: number of starting points of the local search.
+
+  Raises:
+    MappingError: no candidate mapping fits.
+  """
+  if objective not in OBJECTIVES:
+    raise ValueError(f"objective must be one of {OBJECTIVES}; got {objective!r}")
+  cost = _best_cached(_LayerKey(layer), acc, objective, lpf_limit, activity, boundary_io,
+                      sliding_window, refine, refine_starts)
+  return dataclasses.replace(cost, layer=layer.name)
+
+
+@dataclasses.dataclass(frozen=True)
+class _LayerKey:
+  layer: Layer
+
+  def __hash__(self):
+    return hash(self.layer.signature())
+
+  def __eq__(self, other):
+    return isinstance(other, _LayerKey) and self.layer.signature() == other.layer.signature()
+
+
+@functools.lru_cache(maxsize=4096)
+def _best_cached(key: _LayerKey, acc: Accelerator, objective: str, lpf_limit: int,
+                 activity: Activity, boundary_io: bool, sliding_window: bool,
+                 refine: bool, refine_starts: int) -> LayerCost:
+  layer = key.layer
+  results: list[tuple[tuple[float, float], int, LayerCost]] = []
+  errors = []
+  for d1, d2 in spatial_options(layer, acc):
+    loops = temporal_loops(layer, d1, d2, lpf_limit)
+    for order in _unique_permutations(loops):
+      try:
+        cost = evaluate_mapping(layer, acc, Mapping(d1, d2, order), activity, boundary_io,
+                                sliding_window)
+      except MappingError as e:
+        errors.append(str(e))
+        continue
+      results.append((_score(cost, objective), len(results), cost))
+  if not results:
+    raise MappingError(f"no valid mapping of {layer.name} on {acc.name}: "
+                       f"{errors[0] if errors else 'no candidates'}")
+  results.sort(key=lambda t: (t[0], t[1]))
+  best = results[0][2]
+  if refine:
+    # Multi-start: refine the best few distinct energy/latency points.
+    starts, seen = [], set()
+    for sc, _, cost in results:
+      if sc in seen:
+        continue
+      seen.add(sc)
+      starts.append(cost)
+      if len(starts) == refine_starts:
+        break
+    for st in starts:
+      cand = _refine(layer, acc, st, objective, activity, boundary_io, sliding_window)
+      if _score(cand, objective) < _score(best, objective):
+        best = cand
+  return best
+
+
+def _split_primes(order: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+  out = []
+  for d, s in order:
+    out.extend((d, f) for f in sorted(_prime_factors(s)))
+  return out
+
+
+def _refine(layer: Layer, acc: Accelerator, start: LayerCost, objective: str,
+            activity: Activity, boundary_io: bool, sliding_window: bool,
+            max_sweeps: int = 30) -> LayerCost:
+  """Local search from ``start``: un-merge its loops into prime factors, then repeatedly move
+  one loop to another position while the objective improves (first improvement)."""
+  m = start.mapping
+  order = _split_primes(m.temporal)
+  best = start
+  try:
+    cur = evaluate_mapping(layer, acc, Mapping(m.d1, m.d2, tuple(order)), activity, boundary_io,
+                           sliding_window)
+    if _score(cur, objective) < _score(best, objective):
+      best = cur
+  except MappingError:
+    pass
+  order = list(best.mapping.temporal) if best is not start else order
+  best_s = _score(best, objective)
+  seen = {tuple(order)}
+  for _ in range(max_sweeps):
+    improved = False
+    n = len(order)
+    for i in range(n):
+      for j in range(n):
+        if i == j:
+          continue
+        cand = order[:i] + order[i + 1:]
+        cand.insert(j, order[i])
+        key = tuple(cand)
+        if key in seen:
+          continue
+        seen.add(key)
+        try:
+          cost = evaluate_mapping(layer, acc, Mapping(m.d1, m.d2, key), activity, boundary_io,
+                                  sliding_window)
+        except MappingError:
+          continue
+        sc = _score(cost, objective)
+        if sc < best_s:
+          best, best_s, order, improved = cost, sc, cand, True
+          break
+      if improved:
+        break
+    if not improved:
+      break
+  return best

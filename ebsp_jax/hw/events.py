@@ -1,0 +1,338 @@
+"""Data-aware statistics of trained EBSP weights: the ``LayerEvents`` schema.
+
+The hardware model costs EBSP from shapes alone unless it is given per-layer *event counts*.
+They come either from the datapath emulator (``ebsp_jax.arith``, which counts events while it
+runs real data) or, when only trained weights are at hand, from the integer weight codes
+(:func:`events_from_codes`; every weight takes part in ``N*P*Q`` products).
+
+Schema (one record per conv/dense layer; JSON: a list of such dicts, or ``{name: dict}``)::
+
+    {
+      "name": "stage1_block0/conv1",   # Layer.name (param path without 'params/' and '/kernel';
+                                       #   'params/.../kernel' is accepted too)
+      "macs": 12845056,                # products evaluated, zero weights included (= Layer.macs)
+      "zero_weight_products": 1234567, # products whose weight code is 0 (skippable / gated)
+      "shift_hist": [900, 400, 100],   # NON-ZERO products by weight shift s = 0..max_shift
+      "mantissa_hist": [0, 5, ...],    # optional: non-zero products by mantissa m < 2**length
+      "lut_fills": null,               # optional: LUT fills counted by the emulator
+      "lut_reads": null,               # optional: LUT reads (= non-zero products)
+      "lod_uses": null,                # optional: leading-one detections
+      "adds": null,                    # optional: accumulator additions
+      "acc_high_water_bits": 21        # optional: widest accumulator value seen, bits (sign incl.)
+    }
+
+What the cost model uses: ``zero_weight_products / macs`` (zero-weight products do no datapath
+work: operand isolation gates the LOD, mux, LUT read, shifter and adder; the cycle is still
+spent) and the share of non-zero products with ``s > 0`` (only those pass the barrel shifter;
+``s = 0`` bypasses it). LUT fills are counted by the dataflow model from the mapping (they
+depend on it, not on the data); the emulator's counts are reported beside it. The mantissa
+histogram gives the LUT entries actually used and the high-water mark the accumulator width
+actually needed; both are reported, not fed back into the hardware (which is sized for the
+worst case).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from ebsp_jax.hw.pe import Activity
+from ebsp_jax.hw.workload import Layer, Workload
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerEvents:
+  """Event counts of one layer (see the module docstring for the JSON schema).
+
+  Attributes:
+    name: layer name.
+    macs: products evaluated (zero weights included).
+    zero_weight_products: products with a zero weight.
+    shift_hist: non-zero products by shift ``s = 0..max_shift``.
+    mantissa_hist: non-zero products by mantissa ``m`` (optional).
+    lut_fills: LUT fills (optional; from the emulator).
+    lut_reads: LUT reads (optional).
+    lod_uses: leading-one detections (optional).
+    adds: accumulator additions (optional).
+    acc_high_water_bits: accumulator high-water mark in bits (optional).
+  """
+
+  name: str
+  macs: int
+  zero_weight_products: int
+  shift_hist: tuple[int, ...]
+  mantissa_hist: tuple[int, ...] | None = None
+  lut_fills: int | None = None
+  lut_reads: int | None = None
+  lod_uses: int | None = None
+  adds: int | None = None
+  acc_high_water_bits: int | None = None
+
+  def __post_init__(self):
+    if self.macs < 0 or self.zero_weight_products < 0:
+      raise ValueError(f"{self.name}: counts must be >= 0")
+    if self.zero_weight_products > self.macs:
+      raise ValueError(f"{self.name}: zero_weight_products ({self.zero_weight_products}) > "
+                       f"macs ({self.macs})")
+    nz = self.macs - self.zero_weight_products
+    if self.shift_hist and sum(self.shift_hist) != nz:
+      raise ValueError(f"{self.name}: shift_hist sums to {sum(self.shift_hist)}, expected the "
+                       f"{nz} non-zero products")
+
+  @property
+  def zero_weight_fraction(self) -> float:
+    """Fraction of products with a zero weight."""
+    return self.zero_weight_products / self.macs if self.macs else 0.0
+
+  @property
+  def shifted_fraction(self) -> float:
+    """Fraction of non-zero products whose shift is > 0."""
+    nz = sum(self.shift_hist)
+    return (nz - self.shift_hist[0]) / nz if nz else 0.0
+
+  @property
+  def lut_entries_used(self) -> int | None:
+    """Distinct mantissas used (the LUT entries that ever get read), when known."""
+    if self.mantissa_hist is None:
+      return None
+    return int(sum(1 for c in self.mantissa_hist if c > 0))
+
+  def activity(self) -> Activity:
+    """The :class:`~ebsp_jax.hw.pe.Activity` the PE energy model uses."""
+    return Activity(nonzero_fraction=1.0 - self.zero_weight_fraction,
+                    shifted_fraction=self.shifted_fraction)
+
+  def to_dict(self) -> dict[str, Any]:
+    """JSON-ready dict (the schema's form)."""
+    d = dataclasses.asdict(self)
+    d["shift_hist"] = list(self.shift_hist)
+    if self.mantissa_hist is not None:
+      d["mantissa_hist"] = list(self.mantissa_hist)
+    return d
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]) -> "LayerEvents":
+    """Builds from the schema's dict form (unknown keys are ignored)."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kw = {k: v for k, v in d.items() if k in fields}
+    missing = {"name", "macs", "zero_weight_products", "shift_hist"} - set(kw)
+    if missing:
+      raise ValueError(f"LayerEvents record lacks {sorted(missing)}")
+    kw["name"] = normalize_name(str(kw["name"]))
+    kw["shift_hist"] = tuple(int(x) for x in kw["shift_hist"])
+    if kw.get("mantissa_hist") is not None:
+      kw["mantissa_hist"] = tuple(int(x) for x in kw["mantissa_hist"])
+    for k in ("macs", "zero_weight_products"):
+      kw[k] = int(kw[k])
+    return cls(**kw)
+
+
+def normalize_name(name: str) -> str:
+  """``'params/a/b/kernel'`` -> ``'a/b'`` (layer names as :class:`Layer` uses them)."""
+  parts = name.split("/")
+  if parts and parts[0] == "params":
+    parts = parts[1:]
+  if parts and parts[-1] == "kernel":
+    parts = parts[:-1]
+  return "/".join(parts)
+
+
+def pattern_fields(bits: int, length: int, signed: bool = True) -> tuple[int, int]:
+  """``(magnitude_bits, max_shift)`` of ``BitPattern(bits, length, signed)``."""
+  n = bits - 1 if signed else bits
+  return n, n - length
+
+
+def split_codes(q: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """``(nonzero mask, shift, mantissa)`` of integer weights ``q`` under pattern length L.
+
+  ``s = max(0, floor(log2|q|) - L + 1)``, ``m = |q| >> s`` (the canonical code of
+  EBSP_SPEC §2); zero weights get ``s = m = 0``.
+  """
+  mag = np.abs(np.asarray(q).astype(np.int64))
+  nz = mag > 0
+  pos = np.zeros_like(mag)
+  pos[nz] = np.floor(np.log2(mag[nz])).astype(np.int64)
+  shift = np.where(nz, np.maximum(0, pos - length + 1), 0)
+  mant = np.where(nz, mag >> shift, 0)
+  return nz, shift, mant
+
+
+def events_from_codes(q: np.ndarray, layer: Layer, bits: int, length: int,
+                      activation_bits: int = 8, signed: bool = True,
+                      check_grid: bool = True) -> LayerEvents:
+  """Event counts of ``layer`` from its integer weight codes ``q`` (any shape, HWIO for convs).
+
+  Every weight is used ``layer.uses_per_weight`` (= N*P*Q) times. The accumulator high-water
+  mark is the worst case over output channels, ``sum |q| * (2^a - 1)`` (plus the sign bit),
+  assuming the last axis of ``q`` is the output channel.
+
+  Raises:
+    ValueError: ``q`` has the wrong number of weights, or (``check_grid``) values off the
+      pattern grid.
+  """
+  q = np.asarray(q)
+  if q.size != layer.weight_count:
+    raise ValueError(f"{layer.name}: got {q.size} weight codes, the layer has "
+                     f"{layer.weight_count}")
+  n, s_max = pattern_fields(bits, length, signed)
+  nz, shift, mant = split_codes(q, length)
+  if check_grid:
+    mag = np.abs(q.astype(np.int64))
+    off = nz & (((mant << shift) != mag) | (mant >= (1 << length)) | (shift > s_max))
+    if np.any(off) or np.any(mag >= (1 << n)):
+      raise ValueError(f"{layer.name}: {int(np.sum(off))} weight codes are off the "
+                       f"{bits}b(L{length}) grid")
+  uses = layer.uses_per_weight * layer.repeat
+  shift_hist = np.bincount(shift[nz].ravel(), minlength=s_max + 1)[: s_max + 1] * uses
+  mant_hist = np.bincount(mant[nz].ravel(), minlength=1 << length)[: 1 << length] * uses
+  zero = int(np.sum(~nz)) * uses
+  per_out = np.abs(q.astype(np.int64)).reshape(-1, q.shape[-1]).sum(axis=0) if q.ndim else 0
+  worst = int(np.max(per_out)) * ((1 << activation_bits) - 1) if np.size(per_out) else 0
+  hw = int(math.ceil(math.log2(worst + 1))) + 1 if worst > 0 else 1
+  macs = layer.macs * layer.repeat
+  nzp = macs - zero
+  return LayerEvents(name=layer.name, macs=macs, zero_weight_products=zero,
+                     shift_hist=tuple(int(x) for x in shift_hist),
+                     mantissa_hist=tuple(int(x) for x in mant_hist), lut_reads=nzp,
+                     lod_uses=nzp, adds=nzp, acc_high_water_bits=hw)
+
+
+def uniform_events(layer: Layer, bits: int, length: int, signed: bool = True) -> LayerEvents:
+  """Events for weights spread uniformly over the pattern's levels (a shape-only default)."""
+  from ebsp_jax.numerics.pattern import BitPattern  # pylint: disable=import-outside-toplevel
+  levels = BitPattern(bits, length, signed).levels
+  reps = math.ceil(layer.weight_count / len(levels))
+  q = np.tile(levels, reps)[: layer.weight_count]
+  return events_from_codes(q, layer, bits, length, signed=signed)
+
+
+# ----------------------------------------------------------------------------------------------
+# I/O.
+
+
+def save_events(events: Iterable[LayerEvents], path: str) -> None:
+  """Writes events as a JSON list (the schema's file form)."""
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump([e.to_dict() for e in events], f, indent=1)
+
+
+def load_events(path: str) -> dict[str, LayerEvents]:
+  """Reads a JSON list of records or a ``{name: record}`` dict; returns ``{name: events}``."""
+  with open(path, encoding="utf-8") as f:
+    data = json.load(f)
+  records = data if isinstance(data, list) else [dict(v, name=v.get("name", k))
+                                                  for k, v in data.items()]
+  out = {}
+  for r in records:
+    e = LayerEvents.from_dict(r)
+    out[e.name] = e
+  return out
+
+
+def load_params(path: str) -> dict[str, np.ndarray]:
+  """Flat ``{'a/b/kernel': array}`` of a checkpoint.
+
+  Accepts a ``.npz`` file (keys are '/'-joined paths), or an orbax checkpoint directory (a
+  ``CheckpointManager`` directory picks its latest numeric step; the first sub-item that
+  restores is used). Raises ``ValueError`` with one line when nothing can be read.
+  """
+  if not os.path.exists(path):
+    raise ValueError(f"params checkpoint {path!r} does not exist")
+  if os.path.isfile(path):
+    if path.endswith(".npz"):
+      with np.load(path) as z:
+        return {k: np.asarray(z[k]) for k in z.files}
+    raise ValueError(f"unsupported params file {path!r} (expected .npz or an orbax directory)")
+  import jax  # pylint: disable=import-outside-toplevel
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  steps = [d for d in os.listdir(path) if d.isdigit() and os.path.isdir(os.path.join(path, d))]
+  root = os.path.join(path, max(steps, key=int)) if steps else path
+  candidates = [root] + [os.path.join(root, d) for d in sorted(os.listdir(root))
+                         if os.path.isdir(os.path.join(root, d))]
+  last_err = None
+  for c in candidates:
+    try:
+      tree = ocp.PyTreeCheckpointer().restore(c)
+    except Exception as e:  # pylint: disable=broad-except
+      last_err = e
+      continue
+    flat = {}
+    for kp, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+      key = "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+                     for k in kp)
+      if hasattr(leaf, "shape"):
+        flat[key] = np.asarray(leaf)
+    if flat:
+      return flat
+  raise ValueError(f"could not restore an orbax checkpoint from {path!r}: "
+                   f"{str(last_err).splitlines()[0] if last_err else 'no arrays found'}")
+
+
+def _find_kernel(flat: Mapping[str, np.ndarray], layer: Layer) -> np.ndarray | None:
+  target = normalize_name(layer.param_path or layer.name) + "/kernel"
+  hits = [k for k in flat if k.endswith(target) or k.endswith(target.replace("/kernel", ""))]
+  hits = [k for k in hits if np.size(flat[k]) == layer.weight_count]
+  if not hits:
+    return None
+  # Prefer the trained parameters over optimiser slots (ADMM's Z/U, momenta).
+  hits.sort(key=lambda k: (0 if k.startswith("params/") or "/params/" in k else 1,
+                           any(t in k for t in ("opt_state", "/mu", "/nu", "admm")), len(k)))
+  return flat[hits[0]]
+
+
+def events_from_params(flat: Mapping[str, np.ndarray], workload: Workload, bits: int,
+                       length: int, activation_bits: int = 8,
+                       per_channel: bool = True) -> dict[str, LayerEvents]:
+  """Event counts of every layer whose kernel is found in a flat params dict.
+
+  Integer kernels are taken as the codes; float kernels are quantized onto the pattern with
+  ``ebsp_jax.fit_scale`` / ``ebsp_jax.quantize`` (per output channel by default) first, which
+  is exact for weights that ADMM already put on the grid.
+  """
+  out = {}
+  for layer in workload.layers:
+    k = _find_kernel(flat, layer)
+    if k is None:
+      continue
+    if np.issubdtype(k.dtype, np.integer):
+      q = k
+    else:
+      q = quantize_kernel(k, bits, length, per_channel)
+    out[layer.name] = events_from_codes(q, layer, bits, length, activation_bits)
+  return out
+
+
+def quantize_kernel(w: np.ndarray, bits: int, length: int, per_channel: bool = True) -> np.ndarray:
+  """Integer codes of float kernel ``w`` on ``BitPattern(bits, length)`` (last axis = out)."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from ebsp_jax.numerics import BitPattern, fit_scale, quantize  # pylint: disable=import-outside-toplevel
+  p = BitPattern(bits, length)
+  x = jnp.asarray(w, jnp.float32)
+  axis = tuple(range(x.ndim - 1)) if (per_channel and x.ndim > 1) else None
+  scale = fit_scale(x, p, axis=axis)
+  return np.asarray(quantize(x, p, scale))
+
+
+def activities(events: Mapping[str, LayerEvents]) -> dict[str, Activity]:
+  """``{layer name: Activity}`` for the network evaluation."""
+  return {k: e.activity() for k, e in events.items()}
+
+
+def summarize_events(events: Sequence[LayerEvents]) -> dict[str, Any]:
+  """Network-level totals: zero fraction, shifted fraction, LUT entries, accumulator bits."""
+  macs = sum(e.macs for e in events)
+  zero = sum(e.zero_weight_products for e in events)
+  nz = macs - zero
+  shifted = sum(sum(e.shift_hist[1:]) for e in events)
+  hw = [e.acc_high_water_bits for e in events if e.acc_high_water_bits is not None]
+  used = [e.lut_entries_used for e in events if e.lut_entries_used is not None]
+  return {"macs": macs, "zero_weight_fraction": zero / macs if macs else 0.0,
+          "shifted_fraction": shifted / nz if nz else 0.0,
+          "acc_high_water_bits": max(hw) if hw else None,
+          "lut_entries_used_max": max(used) if used else None}

@@ -1,0 +1,158 @@
+"""Figures (matplotlib, Agg backend; each saved as PNG and SVG).
+
+* :func:`plot_energy_breakdown`: stacked energy by category, per network and design.
+* :func:`plot_latency`: latency per network and design (log scale).
+* :func:`plot_pareto`: EBSP bit-width x pattern-length sweep, energy against accuracy with the
+  Pareto front; accuracy comes from training ``results.json`` files (keys ``pattern.bits``,
+  ``pattern.length``, ``quant_top1``/``integer_top1``); without them, energy only (the title
+  says so).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=wrong-import-position
+
+from ebsp_jax.hw.report import CATEGORIES, NetworkResult  # noqa: E402
+
+_COLORS = {"compute": "#4c72b0", "rf": "#55a868", "lut": "#8172b2", "local_buffer": "#ccb974",
+           "buffer": "#64b5cd", "dram": "#c44e52", "leakage": "#8c8c8c"}
+
+
+def _save(fig, path_prefix: str) -> list[str]:
+  os.makedirs(os.path.dirname(os.path.abspath(path_prefix)), exist_ok=True)
+  out = []
+  for ext in ("png", "svg"):
+    p = f"{path_prefix}.{ext}"
+    fig.savefig(p, dpi=130, bbox_inches="tight")
+    out.append(p)
+  plt.close(fig)
+  return out
+
+
+def plot_energy_breakdown(results: Sequence[NetworkResult], path_prefix: str,
+                          normalize_to: str | None = "eyeriss") -> list[str]:
+  """Stacked bars of energy by category for each (network, design).
+
+  Args:
+    results: one :class:`NetworkResult` per network.
+    path_prefix: output path without extension.
+    normalize_to: divide each network's bars by this design's total (None: absolute uJ).
+
+  Returns:
+    The written file paths.
+  """
+  designs = list(dict.fromkeys(n for r in results for n in r.results))
+  fig, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results) + 1, 3.8), squeeze=False)
+  for ax, res in zip(axes[0], results):
+    ref = res.results.get(normalize_to) if normalize_to else None
+    denom = ref.energy_pj if ref else 1e6
+    bottom = [0.0] * len(designs)
+    for cat in CATEGORIES:
+      vals = [res.results[d].energy[cat] / denom if d in res.results else 0.0 for d in designs]
+      if not any(vals):
+        continue
+      ax.bar(designs, vals, bottom=bottom, color=_COLORS[cat], label=cat)
+      bottom = [b + v for b, v in zip(bottom, vals)]
+    ax.set_title(f"{res.workload.name} ({res.dataset})", fontsize=9)
+    ax.set_ylabel(f"energy / {normalize_to}" if ref else "energy (uJ)")
+    ax.tick_params(axis="x", rotation=45, labelsize=8)
+  axes[0][-1].legend(fontsize=7, loc="upper right")
+  fig.suptitle("Energy breakdown at equal PE-array area", fontsize=10)
+  return _save(fig, path_prefix)
+
+
+def plot_latency(results: Sequence[NetworkResult], path_prefix: str) -> list[str]:
+  """Latency (ms, log scale) per network and design."""
+  designs = list(dict.fromkeys(n for r in results for n in r.results))
+  fig, ax = plt.subplots(figsize=(1.3 * len(results) * len(designs) / 3 + 3, 3.6))
+  width = 0.8 / max(1, len(designs))
+  for j, d in enumerate(designs):
+    xs = [i + j * width for i in range(len(results))]
+    ys = [r.results[d].latency_s * 1e3 if d in r.results else 0 for r in results]
+    ax.bar(xs, ys, width=width, label=d)
+  ax.set_xticks([i + 0.4 - width / 2 for i in range(len(results))])
+  ax.set_xticklabels([f"{r.workload.name}\n{r.dataset}" for r in results], fontsize=8)
+  ax.set_yscale("log")
+  ax.set_ylabel("latency per image (ms)")
+  ax.legend(fontsize=7)
+  ax.set_title("Latency at equal PE-array area", fontsize=10)
+  return _save(fig, path_prefix)
+
+
+def load_accuracies(paths: Sequence[str], key: str = "integer_top1") -> dict[tuple[int, int], float]:
+  """``{(bits, length): accuracy}`` from training ``results.json`` files.
+
+  Uses ``key`` (default ``integer_top1``), falling back to ``quant_top1``; files without a
+  ``pattern`` are skipped. The best accuracy wins when several files share a pattern.
+  """
+  out: dict[tuple[int, int], float] = {}
+  for p in paths:
+    with open(p, encoding="utf-8") as f:
+      r = json.load(f)
+    pat = r.get("pattern") or {}
+    if "bits" not in pat or "length" not in pat:
+      continue
+    acc = r.get(key, r.get("quant_top1"))
+    if acc is None:
+      continue
+    k = (int(pat["bits"]), int(pat["length"]))
+    out[k] = max(out.get(k, 0.0), float(acc))
+  return out
+
+
+def pareto_front(points: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+  """Points not dominated in (lower energy, higher accuracy), sorted by energy."""
+  pts = sorted((p for p in points if p.get("accuracy") is not None),
+               key=lambda p: (p["energy_pj"], -p["accuracy"]))
+  front, best = [], -1.0
+  for p in pts:
+    if p["accuracy"] > best:
+      front.append(p)
+      best = p["accuracy"]
+  return front
+
+
+def plot_pareto(points: Sequence[Mapping[str, Any]], path_prefix: str,
+                baseline_energy_pj: Mapping[str, float] | None = None,
+                title: str = "EBSP bit-width x pattern-length sweep") -> list[str]:
+  """Energy vs accuracy of the sweep, with the Pareto front.
+
+  Args:
+    points: ``{'bits', 'length', 'energy_pj', 'accuracy' (or None)}``.
+    path_prefix: output path without extension.
+    baseline_energy_pj: optional ``{design: energy}`` drawn as vertical lines.
+    title: figure title.
+  """
+  have_acc = any(p.get("accuracy") is not None for p in points)
+  fig, ax = plt.subplots(figsize=(5.5, 3.8))
+  if have_acc:
+    for p in points:
+      if p.get("accuracy") is None:
+        continue
+      ax.scatter(p["energy_pj"] * 1e-6, 100 * p["accuracy"], color="#4c72b0")
+      ax.annotate(f"{p['bits']}b(L{p['length']})", (p["energy_pj"] * 1e-6, 100 * p["accuracy"]),
+                  fontsize=7, xytext=(3, 3), textcoords="offset points")
+    front = pareto_front(points)
+    ax.plot([p["energy_pj"] * 1e-6 for p in front], [100 * p["accuracy"] for p in front],
+            color="#c44e52", label="Pareto front")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(title, fontsize=10)
+  else:
+    labels = [f"{p['bits']}b(L{p['length']})" for p in points]
+    ax.barh(labels, [p["energy_pj"] * 1e-6 for p in points], color="#4c72b0")
+    ax.set_title(title + "\n(no accuracy results given: energy only)", fontsize=10)
+  ax.set_xlabel("energy per image (uJ)")
+  if baseline_energy_pj:
+    for name, e in baseline_energy_pj.items():
+      ax.axvline(e * 1e-6, ls=":", color="gray")
+      ax.text(e * 1e-6, ax.get_ylim()[1], name, rotation=90, fontsize=7, va="top")
+  if have_acc:
+    ax.legend(fontsize=7)
+  return _save(fig, path_prefix)

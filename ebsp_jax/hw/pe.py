@@ -1,0 +1,300 @@
+"""Processing-element (PE) models: EBSP and the four baselines, costed from their parts.
+
+A :class:`PEModel` holds the *arithmetic* of one PE (the parts used once per multiply-accumulate,
+MAC) plus structures shared by several PEs (amortised per PE). Storage that the dataflow reads
+and writes (operand registers, Eyeriss's scratchpads, WAX's subarrays, EBSP's activation LUT) is
+not part of the PE model: it is a memory level of the accelerator (:mod:`ebsp_jax.hw.arch`),
+costed per access by the dataflow model, and its area is added to the PE by
+:func:`ebsp_jax.hw.area.pe_area_um2` according to the chosen area scope.
+
+Designs (bit widths from the EBSP paper's Table, [ebsp_dac2022]):
+
+* **EBSP** (:func:`ebsp_pe`): per product ``q * a`` with ``q = +-m 2^s``: leading-one detector
+  on the weight magnitude, mux that extracts the L-bit mantissa, a read of the 2^L-entry LUT
+  (a 2^L:1 mux over the row's shared LUT registers), barrel shifter (max shift
+  ``magnitude_bits - L``), conditional negate and the accumulate adder (EBSP_SPEC §3). The LUT
+  itself (filled once per activation with shifts and adds) is shared by the PEs of a row; it
+  is the activation's level-0 memory in :mod:`ebsp_jax.hw.arch`.
+* **Eyeriss** (:func:`eyeriss_pe`) [eyeriss_jssc2017]: 16-bit fixed-point multiplier and 16-bit
+  psum adder (the psum scratchpad is 16 bits wide).
+* **Bit Fusion** (:func:`bitfusion_pe`) [bitfusion_isca2018]: the PE is one *BitBrick*
+  (a 2-bit signed/unsigned multiplier, built as 3x3 with the sign-extension bit) with its
+  variable shifter and its share of the Fusion Unit's adder tree (15 adders per 16 bricks);
+  a ``wb x ab`` product uses ``ceil(wb/2) * ceil(ab/2)`` bricks, so one brick does
+  ``1/(that)`` MACs per cycle.
+* **WAX** (:func:`wax_pe`) [wax_micro2019]: 8-bit fixed-point multiplier + accumulate adder.
+* **OLAccel** (:func:`olaccel_pe`) [olaccel_isca2018]: 4-bit MAC for the dense data, one extra
+  MAC per SIMD group of ``lanes`` PEs for outlier weights (16-bit weight x 4-bit activation)
+  and dedicated 16x16-bit MACs (one per ``act_group`` PEs) for outlier activations; outliers
+  are a fraction ``outlier_fraction`` of weights and of activations (3% in the OLAccel paper).
+
+All integer designs accumulate in ``acc_bits`` (32 by default; Eyeriss: 16).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Iterable
+
+from ebsp_jax.hw import components as comp
+from ebsp_jax.hw.components import Component
+
+#: Part roles: ``'arith'`` is per-PE arithmetic; ``'shared'`` is a structure shared by several
+#: PEs (its ``count`` is fractional).
+ROLES = ("arith", "shared")
+#: Data-aware tags: ``'gated'`` parts do no work for a zero-weight product (operand isolation),
+#: ``'shifter'`` parts are also bypassed when the weight's shift is 0.
+TAGS = ("always", "gated", "shifter")
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+  """One block of a PE.
+
+  Attributes:
+    component: the block (area, energy per use).
+    count: instances per PE (``1/k`` when one instance serves ``k`` PEs).
+    uses_per_mac: uses of this part (any instance) per MAC computed by the PE; the energy per
+      MAC is ``component.energy_pj * uses_per_mac`` whatever ``count`` is.
+    role: ``'arith'`` or ``'shared'``.
+    tag: data-aware activity class, one of :data:`TAGS`.
+  """
+
+  component: Component
+  count: float = 1.0
+  uses_per_mac: float = 1.0
+  role: str = "arith"
+  tag: str = "always"
+
+  def __post_init__(self):
+    if self.role not in ROLES:
+      raise ValueError(f"role must be one of {ROLES}; got {self.role!r}")
+    if self.tag not in TAGS:
+      raise ValueError(f"tag must be one of {TAGS}; got {self.tag!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Activity:
+  """Data-dependent activity of a layer (1.0 = every product does full work).
+
+  Attributes:
+    nonzero_fraction: fraction of products whose weight is non-zero.
+    shifted_fraction: fraction of non-zero products whose shift is > 0.
+  """
+
+  nonzero_fraction: float = 1.0
+  shifted_fraction: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class PEModel:
+  """Arithmetic of one PE of a design.
+
+  Attributes:
+    name: design name (``'ebsp'``, ``'eyeriss'``, ...).
+    weight_bits: bits per weight as stored and moved (may be fractional for OLAccel's
+      average with sparse outliers).
+    act_bits: bits per input activation as stored and moved.
+    out_bits: bits per final output activation (the next layer's input format).
+    psum_bits: bits of a partial sum (accumulator width).
+    parts: the blocks.
+    macs_per_cycle: MACs one PE completes per cycle (1, or 1/4 for a Bit Fusion brick at 4x4).
+    label: short description for tables, e.g. ``'6b(L3) LUT'``.
+  """
+
+  name: str
+  weight_bits: float
+  act_bits: float
+  out_bits: float
+  psum_bits: int
+  parts: tuple[Part, ...]
+  macs_per_cycle: float = 1.0
+  label: str = ""
+
+  def area_um2(self, roles: Iterable[str] = ROLES) -> float:
+    """Area of the PE's parts with the given roles, um^2 (shared parts amortised)."""
+    roles = tuple(roles)
+    return sum(p.component.area_um2 * p.count for p in self.parts if p.role in roles)
+
+  def energy_per_mac_pj(self, activity: Activity = Activity()) -> float:
+    """Arithmetic energy per MAC, pJ (datapath only; storage is costed by the dataflow)."""
+    total = 0.0
+    for p in self.parts:
+      e = p.component.energy_pj * p.uses_per_mac
+      if p.tag == "gated":
+        e *= activity.nonzero_fraction
+      elif p.tag == "shifter":
+        e *= activity.nonzero_fraction * activity.shifted_fraction
+      total += e
+    return total
+
+  def breakdown(self, activity: Activity = Activity()) -> list[dict[str, object]]:
+    """Per-part rows ``{'part', 'count', 'area_um2', 'energy_pj_per_mac', 'source'}``."""
+    rows = []
+    for p in self.parts:
+      e = p.component.energy_pj * p.uses_per_mac
+      if p.tag == "gated":
+        e *= activity.nonzero_fraction
+      elif p.tag == "shifter":
+        e *= activity.nonzero_fraction * activity.shifted_fraction
+      rows.append({"part": p.component.name, "role": p.role, "count": p.count,
+                   "area_um2": p.component.area_um2 * p.count, "energy_pj_per_mac": e,
+                   "source": p.component.source, "note": p.component.note})
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# EBSP.
+
+
+def ebsp_pe(bits: int = 6, length: int = 3, activation_bits: int = 8, acc_bits: int = 32,
+            weight_format: str = "raw", signed: bool = True) -> PEModel:
+  """The EBSP LUT-plus-shift PE for weights ``BitPattern(bits, length)`` (EBSP_SPEC §3).
+
+  Args:
+    bits: weight bits (sign included when ``signed``).
+    length: pattern length L (LUT of 2^L entries).
+    activation_bits: unsigned activation bits a.
+    acc_bits: accumulator width.
+    weight_format: ``'raw'``: weights stored as ``bits``-bit sign-magnitude, the PE's LOD and
+      mux find ``(s, m)`` (the paper's steering logic); ``'code'``: weights stored as
+      ``BitPattern.code_bits`` (sign + index into the magnitudes) and decoded by a small
+      table (``num_magnitudes:1`` mux of constants) instead of the LOD.
+    signed: sign-magnitude weights (the sign costs the conditional negate).
+
+  Returns:
+    The PE model. ``weight_bits`` is ``bits`` (raw) or ``code_bits`` (code).
+  """
+  from ebsp_jax.numerics.pattern import BitPattern  # pylint: disable=import-outside-toplevel
+  pattern = BitPattern(bits, length, signed)
+  if weight_format not in ("raw", "code"):
+    raise ValueError(f"weight_format must be 'raw' or 'code'; got {weight_format!r}")
+  if activation_bits < 1 or acc_bits < 2:
+    raise ValueError("activation_bits must be >= 1 and acc_bits >= 2")
+  n, L, a = pattern.magnitude_bits, pattern.length, activation_bits
+  s_max = pattern.max_shift
+  lut_width = a + L  # j * a for j < 2^L
+  parts: list[Part] = []
+  if weight_format == "raw":
+    parts.append(Part(comp.leading_one_detector(n), tag="gated"))
+    if s_max > 0:
+      parts.append(Part(comp.mux(s_max + 1, L), tag="gated"))
+    wbits = float(bits)
+  else:
+    shift_bits = max(1, math.ceil(math.log2(s_max + 1))) if s_max > 0 else 0
+    parts.append(Part(comp.mux(pattern.num_magnitudes, shift_bits + L), tag="gated"))
+    wbits = float(pattern.code_bits)
+  parts.append(Part(comp.mux(1 << L, lut_width), tag="gated"))          # LUT read
+  if s_max > 0:
+    parts.append(Part(comp.barrel_shifter(lut_width, s_max), tag="shifter"))
+  if signed:
+    parts.append(Part(comp.conditional_negate(a + n), tag="gated"))
+  parts.append(Part(comp.adder(acc_bits), tag="gated"))
+  return PEModel("ebsp", wbits, float(a), float(a), acc_bits, tuple(parts),
+                 label=f"{pattern} LUT {1 << L}")
+
+
+def ebsp_lut(length: int, activation_bits: int) -> Component:
+  """The shared activation LUT of an EBSP PE row: storage and fill logic of ``j * a``, j < 2^L.
+
+  Only odd multiples are stored (even ones are wired shifts of them): ``2^(L-1)`` registers of
+  ``a + L`` bits, filled by ``2^(L-1) - 1`` adders (3a = 2a + a, 5a = 4a + a, 7a = 8a - a, ...).
+  ``energy_pj`` is the energy of one *fill* (all adders + register writes).
+  """
+  if length < 1:
+    raise ValueError(f"length must be >= 1; got {length}")
+  width = activation_bits + length
+  entries = 1 << (length - 1)
+  adders = entries - 1
+  reg = comp.register(width)
+  add = comp.adder(width)
+  area = entries * reg.area_um2 + adders * add.area_um2
+  energy = entries * reg.energy_pj + adders * add.energy_pj
+  return Component(f"lut{1 << length}x{width}", area, energy, "derived",
+                   f"{entries} x reg{width} + {adders} x add{width}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Baselines.
+
+
+def eyeriss_pe(bits: int = 16, acc_bits: int = 16) -> PEModel:
+  """Eyeriss PE arithmetic: ``bits x bits`` multiplier + ``acc_bits`` adder [eyeriss_jssc2017]."""
+  parts = (Part(comp.multiplier(bits, bits)), Part(comp.adder(acc_bits)))
+  return PEModel("eyeriss", float(bits), float(bits), float(bits), acc_bits, parts,
+                 label=f"INT{bits} MAC")
+
+
+def bitfusion_pe(weight_bits: int = 4, act_bits: int = 4, acc_bits: int = 32,
+                 bricks_per_unit: int = 16) -> PEModel:
+  """One Bit Fusion BitBrick with its shifter and adder-tree share [bitfusion_isca2018].
+
+  A Fusion Unit of ``bricks_per_unit`` bricks computes ``bricks_per_unit / bricks_per_product``
+  products per cycle and sums them in its adder tree (``bricks_per_unit - 1`` adders of 16
+  bits, enough for the 8x8 mode's 16-bit products) before one accumulate (``acc_bits``).
+  Each brick's output passes a variable shifter (0..12 in steps of 2, the 8x8 mode's shifts).
+  """
+  bw = math.ceil(weight_bits / 2)
+  ba = math.ceil(act_bits / 2)
+  per_product = bw * ba
+  products_per_unit = bricks_per_unit / per_product
+  parts = (
+      Part(comp.multiplier(3, 3), uses_per_mac=per_product),                   # BitBrick
+      Part(comp.barrel_shifter(6, 12, step=2), uses_per_mac=per_product),      # brick shifter
+      Part(comp.adder(16), count=(bricks_per_unit - 1) / bricks_per_unit,
+           uses_per_mac=(bricks_per_unit - 1) / products_per_unit, role="shared"),
+      Part(comp.adder(acc_bits), count=1 / bricks_per_unit,
+           uses_per_mac=1 / products_per_unit, role="shared"),
+  )
+  return PEModel("bitfusion", float(weight_bits), float(act_bits), float(act_bits), acc_bits,
+                 parts, macs_per_cycle=1.0 / per_product,
+                 label=f"BitBrick, {weight_bits}x{act_bits} b")
+
+
+def wax_pe(bits: int = 8, acc_bits: int = 32) -> PEModel:
+  """WAX MAC: ``bits x bits`` multiplier + ``acc_bits`` adder [wax_micro2019]."""
+  parts = (Part(comp.multiplier(bits, bits)), Part(comp.adder(acc_bits)))
+  return PEModel("wax", float(bits), float(bits), float(bits), acc_bits, parts,
+                 label=f"{bits}-bit fixed-point MAC")
+
+
+def olaccel_pe(bits: int = 4, outlier_bits: int = 16, outlier_fraction: float = 0.03,
+               lanes: int = 16, act_group: int = 16, acc_bits: int = 32,
+               outlier_index_bits: int = 8) -> PEModel:
+  """OLAccel 4-bit PE with its shares of the outlier MACs [olaccel_isca2018].
+
+  Args:
+    bits: dense precision (4).
+    outlier_bits: outlier precision (16).
+    outlier_fraction: fraction of weights and of activations that are outliers (0.03).
+    lanes: SIMD lanes per extra outlier-weight MAC (``outlier_bits x bits``).
+    act_group: PEs per dedicated outlier-activation MAC (``outlier_bits x outlier_bits``).
+    acc_bits: accumulator width.
+    outlier_index_bits: bits of the position stored with each sparse outlier.
+
+  Returns:
+    PE whose ``weight_bits``/``act_bits`` are the *average* stored bits per element:
+    ``bits + f * (outlier_bits + outlier_index_bits)`` (a dense low-precision array plus a
+    sparse list of outliers; an assumption about the storage format).
+  """
+  f = float(outlier_fraction)
+  if not 0 <= f < 1:
+    raise ValueError(f"outlier_fraction must be in [0, 1); got {outlier_fraction}")
+  dense = (1 - f) * (1 - f)
+  parts = (
+      Part(comp.multiplier(bits, bits), uses_per_mac=dense),
+      Part(comp.multiplier(outlier_bits, bits), count=1 / lanes, uses_per_mac=f * (1 - f),
+           role="shared"),
+      Part(comp.multiplier(outlier_bits, outlier_bits), count=1 / act_group,
+           uses_per_mac=f, role="shared"),
+      Part(comp.adder(acc_bits)),
+  )
+  eff = bits + f * (outlier_bits + outlier_index_bits)
+  return PEModel("olaccel", eff, eff, eff, acc_bits, parts,
+                 label=f"{bits}b + {outlier_bits}b outliers ({f:.0%})")
+
+
+def pe_energy_per_mac_pj(pe: PEModel, activity: Activity = Activity()) -> float:
+  """Convenience alias of :meth:`PEModel.energy_per_mac_pj`."""
+  return pe.energy_per_mac_pj(activity)

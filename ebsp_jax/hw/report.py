@@ -1,0 +1,311 @@
+"""Network-level evaluation, the report JSON, text tables and the paper comparison.
+
+:func:`evaluate_network` maps every layer of a :class:`~ebsp_jax.hw.workload.Workload` on
+every accelerator (:func:`ebsp_jax.hw.dataflow.best_mapping`) and sums energy and latency
+(layers run one after another). :func:`report_json` produces the contract JSON of
+``experiments/hardware.py``::
+
+    {"model", "dataset", "macs",
+     "accelerators": {name: {"pes", "area_mm2", "energy_pj", "energy_breakdown_pj": {...},
+                             "cycles", "latency_s", ...}},
+     "layers": [{"name", "macs", dims..., name: {"energy_pj", "cycles", ...}}],
+     "comparison": {...}, "tech": [...], "notes": [...]}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping, Sequence
+
+from ebsp_jax.hw import area as area_mod
+from ebsp_jax.hw import dataflow
+from ebsp_jax.hw import tech as tech_mod
+from ebsp_jax.hw.arch import Accelerator
+from ebsp_jax.hw.dataflow import LayerCost
+from ebsp_jax.hw.pe import Activity
+from ebsp_jax.hw.workload import Workload
+
+#: EBSP paper, ResNet-50: EBSP's energy reduction vs each baseline, % [ebsp_dac2022].
+PAPER_ENERGY_REDUCTION_PCT: Mapping[str, float] = {
+    "eyeriss": 87.3, "bitfusion": 79.7, "wax": 75.2, "olaccel": 58.9}
+#: EBSP paper, ResNet-50 ("on average"): EBSP's performance gain vs each baseline, %.
+PAPER_PERF_GAIN_PCT: Mapping[str, float] = {
+    "eyeriss": 93.8, "bitfusion": 83.7, "wax": 72.7, "olaccel": 49.5}
+#: Energy categories, in plotting order.
+CATEGORIES = ("compute", "rf", "lut", "local_buffer", "buffer", "dram", "leakage")
+#: Mapper presets: (lpf_limit, refine, refine_starts).
+SEARCH_PRESETS: Mapping[str, tuple[int, bool, int]] = {
+    "fast": (3, True, 1), "default": (4, True, 3), "thorough": (6, True, 6)}
+
+
+@dataclasses.dataclass(frozen=True)
+class AcceleratorResult:
+  """One design on one network.
+
+  Attributes:
+    accelerator: the design.
+    layers: per-layer costs in workload order (``repeat`` already folded in the totals).
+    energy: pJ by category (+ ``total``).
+    cycles: total cycles.
+    latency_s: total latency, seconds.
+  """
+
+  accelerator: Accelerator
+  layers: tuple[LayerCost, ...]
+  energy: dict[str, float]
+  cycles: float
+  latency_s: float
+
+  @property
+  def energy_pj(self) -> float:
+    """Total energy, pJ."""
+    return self.energy["total"]
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkResult:
+  """All designs on one network."""
+
+  workload: Workload
+  dataset: str
+  results: dict[str, AcceleratorResult]
+  objective: str
+  data_aware: bool = False
+  notes: tuple[str, ...] = ()
+
+
+def evaluate_network(workload: Workload, accelerators: Mapping[str, Accelerator], *,
+                     dataset: str = "", objective: str = "edp", search: str = "default",
+                     activities: Mapping[str, Activity] | None = None,
+                     sliding_window: bool = True) -> NetworkResult:
+  """Maps and costs every layer of ``workload`` on every design.
+
+  Args:
+    workload: the layers.
+    accelerators: ``{name: Accelerator}``.
+    dataset: label for the report.
+    objective: mapper objective (``'energy'``, ``'latency'``, ``'edp'``).
+    search: mapper preset, one of :data:`SEARCH_PRESETS`.
+    activities: per-layer data-aware activity for EBSP (``{layer name: Activity}``); layers
+      without an entry use full activity.
+    sliding_window: per-tile input counting (see :mod:`ebsp_jax.hw.dataflow`).
+
+  Returns:
+    A :class:`NetworkResult`.
+  """
+  if search not in SEARCH_PRESETS:
+    raise ValueError(f"search must be one of {sorted(SEARCH_PRESETS)}; got {search!r}")
+  lpf, refine, starts = SEARCH_PRESETS[search]
+  results = {}
+  for name, acc in accelerators.items():
+    costs = []
+    energy = {k: 0.0 for k in CATEGORIES}
+    cycles = 0.0
+    for layer in workload.layers:
+      act = Activity()
+      if activities and acc.name == "ebsp":
+        act = activities.get(layer.name, Activity())
+      c = dataflow.best_mapping(layer, acc, objective, lpf, act, sliding_window=sliding_window,
+                                refine=refine, refine_starts=starts)
+      costs.append(c)
+      for k in CATEGORIES:
+        energy[k] += c.energy[k] * layer.repeat
+      cycles += c.cycles * layer.repeat
+    energy["total"] = sum(energy[k] for k in CATEGORIES)
+    results[name] = AcceleratorResult(acc, tuple(costs), energy, cycles,
+                                      cycles / (acc.tech.clock_mhz * 1e6))
+  notes = []
+  if activities:
+    notes.append("EBSP energy uses data-aware activity (zero weights gated, shift-0 bypass)")
+  return NetworkResult(workload, dataset, results, objective, bool(activities), tuple(notes))
+
+
+def comparison(result: NetworkResult, target: str = "ebsp") -> dict[str, dict[str, float]]:
+  """``target`` vs each other design: energy reduction and speed-up.
+
+  Returns:
+    ``{baseline: {'energy_reduction_pct', 'speedup', 'perf_gain_pct', 'latency_reduction_pct',
+    'paper_energy_reduction_pct', 'paper_perf_gain_pct'}}`` where ``perf_gain_pct`` is
+    ``(speedup - 1) * 100`` (the paper's "performance gain" is not defined; its
+    ``latency_reduction_pct`` reading is given too). Paper figures are for ResNet-50 and are
+    ``None`` for other models.
+  """
+  if target not in result.results:
+    return {}
+  t = result.results[target]
+  out = {}
+  resnet50 = result.workload.name == "resnet50"
+  for name, r in result.results.items():
+    if name == target:
+      continue
+    speedup = r.latency_s / t.latency_s if t.latency_s else math.inf
+    out[name] = {
+        "energy_reduction_pct": 100.0 * (1.0 - t.energy_pj / r.energy_pj),
+        "speedup": speedup,
+        "perf_gain_pct": 100.0 * (speedup - 1.0),
+        "latency_reduction_pct": 100.0 * (1.0 - t.latency_s / r.latency_s),
+        "paper_energy_reduction_pct": PAPER_ENERGY_REDUCTION_PCT.get(name) if resnet50 else None,
+        "paper_perf_gain_pct": PAPER_PERF_GAIN_PCT.get(name) if resnet50 else None,
+    }
+  return out
+
+
+def _acc_json(r: AcceleratorResult) -> dict[str, Any]:
+  a = r.accelerator
+  util = sum(c.macs * 1.0 for c in r.layers) / (r.cycles * a.mac_units) if r.cycles else 0.0
+  return {
+      "pes": a.pe_count,
+      "paper_pes": area_mod.PAPER_PE_COUNTS.get(a.name),
+      "mac_units": a.mac_units,
+      "array": list(a.array),
+      "area_mm2": a.area_mm2,
+      "pe_area_um2": a.pe_area_um2,
+      "pe_area_breakdown_um2": dict(a.pe_area_breakdown),
+      "area_scope": a.area_scope,
+      "label": a.label,
+      "bits": {"weight": a.pe.weight_bits, "activation": a.pe.act_bits,
+               "psum": a.pe.psum_bits},
+      "energy_pj": r.energy_pj,
+      "energy_breakdown_pj": {k: r.energy[k] for k in CATEGORIES},
+      "energy_per_mac_pj": r.energy_pj / max(1, sum(c.macs for c in r.layers)),
+      "pe_energy_per_mac_pj": a.pe.energy_per_mac_pj() * a.tech.energy_scale,
+      "cycles": r.cycles,
+      "latency_s": r.latency_s,
+      "utilization": util,
+      "clock_mhz": a.tech.clock_mhz,
+      "memories": [{"name": m.name, "operands": list(m.operands), "kind": m.kind,
+                    "capacity_bits": None if math.isinf(m.capacity_bits) else m.capacity_bits,
+                    "instances": m.instances(a.array), "word_bits": m.word_bits,
+                    "read_pj_per_word": m.read_pj, "write_pj_per_word": m.write_pj,
+                    "bandwidth_bits_per_cycle": m.bandwidth_bits, "source": m.source}
+                   for m in a.levels],
+  }
+
+
+def report_json(result: NetworkResult, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+  """The contract JSON (see the module docstring)."""
+  w = result.workload
+  layers = []
+  for i, layer in enumerate(w.layers):
+    row: dict[str, Any] = {
+        "name": layer.name, "kind": layer.kind, "macs": layer.macs, "repeat": layer.repeat,
+        "N": layer.n, "M": layer.m, "C": layer.c, "P": layer.p, "Q": layer.q, "R": layer.r,
+        "S": layer.s, "stride": list(layer.stride), "groups": layer.groups}
+    for name, r in result.results.items():
+      c = r.layers[i]
+      row[name] = {"energy_pj": c.energy_pj,
+                   "energy_breakdown_pj": {k: c.energy[k] for k in CATEGORIES},
+                   "cycles": c.cycles, "compute_cycles": c.compute_cycles, "bound": c.bound,
+                   "utilization": c.utilization,
+                   "spatial": {"D1": [list(x) for x in c.mapping.d1],
+                               "D2": [list(x) for x in c.mapping.d2]},
+                   "temporal": [list(x) for x in c.mapping.temporal]}
+    layers.append(row)
+  any_acc = next(iter(result.results.values())).accelerator if result.results else None
+  out = {
+      "model": w.name,
+      "dataset": result.dataset,
+      "input_shape": list(w.input_shape),
+      "macs": w.macs,
+      "objective": result.objective,
+      "data_aware": result.data_aware,
+      "accelerators": {n: _acc_json(r) for n, r in result.results.items()},
+      "comparison": comparison(result),
+      "layers": layers,
+      "tech": dataclasses.asdict(any_acc.tech) if any_acc else {},
+      "sources": dict(tech_mod.SOURCES),
+      "notes": list(result.notes),
+  }
+  if extra:
+    out.update(extra)
+  return out
+
+
+def _si(x: float, unit: str) -> str:
+  for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1, ""), (1e-3, "m"),
+                        (1e-6, "u"), (1e-9, "n"), (1e-12, "p")):
+    if abs(x) >= scale:
+      return f"{x / scale:.3g} {prefix}{unit}"
+  return f"{x:.3g} {unit}"
+
+
+def format_table(result: NetworkResult) -> str:
+  """A plain-text table of the network result and the comparison with the paper."""
+  w = result.workload
+  lines = [f"{w.name} ({result.dataset or 'custom'} {tuple(w.input_shape)}): "
+           f"{w.macs / 1e9:.3f} GMAC, {len(w.layers)} conv/dense layers; mapper objective "
+           f"{result.objective}"]
+  hdr = (f"{'design':<10} {'bits':<14} {'PEs':>6} {'paper':>6} {'array':>9} {'energy':>10} "
+         f"{'pJ/MAC':>7} {'DRAM%':>6} {'latency':>10} {'util':>5}")
+  lines += [hdr, "-" * len(hdr)]
+  for name, r in result.results.items():
+    a = r.accelerator
+    macs = max(1, sum(c.macs * l.repeat for c, l in zip(r.layers, w.layers)))
+    lines.append(
+        f"{name:<10} {a.label[:14]:<14} {a.pe_count:>6} "
+        f"{area_mod.PAPER_PE_COUNTS.get(name, 0):>6} {a.array[0]:>4}x{a.array[1]:<4} "
+        f"{_si(r.energy_pj * 1e-12, 'J'):>10} {r.energy_pj / macs:>7.3f} "
+        f"{100 * r.energy['dram'] / r.energy_pj:>5.1f}% {_si(r.latency_s, 's'):>10} "
+        f"{sum(c.macs * l.repeat for c, l in zip(r.layers, w.layers)) / (r.cycles * a.mac_units):>5.2f}")
+  comp = comparison(result)
+  if comp:
+    lines.append("")
+    lines.append(f"{'EBSP vs':<10} {'energy -%':>10} {'paper':>7} {'speed-up':>9} "
+                 f"{'gain %':>8} {'paper':>7}")
+    for name, c in comp.items():
+      pe = c["paper_energy_reduction_pct"]
+      pg = c["paper_perf_gain_pct"]
+      lines.append(f"{name:<10} {c['energy_reduction_pct']:>10.1f} "
+                   f"{(f'{pe:.1f}' if pe is not None else '-'):>7} {c['speedup']:>9.2f} "
+                   f"{c['perf_gain_pct']:>8.1f} {(f'{pg:.1f}' if pg is not None else '-'):>7}")
+  for n in result.notes:
+    lines.append(f"note: {n}")
+  return "\n".join(lines)
+
+
+def pe_count_table(accelerators: Mapping[str, Accelerator]) -> list[dict[str, Any]]:
+  """Rows: design, PE area by class and the counts in every area scope vs the paper's."""
+  rows = []
+  for name, a in accelerators.items():
+    b = dict(a.pe_area_breakdown)
+    counts = {}
+    for scope in area_mod.AREA_SCOPES:
+      total = b["arith"]
+      if scope in ("pe", "pe+local"):
+        total += b["shared"] + b["registers"]
+      if scope == "pe+local":
+        total += b["local_memory"]
+      counts[scope] = int(a.area_mm2 * 1e6 // total)
+    rows.append({"design": name, "label": a.label, **{f"area_{k}_um2": v for k, v in b.items()},
+                 **{f"pes_{k}": v for k, v in counts.items()},
+                 "paper_pes": area_mod.PAPER_PE_COUNTS.get(name),
+                 "paper_um2_per_pe": a.area_mm2 * 1e6 / area_mod.PAPER_PE_COUNTS[name]
+                 if name in area_mod.PAPER_PE_COUNTS else None})
+  return rows
+
+
+def sweep_points(workload: Workload, build, bits_list: Sequence[int],
+                 lengths: Sequence[int] | None = None, **eval_kwargs) -> list[dict[str, Any]]:
+  """EBSP energy/latency over a bit-width x pattern-length grid.
+
+  Args:
+    workload: the network.
+    build: ``build(bits, length) -> Accelerator`` (EBSP at equal area).
+    bits_list: weight bit widths.
+    lengths: pattern lengths (default: every ``1..bits-1``).
+    **eval_kwargs: forwarded to :func:`evaluate_network`.
+
+  Returns:
+    ``[{'bits', 'length', 'energy_pj', 'latency_s', 'pes'}]``.
+  """
+  pts = []
+  for b in bits_list:
+    for L in (lengths or range(1, b)):
+      if not 1 <= L <= b - 1:
+        continue
+      acc = build(b, L)
+      r = evaluate_network(workload, {"ebsp": acc}, **eval_kwargs).results["ebsp"]
+      pts.append({"bits": b, "length": L, "energy_pj": r.energy_pj, "latency_s": r.latency_s,
+                  "pes": acc.pe_count})
+  return pts

@@ -1,0 +1,15 @@
+"""Quantized execution modes of one Flax model definition: float, fake-quant, integer.
+
+* :func:`float_injection` / :func:`fake_quant_injection` — hooks for
+  ``models.get_model(name, **injection)`` (see :mod:`ebsp_jax.quant.inject`).
+* :mod:`ebsp_jax.quant.calibration` — activation range statistics (``'quant_stats'``).
+"""
+
+from ebsp_jax.quant.calibration import (STATS_COLLECTION, activation_formats, activation_pattern,
+                                        activation_scale)
+from ebsp_jax.quant.inject import (FakeQuantOp, fake_quant_activation, fake_quant_injection,
+                                   float_injection)
+from ebsp_jax.quant.datapath import DatapathConfig
+from ebsp_jax.quant.integer import (IntegerConfig, IntegerModel, quantize_weights, to_integer,
+                                    trace_injection)
+from ebsp_jax.quant.requant import mul_shift_round, quantize_multiplier, requantize

@@ -1,0 +1,82 @@
+"""The one entry point from the integer mode to the emulated EBSP datapath.
+
+:func:`int_op` runs ``dot_general`` / ``conv_general_dilated`` of integer activations and
+integer on-grid weights through :mod:`ebsp_jax.arith` (the bit-exact LUT-plus-shift datapath).
+While ``ebsp_jax.arith`` does not (yet) export ``dot_general`` / ``conv_general_dilated`` it
+falls back to ``jax.lax`` with ``preferred_element_type=int32``, which computes the same exact
+sum modulo 2**32 (``wrap`` overflow); :func:`backend` says which one is in use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ebsp_jax.numerics import BitPattern
+
+DOT_GENERAL = "dot_general"
+CONV = "conv_general_dilated"
+
+
+@dataclasses.dataclass(frozen=True)
+class DatapathConfig:
+  """Static options of the emulated datapath (passed through to ``ebsp_jax.arith``).
+
+  Attributes:
+    acc_bits: accumulator width (two's complement).
+    overflow: ``'wrap'`` or ``'saturate'``.
+    mode: ``'exact'`` or ``'dual_lod'`` (approximate; see ``ebsp_jax.arith``).
+    method: ``'fast'`` or ``'reference'``.
+  """
+
+  acc_bits: int = 32
+  overflow: str = "wrap"
+  mode: str = "exact"
+  method: str = "fast"
+
+
+def _arith_fn(op: str):
+  try:
+    from ebsp_jax import arith  # pylint: disable=import-outside-toplevel
+  except ImportError:  # pragma: no cover - arith is part of the package
+    return None
+  return getattr(arith, op, None)
+
+
+def backend() -> str:
+  """``'ebsp_jax.arith'`` when the datapath is available, else ``'lax-int32'``."""
+  return "ebsp_jax.arith" if _arith_fn(DOT_GENERAL) and _arith_fn(CONV) else "lax-int32"
+
+
+def int_op(op: str, lhs: jax.Array, rhs: jax.Array, kwargs: Mapping[str, Any], *,
+           pattern: BitPattern, config: DatapathConfig = DatapathConfig()) -> jax.Array:
+  """Exact integer ``dot_general`` / ``conv_general_dilated``.
+
+  Args:
+    op: ``'dot_general'`` or ``'conv_general_dilated'``.
+    lhs: int32 activations (levels of the activation format).
+    rhs: int32 weights, levels of ``pattern``.
+    kwargs: the ``lax`` arguments of the layer besides ``lhs``/``rhs`` (``dimension_numbers``
+      for dot; ``window_strides``, ``padding``, dilations, ``dimension_numbers``,
+      ``feature_group_count`` for conv). ``precision`` / ``preferred_element_type`` are dropped.
+    pattern: the weights' ``BitPattern``.
+    config: datapath options.
+
+  Returns:
+    int32 accumulator array (the ``lax`` output shape).
+  """
+  kw = {k: v for k, v in kwargs.items() if k not in ("precision", "preferred_element_type")}
+  fn = _arith_fn(op)
+  if fn is not None:
+    return fn(lhs, rhs, pattern=pattern, acc_bits=config.acc_bits, overflow=config.overflow,
+              mode=config.mode, method=config.method, **kw)
+  if config.mode != "exact" or config.acc_bits != 32 or config.overflow != "wrap":
+    raise NotImplementedError("int_op: ebsp_jax.arith is not available; the lax fallback only "
+                              "does mode='exact', acc_bits=32, overflow='wrap'")
+  lax_fn = lax.dot_general if op == DOT_GENERAL else lax.conv_general_dilated
+  return lax_fn(jnp.asarray(lhs, jnp.int32), jnp.asarray(rhs, jnp.int32),
+                preferred_element_type=jnp.int32, **kw)

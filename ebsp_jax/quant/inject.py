@@ -1,0 +1,149 @@
+"""Injection modules for Flax's ``dot_general_cls`` / ``conv_general_dilated_cls`` hooks.
+
+One model definition runs in three modes (AQT style), chosen by what is injected::
+
+    model = models.get_model('lenet5', num_classes=10, **quant.float_injection())        # float
+    model = models.get_model('lenet5', num_classes=10, **quant.fake_quant_injection(8))  # training
+
+and the integer mode (emulated hardware) of :mod:`ebsp_jax.quant.integer`, which injects
+modules of the same family and takes the variables trained in fake-quant mode.
+
+Fake-quant mode: every ``nn.Dense`` / ``nn.Conv`` fake-quantizes its INPUT activation (``lhs``)
+to ``activation_bits`` with one scale per tensor and a straight-through gradient
+(:func:`ebsp_jax.fake_quant` with ``uniform(activation_bits, signed)``), and passes the weights
+(``rhs``) through unchanged: the weights are projected outside the model (ADMM's
+``tree_fake_quant`` / ``tree_project``). Signedness and scale come from the calibrated range in
+the ``'quant_stats'`` collection (:mod:`ebsp_jax.quant.calibration`):
+
+* ``model.init(...)`` creates ``<layer>/act/{min, max, count}`` (count 0: uncalibrated).
+* ``model.apply(..., mutable=['quant_stats', ...])`` updates the EMA of the batch min/max first
+  and quantizes with the updated range (the first update takes the batch values).
+* ``model.apply(...)`` without ``'quant_stats'`` mutable uses the stored range; a layer that was
+  never calibrated (count 0) falls back to the current batch's range (dynamic quantization).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Dict
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ebsp_jax.numerics import fake_quant, uniform
+from ebsp_jax.quant.calibration import (ACT_MODULE_NAME, STATS_COLLECTION, activation_scale,
+                                        ema_update)
+
+DOT_GENERAL = "dot_general"
+CONV = "conv_general_dilated"
+_LAX_OPS: Dict[str, Callable[..., jax.Array]] = {
+    DOT_GENERAL: lax.dot_general,
+    CONV: lax.conv_general_dilated,
+}
+
+
+def _check_bits(activation_bits: int) -> int:
+  if isinstance(activation_bits, bool) or not isinstance(activation_bits, int):
+    raise TypeError(f"activation_bits must be an int, got {activation_bits!r}")
+  if not 2 <= activation_bits <= 16:
+    raise ValueError(f"activation_bits={activation_bits} is out of range [2, 16]")
+  return activation_bits
+
+
+class ActivationStats(nn.Module):
+  """Mixin: the calibrated input range of one layer in ``'quant_stats'``.
+
+  Attributes:
+    activation_bits: bits of the activation format (sign included when signed).
+    ema_decay: EMA decay of the per-batch min/max (first update takes the batch values).
+  """
+
+  activation_bits: int = 8
+  ema_decay: float = 0.99
+
+  def calibrated_scale(self, x: jax.Array):
+    """Creates/updates the stats of ``x`` and returns ``(signed, scale)`` (jax scalars).
+
+    Args:
+      x: float activation of any shape.
+
+    Returns:
+      ``(signed, scale)``: bool and positive float32 scalars, gradient-stopped.
+    """
+    amin_v = self.variable(STATS_COLLECTION, "min", lambda: jnp.zeros((), jnp.float32))
+    amax_v = self.variable(STATS_COLLECTION, "max", lambda: jnp.zeros((), jnp.float32))
+    count_v = self.variable(STATS_COLLECTION, "count", lambda: jnp.zeros((), jnp.int32))
+    xs = lax.stop_gradient(jnp.asarray(x, jnp.float32))
+    bmin, bmax = jnp.min(xs), jnp.max(xs)
+    if self.is_mutable_collection(STATS_COLLECTION) and not self.is_initializing():
+      amin_v.value = ema_update(amin_v.value, bmin, count_v.value, self.ema_decay)
+      amax_v.value = ema_update(amax_v.value, bmax, count_v.value, self.ema_decay)
+      count_v.value = count_v.value + 1
+    calibrated = count_v.value > 0
+    amin = jnp.where(calibrated, amin_v.value, bmin)
+    amax = jnp.where(calibrated, amax_v.value, bmax)
+    signed, scale = activation_scale(amin, amax, self.activation_bits)
+    return lax.stop_gradient(signed), lax.stop_gradient(scale)
+
+
+def fake_quant_activation(x: jax.Array, signed: jax.Array, scale: jax.Array, bits: int) -> jax.Array:
+  """Fake-quantizes ``x`` to ``uniform(bits, signed)`` with a straight-through gradient.
+
+  ``signed`` may be traced (it comes from calibration), so both formats are evaluated and
+  selected; the result has ``x``'s shape and dtype.
+  """
+  fq_signed = fake_quant(x, uniform(bits, signed=True), scale)
+  fq_unsigned = fake_quant(x, uniform(bits, signed=False), scale)
+  return jnp.where(signed, fq_signed, fq_unsigned)
+
+
+class FakeQuantOp(ActivationStats):
+  """``lax.dot_general`` / ``lax.conv_general_dilated`` with a fake-quantized ``lhs``.
+
+  Flax instantiates it (with no arguments, via :func:`fake_quant_injection`'s partials) inside
+  each ``nn.Dense`` / ``nn.Conv`` and calls it with the layer's ``(lhs, rhs, ...)`` and the
+  usual ``lax`` keyword arguments. ``rhs`` (the weights) is passed through unchanged.
+
+  Attributes:
+    op: ``'dot_general'`` or ``'conv_general_dilated'``.
+  """
+
+  op: str = DOT_GENERAL
+
+  @nn.compact
+  def __call__(self, lhs: jax.Array, rhs: jax.Array, *args: Any, **kwargs: Any) -> jax.Array:
+    signed, scale = self.calibrated_scale(lhs)
+    lhs_q = fake_quant_activation(lhs, signed, scale, self.activation_bits)
+    return _LAX_OPS[self.op](lhs_q, rhs, *args, **kwargs)
+
+
+def _injection(module_cls, **kwargs) -> Dict[str, Any]:
+  return dict(
+      dot_general_cls=functools.partial(module_cls, op=DOT_GENERAL, name=ACT_MODULE_NAME, **kwargs),
+      conv_general_dilated_cls=functools.partial(module_cls, op=CONV, name=ACT_MODULE_NAME,
+                                                 **kwargs),
+  )
+
+
+def float_injection() -> Dict[str, Any]:
+  """Plain float mode: no injection (``{}``), i.e. ``lax.dot_general`` / ``lax.conv``."""
+  return {}
+
+
+def fake_quant_injection(activation_bits: int = 8, *, ema_decay: float = 0.99) -> Dict[str, Any]:
+  """Fake-quant (training) mode: the hooks for ``models.get_model(..., **injection)``.
+
+  Args:
+    activation_bits: bits of every conv/dense input activation (unsigned after ReLU, signed
+      where the calibrated minimum is negative; one scale per tensor).
+    ema_decay: decay of the calibration EMA of the per-batch min/max.
+
+  Returns:
+    ``dict(dot_general_cls=..., conv_general_dilated_cls=...)``.
+  """
+  _check_bits(activation_bits)
+  if not 0.0 <= ema_decay < 1.0:
+    raise ValueError(f"ema_decay={ema_decay} must be in [0, 1)")
+  return _injection(FakeQuantOp, activation_bits=activation_bits, ema_decay=ema_decay)

@@ -1,0 +1,235 @@
+"""Integer mode: a trained fake-quant model as an integer-only network (emulated hardware).
+
+Usage (same model definition, same variables as in fake-quant training)::
+
+    rule = make_rule(BitPattern(6, 3))
+    imodel = quant.to_integer('lenet5', variables, weight_rule=rule, weight_scales=scales,
+                              activation_bits=8)
+    logits = imodel.apply(x)                     # float NHWC in, float32 logits out; jit-compiled
+    logits, ints = imodel.apply(x, capture=True) # + per-layer integer tensors
+
+``variables`` holds ``params`` (weights already projected to their grid by ADMM, or float:
+they are rounded to the nearest level with ``quantize``), ``batch_stats`` and the calibrated
+``quant_stats``. Fake-quant mode with the same ``tree_project(params, rule, scales)`` weights
+is what the integer mode reproduces; see :mod:`ebsp_jax.quant.lowering` for which op becomes
+which integer op, and ``tests/integer_fashion_mnist_test.py`` for the measured agreement.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ebsp_jax.numerics import BitPattern, on_grid, path_str, quantize, tree_fit_scale
+from ebsp_jax.numerics.tree import Rule
+from ebsp_jax.quant.calibration import ACT_MODULE_NAME, activation_formats
+from ebsp_jax.quant.datapath import CONV, DOT_GENERAL, DatapathConfig
+from ebsp_jax.quant.inject import _check_bits
+from ebsp_jax.quant.lowering import Interpreter, LayerRecord, QuantLayer, TraceOp
+
+PyTree = Any
+
+
+def trace_injection(activation_bits: int = 8) -> Dict[str, Any]:
+  """Hooks that mark every conv/dense for the integer lowering (float semantics if run)."""
+  _check_bits(activation_bits)
+  return dict(
+      dot_general_cls=functools.partial(TraceOp, op=DOT_GENERAL, name=ACT_MODULE_NAME,
+                                        activation_bits=activation_bits),
+      conv_general_dilated_cls=functools.partial(TraceOp, op=CONV, name=ACT_MODULE_NAME,
+                                                 activation_bits=activation_bits),
+  )
+
+
+@dataclasses.dataclass(frozen=True)
+class IntegerConfig:
+  """Options of the integer mode.
+
+  Attributes:
+    activation_bits: bits of every conv/dense input.
+    datapath: options of the emulated datapath (acc_bits, overflow, mode, method).
+    strict: raise on an op that cannot be lowered to integers (else run it in float and list
+      it in ``IntegerModel.float_ops``).
+  """
+
+  activation_bits: int = 8
+  datapath: DatapathConfig = DatapathConfig()
+  strict: bool = True
+
+
+def _leaf_dict(tree: PyTree) -> Dict[str, Any]:
+  return {path_str(p): v for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def quantize_weights(params: PyTree, rule: Rule, scales: Optional[PyTree] = None
+                     ) -> Dict[str, Tuple[np.ndarray, BitPattern, np.ndarray]]:
+  """Integer kernels of every quantized conv/dense.
+
+  Args:
+    params: the ``params`` collection.
+    rule: ``(path, leaf) -> BitPattern | None``.
+    scales: scales tree (``None`` at float leaves) or ``None`` to refit with ``tree_fit_scale``.
+
+  Returns:
+    ``{layer_path: (q, pattern, scale)}`` for every leaf ``<layer_path>/kernel`` the rule
+    quantizes: ``q`` int32 numpy levels (kernel shape), ``scale`` float32 numpy ``(O,)`` per
+    output channel (the kernel's last axis) or ``()``.
+  """
+  if scales is None:
+    scales = tree_fit_scale(params, rule)
+  leaves = _leaf_dict(params)
+  flat_scales = dict(zip(leaves, jax.tree_util.tree_structure(params).flatten_up_to(scales)))
+  out = {}
+  for path, w in leaves.items():
+    if not path.endswith("kernel"):
+      continue
+    pattern = rule(path, w)
+    if pattern is None:
+      continue
+    scale = flat_scales[path]
+    if scale is None:
+      raise ValueError(f"no weight scale for quantized leaf '{path}'")
+    q = np.asarray(quantize(w, pattern, scale), np.int32)
+    if not np.all(np.asarray(on_grid(q, pattern))):  # pragma: no cover - quantize guarantees it
+      raise ValueError(f"weights of '{path}' are not on the grid of {pattern}")
+    s = np.asarray(scale, np.float32)
+    if s.size > 1:
+      if s.shape[-1] != w.shape[-1] or s.size != w.shape[-1]:
+        raise ValueError(f"scale of '{path}' has shape {s.shape}: integer mode needs one scale "
+                         "per tensor or per output channel (the kernel's last axis)")
+      s = s.reshape(-1)
+    else:
+      s = s.reshape(())
+    layer = path[: -len("kernel")].rstrip("/")
+    out[layer] = (q, pattern, s)
+  return out
+
+
+class IntegerModel:
+  """A network lowered to integer ops; call :meth:`apply` with float inputs.
+
+  Attributes:
+    layers: ``{layer_path: QuantLayer}`` (weight/activation formats and scales).
+    records: ``{layer_path: LayerRecord}`` from the last lowering (requantization constants,
+      accumulator bounds); filled on the first :meth:`apply` for an input shape.
+    float_ops: ops of the last lowering evaluated in float on activations (empty when the
+      network is integer-only apart from input quantization and output dequantization).
+  """
+
+  def __init__(self, model: nn.Module, variables: Mapping[str, Any],
+               layers: Mapping[str, QuantLayer], weights: Mapping[str, np.ndarray],
+               apply_kwargs: Mapping[str, Any], config: IntegerConfig):
+    self.model = model
+    self.variables = variables
+    self.layers = dict(layers)
+    self.weights = {k: jnp.asarray(v, jnp.int32) for k, v in weights.items()}
+    self.apply_kwargs = dict(apply_kwargs)
+    self.config = config
+    self.records: Dict[str, LayerRecord] = {}
+    self.float_ops: list = []
+    self._jitted = jax.jit(self._run, static_argnames=("capture",))
+
+  def _run(self, weights, x, capture: bool = False):
+    fn = lambda xx: self.model.apply(self.variables, xx, **self.apply_kwargs)
+    closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(
+        jax.ShapeDtypeStruct(x.shape, x.dtype))
+    interp = Interpreter(self.layers, weights, config=self.config.datapath,
+                         strict=self.config.strict, capture=capture)
+    outs = interp.run(closed, x)
+    self.records, self.float_ops = interp.records, interp.float_ops
+    out = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), outs)
+    return (out, interp.captured) if capture else out
+
+  def apply(self, x: jax.Array, *, capture: bool = False):
+    """Runs the integer network.
+
+    Args:
+      x: float input (e.g. NHWC ``(N, H, W, C)`` float32), the same the float model takes.
+      capture: also return the integer tensors of every layer.
+
+    Returns:
+      float32 outputs (logits ``(N, num_classes)``: the dequantized int32 accumulator of the
+      last layer plus its folded bias); with ``capture``, also ``{layer: {'input': int32
+      levels, 'acc': int32 accumulator, 'pre': int32 requantizer input}}``.
+    """
+    return self._jitted(self.weights, x, capture=capture)
+
+  __call__ = apply
+
+
+def _accepts(module: nn.Module, arg: str) -> bool:
+  try:
+    return arg in inspect.signature(module.__call__).parameters
+  except (TypeError, ValueError):  # pragma: no cover
+    return False
+
+
+def to_integer(model: Union[str, nn.Module], variables: Mapping[str, Any], *, weight_rule: Rule,
+               weight_scales: Optional[PyTree] = None, activation_bits: int = 8,
+               acc_bits: int = 32, overflow: str = "wrap", mode: str = "exact",
+               method: str = "fast", strict: bool = True,
+               model_kwargs: Optional[Mapping[str, Any]] = None,
+               apply_kwargs: Optional[Mapping[str, Any]] = None) -> IntegerModel:
+  """Builds the integer-mode network of a trained model.
+
+  Args:
+    model: a registered model name (``ebsp_jax.models.get_model``) or a Flax module with the
+      ``dot_general_cls`` / ``conv_general_dilated_cls`` fields (it is cloned with the
+      integer-mode hooks; its own hooks are ignored).
+    variables: ``{'params', 'quant_stats', ['batch_stats']}`` of the model trained in
+      fake-quant mode (every conv/dense input calibrated).
+    weight_rule: the per-leaf pattern rule used in training.
+    weight_scales: the weight scales tree (as given to ``tree_project``), or ``None`` to refit
+      with ``tree_fit_scale`` (only identical to training if training used that fit).
+    activation_bits: activation bits used in training.
+    acc_bits, overflow, mode, method: datapath options (``ebsp_jax.arith``).
+    strict: raise when an op cannot be lowered to integers (else evaluate it in float).
+    model_kwargs: extra arguments of ``get_model`` (``num_classes`` defaults to the size of
+      ``params['head']['bias']``).
+    apply_kwargs: extra arguments of ``model.apply`` (default ``train=False`` when accepted).
+
+  Returns:
+    An :class:`IntegerModel`.
+
+  Raises:
+    ValueError: uncalibrated activations, a quantized layer without scale, bad options.
+  """
+  _check_bits(activation_bits)
+  if "params" not in variables:
+    raise ValueError("to_integer: variables must hold 'params' (and 'quant_stats')")
+  hooks = trace_injection(activation_bits)
+  if isinstance(model, str):
+    from ebsp_jax import models as _models  # pylint: disable=import-outside-toplevel
+    kw = dict(model_kwargs or {})
+    if "num_classes" not in kw:
+      try:
+        kw["num_classes"] = int(variables["params"]["head"]["bias"].shape[-1])
+      except (KeyError, TypeError) as e:
+        raise ValueError("to_integer: pass model_kwargs={'num_classes': ...}") from e
+    module = _models.get_model(model, **kw, **hooks)
+  else:
+    module = model.clone(**hooks)
+  if apply_kwargs is None:
+    apply_kwargs = {"train": False} if _accepts(module, "train") else {}
+  formats = activation_formats(variables, activation_bits)
+  qweights = quantize_weights(variables["params"], weight_rule, weight_scales)
+  layers, weights = {}, {}
+  for layer, (q, pattern, scale) in qweights.items():
+    if layer not in formats:
+      if strict:
+        raise ValueError(f"to_integer: layer '{layer}' has no calibrated activation in "
+                         "quant_stats (train with quant.fake_quant_injection)")
+      continue
+    act_pattern, act_scale = formats[layer]
+    bound = np.sum(np.abs(q.astype(np.int64)), axis=tuple(range(q.ndim - 1)))
+    layers[layer] = QuantLayer(pattern, scale, bound, act_pattern, act_scale)
+    weights[layer] = q
+  config = IntegerConfig(activation_bits, DatapathConfig(acc_bits, overflow, mode, method), strict)
+  return IntegerModel(module, variables, layers, weights, apply_kwargs, config)

@@ -1,0 +1,729 @@
+"""Lowering of a Flax model's jaxpr to an integer-only program (the emulated hardware).
+
+The model is traced with :class:`TraceOp` injected into every conv/dense (so each layer shows up
+in the jaxpr as one ``ebsp_quantized_op`` equation carrying its layer path), and the jaxpr is
+then *interpreted* (:class:`Interpreter`) on integer tensors. Every activation that depends on
+the input lives as an :class:`IntTensor`::
+
+    real value  ≈  m * q + o          q: int32 array (traced), m > 0 and o: float constants
+
+where ``m`` (a scale) and ``o`` (an offset) are compile-time constants broadcastable to ``q``
+(per channel, or per element after a flatten). Float ops on ``m``/``o`` are offline constant
+arithmetic (like TFLite's converter); the run-time ops on ``q`` are integer. Per primitive:
+
+===========================  ============================================================
+conv / dense (the hook)      input requantized to the layer's activation format (below),
+                             weights as int levels of their ``BitPattern``, exact int32
+                             accumulation through ``ebsp_jax.arith``: ``m = s_act * s_w``
+add/sub of a constant        ``o += c`` (bias, batch-norm shift): no run-time op
+mul/div by a constant        ``m *= |c|``, ``o *= c``; negative ``c`` flips the sign of ``q``
+                             (batch-norm scale: the integer codes are unchanged)
+neg                          ``q = -q``
+add/sub of two activations   residual add: both rescaled to the coarser ``m`` with an
+                             integer multiplier and shift (round half up), then int32 add
+max/min with a constant      ReLU / ReLU6 / clamp: the offset is first folded into an int32
+                             bias ``B = round(o/m)`` (``q += B``), then integer max/min with
+                             ``round(c/m)`` (exact for ``c == 0``)
+max pool (reduce_window_max) integer max (per-channel ``m`` commutes with max)
+sum pool / mean / avg pool   int32 sums (pre-shifted right when the static bound would
+                             overflow 31 bits); the division goes into ``m``
+reshape, transpose, slice,   integer data movement; ``m``/``o`` follow the same movement
+concatenate, pad, squeeze,
+broadcast, convert (f->f)
+===========================  ============================================================
+
+Requantization (the input of every conv/dense): ``q_in = clip(mul_shift_round(q + B, M, n),
+lo, hi)`` with ``B = round(o/m)`` (int32 bias), ``M * 2**-n ≈ m / s_act`` (31-bit multiplier,
+:mod:`ebsp_jax.quant.requant`), ``[lo, hi]`` the activation format's range (``lo = 0`` for
+unsigned: this clamp is the ReLU). The only float ops at run time are the quantization of the
+network input (``quantize(x, act_format, s)``, exactly as in fake-quant mode) and the
+dequantization of the outputs (``m * q + o``). Any other op on an activation is either an error
+(``strict=True``) or evaluated in float on the dequantized tensor and listed in
+``Interpreter.float_ops`` (``strict=False``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.extend import core as jcore
+from jax.interpreters import mlir
+
+from ebsp_jax.numerics import BitPattern, quantize
+from ebsp_jax.quant import requant
+from ebsp_jax.quant.calibration import STATS_COLLECTION
+from ebsp_jax.quant.datapath import CONV, DOT_GENERAL, DatapathConfig, int_op
+from ebsp_jax.quant.inject import _LAX_OPS
+
+INT32_BOUND = (1 << 31) - 1
+
+
+# ----------------------------------------------------------------------------------------------
+# The traced marker: one primitive per injected conv/dense.
+def _hashable(v):
+  if isinstance(v, list):
+    return tuple(_hashable(x) for x in v)
+  if isinstance(v, tuple) and not hasattr(v, "_fields"):
+    return tuple(_hashable(x) for x in v)
+  return v
+
+
+_POSITIONAL = {DOT_GENERAL: ("dimension_numbers",), CONV: ("window_strides", "padding")}
+
+
+def canonical_kwargs(op: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Tuple:
+  """The ``lax`` arguments of a hooked call as a sorted, hashable tuple of ``(name, value)``."""
+  kw = dict(zip(_POSITIONAL[op], args))
+  kw.update(kwargs)
+  kw.pop("precision", None)
+  kw.pop("preferred_element_type", None)
+  return tuple(sorted((k, _hashable(v)) for k, v in kw.items()))
+
+
+quantized_op_p = jcore.Primitive("ebsp_quantized_op")
+
+
+def _qop_impl(lhs, rhs, *, op, layer, kwargs):
+  del layer
+  return _LAX_OPS[op](lhs, rhs, **dict(kwargs))
+
+
+def _qop_abstract(lhs, rhs, *, op, layer, kwargs):
+  del layer
+  out = jax.eval_shape(lambda a, b: _LAX_OPS[op](a, b, **dict(kwargs)),
+                       jax.ShapeDtypeStruct(lhs.shape, lhs.dtype),
+                       jax.ShapeDtypeStruct(rhs.shape, rhs.dtype))
+  return jax.core.ShapedArray(out.shape, out.dtype)
+
+
+quantized_op_p.def_impl(_qop_impl)
+quantized_op_p.def_abstract_eval(_qop_abstract)
+mlir.register_lowering(quantized_op_p, mlir.lower_fun(_qop_impl, multiple_results=False))
+
+
+class TraceOp(nn.Module):
+  """Injected module of the integer mode: marks a conv/dense in the jaxpr (float semantics).
+
+  It declares the same ``'quant_stats'`` variables as the fake-quant modules (so the trained
+  variables apply unchanged) and binds ``ebsp_quantized_op`` with the layer's path, which the
+  :class:`Interpreter` lowers to the integer datapath.
+  """
+
+  op: str = DOT_GENERAL
+  activation_bits: int = 8
+  ema_decay: float = 0.99
+
+  @nn.compact
+  def __call__(self, lhs, rhs, *args, **kwargs):
+    for name, dtype in (("min", jnp.float32), ("max", jnp.float32), ("count", jnp.int32)):
+      self.variable(STATS_COLLECTION, name, lambda d=dtype: jnp.zeros((), d))
+    layer = "/".join(self.scope.path[:-1])
+    return quantized_op_p.bind(lhs, rhs, op=self.op, layer=layer,
+                               kwargs=canonical_kwargs(self.op, args, kwargs))
+
+
+# ----------------------------------------------------------------------------------------------
+# Values of the interpreter.
+@dataclasses.dataclass
+class IntTensor:
+  """An integer activation: ``real ≈ m * q + o``.
+
+  Attributes:
+    q: int32 array ``(N, ...)`` (batch first), traced.
+    m: float64 numpy array, positive, ``ndim == q.ndim``, ``shape[0] == 1``, each other dim 1
+      or ``q``'s.
+    o: float64 numpy array, same rules as ``m``.
+    bound: static upper bound of ``|q|`` (worst case over all inputs).
+    layer: the last layer this tensor came from (for reports).
+  """
+
+  q: jax.Array
+  m: np.ndarray
+  o: np.ndarray
+  bound: int
+  layer: str = ""
+
+  @property
+  def shape(self):
+    return self.q.shape
+
+
+@dataclasses.dataclass
+class FloatTensor:
+  """A float activation (the network input before its first quantization, or a fallback)."""
+
+  x: jax.Array
+
+
+class UnsupportedOp(ValueError):
+  """An op on an integer activation that the lowering does not handle."""
+
+
+def _meta(c, ndim: int) -> np.ndarray:
+  """A constant as float64 metadata of rank ``ndim`` with a batch dim of 1."""
+  c = np.asarray(c, np.float64)
+  if c.ndim > ndim:
+    raise UnsupportedOp(f"constant of rank {c.ndim} against an activation of rank {ndim}")
+  c = c.reshape((1,) * (ndim - c.ndim) + c.shape)
+  if ndim and c.shape[0] != 1:
+    raise UnsupportedOp("constant varies along the batch axis")
+  return c
+
+
+def _full(meta: np.ndarray, shape) -> np.ndarray:
+  return np.broadcast_to(meta, (1,) + tuple(shape[1:]))
+
+
+def _compact(meta: np.ndarray) -> np.ndarray:
+  """Reduces axes along which ``meta`` is constant to size 1."""
+  for ax in range(1, meta.ndim):
+    if meta.shape[ax] > 1:
+      first = np.take(meta, [0], axis=ax)
+      if np.all(meta == first):
+        meta = first
+  return np.ascontiguousarray(meta)
+
+
+def _i32const(a) -> jax.Array:
+  return jnp.asarray(np.asarray(a, np.int64).astype(np.int32))
+
+
+def _round_int(x: np.ndarray) -> np.ndarray:
+  """Round half away from zero (offline constants), as int64."""
+  return (np.sign(x) * np.floor(np.abs(x) + 0.5)).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class QuantLayer:
+  """Static description of one quantized conv/dense (what :class:`Interpreter` needs).
+
+  Attributes:
+    weight_pattern: the kernel's ``BitPattern``.
+    weight_scale: float32 numpy scale, shape ``(O,)`` per output channel or ``()``.
+    weight_bound: int64 numpy ``(O,)``: ``sum |q_w|`` over the contraction of each channel.
+    act_pattern: the input activation format ``uniform(bits, signed)``.
+    act_scale: float, the calibrated input scale.
+  """
+
+  weight_pattern: BitPattern
+  weight_scale: np.ndarray
+  weight_bound: np.ndarray
+  act_pattern: BitPattern
+  act_scale: float
+
+
+@dataclasses.dataclass
+class LayerRecord:
+  """What happened at one quantized layer during a lowering (filled by :class:`Interpreter`).
+
+  Attributes:
+    op: ``'dot_general'`` or ``'conv_general_dilated'``.
+    kwargs: the ``lax`` arguments.
+    input_kind: ``'float'`` (network input, quantized in float) or ``'requant'``.
+    bias, multiplier, shift: int32 numpy requantization constants of the input (``None`` for
+      a float input), broadcastable to the input.
+    acc_bound: static bound of ``|acc|`` (worst case); ``acc_bound_bits`` its signed width.
+  """
+
+  op: str
+  kwargs: Tuple
+  input_kind: str
+  bias: Optional[np.ndarray]
+  multiplier: Optional[np.ndarray]
+  shift: Optional[np.ndarray]
+  acc_bound: int
+
+  @property
+  def acc_bound_bits(self) -> int:
+    return int(self.acc_bound).bit_length() + 1
+
+
+_SUBJAXPR_PARAMS = ("jaxpr", "call_jaxpr", "fun_jaxpr")
+_IDENTITY = {"copy", "copy_p", "reduce_precision", "optimization_barrier"}
+
+
+class Interpreter:
+  """Interprets a traced model jaxpr on integer tensors (one instance per lowering).
+
+  Args:
+    layers: ``{layer_path: QuantLayer}``.
+    weights: ``{layer_path: int32 kernel levels}`` (arrays or tracers: the run-time operands).
+    config: datapath options.
+    strict: raise on any op on an activation that is not integer-lowered (else evaluate it in
+      float on the dequantized tensor and list it in ``float_ops``).
+    capture: keep the integer tensors of every layer in ``captured``.
+  """
+
+  def __init__(self, layers: Mapping[str, QuantLayer], weights: Mapping[str, jax.Array], *,
+               config: DatapathConfig = DatapathConfig(), strict: bool = True,
+               capture: bool = False):
+    self.layers = layers
+    self.weights = weights
+    self.config = config
+    self.strict = strict
+    self.capture = capture
+    self.float_ops: List[str] = []
+    self.records: Dict[str, LayerRecord] = {}
+    self.captured: Dict[str, Dict[str, jax.Array]] = {}
+
+  # --- entry --------------------------------------------------------------------------------
+  def run(self, closed_jaxpr, *args) -> List[Any]:
+    """Runs the jaxpr on float inputs; returns float outputs (dequantized)."""
+    outs = self._eval(closed_jaxpr.jaxpr, closed_jaxpr.consts,
+                      [FloatTensor(jnp.asarray(a)) for a in args])
+    return [self._to_float(o) for o in outs]
+
+  def _eval(self, jaxpr, consts, args):
+    env: Dict[Any, Any] = {}
+
+    def read(v):
+      if isinstance(v, jcore.Literal):
+        return np.asarray(v.val)
+      return env[v]
+
+    for v, c in zip(jaxpr.constvars, consts):
+      env[v] = c if isinstance(c, (IntTensor, FloatTensor)) else np.asarray(c)
+    for v, a in zip(jaxpr.invars, args):
+      env[v] = a
+    for eqn in jaxpr.eqns:
+      ins = [read(v) for v in eqn.invars]
+      outs = self._eqn(eqn, ins)
+      for v, o in zip(eqn.outvars, outs):
+        if not isinstance(v, jcore.DropVar):
+          env[v] = o
+    return [read(v) for v in jaxpr.outvars]
+
+  def _eqn(self, eqn, ins) -> List[Any]:
+    name = eqn.primitive.name
+    if eqn.primitive is quantized_op_p:
+      return [self._quantized_op(eqn, *ins)]
+    sub = next((eqn.params[p] for p in _SUBJAXPR_PARAMS if p in eqn.params), None)
+    if sub is not None:
+      if isinstance(sub, jcore.ClosedJaxpr):
+        return self._eval(sub.jaxpr, sub.consts, ins)
+      return self._eval(sub, [], ins)
+    if all(isinstance(x, np.ndarray) for x in ins):
+      with jax.ensure_compile_time_eval():
+        out = eqn.primitive.bind(*ins, **eqn.params)
+      outs = out if eqn.primitive.multiple_results else [out]
+      return [np.asarray(o) for o in outs]
+    if any(isinstance(x, IntTensor) for x in ins):
+      handler = getattr(self, f"_op_{name}", None)
+      if handler is not None:
+        try:
+          return [handler(eqn, *ins)]
+        except UnsupportedOp as e:
+          reason = str(e)
+      else:
+        reason = "no integer lowering"
+      if self.strict:
+        layers = sorted({x.layer for x in ins if isinstance(x, IntTensor)})
+        raise UnsupportedOp(f"integer mode: op '{name}' on an activation (after layer "
+                            f"{', '.join(layers)}) is not supported: {reason}; pass strict=False "
+                            "to evaluate it in float")
+      self.float_ops.append(f"{name} ({reason})")
+    elif any(isinstance(x, FloatTensor) for x in ins):
+      self.float_ops.append(name)
+    vals = [self._to_float(x) if isinstance(x, (IntTensor, FloatTensor)) else x for x in ins]
+    out = eqn.primitive.bind(*vals, **eqn.params)
+    outs = out if eqn.primitive.multiple_results else [out]
+    return [FloatTensor(o) for o in outs]
+
+  # --- conversions --------------------------------------------------------------------------
+  @staticmethod
+  def _to_float(v):
+    if isinstance(v, IntTensor):
+      return (v.q.astype(jnp.float32) * jnp.asarray(v.m, jnp.float32)
+              + jnp.asarray(v.o, jnp.float32))
+    if isinstance(v, FloatTensor):
+      return v.x
+    return v
+
+  def fold(self, t: IntTensor) -> IntTensor:
+    """Folds the offset into an int32 bias: ``q += round(o/m)``, ``o = 0``."""
+    if not np.any(t.o):
+      return dataclasses.replace(t, o=np.zeros_like(t.o))
+    b = _compact(_round_int(t.o / t.m))
+    bound = t.bound + int(np.max(np.abs(b)))
+    if bound > INT32_BOUND:
+      t = self.narrow(t, extra=2)
+      return self.fold(t)
+    q = t.q + _i32const(b) if np.any(b) else t.q
+    return IntTensor(q, t.m, np.zeros_like(t.m), bound, t.layer)
+
+  def narrow(self, t: IntTensor, extra: int = 1) -> IntTensor:
+    """Rounding right shift so that ``bound * extra`` fits in 31 bits (``m`` grows)."""
+    need = t.bound * extra
+    if need <= INT32_BOUND:
+      return t
+    k = max(1, need.bit_length() - 30)
+    q = requant.mul_shift_round(t.q, np.int32(1 << 30), np.int32(30 + k))
+    return IntTensor(q, t.m * 2.0 ** k, t.o, (t.bound >> k) + 1, t.layer)
+
+  def rescale(self, t: IntTensor, ratio: np.ndarray) -> Tuple[jax.Array, int]:
+    """``round(q * ratio)`` with an integer multiplier and shift (ratio <= 1)."""
+    ratio = _compact(np.broadcast_to(ratio, np.broadcast_shapes(ratio.shape, t.m.shape)))
+    if np.all(ratio == 1.0):
+      return t.q, t.bound
+    mult, shift = requant.quantize_multiplier(ratio)
+    q = requant.mul_shift_round(t.q, _i32const(mult), _i32const(shift))
+    return q, int(math.ceil(t.bound * float(np.max(ratio)))) + 1
+
+  def requantize_to(self, t: IntTensor, pattern: BitPattern, scale: float):
+    """Requantizes to ``pattern`` levels with real scale ``scale``.
+
+    Returns:
+      ``(q_out, pre, (bias, multiplier, shift))``: the int32 output levels, the int32 input
+      ``pre`` of the requantizer and its constants (int32-valued numpy arrays broadcastable to
+      ``pre``): ``q_out = clip(mul_shift_round(pre + bias, multiplier, shift), lo, hi)``.
+    """
+    bias = _compact(_round_int(t.o / t.m)) if np.any(t.o) else np.zeros((1,) * t.q.ndim, np.int64)
+    if t.bound + int(np.max(np.abs(bias))) > INT32_BOUND:
+      t = self.narrow(t, extra=2)
+      bias = _compact(_round_int(t.o / t.m))
+    ratio = _compact(t.m / float(scale))
+    mult, shift = requant.quantize_multiplier(ratio)
+    lo = -pattern.max_level if pattern.signed else 0
+    acc = t.q + _i32const(bias) if np.any(bias) else t.q
+    q = requant.requantize(acc, _i32const(mult), _i32const(shift), lo, pattern.max_level)
+    return q, t.q, (bias.astype(np.int32), mult, shift)
+
+  # --- the quantized layers -----------------------------------------------------------------
+  def _quantized_op(self, eqn, lhs, rhs):
+    p = eqn.params
+    op, layer, kwargs = p["op"], p["layer"], p["kwargs"]
+    if layer not in self.layers:
+      if self.strict:
+        raise UnsupportedOp(f"integer mode: layer '{layer}' has no weight pattern (the rule "
+                            "returned None) or no calibrated activation; pass strict=False to "
+                            "keep it in float")
+      self.float_ops.append(f"{op} '{layer}' (float layer)")
+      vals = [self._to_float(x) if isinstance(x, (IntTensor, FloatTensor)) else x
+              for x in (lhs, rhs)]
+      return FloatTensor(_LAX_OPS[op](vals[0], vals[1], **dict(kwargs)))
+    info = self.layers[layer]
+    if isinstance(rhs, (IntTensor, FloatTensor)):
+      raise UnsupportedOp(f"integer mode: the weights of layer '{layer}' depend on the input")
+    act = info.act_pattern
+    if isinstance(lhs, IntTensor):
+      q_in, pre, (bias, mult, shift) = self.requantize_to(lhs, act, info.act_scale)
+      kind = "requant"
+    else:
+      x = lhs.x if isinstance(lhs, FloatTensor) else jnp.asarray(lhs)
+      q_in = quantize(x, act, info.act_scale)
+      bias = mult = shift = None
+      kind = "float"
+      pre = None
+    w = self.weights[layer]
+    acc = int_op(op, q_in, w, dict(kwargs), pattern=info.weight_pattern, config=self.config)
+    out_ndim = acc.ndim
+    axis = _out_feature_axis(op, dict(kwargs), np.ndim(rhs), out_ndim)
+    shape = [1] * out_ndim
+    ws = np.asarray(info.weight_scale, np.float64)
+    wb = np.asarray(info.weight_bound, np.int64)
+    if ws.ndim:
+      shape[axis] = ws.shape[0]
+    m = (float(info.act_scale) * ws).reshape(shape)
+    bound = int(np.max(wb)) * act.max_level
+    self.records[layer] = LayerRecord(op, kwargs, kind, bias, mult, shift, bound)
+    if self.capture:
+      cap = {"input": q_in, "acc": acc}
+      if pre is not None:
+        cap["pre"] = pre
+      self.captured[layer] = cap
+    return IntTensor(acc, m, np.zeros_like(m), bound, layer)
+
+  # --- elementwise --------------------------------------------------------------------------
+  def _op_add(self, eqn, a, b):
+    out_shape = tuple(eqn.outvars[0].aval.shape)
+    if isinstance(a, IntTensor) and isinstance(b, IntTensor):
+      return self._add_int(a, b, out_shape)
+    t, c = (a, b) if isinstance(a, IntTensor) else (b, a)
+    if isinstance(c, FloatTensor):
+      raise UnsupportedOp("sum of an integer and a float activation")
+    c = _meta(c, len(out_shape))
+    q = t.q if t.q.shape == out_shape else jnp.broadcast_to(t.q, out_shape)
+    return IntTensor(q, t.m, _compact(np.broadcast_to(t.o + c, np.broadcast_shapes(
+        t.o.shape, c.shape))), t.bound, t.layer)
+
+  def _add_int(self, a: IntTensor, b: IntTensor, out_shape) -> IntTensor:
+    mc = np.maximum(a.m, b.m)
+    while True:
+      qa, ba = self.rescale(a, a.m / mc)
+      qb, bb = self.rescale(b, b.m / mc)
+      if ba + bb <= INT32_BOUND:
+        break
+      mc = mc * 2.0 ** max(1, (ba + bb).bit_length() - 30)
+    q = qa + qb
+    if q.shape != out_shape:
+      q = jnp.broadcast_to(q, out_shape)
+    o = a.o + b.o
+    return IntTensor(q, _compact(mc), _compact(o), ba + bb, a.layer or b.layer)
+
+  def _neg(self, t: IntTensor) -> IntTensor:
+    return IntTensor(-t.q, t.m, -t.o, t.bound, t.layer)
+
+  def _op_neg(self, eqn, a):
+    return self._neg(a)
+
+  def _op_sub(self, eqn, a, b):
+    if isinstance(b, IntTensor):
+      b = self._neg(b)
+    elif isinstance(b, FloatTensor):
+      raise UnsupportedOp("difference of an integer and a float activation")
+    else:
+      b = -np.asarray(b, np.float64)
+    return self._op_add(eqn, a, b)
+
+  def _op_mul(self, eqn, a, b):
+    t, c = (a, b) if isinstance(a, IntTensor) else (b, a)
+    if isinstance(c, (IntTensor, FloatTensor)):
+      raise UnsupportedOp("product of two activations")
+    return self._scale(t, np.asarray(c, np.float64), tuple(eqn.outvars[0].aval.shape))
+
+  def _op_div(self, eqn, a, b):
+    if not isinstance(a, IntTensor) or isinstance(b, (IntTensor, FloatTensor)):
+      raise UnsupportedOp("division by an activation")
+    return self._scale(a, 1.0 / np.asarray(b, np.float64), tuple(eqn.outvars[0].aval.shape))
+
+  def _scale(self, t: IntTensor, c: np.ndarray, out_shape) -> IntTensor:
+    c = _meta(c, len(out_shape))
+    q = t.q if t.q.shape == out_shape else jnp.broadcast_to(t.q, out_shape)
+    if np.any(c < 0):
+      c_sign = _compact(np.sign(c))
+      q = q * _i32const(c_sign)   # a sign flip (and zero) per channel
+    elif np.any(c == 0):
+      q = q * _i32const(_compact((c != 0).astype(np.int64)))
+    mag = np.abs(c)
+    m = _compact(np.where(mag == 0, 1.0, t.m * mag))
+    return IntTensor(q, m, _compact(t.o * c), t.bound, t.layer)
+
+  def _clamp_const(self, t: IntTensor, c, fn, out_shape) -> IntTensor:
+    c = _meta(c, len(out_shape))
+    t = self.fold(t)
+    ci = _compact(np.broadcast_to(_round_int(c / t.m), np.broadcast_shapes(c.shape, t.m.shape)))
+    if np.max(np.abs(ci)) > INT32_BOUND:
+      raise UnsupportedOp("clamp constant out of the int32 range")
+    q = fn(t.q, _i32const(ci))
+    if q.shape != out_shape:
+      q = jnp.broadcast_to(q, out_shape)
+    return IntTensor(q, t.m, t.o, max(t.bound, int(np.max(np.abs(ci)))), t.layer)
+
+  def _minmax(self, eqn, a, b, fn):
+    out_shape = tuple(eqn.outvars[0].aval.shape)
+    if isinstance(a, IntTensor) and isinstance(b, IntTensor):
+      a, b = self.fold(a), self.fold(b)
+      mc = np.maximum(a.m, b.m)
+      qa, ba = self.rescale(a, a.m / mc)
+      qb, bb = self.rescale(b, b.m / mc)
+      return IntTensor(jnp.broadcast_to(fn(qa, qb), out_shape), _compact(mc),
+                       np.zeros_like(_compact(mc)), max(ba, bb), a.layer)
+    t, c = (a, b) if isinstance(a, IntTensor) else (b, a)
+    if isinstance(c, FloatTensor):
+      raise UnsupportedOp("max/min of an integer and a float activation")
+    return self._clamp_const(t, c, fn, out_shape)
+
+  def _op_max(self, eqn, a, b):
+    return self._minmax(eqn, a, b, jnp.maximum)
+
+  def _op_min(self, eqn, a, b):
+    return self._minmax(eqn, a, b, jnp.minimum)
+
+  def _op_clamp(self, eqn, lo, x, hi):
+    if not isinstance(x, IntTensor) or any(isinstance(v, (IntTensor, FloatTensor)) for v in (lo, hi)):
+      raise UnsupportedOp("clamp with activation bounds")
+    out_shape = tuple(eqn.outvars[0].aval.shape)
+    t = self._clamp_const(x, lo, jnp.maximum, out_shape)
+    return self._clamp_const(t, hi, jnp.minimum, out_shape)
+
+  def _op_convert_element_type(self, eqn, t):
+    if not jnp.issubdtype(eqn.params["new_dtype"], jnp.floating):
+      raise UnsupportedOp(f"conversion to {eqn.params['new_dtype']}")
+    return t
+
+  # --- pooling and reductions ---------------------------------------------------------------
+  def _uniform_along(self, meta: np.ndarray, axes) -> bool:
+    return all(meta.shape[ax] == 1 for ax in axes)
+
+  def _window_axes(self, p) -> List[int]:
+    return [i for i, (w, s, pad, bd, wd) in enumerate(zip(
+        p["window_dimensions"], p["window_strides"], p["padding"], p["base_dilation"],
+        p["window_dilation"])) if w != 1 or s != 1 or tuple(pad) != (0, 0) or bd != 1 or wd != 1]
+
+  def _op_reduce_window_max(self, eqn, t):
+    p = eqn.params
+    axes = self._window_axes(p)
+    if 0 in axes:
+      raise UnsupportedOp("pooling over the batch axis")
+    if not self._uniform_along(t.m, axes):
+      raise UnsupportedOp("max pooling over elements of different scales")
+    if not self._uniform_along(t.o, axes):
+      t = self.fold(t)
+    q = lax.reduce_window(t.q, np.int32(requant.INT32_MIN), lax.max, p["window_dimensions"],
+                          p["window_strides"], p["padding"], p["base_dilation"],
+                          p["window_dilation"])
+    return IntTensor(q, t.m, t.o, t.bound, t.layer)
+
+  def _op_reduce_window_sum(self, eqn, t):
+    p = eqn.params
+    axes = self._window_axes(p)
+    if 0 in axes:
+      raise UnsupportedOp("pooling over the batch axis")
+    if not self._uniform_along(t.m, axes):
+      raise UnsupportedOp("sum pooling over elements of different scales")
+    count = int(np.prod(p["window_dimensions"]))
+    padded = any(tuple(pad) != (0, 0) for pad in p["padding"])
+    if padded or not self._uniform_along(t.o, axes):
+      t = self.fold(t)
+    t = self.narrow(t, extra=count)
+    q = lax.reduce_window(t.q, np.int32(0), lax.add, p["window_dimensions"],
+                          p["window_strides"], p["padding"], p["base_dilation"],
+                          p["window_dilation"])
+    return IntTensor(q, t.m, t.o * count, t.bound * count, t.layer)
+
+  def _reduce(self, eqn, t, kind):
+    axes = tuple(eqn.params["axes"])
+    if 0 in axes:
+      raise UnsupportedOp("reduction over the batch axis")
+    if not self._uniform_along(t.m, axes):
+      raise UnsupportedOp("reduction over elements of different scales")
+    m = np.squeeze(t.m, axis=axes)
+    if kind == "sum":
+      count = int(np.prod([t.q.shape[a] for a in axes]))
+      t = self.narrow(t, extra=count)
+      m = np.squeeze(t.m, axis=axes)
+      o = np.sum(_full(t.o, t.q.shape), axis=axes)
+      return IntTensor(jnp.sum(t.q, axis=axes, dtype=jnp.int32), m, _compact(o),
+                       t.bound * count, t.layer)
+    if not self._uniform_along(t.o, axes):
+      t = self.fold(t)
+    fn = jnp.max if kind == "max" else jnp.min
+    return IntTensor(fn(t.q, axis=axes), m, np.squeeze(t.o, axis=axes), t.bound, t.layer)
+
+  def _op_reduce_sum(self, eqn, t):
+    return self._reduce(eqn, t, "sum")
+
+  def _op_reduce_max(self, eqn, t):
+    return self._reduce(eqn, t, "max")
+
+  def _op_reduce_min(self, eqn, t):
+    return self._reduce(eqn, t, "min")
+
+  # --- data movement ------------------------------------------------------------------------
+  def _move(self, t: IntTensor, q, fn: Callable[[np.ndarray], np.ndarray]) -> IntTensor:
+    """Applies the same data movement ``fn`` (on a batch-1 full array) to m and o."""
+    m, o = (_compact(fn(_full(a, t.q.shape))) for a in (t.m, t.o))
+    return IntTensor(q, m, o, t.bound, t.layer)
+
+  def _op_reshape(self, eqn, t):
+    p = eqn.params
+    new = tuple(p["new_sizes"])
+    if p.get("dimensions") is not None or not new or new[0] != t.q.shape[0]:
+      raise UnsupportedOp("reshape that moves the batch axis")
+    q = jnp.reshape(t.q, new)
+    return self._move(t, q, lambda a: a.reshape((1,) + new[1:]))
+
+  def _op_transpose(self, eqn, t):
+    perm = tuple(eqn.params["permutation"])
+    if perm[0] != 0:
+      raise UnsupportedOp("transpose that moves the batch axis")
+    return self._move(t, jnp.transpose(t.q, perm), lambda a: np.transpose(a, perm))
+
+  def _op_squeeze(self, eqn, t):
+    dims = tuple(eqn.params["dimensions"])
+    if 0 in dims:
+      raise UnsupportedOp("squeeze of the batch axis")
+    return self._move(t, lax.squeeze(t.q, dims), lambda a: np.squeeze(a, axis=dims))
+
+  def _op_broadcast_in_dim(self, eqn, t):
+    shape, bdims = tuple(eqn.params["shape"]), tuple(eqn.params["broadcast_dimensions"])
+    if not bdims or bdims[0] != 0 or shape[0] != t.q.shape[0]:
+      raise UnsupportedOp("broadcast that moves the batch axis")
+    q = lax.broadcast_in_dim(t.q, shape, bdims)
+
+    def fn(a):
+      r = [1] * len(shape)
+      for j, d in enumerate(bdims):
+        r[d] = a.shape[j]
+      return np.broadcast_to(a.reshape(r), (1,) + shape[1:])
+    return self._move(t, q, fn)
+
+  def _op_slice(self, eqn, t):
+    p = eqn.params
+    start, limit, strides = p["start_indices"], p["limit_indices"], p["strides"]
+    if start[0] != 0 or limit[0] != t.q.shape[0] or (strides and strides[0] != 1):
+      raise UnsupportedOp("slice of the batch axis")
+    q = lax.slice(t.q, start, limit, strides)
+    s1, l1 = (0,) + tuple(start[1:]), (1,) + tuple(limit[1:])
+    return self._move(t, q, lambda a: np.asarray(lax.slice(a, s1, l1, strides)))
+
+  def _op_rev(self, eqn, t):
+    dims = tuple(eqn.params["dimensions"])
+    if 0 in dims:
+      raise UnsupportedOp("reversal of the batch axis")
+    return self._move(t, lax.rev(t.q, dims), lambda a: np.flip(a, axis=dims))
+
+  def _op_pad(self, eqn, t, value):
+    if not isinstance(t, IntTensor) or not isinstance(value, np.ndarray):
+      raise UnsupportedOp("padding with an activation")
+    cfg = tuple(tuple(c) for c in eqn.params["padding_config"])
+    if cfg[0] != (0, 0, 0):
+      raise UnsupportedOp("padding of the batch axis")
+    v = float(value)
+    if v == 0.0:
+      fill = np.int32(0)
+    elif v == -np.inf:
+      fill = np.int32(requant.INT32_MIN)
+    else:
+      raise UnsupportedOp(f"padding value {v}")
+    t = self.fold(t)
+    q = lax.pad(t.q, fill, cfg)
+
+    def fn(a):
+      a = np.asarray(a)
+      pads = [(lo, hi) for lo, hi, _ in cfg]
+      if any(c[2] for c in cfg):
+        return np.asarray(lax.pad(jnp.asarray(a), jnp.asarray(a).dtype.type(1.0), cfg))
+      return np.pad(a, pads, mode="edge")
+    out = self._move(t, q, fn)
+    return IntTensor(out.q, out.m, np.zeros_like(out.m), t.bound, t.layer)
+
+  def _op_concatenate(self, eqn, *ts):
+    dim = eqn.params["dimension"]
+    if dim == 0 or not all(isinstance(x, IntTensor) for x in ts):
+      raise UnsupportedOp("concatenation along the batch axis or with a float tensor")
+    q = lax.concatenate([x.q for x in ts], dim)
+    m = np.concatenate([_full(x.m, x.q.shape) for x in ts], axis=dim)
+    o = np.concatenate([_full(x.o, x.q.shape) for x in ts], axis=dim)
+    return IntTensor(q, _compact(m), _compact(o), max(x.bound for x in ts), ts[0].layer)
+
+  def _op_copy(self, eqn, t):
+    return t
+
+  _op_copy_p = _op_copy
+  _op_reduce_precision = _op_copy
+
+
+def _out_feature_axis(op: str, kwargs: Mapping[str, Any], rhs_ndim: int, out_ndim: int) -> int:
+  """Output axis carrying the kernel's last (output-channel) axis."""
+  if op == CONV:
+    dn = kwargs.get("dimension_numbers")
+    dn = lax.conv_dimension_numbers((1,) * out_ndim, (1,) * rhs_ndim, dn)
+    if dn.rhs_spec[0] != rhs_ndim - 1:
+      raise UnsupportedOp("integer mode needs the kernel's output features on its last axis")
+    return dn.out_spec[1]
+  (lc, rc), (lb, rb) = kwargs["dimension_numbers"]
+  last = rhs_ndim - 1
+  if last in rc or last in rb:
+    raise UnsupportedOp("integer mode needs the kernel's last axis to be an output feature axis")
+  free = [d for d in range(rhs_ndim) if d not in rc and d not in rb]
+  lhs_free = out_ndim - len(lb) - len(free)
+  return len(lb) + lhs_free + free.index(last)

@@ -1,0 +1,69 @@
+"""Property tests of the integer requantization against Python-int / Fraction references."""
+
+from fractions import Fraction
+
+import hypothesis.strategies as st
+import jax
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+from ebsp_jax.quant import requant
+
+_int32 = st.integers(requant.INT32_MIN, requant.INT32_MAX)
+_mult = st.integers(-(2 ** 31) + 1, 2 ** 31 - 1)
+_shift = st.integers(0, requant.MAX_SHIFT)
+_msr = jax.jit(requant.mul_shift_round)
+
+
+@settings(max_examples=40)
+@given(st.lists(st.tuples(_int32, _mult, _shift), min_size=1, max_size=64))
+def test_mul_shift_round_matches_python_ints(triples):
+  x, m, n = (np.array(v, np.int64) for v in zip(*triples))
+  got = np.asarray(_msr(x.astype(np.int32), m.astype(np.int32), n.astype(np.int32)))
+  want = [requant.rounding_shift_reference(int(a), int(b), int(c)) for a, b, c in triples]
+  np.testing.assert_array_equal(got, np.array(want, np.int64))
+
+
+def test_mul_shift_round_edges():
+  x = np.array([requant.INT32_MIN, requant.INT32_MAX, -1, 1, 0, -3, 3, -2, 2], np.int32)
+  for m in (requant.INT32_MAX, -requant.INT32_MAX, 1 << 30, 1, -1, 0):
+    for n in (0, 1, 2, 30, 31, 32, 33, 61, 62):
+      got = np.asarray(_msr(x, np.int32(m), np.int32(n)))
+      want = [requant.rounding_shift_reference(int(v), m, n) for v in x]
+      np.testing.assert_array_equal(got, want, err_msg=f"m={m} n={n}")
+
+
+@settings(max_examples=60)
+@given(st.floats(min_value=2.0 ** -40, max_value=2.0 ** 30, allow_nan=False))
+def test_quantize_multiplier_against_fractions(r):
+  m, n = requant.quantize_multiplier(np.array([r]))
+  m, n = int(m[0]), int(n[0])
+  if m == 0:
+    assert r < 2.0 ** -31
+    return
+  assert (1 << 30) <= m < (1 << 31) and 0 <= n <= requant.MAX_SHIFT
+  err = abs(Fraction(m, 1 << n) - Fraction(r))
+  assert err <= Fraction(r) / (1 << 31)
+
+
+@settings(max_examples=40)
+@given(st.floats(min_value=2.0 ** -20, max_value=4.0), st.lists(st.integers(-(2 ** 24), 2 ** 24),
+                                                             min_size=1, max_size=32))
+def test_requantize_is_nearest_up_to_multiplier_error(r, xs):
+  m, n = requant.quantize_multiplier(np.array(r))
+  got = np.asarray(requant.requantize(np.array(xs, np.int32), m, n, -(2 ** 20), 2 ** 20))
+  for x, g in zip(xs, got):
+    exact = Fraction(x) * Fraction(r)
+    # Within 1/2 of the exact real product, up to the multiplier's relative error.
+    assert abs(Fraction(int(g)) - exact) <= Fraction(1, 2) + abs(exact) / (1 << 31) or \
+        abs(int(g)) == 2 ** 20
+
+
+def test_quantize_multiplier_errors():
+  with pytest.raises(ValueError, match="multipliers"):
+    requant.quantize_multiplier(np.array([-1.0]))
+  with pytest.raises(ValueError, match="multipliers"):
+    requant.quantize_multiplier(np.array([np.inf]))
+  m, n = requant.quantize_multiplier(np.array([0.0, 1.0, 0.5]))
+  assert m.tolist() == [0, 1 << 30, 1 << 30] and n.tolist() == [0, 30, 31]

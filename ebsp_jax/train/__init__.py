@@ -1,0 +1,14 @@
+"""The shared training library behind ``experiments/*.py``.
+
+* :mod:`.config` — :class:`TrainConfig` (frozen, validated).
+* :mod:`.steps` — :class:`TrainState`, pure ``train_step`` / ``eval_step``.
+* :mod:`.trainer` — the pipeline (float → ADMM → projection + fine-tune → evaluation), resumable.
+* :mod:`.checkpoint` — orbax checkpoints with validation; :mod:`.sharding` — data parallelism.
+* :mod:`.metrics` / :mod:`.tfevents` — TensorBoard events, metrics.jsonl, the progress line.
+* :mod:`.evaluation` — float / fake-quant / integer evaluation, pattern statistics.
+"""
+
+from ebsp_jax.train.checkpoint import CheckpointError, Checkpointer
+from ebsp_jax.train.config import TrainConfig
+from ebsp_jax.train.steps import TrainState, eval_step, train_step
+from ebsp_jax.train.trainer import Experiment, run, weight_rule

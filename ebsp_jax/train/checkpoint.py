@@ -1,0 +1,188 @@
+"""Orbax checkpoints of the whole training state, validated on restore.
+
+A checkpoint holds every array leaf of the :class:`~ebsp_jax.train.state.TrainState` (params,
+batch-norm / activation statistics, the optimizer state including ADMM's Z, U, scales and ρ, the
+RNG key, the step, which is also the data position) as an orbax ``StandardSave`` list, and a JSON
+``meta`` item: the phase, the leaf signature (paths, shapes, dtypes), the run's configuration,
+the results measured so far and the wall time spent.
+
+Orbax writes each checkpoint into a temporary directory and renames it when complete, so a run
+killed at any moment leaves only complete checkpoints (plus temporaries that are ignored and
+cleaned up). On restore, a checkpoint whose signature or configuration differs from the run
+asking for it, or that cannot be read, raises :class:`CheckpointError` with what differs and what
+to do: a run never silently starts over.
+
+Checkpoint ids are ``4 * step + phase_index`` so the same step can be saved in two phases
+(e.g. at a phase change) and ids grow with training progress.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from ebsp_jax.numerics.tree import path_str
+
+PyTree = Any
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint cannot be used by this run (corrupt, or from a different configuration)."""
+
+
+def signature(tree: PyTree) -> List[List[Any]]:
+  """``[[path, shape, dtype], ...]`` of every array leaf (``jax.ShapeDtypeStruct`` allowed)."""
+  out = []
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    out.append([path_str(path), list(np.shape(leaf)), str(np.dtype(leaf.dtype))])
+  return out
+
+
+def _first_difference(saved: Sequence, expected: Sequence) -> str:
+  saved_map = {p: (s, d) for p, s, d in saved}
+  exp_map = {p: (s, d) for p, s, d in expected}
+  for p, (s, d) in exp_map.items():
+    if p not in saved_map:
+      return f"'{p}' {tuple(s)} {d} is missing from the checkpoint"
+    if saved_map[p] != (s, d):
+      ss, sd = saved_map[p]
+      return f"'{p}': checkpoint has {tuple(ss)} {sd}, this run expects {tuple(s)} {d}"
+  for p in saved_map:
+    if p not in exp_map:
+      return f"the checkpoint has '{p}', which this run does not"
+  return "leaf order differs"
+
+
+def config_difference(saved: Mapping[str, Any], now: Mapping[str, Any]) -> List[str]:
+  """``['key: checkpoint X, now Y', ...]`` for every differing configuration field."""
+  keys = sorted(set(saved) | set(now))
+  return [f"{k}: checkpoint {saved.get(k, '<absent>')!r}, now {now.get(k, '<absent>')!r}"
+          for k in keys if saved.get(k, "<absent>") != now.get(k, "<absent>")]
+
+
+class Checkpointer:
+  """Saves and restores training states under ``directory``.
+
+  Args:
+    directory: the checkpoint directory (created).
+    max_to_keep: checkpoints kept (older ones are deleted).
+  """
+
+  def __init__(self, directory: str, max_to_keep: int = 2):
+    self.directory = os.path.abspath(directory)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False,
+        cleanup_tmp_directories=True)
+    try:
+      self._mngr = ocp.CheckpointManager(self.directory, options=options,
+                                         item_names=("state", "meta"))
+    except Exception as e:  # noqa: BLE001 - orbax raises various types on broken dirs
+      raise CheckpointError(f"cannot open checkpoint directory {self.directory}: "
+                            f"{type(e).__name__}: {e}") from e
+
+  def all_ids(self) -> List[int]:
+    return list(self._mngr.all_steps())
+
+  def latest_id(self) -> Optional[int]:
+    ids = self.all_ids()
+    return max(ids) if ids else None
+
+  def save(self, ckpt_id: int, state: PyTree, meta: Mapping[str, Any]) -> bool:
+    """Saves ``state``'s array leaves and ``meta`` (JSON); False if ``ckpt_id`` exists."""
+    if ckpt_id in self.all_ids():
+      return False
+    leaves = jax.tree_util.tree_leaves(state)
+    meta = dict(meta, format=FORMAT_VERSION, leaves=signature(state))
+    self._mngr.save(ckpt_id, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(leaves), meta=ocp.args.JsonSave(meta)), force=True)
+    self._mngr.wait_until_finished()
+    return True
+
+  def read_meta(self, ckpt_id: int) -> Dict[str, Any]:
+    path = os.path.join(self.directory, str(ckpt_id))
+    try:
+      r = self._mngr.restore(ckpt_id, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+      meta = r.meta
+    except Exception as e:  # noqa: BLE001
+      raise CheckpointError(
+          f"checkpoint {path} is unreadable ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+          "delete that directory to resume from an earlier checkpoint, or the workdir to start "
+          "over") from e
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION or "leaves" not in meta:
+      raise CheckpointError(f"checkpoint {path} has no valid metadata (format "
+                            f"{meta.get('format') if isinstance(meta, dict) else None!r}, "
+                            f"expected {FORMAT_VERSION}); delete it or use another --workdir")
+    return meta
+
+  def restore(self, ckpt_id: int, template: PyTree, shardings: Optional[PyTree] = None
+              ) -> Tuple[PyTree, Dict[str, Any]]:
+    """Restores into the structure of ``template`` (arrays or ``ShapeDtypeStruct``s).
+
+    Args:
+      ckpt_id: which checkpoint.
+      template: a state of the expected structure, shapes and dtypes.
+      shardings: the sharding of every leaf (a tree like ``template``; default: first device).
+
+    Returns:
+      ``(state, meta)``.
+
+    Raises:
+      CheckpointError: unreadable/corrupt checkpoint or a different leaf signature.
+    """
+    path = os.path.join(self.directory, str(ckpt_id))
+    meta = self.read_meta(ckpt_id)
+    expected = signature(template)
+    if meta["leaves"] != expected:
+      raise CheckpointError(f"checkpoint {path} does not match this run: "
+                            f"{_first_difference(meta['leaves'], expected)}; use another "
+                            "--workdir, or delete it to start over")
+    leaves, treedef = jax.tree_util.tree_flatten(template)
+    if shardings is None:
+      dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+      shard_leaves = [dev] * len(leaves)
+    else:
+      shard_leaves = treedef.flatten_up_to(shardings)
+    abstract = [jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=s)
+                for x, s in zip(leaves, shard_leaves)]
+    try:
+      r = self._mngr.restore(ckpt_id, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract)))
+      restored = list(r.state)
+    except Exception as e:  # noqa: BLE001
+      raise CheckpointError(
+          f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: "
+          f"{str(e).splitlines()[0][:200] if str(e) else ''}); delete that directory to resume "
+          "from an earlier checkpoint, or the workdir to start over") from e
+    if len(restored) != len(leaves):
+      raise CheckpointError(f"checkpoint {path} holds {len(restored)} arrays, expected "
+                            f"{len(leaves)}")
+    for x, a in zip(restored, abstract):
+      if tuple(x.shape) != tuple(a.shape) or x.dtype != a.dtype:
+        raise CheckpointError(f"checkpoint {path} is corrupt: array {x.shape} {x.dtype} where "
+                              f"{a.shape} {a.dtype} was saved")
+    return jax.tree_util.tree_unflatten(treedef, restored), meta
+
+  def close(self) -> None:
+    self._mngr.close()
+
+
+def has_checkpoint_files(directory: str) -> bool:
+  """True when ``directory`` exists and holds anything (checkpoints, even broken ones)."""
+  return os.path.isdir(directory) and any(os.scandir(directory))
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+  """Writes JSON via a temporary file and an atomic rename (safe against kills)."""
+  tmp = f"{path}.tmp.{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+    f.write("\n")
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)

@@ -1,0 +1,210 @@
+"""Experiment configuration: one frozen dataclass, validated with one-line errors.
+
+The three experiment mains (``experiments/{fashion_mnist,cifar10,imagenet}.py``) turn absl flags
+into a :class:`TrainConfig` (:mod:`ebsp_jax.train.flags`); the training library only sees the
+dataclass (configs as data, as in flax's examples).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Dict, Optional, Tuple
+
+from ebsp_jax.numerics import BitPattern, uniform
+
+DATASETS = ("fashion_mnist", "cifar10", "imagenet")
+OPTIMIZERS = ("sgd", "adam")
+RHO_POLICIES = ("constant", "geometric", "balance")
+PHASES = ("float", "admm", "finetune", "done")
+
+#: Fields that do not change a run's results: they may differ when a run is resumed.
+NON_SEMANTIC_FIELDS = ("workdir", "data_dir", "checkpoint_every", "keep_checkpoints", "log_every",
+                       "multihost", "progress_every_seconds")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Everything a run depends on. Epoch counts may be fractional (rounded to whole steps).
+
+  Attributes (flags of the same name; see ``experiments/configs/*.flags``):
+    dataset: fashion_mnist | cifar10 | imagenet.
+    model: a name of ``ebsp_jax.models.MODELS``.
+    workdir: where checkpoints, metrics, TensorBoard events and results.json go.
+    data_dir: dataset directory (None: the dataset's default).
+    float_epochs / admm_epochs / finetune_epochs: length of the three phases. ``admm_epochs=0``
+      is post-training quantization (projection straight after float training).
+    train_examples / eval_examples: caps (0: the whole split).
+    batch_size / eval_batch_size: global batch sizes (split over all devices).
+    optimizer: sgd (momentum, nesterov) | adam.
+    learning_rate: peak float-phase learning rate (cosine decay, linear warmup).
+    admm_learning_rate / finetune_learning_rate: peak rates of the later phases (None: 0.1x and
+      0.01x ``learning_rate``), cosine-decayed over their phase.
+    momentum: SGD momentum (Adam's b1).
+    weight_decay: L2 on conv/dense kernels (all phases; fine-tuning trains no kernels).
+    warmup_epochs: linear warmup of the float phase.
+    label_smoothing: cross-entropy label smoothing.
+    augment: random crop + flip (CIFAR/ImageNet; ignored by Fashion-MNIST pipelines if unsupported).
+    pattern_bits / pattern_length: the weight format ``BitPattern(bits, length)``.
+    first_last: format of the first conv and the classifier: ``same``, ``float``, ``B`` (uniform
+      B-bit) or ``B,L`` (a pattern).
+    per_channel: one weight scale per output channel (else per tensor).
+    activation_bits: fake-quant bits of every conv/dense input after float training (0: float).
+    admm_rho / admm_rho_policy / admm_rho_growth / admm_rho_max / admm_update_every: ADMM.
+    admm_straight_through: forward pass with the projected weights during ADMM (the method);
+      False is plain ADMM (forward with the float weights).
+    seed: initialisation, shuffling and dropout.
+    pretrained: a workdir (or its ``float_model`` dir) of an earlier run whose float model
+      initialises this one (float training then continues for ``float_epochs``, often 0).
+    checkpoint_every: steps between checkpoints (also saved at every phase change and at the end).
+    keep_checkpoints: how many to keep.
+    log_every: steps between metric writes / progress lines.
+    progress_every_seconds: also print a progress line at least this often.
+    integer_eval: evaluate the integer (emulated hardware) mode at the end.
+    multihost: call ``jax.distributed.initialize()`` first.
+  """
+
+  dataset: str
+  model: str
+  workdir: str
+  data_dir: Optional[str] = None
+  float_epochs: float = 1.0
+  admm_epochs: float = 1.0
+  finetune_epochs: float = 0.0
+  train_examples: int = 0
+  eval_examples: int = 0
+  batch_size: int = 128
+  eval_batch_size: int = 500
+  optimizer: str = "sgd"
+  learning_rate: float = 0.1
+  admm_learning_rate: Optional[float] = None
+  finetune_learning_rate: Optional[float] = None
+  momentum: float = 0.9
+  weight_decay: float = 5e-4
+  warmup_epochs: float = 0.0
+  label_smoothing: float = 0.0
+  augment: bool = False
+  pattern_bits: int = 6
+  pattern_length: int = 3
+  first_last: str = "same"
+  per_channel: bool = True
+  activation_bits: int = 8
+  admm_rho: float = 1e-3
+  admm_rho_policy: str = "geometric"
+  admm_rho_growth: float = 1.1
+  admm_rho_max: float = 1.0
+  admm_update_every: int = 100
+  admm_straight_through: bool = True
+  seed: int = 0
+  pretrained: Optional[str] = None
+  checkpoint_every: int = 500
+  keep_checkpoints: int = 2
+  log_every: int = 50
+  progress_every_seconds: float = 10.0
+  integer_eval: bool = True
+  multihost: bool = False
+
+  def __post_init__(self):
+    self.validate()
+
+  # ------------------------------------------------------------------------------------------
+  def validate(self) -> None:
+    """Raises ``ValueError`` with a one-line message naming the bad field."""
+    def bad(name: str, why: str):
+      raise ValueError(f"--{name}={getattr(self, name)!r}: {why}")
+
+    if self.dataset not in DATASETS:
+      bad("dataset", f"unknown dataset; known: {', '.join(DATASETS)}")
+    from ebsp_jax import models  # local: keep config importable cheaply
+    if self.model not in models.MODELS:
+      bad("model", f"unknown model; known: {', '.join(sorted(models.MODELS))}")
+    if not self.workdir:
+      bad("workdir", "a working directory is required")
+    for name in ("float_epochs", "admm_epochs", "finetune_epochs", "warmup_epochs"):
+      v = getattr(self, name)
+      if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+        bad(name, "must be a finite number >= 0")
+    for name in ("train_examples", "eval_examples"):
+      if getattr(self, name) < 0:
+        bad(name, "must be >= 0 (0: the whole split)")
+    for name in ("batch_size", "eval_batch_size", "admm_update_every", "checkpoint_every",
+                 "keep_checkpoints", "log_every"):
+      if getattr(self, name) < 1:
+        bad(name, "must be >= 1")
+    if self.train_examples and self.train_examples < self.batch_size:
+      bad("train_examples", f"is smaller than --batch_size={self.batch_size}: no full batch")
+    if self.optimizer not in OPTIMIZERS:
+      bad("optimizer", f"unknown optimizer; known: {', '.join(OPTIMIZERS)}")
+    for name in ("learning_rate", "admm_learning_rate", "finetune_learning_rate"):
+      v = getattr(self, name)
+      if v is not None and not (math.isfinite(v) and v > 0):
+        bad(name, "must be a positive number")
+    if not 0 <= self.momentum < 1:
+      bad("momentum", "must be in [0, 1)")
+    if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+      bad("weight_decay", "must be >= 0")
+    if not 0 <= self.label_smoothing < 1:
+      bad("label_smoothing", "must be in [0, 1)")
+    try:
+      BitPattern(self.pattern_bits, self.pattern_length)
+    except (ValueError, TypeError) as e:
+      raise ValueError(f"--pattern_bits={self.pattern_bits} --pattern_length="
+                       f"{self.pattern_length}: {e}") from None
+    try:
+      self.first_last_pattern()
+    except (ValueError, TypeError) as e:
+      raise ValueError(f"--first_last={self.first_last!r}: {e}") from None
+    if self.activation_bits != 0 and not 2 <= self.activation_bits <= 16:
+      bad("activation_bits", "must be 0 (float activations) or in [2, 16]")
+    if not (math.isfinite(self.admm_rho) and self.admm_rho > 0):
+      bad("admm_rho", "must be a positive number")
+    if self.admm_rho_policy not in RHO_POLICIES:
+      bad("admm_rho_policy", f"unknown policy; known: {', '.join(RHO_POLICIES)}")
+    if not (math.isfinite(self.admm_rho_growth) and self.admm_rho_growth > 0):
+      bad("admm_rho_growth", "must be a positive number")
+    if not self.admm_rho_max >= self.admm_rho:
+      bad("admm_rho_max", f"must be >= --admm_rho={self.admm_rho}")
+    if self.seed < 0:
+      bad("seed", "must be >= 0")
+    if self.progress_every_seconds <= 0:
+      bad("progress_every_seconds", "must be > 0")
+
+  # ------------------------------------------------------------------------------------------
+  @property
+  def pattern(self) -> BitPattern:
+    """The weight format of every quantized layer (except ``first_last`` overrides)."""
+    return BitPattern(self.pattern_bits, self.pattern_length)
+
+  def first_last_pattern(self) -> Tuple[bool, Optional[BitPattern]]:
+    """``(override, pattern)`` for the first conv / classifier: ``(False, None)`` for ``same``,
+    ``(True, None)`` for ``float``, ``(True, pattern)`` otherwise."""
+    v = self.first_last.strip().lower()
+    if v == "same":
+      return False, None
+    if v == "float":
+      return True, None
+    parts = [p.strip() for p in v.split(",")]
+    if len(parts) == 1 and parts[0].isdigit():
+      return True, uniform(int(parts[0]))
+    if len(parts) == 2 and all(p.isdigit() for p in parts):
+      return True, BitPattern(int(parts[0]), int(parts[1]))
+    raise ValueError("expected same, float, BITS (uniform) or BITS,LENGTH")
+
+  @property
+  def effective_admm_lr(self) -> float:
+    return self.admm_learning_rate if self.admm_learning_rate is not None else 0.1 * self.learning_rate
+
+  @property
+  def effective_finetune_lr(self) -> float:
+    return (self.finetune_learning_rate if self.finetune_learning_rate is not None
+            else 0.01 * self.learning_rate)
+
+  def fingerprint(self) -> Dict[str, Any]:
+    """The fields that determine the results (compared when a run resumes)."""
+    d = dataclasses.asdict(self)
+    for k in NON_SEMANTIC_FIELDS:
+      d.pop(k, None)
+    return d
+
+  def replace(self, **kwargs) -> "TrainConfig":
+    return dataclasses.replace(self, **kwargs)

@@ -1,0 +1,161 @@
+"""Evaluation in the three modes, and pattern statistics of the quantized weights.
+
+* float / fake-quant: :func:`evaluate` runs a jitted :func:`~ebsp_jax.train.steps.eval_step`
+  over the evaluation split (padded to full batches with a mask, so every batch has one shape and
+  splits evenly over the devices); counts are exact integers.
+* integer: :func:`integer_top1` — the emulated integer datapath of :mod:`ebsp_jax.quant`
+  (``quant.to_integer``). It is a pluggable step: where that API is missing, the result is
+  ``None`` with a note saying why, and everything else still runs.
+* :func:`pattern_telemetry` — scalars describing how the weights populate their patterns (logged
+  over time during ADMM); :func:`layer_stats` — the per-layer final statistics for results.json.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ebsp_jax.numerics import BitPattern, pattern_stats, quantize
+from ebsp_jax.numerics.tree import Rule, path_str
+from ebsp_jax.train import sharding as sharding_lib
+
+PyTree = Any
+
+
+def pad_batch(batch: Mapping[str, np.ndarray], size: int) -> Dict[str, np.ndarray]:
+  """Pads a batch to ``size`` examples and adds ``mask`` (1 real, 0 padding)."""
+  n = len(batch["label"])
+  if n > size:
+    raise ValueError(f"eval batch of {n} examples exceeds --eval_batch_size={size}")
+  out = {}
+  for k, v in batch.items():
+    v = np.asarray(v)
+    pad = np.zeros((size - n,) + v.shape[1:], v.dtype)
+    out[k] = np.concatenate([v, pad]) if n < size else v
+  out["mask"] = np.concatenate([np.ones(n, np.float32), np.zeros(size - n, np.float32)])
+  return out
+
+
+def evaluate(eval_fn: Callable[..., Dict[str, jax.Array]], params: PyTree,
+             model_state: Mapping[str, PyTree], batches: Iterable[Mapping[str, np.ndarray]],
+             batch_size: int, mesh) -> Dict[str, float]:
+  """Top-1 accuracy and mean loss of ``eval_fn(params, model_state, batch)`` over ``batches``."""
+  correct = count = 0
+  loss = 0.0
+  for b in batches:
+    out = jax.device_get(eval_fn(params, model_state,
+                                 sharding_lib.shard_batch(pad_batch(b, batch_size), mesh)))
+    correct += int(out["correct"])
+    count += int(out["count"])
+    loss += float(out["loss_sum"])
+  if count == 0:
+    raise ValueError("the evaluation split is empty")
+  return {"top1": correct / count, "loss": loss / count, "count": count}
+
+
+# ------------------------------------------------------------------------------------------
+# Integer mode (pluggable).
+def integer_top1(model_name: str, variables: Mapping[str, PyTree], weight_rule: Rule,
+                 weight_scales: PyTree, activation_bits: int,
+                 batches: Iterable[Mapping[str, np.ndarray]]) -> Tuple[Optional[float], str]:
+  """Top-1 of the emulated integer datapath, or ``(None, why)`` where it is unavailable.
+
+  Uses ``ebsp_jax.quant.to_integer(model_name, variables, weight_rule=..., weight_scales=...,
+  activation_bits=...)``, whose result has ``.apply(images) -> logits``.
+  """
+  try:
+    from ebsp_jax import quant
+    to_integer = quant.to_integer
+  except (ImportError, AttributeError):
+    return None, "integer mode unavailable: ebsp_jax.quant.to_integer is not implemented yet"
+  if activation_bits == 0:
+    return None, "integer mode needs quantized activations (--activation_bits > 0)"
+  int_model = to_integer(model_name, variables, weight_rule=weight_rule,
+                         weight_scales=weight_scales, activation_bits=activation_bits)
+  correct = count = 0
+  for b in batches:
+    logits = np.asarray(int_model.apply(jnp.asarray(b["image"])))
+    correct += int(np.sum(np.argmax(logits, -1) == np.asarray(b["label"])))
+    count += len(b["label"])
+  return correct / max(count, 1), "ebsp_jax.quant.to_integer"
+
+
+# ------------------------------------------------------------------------------------------
+# Pattern statistics.
+def _quantized_leaves(params: PyTree, rule: Rule, scales: PyTree):
+  flat_scales = {path_str(p): s for p, s in
+                 jax.tree_util.tree_flatten_with_path(scales, is_leaf=lambda x: x is None)[0]
+                 if s is not None}
+  for p, w in jax.tree_util.tree_flatten_with_path(params)[0]:
+    key = path_str(p)
+    pat = rule(key, w)
+    if pat is not None and key in flat_scales:
+      yield key, pat, w, flat_scales[key]
+
+
+def pattern_telemetry(params: PyTree, rule: Rule, scales: PyTree, main: BitPattern,
+                      z: Optional[PyTree] = None) -> Dict[str, jax.Array]:
+  """Scalars over all quantized weights (traceable; jit it with ``rule``/``main`` static).
+
+  Returns ``pattern/zero_fraction`` (weights whose nearest level is 0), ``pattern/near_grid``
+  (within 0.05 of a level, in units of the scale), ``pattern/rel_error``
+  (``||W - Proj W|| / ||W||``), ``pattern/z_agreement`` (nearest level equals Z's, when ``z`` is
+  given) and, over the leaves in the ``main`` pattern, the fraction of non-zero weights per shift
+  (``pattern/shift_k``) and of all weights per mantissa (``pattern/mantissa_m``).
+  """
+  z_flat = ({path_str(p): v for p, v in jax.tree_util.tree_flatten_with_path(
+      z, is_leaf=lambda x: x is None)[0] if v is not None} if z is not None else {})
+  total = zeros = near = agree = 0
+  err2 = norm2 = jnp.zeros((), jnp.float32)
+  shift = jnp.zeros((main.max_shift + 2,), jnp.int32)
+  mant = jnp.zeros((1 << main.length,), jnp.int32)
+  for key, pat, w, s in _quantized_leaves(params, rule, scales):
+    w = w.astype(jnp.float32)
+    q = quantize(w, pat, s)
+    y = w / s
+    total += w.size
+    zeros = zeros + jnp.sum(q == 0)
+    near = near + jnp.sum(jnp.abs(y - q) < 0.05)
+    err2 = err2 + jnp.sum(jnp.square(w - q * s))
+    norm2 = norm2 + jnp.sum(jnp.square(w))
+    if key in z_flat:
+      agree = agree + jnp.sum(q == quantize(z_flat[key], pat, s))
+    if pat == main:
+      st = pattern_stats(q, pat)
+      shift = shift + st["shift"]
+      mant = mant + st["mantissa"]
+  if total == 0:
+    return {}
+  out = {"pattern/zero_fraction": zeros / total, "pattern/near_grid": near / total,
+         "pattern/rel_error": jnp.sqrt(err2 / jnp.maximum(norm2, 1e-30))}
+  if z_flat:
+    out["pattern/z_agreement"] = agree / total
+  nz = jnp.maximum(jnp.sum(shift), 1)
+  for k in range(main.max_shift + 1):
+    out[f"pattern/shift_{k}"] = shift[k] / nz
+  mt = jnp.maximum(jnp.sum(mant), 1)
+  for m in range(1 << main.length):
+    out[f"pattern/mantissa_{m}"] = mant[m] / mt
+  return out
+
+
+def layer_stats(params: PyTree, rule: Rule, scales: PyTree) -> Dict[str, Dict[str, Any]]:
+  """Per quantized leaf: pattern, size, on-grid check, zero fraction, histograms (host values)."""
+  out = {}
+  for key, pat, w, s in _quantized_leaves(params, rule, scales):
+    q = quantize(w, pat, s)
+    st = jax.device_get(pattern_stats(q, pat))
+    exact = bool(jnp.all(q * s == w))
+    out[key] = {
+        "pattern": str(pat), "size": int(w.size), "on_grid": exact,
+        "zero_fraction": float(st["zero_fraction"]),
+        "on_grid_fraction": float(st["on_grid_fraction"]),
+        "shift_hist": [int(v) for v in st["shift"]],
+        "mantissa_hist": [int(v) for v in st["mantissa"]],
+        "scale_shape": list(np.shape(s)),
+    }
+  return out

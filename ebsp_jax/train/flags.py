@@ -1,0 +1,129 @@
+"""absl flags shared by the experiment mains, and the main function they all call.
+
+Each ``experiments/<dataset>.py`` is two lines: define the flags with its dataset's defaults and
+call :func:`main`. A bad flag value ends the program with a one-line ``error: ...`` on stderr and
+exit status 2 (absl's own parsing errors also exit non-zero).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from typing import Any, Dict, Optional
+
+from absl import app, flags, logging
+
+from ebsp_jax.train.config import TrainConfig
+
+FLAGS = flags.FLAGS
+
+_HELP = {
+    "model": "model name (ebsp_jax.models.MODELS)",
+    "workdir": "run directory: checkpoints, metrics, TensorBoard events, results.json",
+    "data_dir": "dataset directory (default: the dataset's standard location)",
+    "float_epochs": "epochs of float training (fractional allowed)",
+    "admm_epochs": "epochs of ADMM quantization-aware training (0: post-training projection)",
+    "finetune_epochs": "epochs of fine-tuning what stays float after the hard projection",
+    "train_examples": "cap on training examples (0: all)",
+    "eval_examples": "cap on evaluation examples (0: all)",
+    "batch_size": "global training batch size (split over all devices)",
+    "eval_batch_size": "global evaluation batch size",
+    "optimizer": "sgd (momentum, nesterov) or adam",
+    "learning_rate": "peak learning rate of float training (cosine decay)",
+    "admm_learning_rate": "peak learning rate of the ADMM phase (default 0.1 x learning_rate)",
+    "finetune_learning_rate": "peak learning rate of fine-tuning (default 0.01 x learning_rate)",
+    "momentum": "SGD momentum / Adam b1",
+    "weight_decay": "L2 weight decay on conv/dense kernels",
+    "warmup_epochs": "linear learning-rate warmup of float training",
+    "label_smoothing": "label smoothing of the cross-entropy",
+    "augment": "random-crop/flip augmentation where the dataset supports it",
+    "pattern_bits": "bits of the weight format (sign included)",
+    "pattern_length": "pattern length L (= bits-1: uniform; 1: power of two)",
+    "first_last": "first conv and classifier: same | float | BITS | BITS,LENGTH",
+    "per_channel": "one weight scale per output channel (else per tensor)",
+    "activation_bits": "activation bits after float training (0: float activations)",
+    "admm_rho": "initial ADMM penalty rho",
+    "admm_rho_policy": "constant | geometric | balance (residual balancing)",
+    "admm_rho_growth": "geometric policy: rho factor per Z-step",
+    "admm_rho_max": "cap on rho",
+    "admm_update_every": "training steps between ADMM Z/U updates",
+    "admm_straight_through": "forward with projected weights during ADMM (off: plain ADMM)",
+    "seed": "random seed (init, shuffling, dropout)",
+    "pretrained": "workdir (or its float_model/) of an earlier run to start from",
+    "checkpoint_every": "steps between checkpoints",
+    "keep_checkpoints": "checkpoints kept",
+    "log_every": "steps between metric writes",
+    "progress_every_seconds": "longest time between progress lines",
+    "integer_eval": "evaluate the integer (emulated hardware) mode at the end",
+    "multihost": "initialise jax.distributed (multi-host data parallelism)",
+}
+
+
+def define_flags(**defaults: Any) -> None:
+  """Defines one flag per :class:`TrainConfig` field (except ``dataset``) with ``defaults``."""
+  for f in dataclasses.fields(TrainConfig):
+    if f.name == "dataset":
+      continue
+    default = defaults.get(f.name, f.default)
+    if default is dataclasses.MISSING:
+      default = None
+    help_ = _HELP.get(f.name, f.name)
+    typ = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    if "bool" in typ:
+      flags.DEFINE_bool(f.name, default, help_)
+    elif typ.startswith("Optional[float]"):
+      flags.DEFINE_float(f.name, default, help_)
+    elif "float" in typ:
+      flags.DEFINE_float(f.name, default, help_)
+    elif "int" in typ:
+      flags.DEFINE_integer(f.name, default, help_)
+    else:
+      flags.DEFINE_string(f.name, default, help_)
+
+
+def config_from_flags(dataset: str) -> TrainConfig:
+  values: Dict[str, Any] = {"dataset": dataset}
+  for f in dataclasses.fields(TrainConfig):
+    if f.name != "dataset":
+      values[f.name] = FLAGS[f.name].value
+  for k in ("data_dir", "pretrained"):
+    if values[k] == "":
+      values[k] = None
+  if values["model"] is None:
+    raise ValueError("--model is required")
+  if values["workdir"] is None:
+    raise ValueError("--workdir is required")
+  return TrainConfig(**values)
+
+
+def _fail(msg: str) -> None:
+  print(f"error: {msg}", file=sys.stderr, flush=True)
+  sys.exit(2)
+
+
+def main(dataset: str):
+  """The body of every experiment main."""
+  def _main(argv):
+    if len(argv) > 1:
+      _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS["verbosity"].present:
+      logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    try:
+      cfg = config_from_flags(dataset)
+    except (ValueError, TypeError) as e:
+      _fail(str(e).splitlines()[0])
+    if cfg.multihost:
+      from ebsp_jax.train import sharding
+      sharding.initialize_distributed()
+    from ebsp_jax.train import checkpoint, trainer
+    try:
+      experiment = trainer.Experiment(cfg)
+    except (checkpoint.CheckpointError, ValueError, FileNotFoundError) as e:
+      _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    try:
+      experiment.run()
+    except checkpoint.CheckpointError as e:
+      _fail(str(e).splitlines()[0])
+
+  app.run(_main)

@@ -1,0 +1,68 @@
+"""The training library's view of the data: a step-indexed train stream and eval batches.
+
+The data come from :func:`ebsp_jax.data.get_dataset`. The trainer needs two things from it: the
+global batch of training step ``t`` for any ``t`` (``start_step``: deterministic per seed, so a
+resumed run sees exactly the batches an uninterrupted run would) and the evaluation split in
+batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Iterator, Tuple
+
+import numpy as np
+
+from ebsp_jax import data as data_lib
+from ebsp_jax.train.config import TrainConfig
+
+Batch = Dict[str, np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class DataInfo:
+  num_train: int           # training examples used (after the --train_examples cap)
+  num_eval: int            # evaluation examples used
+  num_classes: int
+  input_shape: Tuple[int, int, int]
+  steps_per_epoch: int
+  source: str              # where the data were found
+
+
+class Data:
+  """Train stream + eval batches for a config (fails fast if the data are missing)."""
+
+  def __init__(self, cfg: TrainConfig):
+    self.cfg = cfg
+    train = self._train(0)
+    ev = self._eval()
+    self.info = DataInfo(int(train.num_examples), int(ev.num_examples), int(train.num_classes),
+                         tuple(train.input_shape), int(train.steps_per_epoch),
+                         str(getattr(train, "source_description", "")))
+
+  def _train(self, start_step: int):
+    c = self.cfg
+    return data_lib.get_dataset(c.dataset, split="train", data_dir=c.data_dir,
+                                batch_size=c.batch_size, shuffle=True, seed=c.seed,
+                                augment=c.augment, num_examples=c.train_examples or None,
+                                drop_remainder=True, start_step=start_step, num_epochs=None)
+
+  def _eval(self):
+    c = self.cfg
+    return data_lib.get_dataset(c.dataset, split="test", data_dir=c.data_dir,
+                                batch_size=c.eval_batch_size, shuffle=False, seed=0,
+                                augment=False, num_examples=c.eval_examples or None,
+                                drop_remainder=False, start_step=0, num_epochs=1)
+
+  def train_iter(self, start_step: int) -> Iterator[Batch]:
+    """Global batches of steps ``start_step, start_step + 1, ...`` (endless)."""
+    return iter(self._train(start_step))
+
+  def eval_batches(self) -> Iterator[Batch]:
+    """The evaluation split in batches of at most ``eval_batch_size`` (the last may be short)."""
+    return iter(self._eval())
+
+  def example_batch(self) -> Batch:
+    """A 2-example batch of zeros for model initialisation."""
+    return {"image": np.zeros((2,) + tuple(self.info.input_shape), np.float32),
+            "label": np.zeros((2,), np.int32)}

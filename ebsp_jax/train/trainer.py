@@ -1,0 +1,477 @@
+"""The EBSP pipeline: float training → ADMM QAT → hard projection + fine-tuning → evaluation.
+
+One :class:`Experiment` per run. The global step counts training batches over all phases; the
+phase of step ``t`` follows from the configured epoch counts::
+
+    [0, F)            float      plain training (or continue from --pretrained)
+    [F, F+A)          admm       ADMM QAT onto the pattern grids, forward with projected weights
+                                 and fake-quantized activations
+    [F+A, F+A+T)      finetune   weights hard-projected and frozen; what stays float trains
+    F+A+T             done       final evaluation: fake-quant and integer modes, pattern stats
+
+A phase change is a pure function of the state (so a resumed run makes exactly the same change)
+followed by the evaluations due at that point and a checkpoint. Results measured so far travel in
+the checkpoint metadata, and ``results.json`` is written at the end (atomically).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, Optional, TextIO, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ebsp_jax import admm as admm_lib
+from ebsp_jax import models
+from ebsp_jax.numerics import make_rule
+from ebsp_jax.numerics.tree import Rule
+from ebsp_jax.train import checkpoint as ckpt_lib
+from ebsp_jax.train import evaluation
+from ebsp_jax.train import sharding as sharding_lib
+from ebsp_jax.train.config import PHASES, TrainConfig
+from ebsp_jax.train.input_pipeline import Data
+from ebsp_jax.train.metrics import MetricWriter, Progress, format_duration
+from ebsp_jax.train.steps import TrainState, count_params, eval_step, train_step
+
+PyTree = Any
+RESULTS_FILE = "results.json"
+
+
+def _kernel_mask(params: PyTree) -> PyTree:
+  return jax.tree_util.tree_map(lambda x: x.ndim > 1, params)
+
+
+def weight_rule(cfg: TrainConfig) -> Rule:
+  """Which weights are quantized and how: every conv/dense kernel in ``cfg.pattern``, the first
+  conv and the classifier per ``--first_last``."""
+  override, pattern = cfg.first_last_pattern()
+  overrides = []
+  if override:
+    first, last = models.FIRST_LAYER, models.LAST_LAYER
+    overrides = [(f"^{first}/", pattern), (f"^{last}/", pattern)]
+  return make_rule(cfg.pattern, overrides=overrides)
+
+
+def rho_policy(cfg: TrainConfig) -> admm_lib.RhoPolicy:
+  if cfg.admm_rho_policy == "constant":
+    return admm_lib.constant_rho(cfg.admm_rho)
+  if cfg.admm_rho_policy == "geometric":
+    return admm_lib.geometric_rho(cfg.admm_rho, cfg.admm_rho_growth, cfg.admm_rho_max)
+  return admm_lib.residual_balancing_rho(cfg.admm_rho, max_value=cfg.admm_rho_max)
+
+
+def _base_optimizer(cfg: TrainConfig, lr) -> optax.GradientTransformation:
+  if cfg.optimizer == "sgd":
+    return optax.sgd(lr, momentum=cfg.momentum or None, nesterov=cfg.momentum > 0)
+  return optax.adam(lr, b1=cfg.momentum)
+
+
+class Experiment:
+  """A configured run: data, models, optimizers per phase, checkpoints, metrics.
+
+  Args:
+    cfg: the configuration.
+    stream: where progress lines go.
+  """
+
+  def __init__(self, cfg: TrainConfig, stream: TextIO = sys.stdout):
+    self.cfg = cfg
+    self.primary = jax.process_index() == 0
+    self.progress_stream = stream
+    self.mesh = sharding_lib.make_mesh()
+    sharding_lib.check_batch_size(cfg.batch_size, self.mesh)
+    sharding_lib.check_batch_size(cfg.eval_batch_size, self.mesh, "eval_batch_size")
+    self.repl = sharding_lib.replicated(self.mesh)
+    self.data = Data(cfg)
+    info = self.data.info
+    spe = info.steps_per_epoch
+    self.steps = {p: int(round(getattr(cfg, f"{p}_epochs") * spe))
+                  for p in ("float", "admm", "finetune")}
+    f, a, t = self.steps["float"], self.steps["admm"], self.steps["finetune"]
+    self.bounds = {"float": (0, f), "admm": (f, f + a), "finetune": (f + a, f + a + t)}
+    self.total_steps = f + a + t
+    self.float_model = models.get_model(cfg.model, num_classes=info.num_classes)
+    if cfg.activation_bits:
+      from ebsp_jax import quant
+      inj = quant.fake_quant_injection(activation_bits=cfg.activation_bits)
+      self.quant_model = models.get_model(cfg.model, num_classes=info.num_classes, **inj)
+    else:
+      self.quant_model = self.float_model
+    self.rule = weight_rule(cfg)
+    self.txs = {p: self._make_tx(p) for p in ("float", "admm", "finetune")}
+    self._train_fns: Dict[str, Any] = {}
+    self._eval_fns: Dict[str, Any] = {}
+    self.workdir = os.path.abspath(cfg.workdir)
+    self.ckpt_dir = os.path.join(self.workdir, "checkpoints")
+
+  # ------------------------------------------------------------------------------------------
+  # Phases.
+  def phase_at(self, step: int) -> str:
+    for p in ("float", "admm", "finetune"):
+      lo, hi = self.bounds[p]
+      if lo <= step < hi:
+        return p
+    return "done"
+
+  def model_for(self, phase: str):
+    return self.float_model if phase == "float" else self.quant_model
+
+  def _make_tx(self, phase: str) -> optax.GradientTransformation:
+    cfg = self.cfg
+    n = max(self.steps[phase], 1)
+    if phase == "float":
+      warm = min(int(round(cfg.warmup_epochs * self.data.info.steps_per_epoch)), n - 1)
+      lr = optax.warmup_cosine_decay_schedule(0.0 if warm else cfg.learning_rate,
+                                              cfg.learning_rate, max(warm, 0), n, 0.0)
+      return optax.chain(optax.add_decayed_weights(cfg.weight_decay, _kernel_mask),
+                         _base_optimizer(cfg, lr))
+    if phase == "admm":
+      lr = optax.cosine_decay_schedule(cfg.effective_admm_lr, n)
+      return optax.chain(
+          admm_lib.admm(self.rule, rho=rho_policy(cfg), update_every=cfg.admm_update_every,
+                        per_channel=cfg.per_channel),
+          optax.add_decayed_weights(cfg.weight_decay, _kernel_mask),
+          _base_optimizer(cfg, lr))
+    lr = optax.cosine_decay_schedule(cfg.effective_finetune_lr, n)
+
+    def labels(params):
+      return jax.tree_util.tree_map_with_path(
+          lambda p, w: "frozen" if self.rule(_path(p), w) is not None else "train", params)
+
+    return optax.multi_transform({"train": _base_optimizer(cfg, lr),
+                                  "frozen": optax.set_to_zero()}, labels)
+
+  def init_state(self, rng: jax.Array) -> TrainState:
+    """The float-phase state at step 0 (pure; used under ``eval_shape`` for templates)."""
+    init_rng, train_rng = jax.random.split(rng)
+    x = jnp.asarray(self.data.example_batch()["image"])
+    variables = dict(self.float_model.init(init_rng, x, train=False))
+    params = variables.pop("params")
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
+                      opt_state=self.txs["float"].init(params), rng=train_rng,
+                      weight_scales=None, phase="float")
+
+  def advance(self, state: TrainState) -> TrainState:
+    """The state after the next phase change (pure)."""
+    nxt = PHASES[PHASES.index(state.phase) + 1]
+    if nxt == "admm":
+      model_state = dict(state.model_state)
+      if self.cfg.activation_bits:
+        x = jnp.asarray(self.data.example_batch()["image"])
+        qvars = self.quant_model.init(jax.random.PRNGKey(0), x, train=False)
+        model_state["quant_stats"] = qvars["quant_stats"]
+      return state.replace(model_state=model_state, opt_state=self.txs["admm"].init(state.params),
+                           phase="admm")
+    if nxt == "finetune":
+      params = admm_lib.finalize(state.params, state.opt_state)
+      scales = admm_lib.tree_scales(params, state.opt_state)
+      return state.replace(params=params, weight_scales=scales,
+                           opt_state=self.txs["finetune"].init(params), phase="finetune")
+    return state.replace(phase="done")
+
+  @functools.cached_property
+  def _init_jit(self):
+    return jax.jit(lambda rng: _strong(self.init_state(rng)), out_shardings=self.repl)
+
+  @functools.cached_property
+  def _advance_jit(self):
+    return jax.jit(lambda s: _strong(self.advance(s)), out_shardings=self.repl)
+
+  def template(self, phase: str) -> TrainState:
+    """Abstract state (shapes/dtypes) of ``phase``."""
+    def build(rng):
+      s = self.init_state(rng)
+      while s.phase != phase:
+        s = self.advance(s)
+      return s
+    return jax.eval_shape(build, jax.random.PRNGKey(0))
+
+  # ------------------------------------------------------------------------------------------
+  # Jitted functions.
+  def train_fn(self, phase: str):
+    if phase not in self._train_fns:
+      fn = functools.partial(train_step, apply_fn=self.model_for(phase).apply,
+                             tx=self.txs[phase],
+                             straight_through=phase == "admm" and self.cfg.admm_straight_through,
+                             label_smoothing=self.cfg.label_smoothing)
+      self._train_fns[phase] = jax.jit(fn, out_shardings=self.repl)
+    return self._train_fns[phase]
+
+  def eval_fn(self, mode: str):
+    if mode not in self._eval_fns:
+      model = self.float_model if mode == "float" else self.quant_model
+      self._eval_fns[mode] = jax.jit(functools.partial(eval_step, apply_fn=model.apply),
+                                     out_shardings=self.repl)
+    return self._eval_fns[mode]
+
+  def evaluate(self, state: TrainState, mode: str) -> Dict[str, float]:
+    return evaluation.evaluate(self.eval_fn(mode), state.params, state.model_state,
+                               self.data.eval_batches(), self.cfg.eval_batch_size, self.mesh)
+
+  @functools.cached_property
+  def _telemetry_fn(self):
+    def fn(params, opt_state):
+      return evaluation.pattern_telemetry(
+          params, admm_lib.tree_rule(opt_state), admm_lib.tree_scales(params, opt_state),
+          self.cfg.pattern, z=_z_tree(opt_state))
+    return jax.jit(fn)
+
+  # ------------------------------------------------------------------------------------------
+  # Checkpoints.
+  def _meta(self, state: TrainState, results: Dict[str, Any], wall: float) -> Dict[str, Any]:
+    step = int(state.step)
+    return {"step": step, "phase": state.phase, "config": _jsonable(self.cfg.fingerprint()),
+            "results": results, "wall_seconds": wall,
+            "data": {"position": step, "steps_per_epoch": self.data.info.steps_per_epoch},
+            "total_steps": self.total_steps}
+
+  def save(self, ckpt: ckpt_lib.Checkpointer, state: TrainState, results, wall: float) -> None:
+    ckpt.save(_ckpt_id(state), state, self._meta(state, results, wall))
+
+  def restore_or_init(self, ckpt: ckpt_lib.Checkpointer) -> Tuple[TrainState, Dict, float, bool]:
+    """Latest checkpoint (validated), or a fresh/pretrained state. Never silently restarts."""
+    latest = ckpt.latest_id()
+    if latest is None:
+      state = self._init_jit(jax.random.PRNGKey(self.cfg.seed))
+      if self.cfg.pretrained:
+        state = sharding_lib.replicate(self._load_pretrained(state), self.mesh)
+      return state, {}, 0.0, False
+    meta = ckpt.read_meta(latest)
+    diff = ckpt_lib.config_difference(meta.get("config", {}), _jsonable(self.cfg.fingerprint()))
+    if diff:
+      raise ckpt_lib.CheckpointError(
+          f"{self.workdir} holds a run with a different configuration ({'; '.join(diff[:4])}"
+          f"{'; ...' if len(diff) > 4 else ''}); use another --workdir, or delete it to start over")
+    phase = meta.get("phase")
+    if phase not in PHASES:
+      raise ckpt_lib.CheckpointError(f"checkpoint {latest} in {self.ckpt_dir} has unknown "
+                                     f"phase {phase!r}")
+    template = self.template(phase)
+    shardings = jax.tree_util.tree_map(lambda _: self.repl, template)
+    state, meta = ckpt.restore(latest, template, shardings)
+    if int(state.step) != meta["step"]:
+      raise ckpt_lib.CheckpointError(f"checkpoint {latest} is inconsistent: step leaf "
+                                     f"{int(state.step)} vs metadata {meta['step']}")
+    return state, dict(meta.get("results", {})), float(meta.get("wall_seconds", 0.0)), True
+
+  def _load_pretrained(self, state: TrainState) -> TrainState:
+    path = os.path.abspath(self.cfg.pretrained)
+    if os.path.isdir(os.path.join(path, "float_model")):
+      path = os.path.join(path, "float_model")
+    if not os.path.isdir(path):
+      raise ckpt_lib.CheckpointError(f"--pretrained={self.cfg.pretrained}: no such directory "
+                                     "(expected a workdir of an earlier run or its float_model/)")
+    fm = ckpt_lib.Checkpointer(path, max_to_keep=1)
+    latest = fm.latest_id()
+    if latest is None:
+      raise ckpt_lib.CheckpointError(f"--pretrained={self.cfg.pretrained}: {path} holds no "
+                                     "float-model checkpoint")
+    meta = fm.read_meta(latest)
+    for key in ("model", "dataset"):
+      if meta.get(key) != getattr(self.cfg, key):
+        raise ckpt_lib.CheckpointError(
+            f"--pretrained={self.cfg.pretrained}: a {meta.get('model')} on "
+            f"{meta.get('dataset')}, but this run trains a {self.cfg.model} on {self.cfg.dataset}")
+    template = {"params": state.params, "model_state": state.model_state}
+    loaded, _ = fm.restore(latest, template)
+    return state.replace(params=loaded["params"], model_state=loaded["model_state"])
+
+  def _save_float_model(self, state: TrainState, float_top1: float) -> None:
+    path = os.path.join(self.workdir, "float_model")
+    fm = ckpt_lib.Checkpointer(path, max_to_keep=1)
+    fm.save(0, {"params": state.params, "model_state": state.model_state},
+            {"model": self.cfg.model, "dataset": self.cfg.dataset, "float_top1": float_top1,
+             "step": int(state.step)})
+
+  # ------------------------------------------------------------------------------------------
+  def run(self) -> Dict[str, Any]:
+    """Runs (or resumes) the whole pipeline; returns the results (also in results.json)."""
+    t_start = time.time()
+    cfg = self.cfg
+    os.makedirs(self.workdir, exist_ok=True)
+    ckpt = ckpt_lib.Checkpointer(self.ckpt_dir, cfg.keep_checkpoints)
+    state, results, wall_before, resumed = self.restore_or_init(ckpt)
+    step = int(state.step)
+    writer = MetricWriter(self.workdir, resume_step=step if resumed else None,
+                          enabled=self.primary)
+    progress = Progress(self.total_steps, cfg.batch_size, self.progress_stream, self.primary)
+    progress.message(
+        f"{cfg.model} on {cfg.dataset}: {self.data.info.num_train} train / "
+        f"{self.data.info.num_eval} eval examples, {self.data.info.steps_per_epoch} steps/epoch, "
+        f"phases float {self.steps['float']} + admm {self.steps['admm']} + finetune "
+        f"{self.steps['finetune']} = {self.total_steps} steps, pattern {cfg.pattern}, "
+        f"activations {cfg.activation_bits or 'float'}, {jax.device_count()} device(s)"
+        + (f"; resumed at step {step} ({state.phase})" if resumed else ""))
+    self._loop_time, self._loop_steps = 0.0, 0
+
+    def wall():
+      return wall_before + time.time() - t_start
+
+    try:
+      while True:
+        want = self.phase_at(int(state.step))
+        if state.phase != want:
+          state, results = self._change_phase(state, results, writer, progress)
+          self.save(ckpt, state, results, wall())
+          continue
+        if want == "done":
+          break
+        state = self._train_phase(state, ckpt, writer, progress, results, wall)
+      self.save(ckpt, state, results, wall())
+      results = self._final_results(state, results, wall())
+      if self.primary:
+        ckpt_lib.write_json_atomic(os.path.join(self.workdir, RESULTS_FILE), results)
+      progress.message(
+          f"done in {format_duration(results['wall_seconds'])}: float_top1 "
+          f"{_fmt(results.get('float_top1'))}, quant_top1 {_fmt(results.get('quant_top1'))}, "
+          f"integer_top1 {_fmt(results.get('integer_top1'))} -> "
+          f"{os.path.join(self.workdir, RESULTS_FILE)}")
+      return results
+    finally:
+      writer.close()
+      ckpt.close()
+
+  def _change_phase(self, state, results, writer, progress):
+    results = dict(results)
+    step = int(state.step)
+    if state.phase == "float":
+      ev = self.evaluate(state, "float")
+      results["float_top1"] = ev["top1"]
+      results["float_loss"] = ev["loss"]
+      writer.write(step, {"eval/float_top1": ev["top1"], "eval/float_loss": ev["loss"]}, "float")
+      progress.message(f"float model: top1 {ev['top1']:.4f} (loss {ev['loss']:.4f}, "
+                       f"{ev['count']} examples)")
+      if self.primary:
+        self._save_float_model(state, ev["top1"])
+    state = self._advance_jit(state)
+    progress.message(f"step {step}: entering phase '{state.phase}'")
+    if state.phase == "finetune":
+      ev = self.evaluate(state, "quant")
+      results["projected_top1"] = ev["top1"]
+      writer.write(step, {"eval/projected_top1": ev["top1"]}, "finetune")
+      progress.message(f"hard projection: fake-quant top1 {ev['top1']:.4f}")
+    if state.phase == "done":
+      ev = self.evaluate(state, "quant")
+      results["quant_top1"] = ev["top1"]
+      results["quant_loss"] = ev["loss"]
+      writer.write(step, {"eval/quant_top1": ev["top1"]}, "done")
+      progress.message(f"final fake-quant model: top1 {ev['top1']:.4f}")
+      if self.cfg.integer_eval:
+        variables = {"params": state.params, **state.model_state}
+        top1, note = evaluation.integer_top1(self.cfg.model, variables, self.rule,
+                                             state.weight_scales, self.cfg.activation_bits,
+                                             self.data.eval_batches())
+      else:
+        top1, note = None, "disabled by --nointeger_eval"
+      results["integer_top1"] = top1
+      results["integer_note"] = note
+      if top1 is not None:
+        writer.write(step, {"eval/integer_top1": top1}, "done")
+      progress.message(f"integer mode: top1 {_fmt(top1)} ({note})")
+      results["layers"] = evaluation.layer_stats(state.params, self.rule, state.weight_scales)
+    writer.flush()
+    return state, results
+
+  def _train_phase(self, state, ckpt, writer, progress, results, wall):
+    cfg = self.cfg
+    phase = state.phase
+    _, end = self.bounds[phase]
+    fn = self.train_fn(phase)
+    step = int(state.step)
+    batches = self.data.train_iter(step)
+    last_print = time.perf_counter()
+    progress.start(step)
+    t_phase, n_phase = time.perf_counter(), 0
+    while step < end:
+      batch = sharding_lib.shard_batch(next(batches), self.mesh)
+      state, metrics = fn(state, batch)
+      step += 1
+      n_phase += 1
+      now = time.perf_counter()
+      if step % cfg.log_every == 0 or step == end or now - last_print > cfg.progress_every_seconds:
+        scalars = dict(jax.device_get(metrics))
+        if phase == "admm":
+          scalars.update(jax.device_get(self._telemetry_fn(state.params, state.opt_state)))
+        if step % cfg.log_every == 0 or step == end:
+          writer.write(step, {f"train/{k}" if "/" not in k else k: v for k, v in scalars.items()},
+                       phase)
+        progress.line(step, phase, scalars)
+        last_print = time.perf_counter()
+      if step % cfg.checkpoint_every == 0 and step < end:
+        self.save(ckpt, state, results, wall())
+        writer.flush()
+    jax.block_until_ready(state.params)
+    self._loop_time += time.perf_counter() - t_phase
+    self._loop_steps += n_phase
+    return state
+
+  def _final_results(self, state: TrainState, results: Dict[str, Any], wall: float):
+    cfg = self.cfg
+    out = dict(results)
+    override, fl = cfg.first_last_pattern()
+    quantized = sum(w.size for _, _, w, _ in evaluation._quantized_leaves(
+        state.params, self.rule, state.weight_scales))
+    out.update({
+        "model": cfg.model, "dataset": cfg.dataset,
+        "pattern": {"bits": cfg.pattern_bits, "length": cfg.pattern_length,
+                    "name": str(cfg.pattern), "code_bits": cfg.pattern.code_bits,
+                    "num_levels": cfg.pattern.num_levels},
+        "first_last": cfg.first_last if override else "same",
+        "first_last_pattern": (str(fl) if fl is not None else ("float" if override else None)),
+        "activation_bits": cfg.activation_bits,
+        "num_params": count_params(state.params),
+        "num_quantized_params": int(quantized),
+        "steps": int(state.step),
+        "phase_steps": dict(self.steps),
+        "steps_per_epoch": self.data.info.steps_per_epoch,
+        "train_examples": self.data.info.num_train,
+        "eval_examples": self.data.info.num_eval,
+        "wall_seconds": wall,
+        "train_steps_per_second": (self._loop_steps / self._loop_time
+                                   if self._loop_time > 0 else None),
+        "devices": jax.device_count(),
+        "device_kind": jax.devices()[0].device_kind,
+        "platform": jax.devices()[0].platform,
+        "jax_version": jax.__version__,
+        "config": _jsonable(dict(cfg.fingerprint())),
+    })
+    return out
+
+
+def _path(p) -> str:
+  from ebsp_jax.numerics.tree import path_str
+  return path_str(p)
+
+
+def _z_tree(opt_state):
+  states = admm_lib.find_admm_states(opt_state)
+  return states[0].z if states else None
+
+
+def _ckpt_id(state: TrainState) -> int:
+  return 4 * int(state.step) + PHASES.index(state.phase)
+
+
+def _strong(tree):
+  """Drops weak types so fresh and restored states give the same jit signature."""
+  return jax.tree_util.tree_map(lambda x: jax.lax.convert_element_type(x, x.dtype), tree)
+
+
+def _jsonable(d):
+  return json.loads(json.dumps(d, default=str))
+
+
+def _fmt(v) -> str:
+  return "n/a" if v is None else f"{v:.4f}"
+
+
+def run(cfg: TrainConfig, stream: TextIO = sys.stdout) -> Dict[str, Any]:
+  """Runs (or resumes) an experiment; see :class:`Experiment`."""
+  return Experiment(cfg, stream).run()
