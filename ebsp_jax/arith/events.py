@@ -54,6 +54,8 @@ it), with a ``name`` per call, e.g. for a whole network.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import threading
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -176,6 +178,21 @@ def _check_high_water(high_water):
     raise ValueError(f"high_water={high_water!r} is not supported; allowed: {', '.join(HIGH_WATER)}")
 
 
+@functools.partial(jax.jit, static_argnames=("geo", "cfg"))
+def _dot_kernel(lhs, rhs, geo, cfg: Config):
+  a, w = dot_canonical(lhs.astype(jnp.int32), rhs.astype(jnp.int32), geo)     # (G,X,K), (G,K,Y)
+  fa = jnp.sum(_act_features(a, cfg), axis=1).reshape(geo.g * geo.k, -1)
+  fw = jnp.sum(_weight_features(w, cfg.pattern), axis=2).reshape(geo.g * geo.k, -1)
+  used = datapath.act_approx(a, cfg.pattern.length, cfg.rounding) if cfg.mode == "dual_lod" else a
+  (ap, an), (wp, wn) = _pos_neg(used, w)
+  scfg = _sum_cfg(cfg)
+  pl = fast.plan(scfg, geo.k)
+  dot = lambda x, y: _exact_dot(x, y, scfg, pl)
+  p = wide.add(dot(ap, wp), dot(an, wn))
+  n = wide.add(dot(ap, wn), dot(an, wp))
+  return fa, fw, jnp.sum(lhs != 0, dtype=jnp.int32), p, n, wide.add(p, wide.neg(n))
+
+
 def dot_general_events(lhs, rhs, dimension_numbers, *, pattern: BitPattern, mode: str = "exact",
                        rounding: str = "truncate", act_bits: Optional[int] = None,
                        act_signed: Optional[bool] = None, high_water: str = "bound") -> Events:
@@ -188,29 +205,22 @@ def dot_general_events(lhs, rhs, dimension_numbers, *, pattern: BitPattern, mode
   lhs, rhs = jnp.asarray(lhs), jnp.asarray(rhs)
   cfg = _config(lhs, rhs, pattern, mode, rounding, act_bits, act_signed, "dot")
   geo = dot_geometry(lhs.shape, rhs.shape, normalize_dot_dims(dimension_numbers, lhs.ndim, rhs.ndim))
-  a, w = dot_canonical(lhs.astype(jnp.int32), rhs.astype(jnp.int32), geo)     # (G,X,K), (G,K,Y)
-  fa = np.asarray(jnp.sum(_act_features(a, cfg), axis=1)).reshape(geo.g * geo.k, -1)
-  fw = np.asarray(jnp.sum(_weight_features(w, pattern), axis=2)).reshape(geo.g * geo.k, -1)
-  ev = _from_marginals(fa, fw, cfg, outputs=geo.g * geo.x * geo.y, contraction=geo.k,
-                       lhs_nonzero=int(jnp.sum(lhs != 0)), n_weights=rhs.size, n_acts=lhs.size)
-  used = datapath.act_approx(a, pattern.length, rounding) if mode == "dual_lod" else a
-  (ap, an), (wp, wn) = _pos_neg(used, w)
-  scfg = _sum_cfg(cfg)
-  pl = fast.plan(scfg, geo.k)
-  dot = lambda x, y: _exact_dot(x, y, scfg, pl)
-  p = wide.add(dot(ap, wp), dot(an, wn))
-  n = wide.add(dot(ap, wn), dot(an, wp))
-  ev.update(_high_water(p, n, wide.add(p, wide.neg(n))))
+  fa, fw, nonzero, p, n, total_sum = _dot_kernel(lhs, rhs, geo=geo, cfg=cfg)
+  ev = _from_marginals(np.asarray(fa), np.asarray(fw), cfg, outputs=geo.g * geo.x * geo.y,
+                       contraction=geo.k, lhs_nonzero=int(nonzero), n_weights=rhs.size,
+                       n_acts=lhs.size)
+  ev.update(_high_water(p, n, total_sum))
   if high_water == "sequential":
-    rcfg = dataclass_replace(cfg, method="reference")
-    _, _, state = reference.dot(a, w, rcfg, high_water=True)
-    ev["acc_high_water_bits"] = int(jnp.max(state["high_water"])) if state["high_water"].size else 1
+    ev["acc_high_water_bits"] = int(_dot_sequential(lhs, rhs, geo=geo,
+                                                    cfg=dataclasses.replace(cfg, method="reference")))
   return ev
 
 
-def dataclass_replace(cfg: Config, **kw) -> Config:
-  import dataclasses
-  return dataclasses.replace(cfg, **kw)
+@functools.partial(jax.jit, static_argnames=("geo", "cfg"))
+def _dot_sequential(lhs, rhs, geo, cfg: Config):
+  a, w = dot_canonical(lhs.astype(jnp.int32), rhs.astype(jnp.int32), geo)
+  _, _, state = reference.dot(a, w, cfg, high_water=True)
+  return jnp.max(state["high_water"], initial=1)
 
 
 def _exact_dot(a, w, cfg: Config, pl: fast.Plan) -> wide.Wide:
@@ -261,6 +271,42 @@ def _exact_conv(x, w, geo: ConvGeometry, cfg: Config) -> wide.Wide:
   return wide.Wide(*(jnp.broadcast_to(t, geo.out_shape) for t in v))
 
 
+@functools.partial(jax.jit, static_argnames=("geo", "cfg"))
+def _conv_kernel(lhs, rhs, geo: ConvGeometry, cfg: Config):
+  pattern = cfg.pattern
+  groups, cg, og, taps = geo.groups, geo.group_in, geo.group_out, geo.taps
+  x = geo.lhs_logical(lhs).astype(jnp.int32)                        # (N, C, *S)
+  feats = jnp.moveaxis(_act_features(x, cfg), -1, 1)                # (N, F, C, *S)
+  n_f = feats.shape[1]
+  x_pad, offsets, span = conv_taps(geo, feats.reshape((feats.shape[0], n_f * x.shape[1])
+                                                      + feats.shape[3:]))
+  per_tap = []
+  for t in range(taps):
+    win = window(x_pad, jnp.asarray(offsets[t]), span, geo.strides)   # (N, F*C, *out)
+    per_tap.append(jnp.sum(win.reshape(win.shape[0], n_f, x.shape[1], -1), axis=(0, 3)))
+  fa = jnp.stack(per_tap)                                           # (T, F, C)
+  # Padding / dilation holes hold all-zero features: count them as zero activations.
+  slots = geo.batch * int(np.prod(geo.out_spatial))
+  fa = fa.at[:, 0, :].add(slots - jnp.sum(fa, axis=1))
+  fa = fa.transpose(0, 2, 1).reshape(taps * geo.in_features, n_f)   # (T*C, F)
+  w = geo.rhs_logical(rhs).astype(jnp.int32).reshape(groups, og, cg, taps)
+  fw = jnp.sum(_weight_features(w, pattern), axis=1)                # (G, Cg, T, S+2)
+  fw = fw.transpose(2, 0, 1, 3).reshape(taps * geo.in_features, -1)
+  used = datapath.act_approx(lhs, pattern.length, cfg.rounding) if cfg.mode == "dual_lod" else lhs
+  (ap, an), (wp, wn) = _pos_neg(used.astype(jnp.int32), rhs.astype(jnp.int32))
+  scfg = _sum_cfg(cfg)
+  conv = lambda a, b: _exact_conv(a, b, geo, scfg)
+  p = wide.add(conv(ap, wp), conv(an, wn))
+  n = wide.add(conv(ap, wn), conv(an, wp))
+  return fa, fw, jnp.sum(lhs != 0, dtype=jnp.int32), p, n, wide.add(p, wide.neg(n))
+
+
+@functools.partial(jax.jit, static_argnames=("geo", "cfg"))
+def _conv_sequential(lhs, rhs, geo: ConvGeometry, cfg: Config):
+  _, _, state = reference.conv(lhs, rhs, geo, cfg, high_water=True)
+  return jnp.max(state["high_water"], initial=1)
+
+
 def conv_general_dilated_events(lhs, rhs, window_strides, padding, lhs_dilation=None,
                                 rhs_dilation=None, dimension_numbers=None,
                                 feature_group_count: int = 1, *, pattern: BitPattern,
@@ -273,42 +319,21 @@ def conv_general_dilated_events(lhs, rhs, window_strides, padding, lhs_dilation=
   cfg = _config(lhs, rhs, pattern, mode, rounding, act_bits, act_signed, "conv")
   geo = conv_geometry(lhs.shape, rhs.shape, window_strides, padding, lhs_dilation, rhs_dilation,
                       dimension_numbers, feature_group_count)
-  groups, cg, og, taps = geo.groups, geo.group_in, geo.group_out, geo.taps
   outputs = int(np.prod(geo.out_shape))
-  x = geo.lhs_logical(lhs).astype(jnp.int32)                        # (N, C, *S)
-  feats = jnp.moveaxis(_act_features(x, cfg), -1, 1)                # (N, F, C, *S)
-  n_f = feats.shape[1]
-  if outputs and taps and cg:
-    x_pad, offsets, span = conv_taps(geo, feats.reshape((feats.shape[0], n_f * x.shape[1])
-                                                        + feats.shape[3:]))
-    per_tap = []
-    for t in range(taps):
-      win = window(x_pad, jnp.asarray(offsets[t]), span, geo.strides)   # (N, F*C, *out)
-      per_tap.append(jnp.sum(win.reshape(win.shape[0], n_f, x.shape[1], -1), axis=(0, 3)))
-    fa = jnp.stack(per_tap)                                         # (T, F, C)
-    # Padding / dilation holes hold all-zero features: count them as zero activations.
-    slots = geo.batch * int(np.prod(geo.out_spatial))
-    fa = fa.at[:, 0, :].add(slots - jnp.sum(fa, axis=1))
-    fa = np.asarray(fa).transpose(0, 2, 1).reshape(taps * geo.in_features, n_f)  # (T*C, F)
-    w = geo.rhs_logical(rhs).astype(jnp.int32).reshape(groups, og, cg, taps)
-    fw = jnp.sum(_weight_features(w, pattern), axis=1)              # (G, Cg, T, S+2)
-    fw = np.asarray(fw).transpose(2, 0, 1, 3).reshape(taps * geo.in_features, -1)
+  if outputs and geo.k:
+    fa, fw, nonzero, p, n, total_sum = _conv_kernel(lhs, rhs, geo=geo, cfg=cfg)
+    fa, fw, nonzero = np.asarray(fa), np.asarray(fw), int(nonzero)
   else:
-    fa = np.zeros((0, n_f), np.int64)
+    fa = np.zeros((0, _max_act_shift(cfg) + 2), np.int64)
     fw = np.zeros((0, pattern.max_shift + 2), np.int64)
-  ev = _from_marginals(fa, fw, cfg, outputs=outputs, contraction=geo.k,
-                       lhs_nonzero=int(jnp.sum(lhs != 0)), n_weights=rhs.size, n_acts=lhs.size)
-  used = datapath.act_approx(lhs, pattern.length, rounding) if mode == "dual_lod" else lhs
-  (ap, an), (wp, wn) = _pos_neg(used.astype(jnp.int32), rhs.astype(jnp.int32))
-  scfg = _sum_cfg(cfg)
-  conv = lambda a, b: _exact_conv(a, b, geo, scfg)
-  p = wide.add(conv(ap, wp), conv(an, wn))
-  n = wide.add(conv(ap, wn), conv(an, wp))
-  ev.update(_high_water(p, n, wide.add(p, wide.neg(n))))
+    nonzero = int(np.count_nonzero(np.asarray(lhs)))
+    p = n = total_sum = wide.zeros(geo.out_shape)
+  ev = _from_marginals(fa, fw, cfg, outputs=outputs, contraction=geo.k, lhs_nonzero=nonzero,
+                       n_weights=rhs.size, n_acts=lhs.size)
+  ev.update(_high_water(p, n, total_sum))
   if high_water == "sequential":
-    _, _, state = reference.conv(lhs, rhs, geo, dataclass_replace(cfg, method="reference"),
-                                 high_water=True)
-    ev["acc_high_water_bits"] = int(jnp.max(state["high_water"])) if outputs else 1
+    ev["acc_high_water_bits"] = (int(_conv_sequential(
+        lhs, rhs, geo=geo, cfg=dataclasses.replace(cfg, method="reference"))) if outputs else 1)
   return ev
 
 

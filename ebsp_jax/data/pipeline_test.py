@@ -8,7 +8,6 @@ images), so the whole TFDS -> grain path runs without network or TensorFlow.
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import numpy as np
@@ -45,7 +44,7 @@ def _write_tfds(data_dir: str, name: str, version: str, splits: dict[str, list[t
 
       def _generate_examples(self, examples):
         for i, (img, label) in enumerate(examples):
-          yield i, {"image": PIL.Image.fromarray(img), "label": label}
+          yield i, {"image": PIL.Image.fromarray(img if img.shape[-1] == 3 else img[..., 0]), "label": label}
 
     Tiny.name = name
     Tiny(data_dir=data_dir, file_format="array_record").download_and_prepare()
@@ -67,6 +66,11 @@ def tfds_dir(tmp_path_factory):
       for s, n in (("train", 6), ("validation", 4))
   }
   _write_tfds(d, "imagenet2012", "5.1.0", imnet, (None, None, 3), 1000)
+  mnist = {
+      s: [(rng.integers(0, 256, (28, 28, 1), dtype=np.uint8), int(rng.integers(0, 10))) for _ in range(n)]
+      for s, n in (("train", 10), ("test", 6))
+  }
+  _write_tfds(d, "mnist", "3.0.1", mnist, (28, 28, 1), 10)
   return d
 
 
@@ -143,17 +147,26 @@ def test_determinism_and_resume(tfds_dir):
   assert not np.array_equal(other[0]["image"], full[0]["image"])
 
 
+def crop_flip_matches(original: np.ndarray, out: np.ndarray, pad: int) -> list[tuple[int, int, int]]:
+  """All (oy, ox, flipped) such that ``out`` is that crop of the zero-padded ``original``."""
+  h, w, _ = original.shape
+  padded = np.pad(original, ((pad, pad), (pad, pad), (0, 0))).astype(int)
+  return [(oy, ox, f) for oy in range(2 * pad + 1) for ox in range(2 * pad + 1) for f in (0, 1)
+          if np.array_equal(padded[oy:oy + h, ox:ox + w][:, ::-1 if f else 1], out)]
+
+
+def denormalize(images: np.ndarray, spec: data.DatasetSpec) -> np.ndarray:
+  return np.rint(images * np.array(spec.std) * 255 + np.array(spec.mean) * 255).astype(int)
+
+
 def test_augmentation_is_crop_and_flip_of_original(tfds_dir):
   images, labels = raw_split(tfds_dir, "cifar10", "train")
   ds = cifar(tfds_dir, shuffle=False, augment=True, batch_size=10, seed=3)
-  spec = data.get_spec("cifar10")
   batch = ds[0]
-  raw = np.rint(batch["image"] * np.array(spec.std) * 255 + np.array(spec.mean) * 255).astype(int)
+  raw = denormalize(batch["image"], data.get_spec("cifar10"))
   flips = 0
   for i in range(10):
-    padded = np.pad(images[i], ((4, 4), (4, 4), (0, 0))).astype(int)
-    matches = [(oy, ox, f) for oy in range(9) for ox in range(9) for f in (0, 1)
-               if np.array_equal((padded[oy:oy + 32, ox:ox + 32, :])[:, ::-1 if f else 1], raw[i])]
+    matches = crop_flip_matches(images[i], raw[i], pad=4)
     assert matches, f"augmented image {i} is not a pad-4 crop (+flip) of the original"
     flips += matches[0][2]
   assert 0 < flips < 10
@@ -191,6 +204,26 @@ def test_imagenet_tiny(tfds_dir):
   assert_batches_equal(a[1:], b)
   assert a[0]["image"].shape == (3, 24, 24, 3) and np.isfinite(a[0]["image"]).all()
   assert data.get_dataset("imagenet", split="test", data_dir=tfds_dir).input_shape == (224, 224, 3)
+
+
+def test_mnist_from_tfds(tfds_dir):
+  images, labels = raw_split(tfds_dir, "mnist", "test")
+  ds = data.get_dataset("mnist", split="test", data_dir=tfds_dir, batch_size=4)
+  assert ds.source_description == f"TFDS mnist in {tfds_dir}" and ds.input_shape == (28, 28, 1)
+  b = ds[0]
+  assert b["image"].shape == (4, 28, 28, 1)
+  np.testing.assert_allclose(b["image"], (np.stack(images[:4]) / 255.0 - 0.1307) / 0.3081, rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(b["label"], labels[:4])
+  # 'crop' augmentation for digits: pad-2 crops, never flipped.
+  tr_images, _ = raw_split(tfds_dir, "mnist", "train")
+  tr = data.get_dataset("mnist", data_dir=tfds_dir, batch_size=10, augment=True, shuffle=False)
+  raw = denormalize(tr[0]["image"], data.get_spec("mnist"))
+  shifted = 0
+  for i in range(10):
+    matches = crop_flip_matches(tr_images[i], raw[i], pad=2)
+    assert matches and all(f == 0 for _, _, f in matches), i
+    shifted += matches[0][:2] != (2, 2)
+  assert shifted > 0
 
 
 def test_center_crop_box_matches_resize_then_crop():

@@ -327,6 +327,17 @@ def evaluate_mapping(layer: Layer, acc: Accelerator, mapping: Mapping,
   prec = acc.precision
   macs = layer.macs
   tmap, su = _allocate(layer, acc, mapping, prec)
+  # Padded loops (non-divisor spatial unrolling) run idle iterations: count transfers over
+  # the padded nest, but scale away the padding of each operand's relevant dims (padded
+  # slots hold no data).
+  actual = layer.loop_dims()
+  padded = {d: mapping.spatial_factor(d) for d in DIMS}
+  for d, s_ in mapping.temporal:
+    padded[d] *= s_
+  padded_total = math.prod(padded.values())
+  pad_corr = {op: math.prod(actual[d] / padded[d] for d in DIMS
+                            if d not in IRRELEVANT[op] and padded[d] > actual[d])
+              for op in OPERANDS}
   escale = acc.tech.energy_scale
   out_elems = tensor_elems("O", layer.loop_dims(), layer)
   accesses: list[LevelAccess] = []
@@ -340,8 +351,9 @@ def evaluate_mapping(layer: Layer, acc: Accelerator, mapping: Mapping,
     c12 = [[]] + [t_st[a - 1] + su[op][a - 1] for a in range(1, n + 1)]
     ir11 = list(itertools.accumulate((_ir(c, op) for c in c11), lambda x, y: x * y))
     ir12 = list(itertools.accumulate((_ir(c, op) for c in c12), lambda x, y: x * y))
-    raw = [macs / v for v in ir11]
-    raw2 = [macs / v for v in ir12]
+    total = padded_total * pad_corr[op]
+    raw = [total / v for v in ir11]
+    raw2 = [total / v for v in ir12]
     if op == "I" and sliding_window:
       raw = [r * _halo_factor(c11[: a + 1], layer) for a, r in enumerate(raw)]
       raw2 = [r * _halo_factor(c12[: a + 1], layer) for a, r in enumerate(raw2)]

@@ -18,8 +18,13 @@ Schema (one record per conv/dense layer; JSON: a list of such dicts, or ``{name:
       "lut_reads": null,               # optional: LUT reads (= non-zero products)
       "lod_uses": null,                # optional: leading-one detections
       "adds": null,                    # optional: accumulator additions
-      "acc_high_water_bits": 21        # optional: widest accumulator value seen, bits (sign incl.)
+      "acc_high_water_bits": 21,       # optional: widest accumulator value seen, bits (sign incl.)
+      "zero_activation_products": 0    # optional: non-zero weight x zero activation products
     }
+
+``ebsp_jax.arith.events`` produces exactly these keys (plus a few extra ones that are ignored:
+``outputs``, ``contraction``, ``lut_fill_adds``, ``acc_final_bits``, ...), so its recorded
+dicts can be saved as JSON and passed to ``experiments/hardware.py --events``.
 
 What the cost model uses: ``zero_weight_products / macs`` (zero-weight products do no datapath
 work: operand isolation gates the LOD, mux, LUT read, shifter and adder; the cycle is still
@@ -60,6 +65,8 @@ class LayerEvents:
     lod_uses: leading-one detections (optional).
     adds: accumulator additions (optional).
     acc_high_water_bits: accumulator high-water mark in bits (optional).
+    zero_activation_products: products with a non-zero weight and a zero activation
+      (optional; reported, not used: no design here gates on activations).
   """
 
   name: str
@@ -72,6 +79,7 @@ class LayerEvents:
   lod_uses: int | None = None
   adds: int | None = None
   acc_high_water_bits: int | None = None
+  zero_activation_products: int | None = None
 
   def __post_init__(self):
     if self.macs < 0 or self.zero_weight_products < 0:

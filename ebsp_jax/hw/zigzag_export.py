@@ -122,9 +122,14 @@ def accelerator_to_zigzag(acc: Accelerator, activity: Activity = Activity()) -> 
   }
 
 
-def mapping_to_zigzag(mapping: LoopMapping | None, acc: Accelerator) -> list[dict[str, Any]]:
-  """A ZigZag mapping list: our spatial unrolling + complete temporal order (or, with
-  ``mapping=None``, the design's first spatial candidate as a hint and no temporal order)."""
+def mapping_to_zigzag(mapping: LoopMapping | None, acc: Accelerator,
+                      temporal: bool = True) -> list[dict[str, Any]]:
+  """A ZigZag mapping list: our spatial unrolling + (``temporal``) the complete temporal order.
+
+  With ``temporal=False`` ZigZag searches the temporal mapping itself (LOMA) under our spatial
+  unrolling; with ``mapping=None`` it also gets only the design's first spatial candidate (at
+  full array size) as a starting point.
+  """
   links = {"O": "O", "W": "I2", "I": "I1"}
   if mapping is None:
     d1, d2 = acc.spatial[0]
@@ -133,14 +138,15 @@ def mapping_to_zigzag(mapping: LoopMapping | None, acc: Accelerator) -> list[dic
   sp = {}
   for arr, loops in (("D1", mapping.d1), ("D2", mapping.d2)):
     sp[arr] = [f"{d}, {f}" for d, f in loops] or ["K, 1"]
-  return [{"name": "default", "spatial_mapping": sp,
-           "temporal_ordering": [[d, int(s)] for d, s in mapping.temporal],
-           "memory_operand_links": links}]
+  out = {"name": "default", "spatial_mapping": sp, "memory_operand_links": links}
+  if temporal:
+    out["temporal_ordering"] = [[d, int(s)] for d, s in mapping.temporal]
+  return [out]
 
 
 def write_zigzag_inputs(directory: str, layers: Sequence[Layer], acc: Accelerator,
-                        mapping: LoopMapping | None = None,
-                        activity: Activity = Activity()) -> dict[str, str]:
+                        mapping: LoopMapping | None = None, activity: Activity = Activity(),
+                        temporal: bool = True) -> dict[str, str]:
   """Writes ``workload.yaml``, ``accelerator.yaml`` and ``mapping.yaml``; returns their paths."""
   os.makedirs(directory, exist_ok=True)
   paths = {k: os.path.join(directory, f"{k}.yaml") for k in ("workload", "accelerator", "mapping")}
@@ -149,7 +155,7 @@ def write_zigzag_inputs(directory: str, layers: Sequence[Layer], acc: Accelerato
   with open(paths["accelerator"], "w", encoding="utf-8") as f:
     yaml.safe_dump(accelerator_to_zigzag(acc, activity), f, sort_keys=False)
   with open(paths["mapping"], "w", encoding="utf-8") as f:
-    yaml.safe_dump(mapping_to_zigzag(mapping, acc), f, sort_keys=False)
+    yaml.safe_dump(mapping_to_zigzag(mapping, acc, temporal), f, sort_keys=False)
   return paths
 
 
@@ -163,14 +169,16 @@ def zigzag_available() -> bool:
 
 
 def run_zigzag(layer: Layer, acc: Accelerator, mapping: LoopMapping | None = None,
-               opt: str = "energy", activity: Activity = Activity(),
-               lpf_limit: int = 6) -> dict[str, Any]:
+               opt: str = "energy", activity: Activity = Activity(), lpf_limit: int = 6,
+               temporal: bool = True) -> dict[str, Any]:
   """Runs ZigZag on one layer.
 
   Args:
     layer: the layer.
     acc: the design (exported with :func:`accelerator_to_zigzag`).
     mapping: a fixed mapping to evaluate, or None to let ZigZag search.
+    temporal: pass ``mapping``'s temporal order (False: ZigZag searches it under our spatial
+      unrolling).
     opt: ZigZag's criterion (``'energy'``, ``'latency'``, ``'EDP'``).
     activity: PE activity (MAC energy).
     lpf_limit: ZigZag LOMA's loop-prime-factor limit (search mode).
@@ -181,7 +189,7 @@ def run_zigzag(layer: Layer, acc: Accelerator, mapping: LoopMapping | None = Non
   """
   from zigzag.api import get_hardware_performance_zigzag  # pylint: disable=import-outside-toplevel
   with tempfile.TemporaryDirectory() as tmp:
-    paths = write_zigzag_inputs(tmp, [layer], acc, mapping, activity)
+    paths = write_zigzag_inputs(tmp, [layer], acc, mapping, activity, temporal)
     logging.disable(logging.CRITICAL)
     try:
       with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):

@@ -30,6 +30,10 @@ import jax.numpy as jnp
 
 # Kaiming-normal, fan_out (torchvision's ResNet/VGG/MobileNet conv init), suited to ReLU nets.
 CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+# Grouped/depthwise convs: Flax computes fan_out as kh*kw*C_out regardless of groups (C times too
+# large for a depthwise 3x3), which makes MobileNetV2's activations vanish (logits ~1e-9 at init
+# with running BN statistics). fan_in = kh*kw*C_in/groups is exact for grouped kernels.
+GROUPED_CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
 #: Inputs whose smaller spatial side is at most this many pixels count as "small" (CIFAR,
 #: Fashion-MNIST, Tiny-ImageNet): ImageNet models then use their small-input stem.
@@ -93,7 +97,7 @@ class Layers:
         feature_group_count=groups,
         use_bias=use_bias,
         dtype=self.dtype,
-        kernel_init=CONV_INIT,
+        kernel_init=CONV_INIT if groups == 1 else GROUPED_CONV_INIT,
         conv_general_dilated_cls=self.conv_general_dilated_cls,
         name=name,
     )

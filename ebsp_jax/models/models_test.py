@@ -349,3 +349,18 @@ def _torch_adaptive_avg_pool(x: np.ndarray, out: int) -> np.ndarray:
 def test_adaptive_avg_pool_matches_torch_semantics(hw, out):
   x = np.random.default_rng(0).normal(size=(2, hw, hw, 3)).astype(np.float32)
   np.testing.assert_allclose(adaptive_avg_pool(jnp.asarray(x), out), _torch_adaptive_avg_pool(x, out), rtol=1e-5, atol=1e-6)
+
+
+def test_conv_init_scales_follow_true_fan():
+  """He init: std sqrt(2 / fan_out) for dense convs, sqrt(2 / (kh*kw)) for depthwise ones."""
+
+  class Two(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      L = models.Layers()
+      return L.conv(64, 3, groups=64, name="dw")(L.conv(64, 3, name="full")(x))
+
+  v = Two().init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 32)))["params"]
+  assert v["full"]["kernel"].shape == (3, 3, 32, 64) and v["dw"]["kernel"].shape == (3, 3, 1, 64)
+  np.testing.assert_allclose(float(jnp.std(v["full"]["kernel"])), math.sqrt(2 / (9 * 64)), rtol=0.05)
+  np.testing.assert_allclose(float(jnp.std(v["dw"]["kernel"])), math.sqrt(2 / 9), rtol=0.1)

@@ -30,23 +30,17 @@ from ebsp_jax.numerics.pattern import NumberFormat
 Axis = Optional[Union[int, Sequence[int]]]
 
 
-def _scaled_magnitude(x: jax.Array, fmt: NumberFormat, scale: jax.Array):
-  """Returns (y, sign, mag): y = x/scale in f32, sign of y, |y| clamped to a safe range."""
+def _round_saturate(x, fmt: NumberFormat, scale):
+  """Returns (y, level): y = x/scale in float32, level = its nearest level as float32.
+
+  NaN propagates (``level`` is NaN where ``y`` is); ``±Inf`` saturate.
+  """
   y = jnp.asarray(x, jnp.float32) / jnp.asarray(scale, jnp.float32)
-  if fmt.signed:
-    sign = jnp.sign(y)
-    mag = jnp.abs(y)
-  else:
-    sign = jnp.ones_like(y)
-    mag = jnp.maximum(y, 0.0)
+  sign = jnp.sign(y) if fmt.signed else jnp.ones_like(y)
+  mag = jnp.abs(y) if fmt.signed else jnp.maximum(y, 0.0)
   # Clamp before rounding: keeps the exponent trick in range (Inf included); anything at or
-  # above 2 * max_level saturates anyway. NaN is mapped to 0 here (see module docstring).
-  mag = jnp.where(jnp.isnan(mag), 0.0, jnp.minimum(mag, 2.0 * fmt.max_level))
-  return y, sign, mag
-
-
-def _round_saturate(x, fmt, scale):
-  y, sign, mag = _scaled_magnitude(x, fmt, scale)
+  # above 2 * max_level saturates anyway. XLA's min/max propagate NaN, and so does the rest.
+  mag = jnp.minimum(mag, 2.0 * fmt.max_level)
   q = jnp.minimum(fmt.round_magnitude(mag), float(fmt.max_level))
   return y, sign * q
 
@@ -64,7 +58,7 @@ def quantize(x: chex.Array, pattern: NumberFormat, scale: chex.Numeric) -> jax.A
     int32 array of ``broadcast(x, scale).shape`` holding levels of ``pattern``.
   """
   _, q = _round_saturate(x, pattern, scale)
-  return q.astype(jnp.int32)
+  return jnp.where(jnp.isnan(q), 0.0, q).astype(jnp.int32)
 
 
 @functools.partial(jax.jit, static_argnums=1)
@@ -81,9 +75,7 @@ def project(x: chex.Array, pattern: NumberFormat, scale: chex.Numeric) -> jax.Ar
   """
   x = jnp.asarray(x)
   _, q = _round_saturate(x, pattern, scale)
-  out = q * jnp.asarray(scale, jnp.float32)
-  out = jnp.where(jnp.isnan(x), jnp.nan, out)
-  return out.astype(x.dtype)
+  return (q * jnp.asarray(scale, jnp.float32)).astype(x.dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -93,12 +85,12 @@ def _fake_quant(x, scale, fmt):
 
 def _fake_quant_fwd(x, scale, fmt):
   y, q = _round_saturate(x, fmt, scale)
-  out = jnp.where(jnp.isnan(x), jnp.nan, q * jnp.asarray(scale, jnp.float32)).astype(x.dtype)
+  out = (q * jnp.asarray(scale, jnp.float32)).astype(x.dtype)
   lo = -fmt.max_level if fmt.signed else 0.0
   inside = (y >= lo) & (y <= fmt.max_level)
   # LSQ (Esser et al., ICLR 2020): d(scale * q(x/scale))/d scale = q - x/scale inside the
   # range (round treated as identity), and the saturated level outside it.
-  dscale = jnp.where(inside, q - y, q)
+  dscale = jnp.where(inside, q - y, jnp.where(jnp.isnan(q), 0.0, q))
   return out, (inside, dscale, scale)
 
 

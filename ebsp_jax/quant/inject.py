@@ -116,6 +116,9 @@ class FakeQuantOp(ActivationStats):
   def __call__(self, lhs: jax.Array, rhs: jax.Array, *args: Any, **kwargs: Any) -> jax.Array:
     signed, scale = self.calibrated_scale(lhs)
     lhs_q = fake_quant_activation(lhs, signed, scale, self.activation_bits)
+    # Optional (only when 'intermediates' is mutable): the integer levels of the input, to
+    # compare with the integer mode layer by layer.
+    self.sow("intermediates", "levels", jnp.round(lax.stop_gradient(lhs_q) / scale))
     return _LAX_OPS[self.op](lhs_q, rhs, *args, **kwargs)
 
 

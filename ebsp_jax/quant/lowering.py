@@ -228,14 +228,16 @@ class LayerRecord:
     op: ``'dot_general'`` or ``'conv_general_dilated'``.
     kwargs: the ``lax`` arguments.
     input_kind: ``'float'`` (network input, quantized in float) or ``'requant'``.
-    bias, multiplier, shift: int32 numpy requantization constants of the input (``None`` for
-      a float input), broadcastable to the input.
+    acc_shift, bias, multiplier, shift: requantization constants of the input (``None`` for a
+      float input): ``input = clip(mul_shift_round((pre << acc_shift) + bias, multiplier,
+      shift), lo, hi)``; the arrays are int32-valued numpy, broadcastable to the input.
     acc_bound: static bound of ``|acc|`` (worst case); ``acc_bound_bits`` its signed width.
   """
 
   op: str
   kwargs: Tuple
   input_kind: str
+  acc_shift: Optional[int]
   bias: Optional[np.ndarray]
   multiplier: Optional[np.ndarray]
   shift: Optional[np.ndarray]
@@ -347,17 +349,35 @@ class Interpreter:
       return v.x
     return v
 
+  def fold_parts(self, t: IntTensor, max_shift: int = 16):
+    """How to fold the offset of ``t`` into an int32 bias with fractional bits.
+
+    Returns ``(t, k, bias)`` (``t`` possibly narrowed first) such that
+    ``(q << k) + bias`` with ``bias = round(o/m * 2**k)`` represents ``m * q + o`` at scale
+    ``m / 2**k`` without int32 overflow: ``k`` is the largest shift ``<= max_shift`` the static
+    bound allows, so the bias rounding error is ``2**-(k+1)`` accumulator units.
+    """
+    if not np.any(t.o):
+      return t, 0, np.zeros((1,) * t.q.ndim, np.int64)
+    r = t.o / t.m
+    rmax = float(np.max(np.abs(r)))
+    if t.bound + rmax + 1 > INT32_BOUND:
+      t = self.narrow(t, extra=2)
+      return self.fold_parts(t, max_shift)
+    k = 0
+    while k < max_shift and (t.bound + rmax + 1) * 2.0 ** (k + 1) <= INT32_BOUND:
+      k += 1
+    return t, k, _compact(_round_int(r * 2.0 ** k))
+
   def fold(self, t: IntTensor) -> IntTensor:
-    """Folds the offset into an int32 bias: ``q += round(o/m)``, ``o = 0``."""
+    """Folds the offset into an int32 bias: ``q = (q << k) + round(o/m * 2**k)``, ``o = 0``."""
+    t, k, bias = self.fold_parts(t)
     if not np.any(t.o):
       return dataclasses.replace(t, o=np.zeros_like(t.o))
-    b = _compact(_round_int(t.o / t.m))
-    bound = t.bound + int(np.max(np.abs(b)))
-    if bound > INT32_BOUND:
-      t = self.narrow(t, extra=2)
-      return self.fold(t)
-    q = t.q + _i32const(b) if np.any(b) else t.q
-    return IntTensor(q, t.m, np.zeros_like(t.m), bound, t.layer)
+    q = t.q * np.int32(1 << k) if k else t.q
+    q = q + _i32const(bias) if np.any(bias) else q
+    bound = (t.bound << k) + int(np.max(np.abs(bias)))
+    return IntTensor(q, t.m / 2.0 ** k, np.zeros_like(t.m), bound, t.layer)
 
   def narrow(self, t: IntTensor, extra: int = 1) -> IntTensor:
     """Rounding right shift so that ``bound * extra`` fits in 31 bits (``m`` grows)."""
@@ -381,20 +401,20 @@ class Interpreter:
     """Requantizes to ``pattern`` levels with real scale ``scale``.
 
     Returns:
-      ``(q_out, pre, (bias, multiplier, shift))``: the int32 output levels, the int32 input
-      ``pre`` of the requantizer and its constants (int32-valued numpy arrays broadcastable to
-      ``pre``): ``q_out = clip(mul_shift_round(pre + bias, multiplier, shift), lo, hi)``.
+      ``(q_out, pre, (acc_shift, bias, multiplier, shift))``: the int32 output levels, the
+      int32 input ``pre`` of the requantizer and its constants (``acc_shift`` an int, the others
+      int32-valued numpy arrays broadcastable to ``pre``)::
+
+        q_out = clip(mul_shift_round((pre << acc_shift) + bias, multiplier, shift), lo, hi)
     """
-    bias = _compact(_round_int(t.o / t.m)) if np.any(t.o) else np.zeros((1,) * t.q.ndim, np.int64)
-    if t.bound + int(np.max(np.abs(bias))) > INT32_BOUND:
-      t = self.narrow(t, extra=2)
-      bias = _compact(_round_int(t.o / t.m))
-    ratio = _compact(t.m / float(scale))
+    t, k, bias = self.fold_parts(t)
+    ratio = _compact(t.m / 2.0 ** k / float(scale))
     mult, shift = requant.quantize_multiplier(ratio)
     lo = -pattern.max_level if pattern.signed else 0
-    acc = t.q + _i32const(bias) if np.any(bias) else t.q
+    acc = t.q * np.int32(1 << k) if k else t.q
+    acc = acc + _i32const(bias) if np.any(bias) else acc
     q = requant.requantize(acc, _i32const(mult), _i32const(shift), lo, pattern.max_level)
-    return q, t.q, (bias.astype(np.int32), mult, shift)
+    return q, t.q, (k, bias.astype(np.int32), mult, shift)
 
   # --- the quantized layers -----------------------------------------------------------------
   def _quantized_op(self, eqn, lhs, rhs):
@@ -414,12 +434,12 @@ class Interpreter:
       raise UnsupportedOp(f"integer mode: the weights of layer '{layer}' depend on the input")
     act = info.act_pattern
     if isinstance(lhs, IntTensor):
-      q_in, pre, (bias, mult, shift) = self.requantize_to(lhs, act, info.act_scale)
+      q_in, pre, (acc_shift, bias, mult, shift) = self.requantize_to(lhs, act, info.act_scale)
       kind = "requant"
     else:
       x = lhs.x if isinstance(lhs, FloatTensor) else jnp.asarray(lhs)
       q_in = quantize(x, act, info.act_scale)
-      bias = mult = shift = None
+      acc_shift = bias = mult = shift = None
       kind = "float"
       pre = None
     w = self.weights[layer]
@@ -433,7 +453,7 @@ class Interpreter:
       shape[axis] = ws.shape[0]
     m = (float(info.act_scale) * ws).reshape(shape)
     bound = int(np.max(wb)) * act.max_level
-    self.records[layer] = LayerRecord(op, kwargs, kind, bias, mult, shift, bound)
+    self.records[layer] = LayerRecord(op, kwargs, kind, acc_shift, bias, mult, shift, bound)
     if self.capture:
       cap = {"input": q_in, "acc": acc}
       if pre is not None:
@@ -503,7 +523,10 @@ class Interpreter:
     elif np.any(c == 0):
       q = q * _i32const(_compact((c != 0).astype(np.int64)))
     mag = np.abs(c)
-    m = _compact(np.where(mag == 0, 1.0, t.m * mag))
+    # Where c == 0 the value is the constant o*c: q is zeroed and m kept (so that a later
+    # alignment with another tensor does not pick an arbitrary scale).
+    m = _compact(np.where(mag == 0, np.broadcast_to(t.m, np.broadcast_shapes(t.m.shape, mag.shape)),
+                          t.m * mag))
     return IntTensor(q, m, _compact(t.o * c), t.bound, t.layer)
 
   def _clamp_const(self, t: IntTensor, c, fn, out_shape) -> IntTensor:

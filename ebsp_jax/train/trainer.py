@@ -239,9 +239,10 @@ class Experiment:
     """Latest checkpoint (validated), or a fresh/pretrained state. Never silently restarts."""
     latest = ckpt.latest_id()
     if latest is None:
+      pretrained = self._open_pretrained() if self.cfg.pretrained else None
       state = self._init_jit(jax.random.PRNGKey(self.cfg.seed))
-      if self.cfg.pretrained:
-        state = sharding_lib.replicate(self._load_pretrained(state), self.mesh)
+      if pretrained is not None:
+        state = sharding_lib.replicate(self._load_pretrained(state, *pretrained), self.mesh)
       return state, {}, 0.0, False
     meta = ckpt.read_meta(latest)
     diff = ckpt_lib.config_difference(meta.get("config", {}), _jsonable(self.cfg.fingerprint()))
@@ -261,7 +262,8 @@ class Experiment:
                                      f"{int(state.step)} vs metadata {meta['step']}")
     return state, dict(meta.get("results", {})), float(meta.get("wall_seconds", 0.0)), True
 
-  def _load_pretrained(self, state: TrainState) -> TrainState:
+  def _open_pretrained(self):
+    """``(checkpointer, id)`` of the --pretrained float model, validated against this run."""
     path = os.path.abspath(self.cfg.pretrained)
     if os.path.isdir(os.path.join(path, "float_model")):
       path = os.path.join(path, "float_model")
@@ -279,8 +281,13 @@ class Experiment:
         raise ckpt_lib.CheckpointError(
             f"--pretrained={self.cfg.pretrained}: a {meta.get('model')} on "
             f"{meta.get('dataset')}, but this run trains a {self.cfg.model} on {self.cfg.dataset}")
+    return fm, latest
+
+  def _load_pretrained(self, state: TrainState, fm: ckpt_lib.Checkpointer, ckpt_id: int
+                       ) -> TrainState:
     template = {"params": state.params, "model_state": state.model_state}
-    loaded, _ = fm.restore(latest, template)
+    loaded, _ = fm.restore(ckpt_id, template)
+    fm.close()
     return state.replace(params=loaded["params"], model_state=loaded["model_state"])
 
   def _save_float_model(self, state: TrainState, float_top1: float) -> None:

@@ -1,0 +1,219 @@
+"""Throughput of the EBSP datapath emulation (``ebsp_jax.arith``) vs native arithmetic.
+
+Not a test. Prints a table and writes JSON. Cases, timed side by side in one run, interleaved
+round-robin (the machine is shared and noisy), medians reported with ratios to float32:
+
+* matmul ``M x K x N`` (default 1024^3): native float32, native int8 x int8 -> int32,
+  ``arith`` fast (uint8 activations x ``6b(L3)`` weights: the paper's format), fast in
+  dual-LOD mode, fast with int8 activations, and the literal reference datapath;
+* ResNet-style 3x3 convolution (default batch 8, 56x56x64 -> 64, stride 1, SAME, NHWC):
+  the same set;
+* images/s of integer-mode ResNet-20 (32x32) and ResNet-50 (224x224) vs the same float model,
+  when the integer mode (``ebsp_jax.quant.to_integer``) is available; skipped with a message
+  otherwise (``--networks`` to enable; slow on CPU).
+
+Usage::
+
+    python -m benchmarks.arith --json benchmarks/arith.json [--repeats 7] [--size 1024]
+        [--conv-batch 8] [--reference-repeats 1] [--no-reference] [--networks]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.common import device_description  # noqa: E402
+from ebsp_jax import BitPattern, arith  # noqa: E402
+
+MM = (((1,), (0,)), ((), ()))
+PATTERN = BitPattern(6, 3)
+
+
+def _block(x):
+  return jax.block_until_ready(x)
+
+
+def interleaved(cases: Dict[str, Callable[[], object]], repeats: int,
+                sparse: Optional[Dict[str, int]] = None) -> Dict[str, List[float]]:
+  """Seconds per call of each case, round-robin; ``sparse[name] = r`` times a case only every
+  ``r``-th round (slow cases), at least once."""
+  sparse = sparse or {}
+  for fn in cases.values():      # compile + warm up
+    _block(fn())
+  samples: Dict[str, List[float]] = {k: [] for k in cases}
+  for r in range(repeats):
+    for k, fn in cases.items():
+      if r % sparse.get(k, 1) and samples[k]:
+        continue
+      t0 = time.perf_counter()
+      _block(fn())
+      samples[k].append(time.perf_counter() - t0)
+  return samples
+
+
+def _rows(samples: Dict[str, List[float]], ops: float, base: str) -> List[dict]:
+  base_t = statistics.median(samples[base])
+  rows = []
+  for k, v in samples.items():
+    t = statistics.median(v)
+    rows.append(dict(case=k, median_ms=t * 1e3, gops=ops / t / 1e9, vs_float32=base_t / t,
+                     samples=len(v)))
+  return rows
+
+
+def _weights(rng, shape):
+  return jnp.asarray(rng.choice(PATTERN.levels, size=shape).astype(np.int8))
+
+
+def matmul_cases(size: int, reference: bool):
+  m = k = n = size
+  rng = np.random.default_rng(0)
+  a_u8 = jnp.asarray(rng.integers(0, 256, (m, k), dtype=np.uint8))
+  a_i8 = jnp.asarray(rng.integers(-128, 128, (m, k), dtype=np.int8))
+  w = _weights(rng, (k, n))
+  a_f, w_f = a_u8.astype(jnp.float32), w.astype(jnp.float32)
+  f32 = jax.jit(lambda x, y: x @ y)
+  i8 = jax.jit(lambda x, y: lax.dot_general(x, y, MM, preferred_element_type=jnp.int32))
+  fast = jax.jit(lambda x, y: arith.dot_general(x, y, MM, pattern=PATTERN))
+  dual = jax.jit(lambda x, y: arith.dot_general(x, y, MM, pattern=PATTERN, mode="dual_lod"))
+  ref = jax.jit(lambda x, y: arith.dot_general(x, y, MM, pattern=PATTERN, method="reference"))
+  cases = {
+      "native float32": lambda: f32(a_f, w_f),
+      "native int8->int32": lambda: i8(a_i8, w),
+      "arith fast (uint8 x 6b(L3))": lambda: fast(a_u8, w),
+      "arith fast (int8 x 6b(L3))": lambda: fast(a_i8, w),
+      "arith fast dual-LOD (uint8)": lambda: dual(a_u8, w),
+  }
+  if reference:
+    cases["arith reference (uint8)"] = lambda: ref(a_u8, w)
+  # Sanity: the emulation is exact (float32 is exact here: |sum| < 2**24 is not guaranteed, so
+  # compare against the int8 native result shifted by the zero point instead).
+  exact = np.asarray(a_u8, np.int64) @ np.asarray(w, np.int64)
+  assert np.array_equal(np.asarray(fast(a_u8, w)), exact), "fast matmul is not exact"
+  return cases, 2.0 * m * k * n, f"matmul {m}x{k}x{n}"
+
+
+def conv_cases(batch: int, hw: int, c: int, reference: bool):
+  rng = np.random.default_rng(1)
+  x_u8 = jnp.asarray(rng.integers(0, 256, (batch, hw, hw, c), dtype=np.uint8))
+  x_i8 = jnp.asarray(rng.integers(-128, 128, (batch, hw, hw, c), dtype=np.int8))
+  w = _weights(rng, (3, 3, c, c))
+  dn = ("NHWC", "HWIO", "NHWC")
+  conv = lambda x, y, **kw: lax.conv_general_dilated(x, y, (1, 1), "SAME", dimension_numbers=dn,
+                                                     **kw)
+  f32 = jax.jit(lambda x, y: conv(x, y))
+  i8 = jax.jit(lambda x, y: conv(x, y, preferred_element_type=jnp.int32))
+  ar = lambda **kw: jax.jit(lambda x, y: arith.conv_general_dilated(
+      x, y, (1, 1), "SAME", dimension_numbers=dn, pattern=PATTERN, **kw))
+  fast, dual, ref, f32path = ar(), ar(mode="dual_lod"), ar(method="reference"), ar(
+      accumulation="float32")
+  x_f, w_f = x_u8.astype(jnp.float32), w.astype(jnp.float32)
+  cases = {
+      "native float32": lambda: f32(x_f, w_f),
+      "native int8->int32": lambda: i8(x_i8, w),
+      "arith fast (uint8 x 6b(L3))": lambda: fast(x_u8, w),
+      "arith fast (int8 x 6b(L3))": lambda: fast(x_i8, w),
+      "arith fast dual-LOD (uint8)": lambda: dual(x_u8, w),
+      "arith fast, f32-exact path (GPU's)": lambda: f32path(x_u8, w),
+  }
+  if reference:
+    cases["arith reference (uint8)"] = lambda: ref(x_u8, w)
+  want = np.asarray(i8(x_u8.astype(jnp.int32), w.astype(jnp.int32)))
+  assert np.array_equal(np.asarray(fast(x_u8, w)), want), "fast conv is not exact"
+  assert np.array_equal(np.asarray(f32path(x_u8, w)), want), "f32 conv path is not exact"
+  ops = 2.0 * batch * hw * hw * c * c * 9
+  return cases, ops, f"conv 3x3 N={batch} {hw}x{hw}x{c}->{c} SAME (NHWC)"
+
+
+def network_rows(repeats: int) -> List[dict]:
+  """Integer-mode vs float ResNet-20 / ResNet-50 images/s (needs ebsp_jax.quant.to_integer)."""
+  try:
+    from ebsp_jax import models, quant  # noqa: F401
+    from ebsp_jax.numerics import make_rule
+    to_integer = quant.to_integer
+  except (ImportError, AttributeError) as e:
+    print(f"[networks] skipped: integer-mode inference not available ({e})")
+    return []
+  rows = []
+  for name, shape, batch in (("resnet20", (32, 32, 3), 64), ("resnet50", (224, 224, 3), 8)):
+    try:
+      inj = quant.fake_quant_injection(make_rule(PATTERN), activation_bits=8)
+      model = models.get_model(name, num_classes=10, **inj)
+      x = jnp.asarray(np.random.default_rng(2).random((batch,) + shape, np.float32))
+      variables = model.init(jax.random.PRNGKey(0), x, train=False)
+      _, upd = model.apply(variables, x, train=False, mutable=["quant_stats"])
+      variables = {**variables, **upd}
+      imodel = to_integer(name, variables, weight_rule=make_rule(PATTERN), activation_bits=8)
+      fmodel = models.get_model(name, num_classes=10)
+      fvars = {k: v for k, v in variables.items() if k != "quant_stats"}
+      ffwd = jax.jit(lambda v, x: fmodel.apply(v, x, train=False))
+      cases = {"float32": lambda: ffwd(fvars, x), "integer (arith fast)": lambda: imodel.apply(x)}
+      samples = interleaved(cases, repeats)
+      for k, v in samples.items():
+        t = statistics.median(v)
+        rows.append(dict(network=name, batch=batch, case=k, images_per_s=batch / t,
+                         median_ms=t * 1e3))
+    except Exception as e:  # the integer mode belongs to another module: report, don't fail
+      print(f"[networks] {name} skipped: {type(e).__name__}: {e}")
+  return rows
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  ap.add_argument("--json", default=None, help="write results to this JSON file")
+  ap.add_argument("--repeats", type=int, default=7)
+  ap.add_argument("--size", type=int, default=1024)
+  ap.add_argument("--conv-batch", type=int, default=8)
+  ap.add_argument("--conv-hw", type=int, default=56)
+  ap.add_argument("--conv-channels", type=int, default=64)
+  ap.add_argument("--reference-every", type=int, default=4,
+                  help="time the (slow) reference only every n-th round")
+  ap.add_argument("--no-reference", action="store_true")
+  ap.add_argument("--networks", action="store_true", help="also time integer-mode ResNets")
+  args = ap.parse_args(argv)
+
+  device = device_description()
+  print(f"device: {device}; jax {jax.__version__}; backend {jax.default_backend()}")
+  out = dict(device=device, jax_version=jax.__version__, date=time.strftime("%Y-%m-%d"),
+             backend=jax.default_backend(), pattern=str(PATTERN), results=[])
+  sparse = {"arith reference (uint8)": args.reference_every}
+  for make in (lambda: matmul_cases(args.size, not args.no_reference),
+               lambda: conv_cases(args.conv_batch, args.conv_hw, args.conv_channels,
+                                  not args.no_reference)):
+    cases, ops, title = make()
+    rows = _rows(interleaved(cases, args.repeats, sparse), ops, "native float32")
+    print(f"\n{title}  ({ops / 1e9:.2f} G int ops per call)")
+    print(f"{'case':40s} {'median ms':>10s} {'GOPS':>9s} {'x float32':>10s} {'n':>3s}")
+    for r in rows:
+      print(f"{r['case']:40s} {r['median_ms']:10.2f} {r['gops']:9.1f} {r['vs_float32']:10.2f} "
+            f"{r['samples']:3d}")
+    out["results"].append(dict(benchmark=title, ops=ops, rows=rows))
+  if args.networks:
+    rows = network_rows(max(3, args.repeats // 2))
+    for r in rows:
+      print(f"{r['network']:10s} batch {r['batch']:3d} {r['case']:24s} "
+            f"{r['images_per_s']:10.1f} img/s")
+    out["networks"] = rows
+  else:
+    print("\n[networks] not run (pass --networks; needs ebsp_jax.quant.to_integer)")
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(out, f, indent=2)
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,75 @@
+"""Tests of the gate-level components and the five PE models."""
+
+import pytest
+
+from ebsp_jax.hw import components as comp
+from ebsp_jax.hw import pe, tech
+from ebsp_jax.numerics import BitPattern
+
+
+def test_components_use_their_sources():
+  assert comp.adder(32).energy_pj == pytest.approx(0.1)
+  assert comp.adder(32).source == "horowitz2014"
+  assert comp.multiplier(8, 8).area_um2 == pytest.approx(282)
+  r = comp.register(10)
+  assert r.area_um2 == pytest.approx(10 * 4.522)
+  # The selected-path mux model: an 8:1 mux of 11 bits toggles 3 levels x 11 bits.
+  m = comp.mux(8, 11)
+  assert m.area_um2 == pytest.approx(77 * 1.862)
+  assert m.energy_pj == pytest.approx(33 * tech.cell_energy_pj("MUX2_X1"))
+  assert comp.barrel_shifter(8, 0).area_um2 == 0.0
+  assert comp.barrel_shifter(8, 3).area_um2 == pytest.approx(2 * 11 * 1.862)
+  assert comp.barrel_shifter(6, 12, step=2).area_um2 < comp.barrel_shifter(6, 12).area_um2
+  with pytest.raises(ValueError):
+    comp.adder(0)
+
+
+def test_ebsp_pe_follows_the_pattern():
+  p6 = pe.ebsp_pe(6, 3)
+  assert p6.weight_bits == 6 and p6.act_bits == 8 and p6.psum_bits == 32
+  names = [x["part"] for x in p6.breakdown()]
+  assert names[0] == "lod5" and "mux8to1x11" in names and "shift11by2" in names
+  # Longer patterns: bigger LUT mux; the uniform pattern (L = n) needs no shifter.
+  assert pe.ebsp_pe(6, 4).area_um2() > p6.area_um2()
+  assert not any(x["part"].startswith("shift") for x in pe.ebsp_pe(6, 5).breakdown())
+  # Power-of-two (L = 1): a 2:1 LUT, the widest shifter.
+  assert pe.ebsp_pe(6, 1).energy_per_mac_pj() < p6.energy_per_mac_pj()
+  code = pe.ebsp_pe(6, 3, weight_format="code")
+  assert code.weight_bits == BitPattern(6, 3).code_bits == 5
+  with pytest.raises(ValueError):
+    pe.ebsp_pe(6, 6)
+  with pytest.raises(ValueError):
+    pe.ebsp_pe(6, 3, weight_format="packed")
+
+
+def test_activity_gates_ebsp_datapath():
+  p = pe.ebsp_pe(6, 3)
+  full = p.energy_per_mac_pj()
+  half = p.energy_per_mac_pj(pe.Activity(nonzero_fraction=0.5, shifted_fraction=1.0))
+  assert half == pytest.approx(full / 2)
+  noshift = p.energy_per_mac_pj(pe.Activity(1.0, 0.0))
+  shifter = next(x for x in p.breakdown() if x["part"].startswith("shift"))
+  assert full - noshift == pytest.approx(shifter["energy_pj_per_mac"])
+
+
+def test_lut_fill_costs_only_odd_multiples():
+  assert pe.ebsp_lut(1, 8).energy_pj == pytest.approx(comp.register(9).energy_pj)  # {0, a}
+  l3 = pe.ebsp_lut(3, 8)                                                            # 1,3,5,7 a
+  assert l3.energy_pj == pytest.approx(4 * comp.register(11).energy_pj + 3 * comp.adder(11).energy_pj)
+
+
+def test_baseline_pes():
+  e = pe.eyeriss_pe()
+  assert e.energy_per_mac_pj() == pytest.approx(tech.int_mult_energy_pj(16) + 0.05)
+  bf4 = pe.bitfusion_pe(4, 4)
+  assert bf4.macs_per_cycle == pytest.approx(1 / 4)
+  assert pe.bitfusion_pe(8, 8).macs_per_cycle == pytest.approx(1 / 16)
+  assert pe.bitfusion_pe(8, 8).energy_per_mac_pj() > bf4.energy_per_mac_pj()
+  assert pe.wax_pe().energy_per_mac_pj() == pytest.approx(0.2 + 0.1)
+  ol0 = pe.olaccel_pe(outlier_fraction=0.0)
+  assert ol0.energy_per_mac_pj() == pytest.approx(tech.int_mult_energy_pj(4) + 0.1)
+  ol = pe.olaccel_pe(outlier_fraction=0.03)
+  assert ol.energy_per_mac_pj() > ol0.energy_per_mac_pj()
+  assert ol.weight_bits == pytest.approx(4 + 0.03 * 24)
+  with pytest.raises(ValueError):
+    pe.olaccel_pe(outlier_fraction=1.0)

@@ -1,0 +1,210 @@
+"""Energy, latency and area of EBSP against Eyeriss, Bit Fusion, WAX and OLAccel.
+
+    python experiments/hardware.py --model=resnet50 --dataset=imagenet \\
+        --pattern_bits=6 --pattern_length=3 --output=report.json
+
+Prints a table (designs at equal PE-array area, energy, latency, the paper's claims beside
+the model's) and writes the report JSON: ``macs``, ``accelerators`` -> {eyeriss, bitfusion,
+wax, olaccel, ebsp} -> {``pes``, ``area_mm2``, ``energy_pj``, ``energy_breakdown_pj``,
+``cycles``, ``latency_s``, ...}, ``layers`` (per-layer rows), ``comparison``.
+
+Data-aware EBSP: ``--params=CHECKPOINT`` (an orbax checkpoint directory or a ``.npz`` of
+'/'-joined parameter paths) quantizes the trained kernels onto the pattern and uses their
+zero-weight and shift statistics; ``--events=FILE.json`` uses event counts recorded by
+``ebsp_jax.arith.events`` instead. Figures (PNG + SVG) go to ``--figures_dir``; the
+bit-width x pattern-length Pareto plot takes accuracies from ``--results`` (training
+``results.json`` files). ``--zigzag_dir`` / ``--timeloop_dir`` export the workload and every
+design. Errors (unknown names, impossible configurations) print one line and exit with 2.
+
+The model and its sources: ``ebsp_jax/hw`` and ``docs/hardware.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The cost model only traces shapes: keep JAX on the CPU (and quiet about absent TPUs/GPUs).
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", "resnet50", "Registered model name (ebsp_jax.models.MODELS).")
+flags.DEFINE_string("dataset", "imagenet", "Input shape of: imagenet, cifar10, fashion_mnist.")
+flags.DEFINE_string("params", None, "Trained checkpoint (orbax dir or .npz) for data-aware EBSP.")
+flags.DEFINE_integer("pattern_bits", 6, "EBSP weight bits (sign included).")
+flags.DEFINE_integer("pattern_length", 3, "EBSP pattern length L (LUT of 2^L entries).")
+flags.DEFINE_string("output", None, "Write the report JSON here.")
+flags.DEFINE_integer("activation_bits", 8, "EBSP activation bits.")
+flags.DEFINE_integer("acc_bits", 32, "Accumulator bits of the 4/6/8-bit designs.")
+flags.DEFINE_enum("weight_format", "raw", ["raw", "code"],
+                  "EBSP weight storage: raw sign-magnitude (LOD in the PE) or index codes.")
+flags.DEFINE_float("area_mm2", 0.32, "Equal-area budget of every PE array, mm^2.")
+flags.DEFINE_enum("area_scope", "pe+local", ["arith", "pe", "pe+local"],
+                  "What the area budget covers (see ebsp_jax/hw/area.py).")
+flags.DEFINE_boolean("paper_pe_counts", False, "Use the paper's PE counts instead of area.")
+flags.DEFINE_list("accelerators", ["eyeriss", "bitfusion", "wax", "olaccel", "ebsp"],
+                  "Designs to evaluate.")
+flags.DEFINE_integer("batch_size", 1, "Images per inference.")
+flags.DEFINE_integer("glb_kib", 108, "Global buffer per design, KiB.")
+flags.DEFINE_integer("glb_bandwidth_bits", 1024, "Global-buffer bandwidth, bits/cycle.")
+flags.DEFINE_float("dram_bytes_per_cycle", 16.0, "DRAM bandwidth, bytes/cycle.")
+flags.DEFINE_float("dram_pj_per_64b", 1300.0, "DRAM energy per 64 bits, pJ (1300-2600).")
+flags.DEFINE_float("clock_mhz", 500.0, "Clock, MHz.")
+flags.DEFINE_float("node_nm", 45.0, "Technology node (classical scaling from 45 nm).")
+flags.DEFINE_float("vdd", 0.9, "Supply at --node_nm, V.")
+flags.DEFINE_enum("sram_energy", "horowitz", ["horowitz", "cacti"], "SRAM energy source.")
+flags.DEFINE_enum("leakage", "itrs-lop", ["itrs-lop", "itrs-hp", "none"], "Leakage device type.")
+flags.DEFINE_float("outlier_fraction", 0.03, "OLAccel outlier fraction.")
+flags.DEFINE_enum("objective", "edp", ["energy", "latency", "edp"], "Mapper objective.")
+flags.DEFINE_enum("search", "default", ["fast", "default", "thorough"], "Mapper effort.")
+flags.DEFINE_string("events", None, "LayerEvents JSON (from ebsp_jax.arith.events).")
+flags.DEFINE_string("figures_dir", None, "Write figures (PNG + SVG) here.")
+flags.DEFINE_list("results", [], "Training results.json files (accuracy for the Pareto plot).")
+flags.DEFINE_list("sweep_bits", ["4", "5", "6", "8"], "Bit widths of the Pareto sweep.")
+flags.DEFINE_boolean("sweep", True, "Run the bit-width x pattern-length sweep (with figures).")
+flags.DEFINE_string("zigzag_dir", None, "Export workload + designs as ZigZag inputs here.")
+flags.DEFINE_string("timeloop_dir", None, "Export workload + designs as Timeloop YAML here.")
+
+
+class UsageError(Exception):
+  """A user error: reported in one line, exit status 2."""
+
+
+def _tech():
+  from ebsp_jax.hw.tech import TechParams
+  try:
+    return TechParams(node_nm=FLAGS.node_nm, vdd=FLAGS.vdd, sram_energy=FLAGS.sram_energy,
+                      leakage_device=FLAGS.leakage, dram_pj_per_64b=FLAGS.dram_pj_per_64b,
+                      dram_bytes_per_cycle=FLAGS.dram_bytes_per_cycle, clock_mhz=FLAGS.clock_mhz)
+  except ValueError as e:
+    raise UsageError(str(e)) from None
+
+
+def _build(names, tech, bits=None, length=None):
+  from ebsp_jax.hw import arch
+  from ebsp_jax.hw.area import PAPER_PE_COUNTS
+  out = {}
+  for n in names:
+    out[n] = arch.build_accelerator(
+        n, area_mm2=FLAGS.area_mm2, area_scope=FLAGS.area_scope, tech=tech,
+        pattern_bits=bits or FLAGS.pattern_bits, pattern_length=length or FLAGS.pattern_length,
+        activation_bits=FLAGS.activation_bits, acc_bits=FLAGS.acc_bits,
+        weight_format=FLAGS.weight_format, glb_bytes=FLAGS.glb_kib * 1024,
+        glb_bandwidth_bits=FLAGS.glb_bandwidth_bits, outlier_fraction=FLAGS.outlier_fraction,
+        pe_count=PAPER_PE_COUNTS[n] if FLAGS.paper_pe_counts else None)
+  return out
+
+
+def run() -> dict:
+  """Runs the report; raises UsageError / ValueError for user errors."""
+  from ebsp_jax import models
+  from ebsp_jax.hw import arch, events, report, workload
+
+  names = [a.strip().lower() for a in FLAGS.accelerators if a.strip()]
+  unknown = [n for n in names if n not in arch.ACCELERATORS]
+  if unknown or not names:
+    raise UsageError(f"unknown accelerator(s) {', '.join(unknown) or '(none given)'}; known: "
+                     f"{', '.join(arch.ACCELERATORS)}")
+  if FLAGS.model not in models.MODELS:
+    raise UsageError(f"unknown model {FLAGS.model!r}; known: {', '.join(sorted(models.MODELS))}")
+  if FLAGS.dataset not in models.INPUT_SHAPES:
+    raise UsageError(f"unknown dataset {FLAGS.dataset!r}; known: "
+                     f"{', '.join(sorted(models.INPUT_SHAPES))}")
+  if FLAGS.batch_size < 1:
+    raise UsageError(f"batch_size must be >= 1; got {FLAGS.batch_size}")
+  tech = _tech()
+  accs = _build(names, tech)
+
+  wl = workload.model_workload(FLAGS.model, FLAGS.dataset, FLAGS.batch_size)
+  acts = None
+  ev = {}
+  if FLAGS.events:
+    ev = events.load_events(FLAGS.events)
+  elif FLAGS.params:
+    flat = events.load_params(FLAGS.params)
+    ev = events.events_from_params(flat, wl, FLAGS.pattern_bits, FLAGS.pattern_length,
+                                   FLAGS.activation_bits)
+    if not ev:
+      raise UsageError(f"no kernel of {FLAGS.model} found in {FLAGS.params}")
+  if ev:
+    acts = events.activities(ev)
+  result = report.evaluate_network(wl, accs, dataset=FLAGS.dataset, objective=FLAGS.objective,
+                                   search=FLAGS.search, activities=acts)
+  print(report.format_table(result))
+  extra = {"pattern": {"bits": FLAGS.pattern_bits, "length": FLAGS.pattern_length},
+           "activation_bits": FLAGS.activation_bits,
+           "pe_counts": report.pe_count_table(accs)}
+  if ev:
+    extra["events_summary"] = events.summarize_events(list(ev.values()))
+    extra["events_source"] = FLAGS.events or FLAGS.params
+  out = report.report_json(result, extra)
+
+  if FLAGS.figures_dir:
+    from ebsp_jax.hw import figures
+    written = figures.plot_energy_breakdown([result], os.path.join(
+        FLAGS.figures_dir, f"energy_{FLAGS.model}_{FLAGS.dataset}"))
+    written += figures.plot_latency([result], os.path.join(
+        FLAGS.figures_dir, f"latency_{FLAGS.model}_{FLAGS.dataset}"))
+    if FLAGS.sweep:
+      try:
+        bits_list = [int(b) for b in FLAGS.sweep_bits]
+      except ValueError:
+        raise UsageError(f"--sweep_bits must be integers; got {FLAGS.sweep_bits}") from None
+      pts = report.sweep_points(wl, lambda b, l: _build(["ebsp"], tech, b, l)["ebsp"], bits_list,
+                                dataset=FLAGS.dataset, objective=FLAGS.objective, search="fast")
+      accs_by_pattern = figures.load_accuracies(FLAGS.results) if FLAGS.results else {}
+      for p in pts:
+        p["accuracy"] = accs_by_pattern.get((p["bits"], p["length"]))
+      base = {n: r.energy_pj for n, r in result.results.items() if n != "ebsp"}
+      written += figures.plot_pareto(pts, os.path.join(
+          FLAGS.figures_dir, f"pareto_{FLAGS.model}_{FLAGS.dataset}"), base)
+      out["sweep"] = pts
+      if not FLAGS.results:
+        print("note: no --results given: the sweep figure shows energy only")
+    out["figures"] = written
+    print("figures: " + ", ".join(written))
+
+  if FLAGS.zigzag_dir:
+    from ebsp_jax.hw import zigzag_export
+    for n, a in accs.items():
+      zigzag_export.write_zigzag_inputs(os.path.join(FLAGS.zigzag_dir, n), list(wl.layers), a)
+    print(f"ZigZag inputs: {FLAGS.zigzag_dir}/<design>/{{workload,accelerator,mapping}}.yaml")
+  if FLAGS.timeloop_dir:
+    from ebsp_jax.hw import timeloop_export
+    for n, a in accs.items():
+      timeloop_export.write_timeloop(os.path.join(FLAGS.timeloop_dir, n), list(wl.layers), a)
+    print(f"Timeloop inputs: {FLAGS.timeloop_dir}/<design>/")
+
+  if FLAGS.output:
+    d = os.path.dirname(os.path.abspath(FLAGS.output))
+    os.makedirs(d, exist_ok=True)
+    with open(FLAGS.output, "w", encoding="utf-8") as f:
+      json.dump(out, f, indent=1, default=float)
+    print(f"report: {FLAGS.output}")
+  return out
+
+
+def main(argv):
+  if len(argv) > 1:
+    _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  from ebsp_jax.hw.arch import ConfigError
+  from ebsp_jax.hw.dataflow import MappingError
+  try:
+    run()
+  except (UsageError, ConfigError, MappingError, ValueError, FileNotFoundError) as e:
+    _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+
+def _fail(msg: str) -> None:
+  sys.stderr.write(f"error: {msg}\n")
+  sys.stderr.flush()
+  os._exit(2)  # no traceback, no atexit noise
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,215 @@
+"""End-to-end tests of the training pipeline on a tiny on-disk dataset.
+
+One 16-step reference run (float -> ADMM -> fine-tune, LeNet-5, 128 examples) is made in-process;
+the other tests resume, kill, corrupt or reuse it. A persistent compilation cache shared with the
+subprocesses keeps the recompilations cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from ebsp_jax.train import checkpoint as ckpt_lib
+from ebsp_jax.train import testing, tfevents
+from ebsp_jax.train.config import TrainConfig
+from ebsp_jax.train.trainer import Experiment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAIN = os.path.join(ROOT, "experiments", "fashion_mnist.py")
+DETERMINISTIC_KEYS = ("float_top1", "projected_top1", "quant_top1", "integer_top1", "float_loss",
+                      "quant_loss", "steps", "num_params", "layers", "pattern")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+  base = tmp_path_factory.mktemp("pipeline")
+  cache = str(base / "jax_cache")
+  jax.config.update("jax_compilation_cache_dir", cache)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  data_dir = testing.write_fake_fashion_mnist(str(base / "data"), 160, 100)
+  sub_env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=cache,
+                 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", PYTHONPATH=ROOT)
+  return {"base": base, "data_dir": data_dir, "env": sub_env}
+
+
+def _cfg(env, workdir, **kw) -> TrainConfig:
+  flags = dict(testing.TINY_FLAGS, **kw)
+  return TrainConfig(dataset="fashion_mnist", workdir=str(workdir), data_dir=env["data_dir"],
+                     **flags)
+
+
+def _argv(env, workdir, **kw):
+  flags = dict(testing.TINY_FLAGS, workdir=str(workdir), data_dir=env["data_dir"], **kw)
+  return [sys.executable, MAIN] + testing.as_argv(flags)
+
+
+def _final_params(workdir):
+  """Leaves of the newest checkpoint (the final state), as numpy arrays."""
+  ck = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), 50)
+  latest = ck.latest_id()
+  meta = ck.read_meta(latest)
+  import orbax.checkpoint as ocp
+  r = ck._mngr.restore(latest, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  ck.close()
+  return meta, [np.asarray(x) for x in r.state]
+
+
+def _assert_same_results(a, b):
+  for k in DETERMINISTIC_KEYS:
+    assert a.get(k) == b.get(k), f"{k}: {a.get(k)!r} != {b.get(k)!r}"
+
+
+@pytest.fixture(scope="module")
+def reference(env):
+  workdir = env["base"] / "reference"
+  results = Experiment(_cfg(env, workdir)).run()
+  return {"workdir": str(workdir), "results": results}
+
+
+def test_results_json_and_metrics(reference):
+  workdir = reference["workdir"]
+  with open(os.path.join(workdir, "results.json")) as f:
+    res = json.load(f)
+  for k in ("float_top1", "quant_top1", "integer_top1"):
+    assert 0.0 <= res[k] <= 1.0, k
+  assert res["float_top1"] > 0.3  # the toy task is learnable (chance: 0.1)
+  assert res["pattern"] == {"bits": 5, "length": 2, "name": "5b(L2)", "code_bits": 4,
+                            "num_levels": 15}
+  assert res["activation_bits"] == 8
+  assert res["model"] == "lenet5" and res["dataset"] == "fashion_mnist"
+  assert res["num_params"] == 61706
+  assert res["steps"] == 16 and res["phase_steps"] == {"float": 4, "admm": 8, "finetune": 4}
+  assert res["wall_seconds"] > 0
+  # Every quantized layer ends exactly on its grid.
+  assert res["layers"] and all(v["on_grid"] for v in res["layers"].values())
+  assert all(v["on_grid_fraction"] == 1.0 for v in res["layers"].values())
+  # The integer datapath computes the same network as fake-quant mode.
+  assert res["integer_top1"] == pytest.approx(res["quant_top1"], abs=0.02)
+  # TensorBoard events: readable, CRCs valid, the expected tags.
+  tb = os.path.join(workdir, "tensorboard")
+  tags = {}
+  for name in os.listdir(tb):
+    for tag, vals in tfevents.read_scalars(os.path.join(tb, name)).items():
+      tags.setdefault(tag, []).extend(vals)
+  for tag in ("train/loss", "train/accuracy", "admm/rho", "admm/primal_residual",
+              "pattern/zero_fraction", "pattern/shift_0", "eval/float_top1", "eval/quant_top1"):
+    assert tag in tags, tag
+  assert [s for s, _ in tags["train/loss"]] == sorted(s for s, _ in tags["train/loss"])
+  rhos = [v for _, v in sorted(tags["admm/rho"])]
+  assert rhos[-1] > rhos[0]  # geometric growth
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    lines = [json.loads(line) for line in f]
+  assert {"step", "phase", "train/loss"} <= set(lines[0])
+  # The float model is saved for --pretrained.
+  assert os.path.isdir(os.path.join(workdir, "float_model"))
+
+
+def test_resume_from_mid_run_checkpoint_is_exact(env, reference):
+  """Deleting every checkpoint after one mid-ADMM is what a kill right after it leaves."""
+  ref_meta, ref_leaves = _final_params(reference["workdir"])
+  workdir = env["base"] / "resumed"
+  shutil.copytree(reference["workdir"], workdir)
+  os.remove(workdir / "results.json")
+  ck_dir = workdir / "checkpoints"
+  ids = sorted(int(n) for n in os.listdir(ck_dir) if n.isdigit())
+  keep = 4 * 6 + 1  # step 6, phase admm (a checkpoint_every=3 save)
+  assert keep in ids
+  for i in ids:
+    if i > keep:
+      shutil.rmtree(ck_dir / str(i))
+  res = Experiment(_cfg(env, workdir)).run()
+  _assert_same_results(res, reference["results"])
+  meta, leaves = _final_params(str(workdir))
+  assert meta["leaves"] == ref_meta["leaves"]
+  for a, b in zip(leaves, ref_leaves):
+    np.testing.assert_array_equal(a, b)  # bitwise
+  # The metrics log reads like the uninterrupted run's (lines past the checkpoint dropped).
+  def log(path):
+    with open(os.path.join(path, "metrics.jsonl")) as f:
+      return [(r["step"], r.get("train/loss")) for r in map(json.loads, f)]
+  assert log(str(workdir)) == log(reference["workdir"])
+
+
+def test_sigkill_and_restart_gives_identical_results(env, reference):
+  """A subprocess killed with SIGKILL mid-run, restarted with the same command."""
+  workdir = env["base"] / "killed"
+  cmd = _argv(env, workdir, checkpoint_every=1)
+  proc = subprocess.Popen(cmd, env=env["env"], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  ck_dir = workdir / "checkpoints"
+  deadline = time.time() + 240
+  killed_at = None
+  while time.time() < deadline and proc.poll() is None:
+    ids = [int(n) for n in os.listdir(ck_dir) if n.isdigit()] if ck_dir.exists() else []
+    if ids and max(ids) >= 4 * 7:   # in the ADMM phase, step >= 7
+      proc.send_signal(signal.SIGKILL)
+      killed_at = max(ids)
+      break
+    time.sleep(0.02)
+  proc.wait(timeout=60)
+  assert killed_at is not None, "the run finished or stalled before it could be killed"
+  assert not (workdir / "results.json").exists()
+  out = subprocess.run(cmd, env=env["env"], capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "resumed at step" in out.stdout
+  with open(workdir / "results.json") as f:
+    res = json.load(f)
+  _assert_same_results(res, reference["results"])
+  _, leaves = _final_params(str(workdir))
+  _, ref_leaves = _final_params(reference["workdir"])
+  for a, b in zip(leaves, ref_leaves):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_mismatched_and_corrupt_checkpoints_fail_clearly(env, reference):
+  workdir = env["base"] / "mismatch"
+  shutil.copytree(reference["workdir"], workdir)
+  # Different configuration -> error naming the field, no restart.
+  with pytest.raises(ckpt_lib.CheckpointError, match="admm_rho: checkpoint 0.01, now 0.5"):
+    Experiment(_cfg(env, workdir, admm_rho=0.5)).run()
+  # Different model with the same fingerprint keys cannot happen; a different structure can:
+  ck_dir = workdir / "checkpoints"
+  latest = max(int(n) for n in os.listdir(ck_dir) if n.isdigit())
+  # Corrupt every data file of the latest checkpoint's state.
+  state_dir = ck_dir / str(latest) / "state"
+  corrupted = 0
+  for root, _, files in os.walk(state_dir):
+    for name in files:
+      path = os.path.join(root, name)
+      if os.path.getsize(path) > 16 and "metadata" not in name.lower():
+        with open(path, "r+b") as f:
+          f.seek(0)
+          f.write(b"\x00garbage\xff" * 4)
+        corrupted += 1
+  assert corrupted
+  with pytest.raises(ckpt_lib.CheckpointError, match="corrupt or unreadable|unreadable|does not match"):
+    Experiment(_cfg(env, workdir)).run()
+  # Metadata deleted -> clear error too.
+  shutil.rmtree(ck_dir / str(latest) / "meta")
+  with pytest.raises(ckpt_lib.CheckpointError):
+    Experiment(_cfg(env, workdir)).run()
+
+
+def test_pretrained_float_model(env, reference):
+  """--pretrained starts from the saved float model: post-training projection (no ADMM)."""
+  workdir = env["base"] / "ptq"
+  res = Experiment(_cfg(env, workdir, pretrained=reference["workdir"], float_epochs=0.0,
+                        admm_epochs=0.0, finetune_epochs=0.0, integer_eval=False)).run()
+  assert res["float_top1"] == reference["results"]["float_top1"]
+  assert res["steps"] == 0
+  assert 0.0 <= res["quant_top1"] <= 1.0 and res["integer_top1"] is None
+  with pytest.raises(ckpt_lib.CheckpointError, match="resnet20"):
+    Experiment(_cfg(env, env["base"] / "bad_pre", model="resnet20",
+                    pretrained=reference["workdir"], float_epochs=0.0)).run()
