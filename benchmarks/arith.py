@@ -88,6 +88,8 @@ def matmul_cases(size: int, reference: bool):
   f32 = jax.jit(lambda x, y: x @ y)
   i8 = jax.jit(lambda x, y: lax.dot_general(x, y, MM, preferred_element_type=jnp.int32))
   fast = jax.jit(lambda x, y: arith.dot_general(x, y, MM, pattern=PATTERN))
+  bf16 = jax.jit(lambda x, y: arith.dot_general(x, y, MM, pattern=PATTERN,
+                                                accumulation="bfloat16"))
   dual = jax.jit(lambda x, y: arith.dot_general(x, y, MM, pattern=PATTERN, mode="dual_lod"))
   ref = jax.jit(lambda x, y: arith.dot_general(x, y, MM, pattern=PATTERN, method="reference"))
   cases = {
@@ -96,13 +98,13 @@ def matmul_cases(size: int, reference: bool):
       "arith fast (uint8 x 6b(L3))": lambda: fast(a_u8, w),
       "arith fast (int8 x 6b(L3))": lambda: fast(a_i8, w),
       "arith fast dual-LOD (uint8)": lambda: dual(a_u8, w),
+      "arith fast, bf16 operands (uint8)": lambda: bf16(a_u8, w),
   }
   if reference:
     cases["arith reference (uint8)"] = lambda: ref(a_u8, w)
-  # Sanity: the emulation is exact (float32 is exact here: |sum| < 2**24 is not guaranteed, so
-  # compare against the int8 native result shifted by the zero point instead).
-  exact = np.asarray(a_u8, np.int64) @ np.asarray(w, np.int64)
+  exact = np.asarray(a_u8, np.int64) @ np.asarray(w, np.int64)     # independent check
   assert np.array_equal(np.asarray(fast(a_u8, w)), exact), "fast matmul is not exact"
+  assert np.array_equal(np.asarray(bf16(a_u8, w)), exact), "bf16 matmul path is not exact"
   return cases, 2.0 * m * k * n, f"matmul {m}x{k}x{n}"
 
 
@@ -118,8 +120,8 @@ def conv_cases(batch: int, hw: int, c: int, reference: bool):
   i8 = jax.jit(lambda x, y: conv(x, y, preferred_element_type=jnp.int32))
   ar = lambda **kw: jax.jit(lambda x, y: arith.conv_general_dilated(
       x, y, (1, 1), "SAME", dimension_numbers=dn, pattern=PATTERN, **kw))
-  fast, dual, ref, f32path = ar(), ar(mode="dual_lod"), ar(method="reference"), ar(
-      accumulation="float32")
+  fast, dual, ref = ar(), ar(mode="dual_lod"), ar(method="reference")
+  f32path, bf16 = ar(accumulation="float32"), ar(accumulation="bfloat16")
   x_f, w_f = x_u8.astype(jnp.float32), w.astype(jnp.float32)
   cases = {
       "native float32": lambda: f32(x_f, w_f),
@@ -128,17 +130,19 @@ def conv_cases(batch: int, hw: int, c: int, reference: bool):
       "arith fast (int8 x 6b(L3))": lambda: fast(x_i8, w),
       "arith fast dual-LOD (uint8)": lambda: dual(x_u8, w),
       "arith fast, f32-exact path (GPU's)": lambda: f32path(x_u8, w),
+      "arith fast, bf16 operands (uint8)": lambda: bf16(x_u8, w),
   }
   if reference:
     cases["arith reference (uint8)"] = lambda: ref(x_u8, w)
   want = np.asarray(i8(x_u8.astype(jnp.int32), w.astype(jnp.int32)))
   assert np.array_equal(np.asarray(fast(x_u8, w)), want), "fast conv is not exact"
   assert np.array_equal(np.asarray(f32path(x_u8, w)), want), "f32 conv path is not exact"
+  assert np.array_equal(np.asarray(bf16(x_u8, w)), want), "bf16 conv path is not exact"
   ops = 2.0 * batch * hw * hw * c * c * 9
   return cases, ops, f"conv 3x3 N={batch} {hw}x{hw}x{c}->{c} SAME (NHWC)"
 
 
-def network_rows(repeats: int) -> List[dict]:
+def network_rows(repeats: int, which=("resnet20", "resnet50")) -> List[dict]:
   """Integer-mode vs float ResNet-20 / ResNet-50 images/s (needs ebsp_jax.quant.to_integer)."""
   try:
     from ebsp_jax import models, quant  # noqa: F401
@@ -149,13 +153,15 @@ def network_rows(repeats: int) -> List[dict]:
     return []
   rows = []
   for name, shape, batch in (("resnet20", (32, 32, 3), 64), ("resnet50", (224, 224, 3), 8)):
+    if name not in which:
+      continue
     try:
-      inj = quant.fake_quant_injection(make_rule(PATTERN), activation_bits=8)
-      model = models.get_model(name, num_classes=10, **inj)
+      model = models.get_model(name, num_classes=10, **quant.fake_quant_injection(8))
       x = jnp.asarray(np.random.default_rng(2).random((batch,) + shape, np.float32))
-      variables = model.init(jax.random.PRNGKey(0), x, train=False)
-      _, upd = model.apply(variables, x, train=False, mutable=["quant_stats"])
-      variables = {**variables, **upd}
+      variables = dict(model.init(jax.random.PRNGKey(0), x, train=False))
+      for _ in range(2):   # calibrate the activation ranges (random weights: speed only)
+        _, upd = model.apply(variables, x, train=True, mutable=["quant_stats", "batch_stats"])
+        variables.update(upd)
       imodel = to_integer(name, variables, weight_rule=make_rule(PATTERN), activation_bits=8)
       fmodel = models.get_model(name, num_classes=10)
       fvars = {k: v for k, v in variables.items() if k != "quant_stats"}

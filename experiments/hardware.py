@@ -67,6 +67,9 @@ flags.DEFINE_string("figures_dir", None, "Write figures (PNG + SVG) here.")
 flags.DEFINE_list("results", [], "Training results.json files (accuracy for the Pareto plot).")
 flags.DEFINE_list("sweep_bits", ["4", "5", "6", "8"], "Bit widths of the Pareto sweep.")
 flags.DEFINE_boolean("sweep", True, "Run the bit-width x pattern-length sweep (with figures).")
+flags.DEFINE_list("figure_models", [],
+                  "More model:dataset pairs for the multi-network figures (e.g. "
+                  "alexnet:imagenet,resnet20:cifar10); their totals go to 'networks'.")
 flags.DEFINE_string("zigzag_dir", None, "Export workload + designs as ZigZag inputs here.")
 flags.DEFINE_string("timeloop_dir", None, "Export workload + designs as Timeloop YAML here.")
 
@@ -144,12 +147,32 @@ def run() -> dict:
     extra["events_source"] = FLAGS.events or FLAGS.params
   out = report.report_json(result, extra)
 
+  others = []
+  for spec in FLAGS.figure_models:
+    if ":" not in spec:
+      raise UsageError(f"--figure_models entries are model:dataset; got {spec!r}")
+    m, d = spec.split(":", 1)
+    if m not in models.MODELS or d not in models.INPUT_SHAPES:
+      raise UsageError(f"unknown model or dataset in --figure_models: {spec!r}")
+    others.append(report.evaluate_network(workload.model_workload(m, d, FLAGS.batch_size), accs,
+                                          dataset=d, objective=FLAGS.objective,
+                                          search=FLAGS.search))
+  if others:
+    out["networks"] = [{"model": r.workload.name, "dataset": r.dataset, "macs": r.workload.macs,
+                        "accelerators": {n: {"energy_pj": a.energy_pj,
+                                             "energy_breakdown_pj": {k: a.energy[k] for k in
+                                                                     report.CATEGORIES},
+                                             "cycles": a.cycles, "latency_s": a.latency_s}
+                                         for n, a in r.results.items()},
+                        "comparison": report.comparison(r)} for r in [result] + others]
+
   if FLAGS.figures_dir:
     from ebsp_jax.hw import figures
-    written = figures.plot_energy_breakdown([result], os.path.join(
-        FLAGS.figures_dir, f"energy_{FLAGS.model}_{FLAGS.dataset}"))
-    written += figures.plot_latency([result], os.path.join(
-        FLAGS.figures_dir, f"latency_{FLAGS.model}_{FLAGS.dataset}"))
+    tag = f"{FLAGS.model}_{FLAGS.dataset}" if not others else "networks"
+    written = figures.plot_energy_breakdown([result] + others, os.path.join(
+        FLAGS.figures_dir, f"energy_{tag}"))
+    written += figures.plot_latency([result] + others, os.path.join(
+        FLAGS.figures_dir, f"latency_{tag}"))
     if FLAGS.sweep:
       try:
         bits_list = [int(b) for b in FLAGS.sweep_bits]

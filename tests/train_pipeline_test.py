@@ -55,15 +55,23 @@ def _argv(env, workdir, **kw):
   return [sys.executable, MAIN] + testing.as_argv(flags)
 
 
-def _final_params(workdir):
-  """Leaves of the newest checkpoint (the final state), as numpy arrays."""
-  ck = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), 50)
+def _restore_numpy(directory, keep=50):
+  """``(meta, leaves)`` of the newest checkpoint in ``directory``, on one device, as numpy."""
+  import orbax.checkpoint as ocp
+  ck = ckpt_lib.Checkpointer(directory, keep)
   latest = ck.latest_id()
   meta = ck.read_meta(latest)
-  import orbax.checkpoint as ocp
-  r = ck._mngr.restore(latest, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = [jax.ShapeDtypeStruct(tuple(shape), np.dtype(dtype), sharding=dev)
+              for _, shape, dtype in meta["leaves"]]
+  r = ck._mngr.restore(latest, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
   ck.close()
   return meta, [np.asarray(x) for x in r.state]
+
+
+def _final_params(workdir):
+  """Leaves of the newest checkpoint (the final state), as numpy arrays."""
+  return _restore_numpy(os.path.join(workdir, "checkpoints"))
 
 
 def _assert_same_results(a, b):
@@ -213,3 +221,61 @@ def test_pretrained_float_model(env, reference):
   with pytest.raises(ckpt_lib.CheckpointError, match="resnet20"):
     Experiment(_cfg(env, env["base"] / "bad_pre", model="resnet20",
                     pretrained=reference["workdir"], float_epochs=0.0)).run()
+
+
+def _float_model_leaves(workdir):
+  return _restore_numpy(os.path.join(workdir, "float_model"), 1)
+
+
+def _run_on_8_devices(env, workdir, **kw):
+  sub_env = dict(env["env"], XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  out = subprocess.run(_argv(env, workdir, eval_batch_size=40, **kw), env=sub_env,
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "8 device(s)" in out.stdout
+  with open(os.path.join(workdir, "results.json")) as f:
+    return json.load(f)
+
+
+def test_data_parallel_8_devices_matches_one_device(env, reference):
+  """Float phase + a short ADMM phase on 8 (virtual CPU) devices vs the 1-device reference."""
+  workdir = env["base"] / "dp8"
+  res = _run_on_8_devices(env, workdir, admm_epochs=0.5, finetune_epochs=0.0,
+                          integer_eval=False)
+  assert res["devices"] == 8
+  meta8, leaves8 = _float_model_leaves(str(workdir))
+  meta1, leaves1 = _float_model_leaves(reference["workdir"])
+  assert meta8["leaves"] == meta1["leaves"]
+  for a, b in zip(leaves8, leaves1):
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+  assert abs(res["float_top1"] - reference["results"]["float_top1"]) <= 0.011
+  assert res["float_loss"] == pytest.approx(reference["results"]["float_loss"], rel=1e-4)
+  assert all(v["on_grid"] for v in res["layers"].values())
+
+
+@pytest.mark.slow
+def test_data_parallel_full_pipeline_8_devices(env, reference):
+  """The whole pipeline on 8 devices ends where the 1-device run does (float tolerance)."""
+  res = _run_on_8_devices(env, env["base"] / "dp8_full")
+  ref = reference["results"]
+  for k in ("float_top1", "projected_top1", "quant_top1", "integer_top1"):
+    assert abs(res[k] - ref[k]) <= 0.021, (k, res[k], ref[k])
+  assert res["quant_loss"] == pytest.approx(ref["quant_loss"], rel=2e-3)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments(env, reference):
+  """Kills at several random moments (during saves, evaluations, phase changes), then resumes."""
+  rng = np.random.default_rng(0)
+  workdir = env["base"] / "killed_many"
+  cmd = _argv(env, workdir, checkpoint_every=1)
+  for _ in range(5):
+    proc = subprocess.Popen(cmd, env=env["env"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    time.sleep(float(rng.uniform(4.0, 14.0)))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+  out = subprocess.run(cmd, env=env["env"], capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-2000:]
+  with open(workdir / "results.json") as f:
+    _assert_same_results(json.load(f), reference["results"])

@@ -167,7 +167,10 @@ def dot_general(lhs, rhs, dimension_numbers, *, pattern: BitPattern, acc_bits: i
       exact sum does not fit ``acc_bits`` bits.
     accumulation: native path of ``method="fast"``: ``"int32"`` (int8 x int8 -> int32),
       ``"float32"`` (int8 x int8 -> float32, exact by the 2**24 bound, see
-      :mod:`ebsp_jax.arith.fast`) or ``"auto"`` (int32, except float32 for convolutions on GPU).
+      :mod:`ebsp_jax.arith.fast`), ``"bfloat16"`` (the int8 planes as bf16 operands, float32
+      accumulation, same bound) or ``"auto"`` (int32; float32 for convolutions on GPU, and on
+      CPU for convolutions with < 32 input channels per group, where XLA:CPU's int8
+      convolution is slow: see :func:`ebsp_jax.arith.config.resolve_accumulation`).
     name: label of this call in :func:`ebsp_jax.arith.events.recording` logs.
     precision: accepted for drop-in use as a Flax ``dot_general``; ignored.
     preferred_element_type: None or int32 (drop-in use); the result is always int32.
@@ -224,12 +227,13 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int],
   if batch_group_count != 1:
     raise ValueError(f"batch_group_count={batch_group_count} is not supported (only 1)")
   lhs, rhs = _as_int_array("lhs", lhs), _as_int_array("rhs", rhs)
+  geo = conv_geometry(lhs.shape, rhs.shape, window_strides, padding, lhs_dilation, rhs_dilation,
+                      dimension_numbers, feature_group_count)
   cfg = make_config(lhs.dtype, rhs.dtype, pattern=pattern, acc_bits=acc_bits, overflow=overflow,
                     mode=mode, method=method, rounding=rounding, act_bits=act_bits,
                     act_signed=act_signed, with_stats=with_stats, accumulation=accumulation,
-                    op="conv", preferred_element_type=preferred_element_type)
-  geo = conv_geometry(lhs.shape, rhs.shape, window_strides, padding, lhs_dilation, rhs_dilation,
-                      dimension_numbers, feature_group_count)
+                    op="conv", preferred_element_type=preferred_element_type,
+                    conv_group_in=geo.group_in)
   _eager_checks(lhs, rhs, cfg)
   events.maybe_record("conv", lhs, rhs, name,
                       (window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,

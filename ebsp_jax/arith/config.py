@@ -13,7 +13,7 @@ OVERFLOWS = ("wrap", "saturate", "error")
 MODES = ("exact", "dual_lod")
 METHODS = ("fast", "reference")
 ROUNDINGS = ("truncate", "round")
-ACCUMULATIONS = ("auto", "int32", "float32")
+ACCUMULATIONS = ("auto", "int32", "float32", "bfloat16")
 ACC_BITS_RANGE = (2, 32)
 MAX_ACT_BITS = 16
 
@@ -92,19 +92,38 @@ def _choice(name: str, value, allowed) -> str:
   return value
 
 
-def resolve_accumulation(accumulation: str, op: str) -> str:
-  """``auto``: int32 everywhere except convolutions on GPU (no int8->int32 conv there)."""
+# On XLA:CPU the int8 -> int32 convolution is fast with many input channels per group but
+# falls onto a slow path with few (measured 2026-11-28, AMD EPYC, jax 0.10.2: 3x3 conv with 16
+# channels 7.6x slower than float32, 7x7/3-channel stem 4x slower, depthwise 1.2-1.4x slower;
+# with >= 32 channels 1.3-1.8x faster than float32). The float32-accumulation path runs at
+# float32 speed there.
+CPU_INT8_CONV_MIN_CHANNELS = 32
+
+
+def resolve_accumulation(accumulation: str, op: str, conv_group_in: int = 0) -> str:
+  """``auto``: the native path per backend and op.
+
+  * GPU: int32 (int8 tensor cores) for dot_general; float32 for convolutions (XLA:GPU has no
+    int8 -> int32 convolution; cuDNN's int8 convolutions accumulate into float32).
+  * CPU: int32, except float32 for convolutions with fewer than
+    ``CPU_INT8_CONV_MIN_CHANNELS`` input channels per group (XLA:CPU's slow int8 path).
+  * Others (TPU): int32.
+  """
   if accumulation != "auto":
     return accumulation
   import jax
-  if op == "conv" and jax.default_backend() in ("gpu", "cuda", "rocm"):
+  backend = jax.default_backend()
+  if op == "conv" and backend in ("gpu", "cuda", "rocm"):
+    return "float32"
+  if op == "conv" and backend == "cpu" and conv_group_in < CPU_INT8_CONV_MIN_CHANNELS:
     return "float32"
   return "int32"
 
 
 def make_config(lhs_dtype, rhs_dtype, *, pattern, acc_bits, overflow, mode, method, rounding,
                 act_bits: Optional[int], act_signed: Optional[bool], with_stats: bool,
-                accumulation: str, op: str, preferred_element_type=None) -> Config:
+                accumulation: str, op: str, preferred_element_type=None,
+                conv_group_in: int = 0) -> Config:
   """Validates the arguments of a public call; one-line ``ValueError``/``TypeError`` otherwise."""
   if not isinstance(pattern, BitPattern):
     raise TypeError(f"pattern must be an ebsp_jax.BitPattern, got {type(pattern).__name__}")
@@ -139,7 +158,7 @@ def make_config(lhs_dtype, rhs_dtype, *, pattern, acc_bits, overflow, mode, meth
                      f"for {'signed' if act_signed else 'unsigned'} activations")
   cfg = Config(pattern=pattern, acc_bits=acc_bits, overflow=overflow, mode=mode,
                rounding=rounding, act_bits=act_bits, act_signed=bool(act_signed), method=method,
-               accumulation=resolve_accumulation(accumulation, op), with_stats=bool(with_stats))
+               accumulation=resolve_accumulation(accumulation, op, conv_group_in), with_stats=bool(with_stats))
   if cfg.max_abs_product >= 1 << 31:
     raise ValueError(f"a product does not fit the 32-bit datapath: max |activation| "
                      f"{cfg.max_abs_act} x max |weight| {pattern.max_level} >= 2**31; use fewer "

@@ -110,14 +110,16 @@ def test_numpy_model_agrees_with_lax(prob, seed):
 @fast_settings(12)
 @given(conv_problems(), patterns(max_bits=8), act_formats(max_bits=10), st.integers(2, 32),
        st.sampled_from(["wrap", "saturate"]), st.sampled_from(["exact", "dual_lod"]),
-       st.sampled_from(["truncate", "round"]), st.integers(0, 2**31 - 1))
-def test_conv_matches_int64_model(prob, pattern, act, acc_bits, overflow, mode, rounding, seed):
+       st.sampled_from(["truncate", "round"]),
+       st.sampled_from(["auto", "int32", "float32", "bfloat16"]), st.integers(0, 2**31 - 1))
+def test_conv_matches_int64_model(prob, pattern, act, acc_bits, overflow, mode, rounding,
+                                  accumulation, seed):
   rng = np.random.default_rng(seed)
   bits, signed = act
   lhs = act_array(rng, prob["lshape"], bits, signed)
   rhs = weight_array(rng, prob["rshape"], pattern)
   kw = dict(pattern=pattern, acc_bits=acc_bits, overflow=overflow, mode=mode, rounding=rounding,
-            act_bits=bits, act_signed=signed)
+            act_bits=bits, act_signed=signed, accumulation=accumulation)
   want, count = expected(lhs, rhs, prob, kw, pattern)
   for method, (res, n) in run_both(lhs, rhs, prob, **kw).items():
     np.testing.assert_array_equal(res, want, err_msg=method)
@@ -129,7 +131,7 @@ RESNET_LIKE = dict(lshape=(2, 9, 9, 16), rshape=(3, 3, 16, 8), window_strides=(2
                    dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=1)
 
 
-@pytest.mark.parametrize("accumulation", ["int32", "float32"])
+@pytest.mark.parametrize("accumulation", ["int32", "float32", "bfloat16"])
 def test_resnet_like_conv_with_overflow(accumulation):
   """3x3 / stride 2 / SAME, uint8 activations (offset plane + padding correction), overflow."""
   pattern = BitPattern(6, 3)
@@ -214,7 +216,7 @@ def test_conv_jit_vmap_and_checks():
 @given(conv_problems(max_spatial=8), patterns(max_bits=16), act_formats(max_bits=16),
        st.integers(2, 32), st.sampled_from(["wrap", "saturate"]),
        st.sampled_from(["exact", "dual_lod"]), st.sampled_from(["truncate", "round"]),
-       st.sampled_from(["int32", "float32"]), st.integers(0, 2**31 - 1))
+       st.sampled_from(["int32", "float32", "bfloat16"]), st.integers(0, 2**31 - 1))
 def test_conv_matches_int64_model_many(prob, pattern, act, acc_bits, overflow, mode, rounding,
                                        accumulation, seed):
   bits, signed = act

@@ -64,16 +64,17 @@ def run_both(lhs, rhs, dims, **kw):
 @fast_settings(12)
 @given(dot_problems(), patterns(max_bits=8), act_formats(max_bits=12), st.integers(2, 32),
        st.sampled_from(["wrap", "saturate"]), st.sampled_from(["exact", "dual_lod"]),
-       st.sampled_from(["truncate", "round"]), st.integers(0, 2**31 - 1))
+       st.sampled_from(["truncate", "round"]),
+       st.sampled_from(["auto", "int32", "float32", "bfloat16"]), st.integers(0, 2**31 - 1))
 def test_dot_general_matches_int64_model(problem, pattern, act, acc_bits, overflow, mode,
-                                         rounding, seed):
+                                         rounding, accumulation, seed):
   lshape, rshape, dims = problem
   rng = np.random.default_rng(seed)
   bits, signed = act
   lhs = act_array(rng, lshape, bits, signed)
   rhs = weight_array(rng, rshape, pattern)
   kw = dict(pattern=pattern, acc_bits=acc_bits, overflow=overflow, mode=mode, rounding=rounding,
-            act_bits=bits, act_signed=signed)
+            act_bits=bits, act_signed=signed, accumulation=accumulation)
   want, count = expected(lhs, rhs, dims, kw, pattern)
   got = run_both(lhs, rhs, dims, **kw)
   for method, (res, n) in got.items():
@@ -263,7 +264,7 @@ def test_flax_style_call():
 @fast_settings(150)
 @given(dot_problems(), patterns(max_bits=16), act_formats(max_bits=16), st.integers(2, 32),
        st.sampled_from(["wrap", "saturate"]), st.sampled_from(["exact", "dual_lod"]),
-       st.sampled_from(["truncate", "round"]), st.sampled_from(["int32", "float32"]),
+       st.sampled_from(["truncate", "round"]), st.sampled_from(["int32", "float32", "bfloat16"]),
        st.integers(0, 2**31 - 1))
 def test_dot_general_matches_int64_model_many(problem, pattern, act, acc_bits, overflow, mode,
                                               rounding, accumulation, seed):

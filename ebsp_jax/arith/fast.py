@@ -31,7 +31,8 @@ Exactness. (1) Terms: with ``|alpha| <= A``, ``|omega| <= W`` and a chunk of at 
 contraction elements, every partial sum of a term, in any order, is bounded by
 ``k_c * A * W``. The int32 path needs ``k_c * A * W <= 2**31 - 1`` (then the int32 dot is exact,
 no wrap). The float32 path (for GPUs, where XLA has no int8 -> int32 convolution and cuDNN's
-integer convolutions accumulate into f32) needs ``k_c * A * W <= 2**24``: every integer of
+integer convolutions accumulate into f32; also ``accumulation="bfloat16"``: bf16 operands, f32
+accumulation, for CPUs with bf16 dot units) needs ``k_c * A * W <= 2**24``: every integer of
 magnitude ``<= 2**24`` is a float32, so every product and every partial sum — in any order,
 with any blocking, also with operands converted to bf16/f16/tf32 (int8 values are exact
 there) — is exact, and so is the result. The planner (:func:`plan`) picks digit widths and a
@@ -202,7 +203,7 @@ def plan(cfg: Config, units: int, unit_size: int = 1) -> Plan:
     ValueError: if no plan meets the exactness bound (only for absurd kernel sizes).
   """
   lo, hi = cfg.datapath_act_range
-  bound = INT32_BOUND if cfg.accumulation == "int32" else FLOAT32_BOUND
+  bound = INT32_BOUND if cfg.accumulation == "int32" else FLOAT32_BOUND   # float32, bfloat16
   k_total = units * unit_size
   exact_int32 = k_total * cfg.max_abs_product <= INT32_BOUND
   best = None
@@ -260,6 +261,11 @@ def _bits_of(c: int):
 
 def _native_dtype(accumulation: str):
   return jnp.int32 if accumulation == "int32" else jnp.float32
+
+
+def _operand(x: jax.Array, accumulation: str) -> jax.Array:
+  """int8 planes as the native op's operands (bf16 holds every int8 exactly)."""
+  return x.astype(jnp.bfloat16) if accumulation == "bfloat16" else x
 
 
 def combine(p: Plan, lhs: jax.Array, rhs: jax.Array, cfg: Config,
@@ -339,7 +345,9 @@ def dot(a: jax.Array, w: jax.Array, cfg: Config):
   def native(alpha, omega, u0, u1):
     if (u0, u1) != (0, k):
       alpha, omega = alpha[:, :, u0:u1], omega[:, u0:u1, :]
-    return _to_int32(lax.dot_general(alpha, omega, dims, preferred_element_type=dt))
+    acc = p.accumulation
+    return _to_int32(lax.dot_general(_operand(alpha, acc), _operand(omega, acc), dims,
+                                     preferred_element_type=dt))
 
   def native_ones(omega, u0, u1):
     # 1 . omega is a column sum: an exact int32 reduction (|sum| <= K * 127).
@@ -371,14 +379,18 @@ def conv(lhs: jax.Array, rhs: jax.Array, geo: ConvGeometry, cfg: Config):
 
   def native(alpha, omega, u0, u1):
     alpha, omega = select(alpha, omega, u0, u1)
-    return _to_int32(lax.conv_general_dilated(alpha, omega, **kwargs))
+    acc = p.accumulation
+    return _to_int32(lax.conv_general_dilated(_operand(alpha, acc), _operand(omega, acc),
+                                              **kwargs))
 
   def native_ones(omega, u0, u1):
     shape = list(lhs.shape)
     shape[dn.lhs_spec[0]] = 1
     ones = jnp.ones(shape, jnp.int8)
     ones, omega = select(ones, omega, u0, u1)
-    return _to_int32(lax.conv_general_dilated(ones, omega, **kwargs))
+    acc = p.accumulation
+    return _to_int32(lax.conv_general_dilated(_operand(ones, acc), _operand(omega, acc),
+                                              **kwargs))
 
   empty = geo.k == 0 or 0 in geo.out_shape
   value = None if empty else combine(p, lhs, rhs, cfg, native, native_ones, use_wide)

@@ -23,9 +23,9 @@ and compares):
    (``|O| (prod(irrelevant loops above) - 1)`` re-reads). At the innermost level, data that an
    operand register holds across consecutive MACs is read once.
    Input traffic is counted per tile: a tile spanning OY outputs and FY kernel rows holds
-   ``stride (OY-1) + FY`` input rows (``sliding_window=True``, the default). ZigZag instead
-   treats every (output, kernel) pair as its own input element (``sliding_window=False``, used
-   for the cross-check), which inflates input traffic of an R x S conv up to R*S times.
+   ``stride (OY-1) + FY`` input rows (``sliding_window=True``, the default; ZigZag gets the
+   same effect from its partially-relevant IX/IY loops). ``sliding_window=False`` counts every
+   (output, kernel) pair as its own input element, an upper bound up to R*S times higher.
    Sliding-window reuse *between* consecutive tiles (Eyeriss's row-stationary spad reuse) is
    not modelled: each tile is fetched whole.
 4. **Energy** = MACs x PE energy per MAC (data-aware: zero-weight products gated, zero shifts
@@ -35,9 +35,9 @@ and compares):
    factor), for every level: bits moved / (bandwidth x active instances)): perfect overlap of
    transfers and compute (double buffering), bounded by DRAM bandwidth or any other level.
 
-``boundary_io`` adds ZigZag's convention of writing every input tensor into the top level and
-reading every output out of it (used for the cross-check; the reports leave it off because
-the previous layer already paid for writing its output to DRAM).
+``boundary_io`` additionally charges writing every input tensor into the top level (DRAM)
+and reading every output back out of it. Off by default, as in ZigZag (which disables this
+"external" traffic): the previous layer already paid for writing its output to DRAM.
 
 The mapper (:func:`best_mapping`) tries every spatial candidate of the design and every
 ordering of the temporal loops' prime factors (merged down to ``lpf_limit`` loops, like
@@ -318,8 +318,8 @@ def evaluate_mapping(layer: Layer, acc: Accelerator, mapping: Mapping,
   """Cost of ``layer`` on ``acc`` with ``mapping``.
 
   ``sliding_window``: count input traffic per tile (a tile of OY x FY rows holds
-  ``stride (OY-1) + FY`` input rows); ``False`` is ZigZag's convention, which counts every
-  (output, kernel) position as a separate input element (up to R*S times the data).
+  ``stride (OY-1) + FY`` input rows); ``False`` counts every (output, kernel) position as a
+  separate input element (an upper bound, up to R*S times the data).
 
   Raises:
     MappingError: the mapping does not fit the memories.
@@ -547,8 +547,8 @@ def best_mapping(layer: Layer, acc: Accelerator, objective: str = "edp", lpf_lim
     lpf_limit: temporal loops kept after merging prime factors (5: up to 120 orders per
       spatial candidate).
     activity: data-aware activity (EBSP's zero weights / shifts).
-    boundary_io: ZigZag's top-level input-fill / output-drain convention.
-    sliding_window: per-tile input counting (False: ZigZag's convention).
+    boundary_io: also charge the top-level input fill / output drain.
+    sliding_window: per-tile input counting (False: no overlap, an upper bound).
     refine: after the exhaustive search, improve the ``refine_starts`` best distinct mappings
       by local moves of single prime-factor loops (first-improvement hill climbing).
     refine_starts: number of starting points of the local search.

@@ -49,8 +49,14 @@ def plot_energy_breakdown(results: Sequence[NetworkResult], path_prefix: str,
     The written file paths.
   """
   designs = list(dict.fromkeys(n for r in results for n in r.results))
-  fig, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results) + 1, 3.8), squeeze=False)
-  for ax, res in zip(axes[0], results):
+  ncols = min(3, len(results))
+  nrows = -(-len(results) // ncols)
+  fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols + 0.6, 3.3 * nrows + 0.4),
+                           squeeze=False)
+  flat = [ax for row in axes for ax in row]
+  for ax in flat[len(results):]:
+    ax.axis("off")
+  for i, (ax, res) in enumerate(zip(flat, results)):
     ref = res.results.get(normalize_to) if normalize_to else None
     denom = ref.energy_pj if ref else 1e6
     bottom = [0.0] * len(designs)
@@ -61,10 +67,12 @@ def plot_energy_breakdown(results: Sequence[NetworkResult], path_prefix: str,
       ax.bar(designs, vals, bottom=bottom, color=_COLORS[cat], label=cat)
       bottom = [b + v for b, v in zip(bottom, vals)]
     ax.set_title(f"{res.workload.name} ({res.dataset})", fontsize=9)
-    ax.set_ylabel(f"energy / {normalize_to}" if ref else "energy (uJ)")
+    if i % ncols == 0:
+      ax.set_ylabel(f"energy / {normalize_to}" if ref else "energy (uJ)")
     ax.tick_params(axis="x", rotation=45, labelsize=8)
-  axes[0][-1].legend(fontsize=7, loc="upper right")
+  flat[0].legend(fontsize=7, loc="upper right")
   fig.suptitle("Energy breakdown at equal PE-array area", fontsize=10)
+  fig.tight_layout()
   return _save(fig, path_prefix)
 
 

@@ -125,8 +125,9 @@ def comparison(result: NetworkResult, target: str = "ebsp") -> dict[str, dict[st
   """``target`` vs each other design: energy reduction and speed-up.
 
   Returns:
-    ``{baseline: {'energy_reduction_pct', 'speedup', 'perf_gain_pct', 'latency_reduction_pct',
-    'paper_energy_reduction_pct', 'paper_perf_gain_pct'}}`` where ``perf_gain_pct`` is
+    ``{baseline: {'energy_reduction_pct', 'onchip_energy_reduction_pct' (DRAM excluded),
+    'speedup', 'perf_gain_pct', 'latency_reduction_pct', 'paper_energy_reduction_pct',
+    'paper_perf_gain_pct'}}`` where ``perf_gain_pct`` is
     ``(speedup - 1) * 100`` (the paper's "performance gain" is not defined; its
     ``latency_reduction_pct`` reading is given too). Paper figures are for ResNet-50 and are
     ``None`` for other models.
@@ -140,8 +141,11 @@ def comparison(result: NetworkResult, target: str = "ebsp") -> dict[str, dict[st
     if name == target:
       continue
     speedup = r.latency_s / t.latency_s if t.latency_s else math.inf
+    onchip_t = t.energy_pj - t.energy["dram"]
+    onchip_r = r.energy_pj - r.energy["dram"]
     out[name] = {
         "energy_reduction_pct": 100.0 * (1.0 - t.energy_pj / r.energy_pj),
+        "onchip_energy_reduction_pct": 100.0 * (1.0 - onchip_t / onchip_r),
         "speedup": speedup,
         "perf_gain_pct": 100.0 * (speedup - 1.0),
         "latency_reduction_pct": 100.0 * (1.0 - t.latency_s / r.latency_s),
@@ -251,12 +255,13 @@ def format_table(result: NetworkResult) -> str:
   comp = comparison(result)
   if comp:
     lines.append("")
-    lines.append(f"{'EBSP vs':<10} {'energy -%':>10} {'paper':>7} {'speed-up':>9} "
-                 f"{'gain %':>8} {'paper':>7}")
+    lines.append(f"{'EBSP vs':<10} {'energy -%':>10} {'on-chip':>8} {'paper':>7} "
+                 f"{'speed-up':>9} {'gain %':>8} {'paper':>7}")
     for name, c in comp.items():
       pe = c["paper_energy_reduction_pct"]
       pg = c["paper_perf_gain_pct"]
       lines.append(f"{name:<10} {c['energy_reduction_pct']:>10.1f} "
+                   f"{c['onchip_energy_reduction_pct']:>8.1f} "
                    f"{(f'{pe:.1f}' if pe is not None else '-'):>7} {c['speedup']:>9.2f} "
                    f"{c['perf_gain_pct']:>8.1f} {(f'{pg:.1f}' if pg is not None else '-'):>7}")
   for n in result.notes:

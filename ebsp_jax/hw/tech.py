@@ -218,7 +218,8 @@ class TechParams:
       raise ValueError(f"leakage_device must be itrs-hp, itrs-lop or none; got "
                        f"{self.leakage_device!r}")
     if not self.dram_bytes_per_cycle > 0:
-      raise ValueError(f"dram_bytes_per_cycle must be > 0; got {self.dram_bytes_per_cycle}")
+      raise ValueError(f"DRAM bandwidth (dram_bytes_per_cycle) must be > 0 bytes/cycle; got "
+                       f"{self.dram_bytes_per_cycle}")
     if not self.clock_mhz > 0:
       raise ValueError(f"clock_mhz must be > 0; got {self.clock_mhz}")
     if not self.dram_pj_per_64b >= 0:

@@ -215,9 +215,9 @@ _PASS_THROUGH = {"convert_element_type", "reshape", "transpose", "broadcast_in_d
                  "max", "min", "select_n", "neg", "abs", "sign", "floor", "ceil", "stop_gradient",
                  "reduce_precision", "custom_jvp_call", "custom_vjp_call", "pjit", "integer_pow",
                  "pow", "exp2", "log", "bitcast_convert_type", "and", "or", "shift_left",
-                 "shift_right_arithmetic", "shift_right_logical", "dot_general", "sqrt", "rsqrt",
-                 "reduce_max", "reduce_min", "reduce_sum", "argmin", "argmax", "ge", "gt", "le",
-                 "lt", "eq", "ne", "not", "is_finite", "exp", "sin", "cos", "cumsum"}
+                 "shift_right_arithmetic", "shift_right_logical", "sqrt", "rsqrt",
+                 "reduce_max", "reduce_min", "reduce_sum", "ge", "gt", "le", "lt", "eq", "ne",
+                 "not", "is_finite", "exp", "sin", "cos", "cumsum"}
 
 
 def trace_layers(fn: Callable[..., Any], *args: Any, param_argnum: int | None = 0,

@@ -389,7 +389,7 @@ class Interpreter:
     return IntTensor(q, t.m * 2.0 ** k, t.o, (t.bound >> k) + 1, t.layer)
 
   def rescale(self, t: IntTensor, ratio: np.ndarray) -> Tuple[jax.Array, int]:
-    """``round(q * ratio)`` with an integer multiplier and shift (ratio <= 1)."""
+    """``round(q * ratio)`` with an integer multiplier and shift; returns ``(q, bound)``."""
     ratio = _compact(np.broadcast_to(ratio, np.broadcast_shapes(ratio.shape, t.m.shape)))
     if np.all(ratio == 1.0):
       return t.q, t.bound
@@ -474,19 +474,34 @@ class Interpreter:
     return IntTensor(q, t.m, _compact(np.broadcast_to(t.o + c, np.broadcast_shapes(
         t.o.shape, c.shape))), t.bound, t.layer)
 
-  def _add_int(self, a: IntTensor, b: IntTensor, out_shape) -> IntTensor:
-    mc = np.maximum(a.m, b.m)
+  def _common_scale(self, a: IntTensor, b: IntTensor, total: bool) -> np.ndarray:
+    """The finest common scale at which both tensors (their sum if ``total``) fit in 30 bits."""
+    ma, mb = np.broadcast_arrays(a.m, b.m)
+    if total:
+      span = ma * a.bound + mb * b.bound
+    else:
+      span = np.maximum(ma * a.bound, mb * b.bound)
+    mc = span / float(1 << 30)
+    return _compact(np.where(mc > 0, mc, np.maximum(ma, mb)))
+
+  def _align(self, a: IntTensor, b: IntTensor, total: bool):
+    """Rescales both to a common scale ``mc`` (integer multiplier and shift, round half up)."""
+    mc = self._common_scale(a, b, total)
     while True:
       qa, ba = self.rescale(a, a.m / mc)
       qb, bb = self.rescale(b, b.m / mc)
-      if ba + bb <= INT32_BOUND:
-        break
-      mc = mc * 2.0 ** max(1, (ba + bb).bit_length() - 30)
+      need = ba + bb if total else max(ba, bb)
+      if need <= INT32_BOUND:
+        return qa, qb, mc, need
+      mc = mc * 2.0
+
+  def _add_int(self, a: IntTensor, b: IntTensor, out_shape) -> IntTensor:
+    qa, qb, mc, bound = self._align(a, b, total=True)
     q = qa + qb
     if q.shape != out_shape:
       q = jnp.broadcast_to(q, out_shape)
-    o = a.o + b.o
-    return IntTensor(q, _compact(mc), _compact(o), ba + bb, a.layer or b.layer)
+    o = _compact(np.broadcast_to(a.o + b.o, np.broadcast_shapes(a.o.shape, b.o.shape)))
+    return IntTensor(q, mc, o, bound, a.layer or b.layer)
 
   def _neg(self, t: IntTensor) -> IntTensor:
     return IntTensor(-t.q, t.m, -t.o, t.bound, t.layer)
@@ -544,11 +559,9 @@ class Interpreter:
     out_shape = tuple(eqn.outvars[0].aval.shape)
     if isinstance(a, IntTensor) and isinstance(b, IntTensor):
       a, b = self.fold(a), self.fold(b)
-      mc = np.maximum(a.m, b.m)
-      qa, ba = self.rescale(a, a.m / mc)
-      qb, bb = self.rescale(b, b.m / mc)
-      return IntTensor(jnp.broadcast_to(fn(qa, qb), out_shape), _compact(mc),
-                       np.zeros_like(_compact(mc)), max(ba, bb), a.layer)
+      qa, qb, mc, bound = self._align(a, b, total=False)
+      return IntTensor(jnp.broadcast_to(fn(qa, qb), out_shape), mc, np.zeros_like(mc), bound,
+                       a.layer)
     t, c = (a, b) if isinstance(a, IntTensor) else (b, a)
     if isinstance(c, FloatTensor):
       raise UnsupportedOp("max/min of an integer and a float activation")

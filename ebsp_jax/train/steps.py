@@ -100,8 +100,8 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *,
   metrics = {
       "loss": loss,
       "accuracy": jnp.mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)),
-      "grad_norm": optax.global_norm(grads),
-      "param_norm": optax.global_norm(params),
+      "grad_norm": optax.tree.norm(grads),
+      "param_norm": optax.tree.norm(params),
   }
   if state.phase == "admm":
     metrics.update(admm_lib.admm_metrics(opt_state))
