@@ -61,7 +61,7 @@ def _as_int_array(name: str, x):
   if x.dtype == np.bool_ or not np.issubdtype(x.dtype, np.integer):
     raise TypeError(f"{name} must have an integer dtype (int8/uint8/int16/uint16/int32), "
                     f"got {x.dtype}")
-  if x.dtype.itemsize > 4 or x.dtype == np.uint32:
+  if x.dtype.itemsize > 4:
     if x.size and (x.min() < -(1 << 31) or x.max() >= (1 << 31)):
       raise ValueError(f"{name} holds values outside int32")
     x = x.astype(np.int32)

@@ -1,6 +1,5 @@
 """Tests of the datapath pieces and the 64-bit pair arithmetic against Python integers."""
 
-import itertools
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +14,7 @@ from ebsp_jax.arith._test_strategies import fast_settings, patterns
 from ebsp_jax.numerics import BitPattern
 
 
-@pytest.mark.parametrize("length", [1, 2, 3, 5, 8])
+@pytest.mark.parametrize("length", [1, 3, 8])
 def test_lut_fill_holds_multiples(length):
   a = np.array([0, 1, 7, 127, 255, -128, -1, 32767, -32768], np.int32)
   if length > 3:
@@ -96,7 +95,7 @@ def test_accumulate_wraps_and_saturates():
   np.testing.assert_array_equal(np.asarray(datapath.barrel_shift(np.int32(3), np.arange(4))), [3, 6, 12, 24])
 
 
-@fast_settings(40)
+@fast_settings(30)
 @given(st.lists(st.tuples(st.integers(-2**31, 2**31 - 1), st.integers(0, 31),
                           st.booleans()), min_size=1, max_size=12),
        st.integers(2, 32))

@@ -103,8 +103,11 @@ def finalize(state, cfg: Config) -> Tuple[jax.Array, Optional[jax.Array]]:
 
 
 def scan_contraction(state, a_seq: jax.Array, w_sign: jax.Array, w_shift: jax.Array,
-                     w_mant: jax.Array, cfg: Config, unroll: int = 1):
+                     w_mant: jax.Array, cfg: Config):
   """Accumulates ``sum_k a_seq[k] (x) q[k]`` product by product, ``k`` ascending.
+
+  Not unrolled: unrolling amortises the loop overhead of small steps but multiplies compile
+  time, and the reference is meant for large layers, where one step is big.
 
   Args:
     state: from :func:`init_state` with shape ``(G, X, Y)``.
@@ -116,16 +119,8 @@ def scan_contraction(state, a_seq: jax.Array, w_sign: jax.Array, w_shift: jax.Ar
 
   if a_seq.shape[0] == 0:
     return state
-  state, _ = lax.scan(body, state, (a_seq, w_sign, w_shift, w_mant),
-                      unroll=max(1, min(unroll, a_seq.shape[0])))
+  state, _ = lax.scan(body, state, (a_seq, w_sign, w_shift, w_mant))
   return state
-
-
-def _unroll(k: int, block: int) -> int:
-  # Unrolling amortises the loop overhead of small steps but multiplies compile time; the
-  # reference is meant for large layers, where a step is big: no unrolling.
-  del k, block
-  return 1
 
 
 def dot(a: jax.Array, w: jax.Array, cfg: Config, high_water: bool = False):
@@ -141,7 +136,7 @@ def dot(a: jax.Array, w: jax.Array, cfg: Config, high_water: bool = False):
   state = init_state((g, x, y), cfg, high_water)
   to_k = lambda t: jnp.moveaxis(t, 1, 0)
   state = scan_contraction(state, jnp.moveaxis(a.astype(jnp.int32), 2, 0), to_k(sign),
-                           to_k(shift), to_k(mant), cfg, unroll=_unroll(k, g * x * y))
+                           to_k(shift), to_k(mant), cfg)
   out, overflowed = finalize(state, cfg)
   return out, overflowed, state
 
@@ -171,7 +166,7 @@ def conv(lhs: jax.Array, rhs: jax.Array, geo: ConvGeometry, cfg: Config,
       off, s, k, m = xs
       win = window(x_pad, off, span, geo.strides)                   # (N, C, *out)
       win = win.reshape(n, groups, cg, p).transpose(2, 1, 0, 3).reshape(cg, groups, x)
-      return scan_contraction(st, win, s, k, m, cfg, unroll=_unroll(cg, x * og * groups)), None
+      return scan_contraction(st, win, s, k, m, cfg), None
 
     state, _ = lax.scan(tap_body, state, (jnp.asarray(offsets), *codes))
   out, overflowed = finalize(state, cfg)

@@ -10,7 +10,7 @@ sum modulo 2**32 (``wrap`` overflow); :func:`backend` says which one is in use.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -53,7 +53,8 @@ def backend() -> str:
 
 
 def int_op(op: str, lhs: jax.Array, rhs: jax.Array, kwargs: Mapping[str, Any], *,
-           pattern: BitPattern, config: DatapathConfig = DatapathConfig()) -> jax.Array:
+           pattern: BitPattern, act_pattern: Optional[BitPattern] = None,
+           name: Optional[str] = None, config: DatapathConfig = DatapathConfig()) -> jax.Array:
   """Exact integer ``dot_general`` / ``conv_general_dilated``.
 
   Args:
@@ -64,6 +65,10 @@ def int_op(op: str, lhs: jax.Array, rhs: jax.Array, kwargs: Mapping[str, Any], *
       for dot; ``window_strides``, ``padding``, dilations, ``dimension_numbers``,
       ``feature_group_count`` for conv). ``precision`` / ``preferred_element_type`` are dropped.
     pattern: the weights' ``BitPattern``.
+    act_pattern: the activation format (its bits and signedness are the datapath's
+      ``act_bits`` / ``act_signed``: the sign-magnitude range ``±(2**(b-1) - 1)`` lies inside
+      the two's-complement range the datapath checks); ``None``: 16-bit signed.
+    name: label of the call in ``ebsp_jax.arith.events.recording`` logs (the layer path).
     config: datapath options.
 
   Returns:
@@ -72,8 +77,11 @@ def int_op(op: str, lhs: jax.Array, rhs: jax.Array, kwargs: Mapping[str, Any], *
   kw = {k: v for k, v in kwargs.items() if k not in ("precision", "preferred_element_type")}
   fn = _arith_fn(op)
   if fn is not None:
-    return fn(lhs, rhs, pattern=pattern, acc_bits=config.acc_bits, overflow=config.overflow,
-              mode=config.mode, method=config.method, **kw)
+    act = dict(act_bits=16, act_signed=True) if act_pattern is None else dict(
+        act_bits=act_pattern.bits, act_signed=act_pattern.signed)
+    return fn(jnp.asarray(lhs, jnp.int32), jnp.asarray(rhs, jnp.int32), pattern=pattern,
+              acc_bits=config.acc_bits, overflow=config.overflow, mode=config.mode,
+              method=config.method, name=name, **act, **kw)
   if config.mode != "exact" or config.acc_bits != 32 or config.overflow != "wrap":
     raise NotImplementedError("int_op: ebsp_jax.arith is not available; the lax fallback only "
                               "does mode='exact', acc_bits=32, overflow='wrap'")

@@ -19,11 +19,14 @@ add/sub of a constant        ``o += c`` (bias, batch-norm shift): no run-time op
 mul/div by a constant        ``m *= |c|``, ``o *= c``; negative ``c`` flips the sign of ``q``
                              (batch-norm scale: the integer codes are unchanged)
 neg                          ``q = -q``
-add/sub of two activations   residual add: both rescaled to the coarser ``m`` with an
-                             integer multiplier and shift (round half up), then int32 add
+add/sub of two activations   residual add: both rescaled with an integer multiplier and
+                             shift (round half up) to a common scale, the finest at which
+                             the worst-case sum fits 30 bits; then int32 add
 max/min with a constant      ReLU / ReLU6 / clamp: the offset is first folded into an int32
-                             bias ``B = round(o/m)`` (``q += B``), then integer max/min with
-                             ``round(c/m)`` (exact for ``c == 0``)
+                             bias with ``k`` fractional bits, ``q = (q << k) + round(o/m *
+                             2**k)`` (``k <= 16``, as large as the static bound of ``|q|``
+                             allows), then integer max/min with ``round(c/m)`` (exact for
+                             ``c == 0``)
 max pool (reduce_window_max) integer max (per-channel ``m`` commutes with max)
 sum pool / mean / avg pool   int32 sums (pre-shifted right when the static bound would
                              overflow 31 bits); the division goes into ``m``
@@ -32,9 +35,10 @@ concatenate, pad, squeeze,
 broadcast, convert (f->f)
 ===========================  ============================================================
 
-Requantization (the input of every conv/dense): ``q_in = clip(mul_shift_round(q + B, M, n),
-lo, hi)`` with ``B = round(o/m)`` (int32 bias), ``M * 2**-n ≈ m / s_act`` (31-bit multiplier,
-:mod:`ebsp_jax.quant.requant`), ``[lo, hi]`` the activation format's range (``lo = 0`` for
+Requantization (the input of every conv/dense): ``q_in = clip(mul_shift_round((q << k) + B,
+M, n), lo, hi)`` with the int32 bias ``B = round(o/m * 2**k)`` (``k`` fractional bits as
+above), ``M * 2**-n ≈ m / (2**k * s_act)`` (31-bit multiplier, :mod:`ebsp_jax.quant.requant`),
+``[lo, hi]`` the activation format's range (``lo = 0`` for
 unsigned: this clamp is the ReLU). The only float ops at run time are the quantization of the
 network input (``quantize(x, act_format, s)``, exactly as in fake-quant mode) and the
 dequantization of the outputs (``m * q + o``). Any other op on an activation is either an error
@@ -443,7 +447,8 @@ class Interpreter:
       kind = "float"
       pre = None
     w = self.weights[layer]
-    acc = int_op(op, q_in, w, dict(kwargs), pattern=info.weight_pattern, config=self.config)
+    acc = int_op(op, q_in, w, dict(kwargs), pattern=info.weight_pattern, act_pattern=act,
+                 name=layer, config=self.config)
     out_ndim = acc.ndim
     axis = _out_feature_axis(op, dict(kwargs), np.ndim(rhs), out_ndim)
     shape = [1] * out_ndim

@@ -66,3 +66,51 @@ def as_argv(flags: Dict[str, Any]) -> list:
     else:
       out.append(f"--{k}={v}")
   return out
+
+
+def write_tiny_tfds(data_dir: str, name: str, version: str, split_sizes: Dict[str, int],
+                    image_shape, num_classes: int, seed: int = 0) -> str:
+  """Writes a tiny prepared TFDS dataset (array_record) in the real layout, for pipeline tests.
+
+  Args:
+    data_dir: the TFDS data directory (``--data_dir``).
+    name / version: TFDS builder name and version (e.g. ``cifar10``, ``3.0.2``).
+    split_sizes: TFDS split -> number of random images.
+    image_shape: (H, W, C), or (None, None, 3) for variable sizes (then 40..80 pixels).
+    num_classes: labels drawn in ``[0, num_classes)``.
+  """
+  import PIL.Image
+  import tensorflow_datasets as tfds
+
+  rng = np.random.default_rng(seed)
+
+  def image():
+    h, w, c = image_shape
+    if h is None:
+      h, w = (int(v) for v in rng.integers(40, 81, 2))
+    return rng.integers(0, 256, (h, w, c), dtype=np.uint8)
+
+  splits = {s: [(image(), int(rng.integers(0, num_classes))) for _ in range(n)]
+            for s, n in split_sizes.items()}
+
+  with tfds.core.registered.skip_registration():
+
+    class Tiny(tfds.core.GeneratorBasedBuilder):
+      VERSION = tfds.core.Version(version)
+
+      def _info(self):
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+            "image": tfds.features.Image(shape=tuple(image_shape)),
+            "label": tfds.features.ClassLabel(num_classes=num_classes)}))
+
+      def _split_generators(self, dl_manager):
+        return {s: self._generate_examples(ex) for s, ex in splits.items()}
+
+      def _generate_examples(self, examples):
+        for i, (img, label) in enumerate(examples):
+          yield i, {"image": PIL.Image.fromarray(img if img.shape[-1] == 3 else img[..., 0]),
+                    "label": label}
+
+    Tiny.name = name
+    Tiny(data_dir=data_dir, file_format="array_record").download_and_prepare()
+  return data_dir

@@ -401,6 +401,10 @@ class Experiment:
       state, metrics = fn(state, batch)
       step += 1
       n_phase += 1
+      if n_phase == 1:  # the first step compiles: time the rate from the second on
+        jax.block_until_ready(state.step)
+        progress.start(step)
+        t_phase, n_phase = time.perf_counter(), 0
       now = time.perf_counter()
       if step % cfg.log_every == 0 or step == end or now - last_print > cfg.progress_every_seconds:
         scalars = dict(jax.device_get(metrics))

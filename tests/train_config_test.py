@@ -1,0 +1,94 @@
+"""Config validation and the experiment mains' command-line contract."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ebsp_jax.numerics import BitPattern, uniform
+from ebsp_jax.train.config import TrainConfig
+from ebsp_jax.train.trainer import weight_rule
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cfg(**kw):
+  base = dict(dataset="fashion_mnist", model="lenet5", workdir="/tmp/x")
+  base.update(kw)
+  return TrainConfig(**base)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(model="nope"), "--model='nope': unknown model"),
+    (dict(dataset="svhn"), "--dataset='svhn'"),
+    (dict(batch_size=0), "--batch_size=0"),
+    (dict(float_epochs=-1.0), "--float_epochs=-1.0"),
+    (dict(pattern_bits=6, pattern_length=6), "length=6 is out of range"),
+    (dict(pattern_bits=1), "--pattern_bits=1"),
+    (dict(activation_bits=1), "--activation_bits=1"),
+    (dict(admm_rho=0.0), "--admm_rho=0.0"),
+    (dict(admm_rho_policy="magic"), "--admm_rho_policy='magic'"),
+    (dict(admm_update_every=0), "--admm_update_every=0"),
+    (dict(first_last="eight"), "--first_last='eight'"),
+    (dict(optimizer="lbfgs"), "--optimizer='lbfgs'"),
+    (dict(train_examples=10, batch_size=32), "--train_examples=10"),
+])
+def test_bad_values_raise_one_line(kw, match):
+  with pytest.raises(ValueError, match=match) as e:
+    _cfg(**kw)
+  assert "\n" not in str(e.value)
+
+
+def test_defaults_and_rule():
+  cfg = _cfg(pattern_bits=5, pattern_length=2, first_last="8")
+  assert cfg.pattern == BitPattern(5, 2)
+  assert cfg.effective_admm_lr == pytest.approx(0.1 * cfg.learning_rate)
+  rule = weight_rule(cfg)
+  import numpy as np
+  k = np.zeros((3, 3, 1, 4))
+  assert rule("conv_init/kernel", k) == uniform(8)
+  assert rule("head/kernel", np.zeros((4, 2))) == uniform(8)
+  assert rule("conv1/kernel", k) == BitPattern(5, 2)
+  assert rule("conv1/bias", np.zeros(4)) is None
+  assert weight_rule(_cfg(first_last="float"))("head/kernel", np.zeros((4, 2))) is None
+  assert weight_rule(_cfg(first_last="6,2"))("conv_init/kernel", k) == BitPattern(6, 2)
+  # Non-semantic fields do not enter the fingerprint (a resumed run may change them).
+  assert _cfg(log_every=7).fingerprint() == _cfg(log_every=9, workdir="/elsewhere").fingerprint()
+  assert _cfg(admm_rho=0.1).fingerprint() != _cfg(admm_rho=0.2).fingerprint()
+
+
+def _run_main(*args, timeout=120):
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  return subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "fashion_mnist.py"),
+                         *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--workdir=/tmp/ebsp_bad", "--pattern_length=9"], "length=9 is out of range"),
+    (["--workdir=/tmp/ebsp_bad", "--model=resnet1000"], "unknown model"),
+    (["--pattern_bits=6"], "--workdir is required"),
+    (["--workdir=/tmp/ebsp_bad", "--data_dir=/nonexistent/fmnist"], "/nonexistent/fmnist"),
+])
+def test_main_bad_flag_one_line_error(args, match):
+  out = _run_main(*args)
+  assert out.returncode != 0
+  err = [line for line in out.stderr.splitlines() if line.strip()]
+  assert len(err) == 1, out.stderr
+  assert err[0].startswith("error: ") and match in err[0], err[0]
+
+
+def test_flagfiles_parse():
+  """Every flagfile holds only known flags with valid values."""
+  for ds in ("fashion_mnist", "cifar10", "imagenet"):
+    out = subprocess.run(
+        [sys.executable, "-c",
+         "import sys; sys.argv=['x', '--flagfile=experiments/configs/%s.flags', '--workdir=/tmp/w'];"
+         "from absl import flags; import experiments.%s as m; flags.FLAGS(sys.argv);"
+         "from ebsp_jax.train.flags import config_from_flags; print(config_from_flags('%s'))"
+         % (ds, ds, ds)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, PYTHONPATH=ROOT))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"dataset='{ds}'" in out.stdout
