@@ -3,9 +3,10 @@
 Not a test. Prints a table and writes JSON. Cases, timed side by side in one run, interleaved
 round-robin (the machine is shared and noisy), medians reported with ratios to float32:
 
-* matmul ``M x K x N`` (default 1024^3): native float32, native int8 x int8 -> int32,
-  ``arith`` fast (uint8 activations x ``6b(L3)`` weights: the paper's format), fast in
-  dual-LOD mode, fast with int8 activations, and the literal reference datapath;
+* matmul ``M x K x N`` (default 1024^3): native float32, int8 x int8 -> int32 and
+  bf16 x bf16 -> float32; ``arith`` fast with ``accumulation="auto"`` (uint8 activations x
+  ``6b(L3)`` weights: the paper's format; and int8 activations), its int8 and bf16 paths
+  forced, dual-LOD mode, and the literal reference datapath;
 * ResNet-style 3x3 convolution (default batch 8, 56x56x64 -> 64, stride 1, SAME, NHWC):
   the same set;
 * images/s of integer-mode ResNet-20 (32x32) and ResNet-50 (224x224) vs the same float model,
@@ -47,30 +48,36 @@ def _block(x):
 
 
 def interleaved(cases: Dict[str, Callable[[], object]], repeats: int,
-                sparse: Optional[Dict[str, int]] = None) -> Dict[str, List[float]]:
-  """Seconds per call of each case, round-robin; ``sparse[name] = r`` times a case only every
-  ``r``-th round (slow cases), at least once."""
+                sparse: Optional[Dict[str, int]] = None) -> Dict[str, Dict[str, List[float]]]:
+  """Wall and process-CPU seconds per call of each case, round-robin.
+
+  ``sparse[name] = r`` times a (slow) case only every ``r``-th round, at least once. CPU time
+  (all threads of this process) is less disturbed than wall time by other processes on a
+  shared machine; both are reported.
+  """
   sparse = sparse or {}
   for fn in cases.values():      # compile + warm up
     _block(fn())
-  samples: Dict[str, List[float]] = {k: [] for k in cases}
+  samples: Dict[str, Dict[str, List[float]]] = {k: {"wall": [], "cpu": []} for k in cases}
   for r in range(repeats):
     for k, fn in cases.items():
-      if r % sparse.get(k, 1) and samples[k]:
+      if r % sparse.get(k, 1) and samples[k]["wall"]:
         continue
-      t0 = time.perf_counter()
+      t0, c0 = time.perf_counter(), time.process_time()
       _block(fn())
-      samples[k].append(time.perf_counter() - t0)
+      samples[k]["wall"].append(time.perf_counter() - t0)
+      samples[k]["cpu"].append(time.process_time() - c0)
   return samples
 
 
-def _rows(samples: Dict[str, List[float]], ops: float, base: str) -> List[dict]:
-  base_t = statistics.median(samples[base])
+def _rows(samples, ops: float, base: str) -> List[dict]:
+  base_w = statistics.median(samples[base]["wall"])
+  base_c = statistics.median(samples[base]["cpu"])
   rows = []
   for k, v in samples.items():
-    t = statistics.median(v)
-    rows.append(dict(case=k, median_ms=t * 1e3, gops=ops / t / 1e9, vs_float32=base_t / t,
-                     samples=len(v)))
+    w, c = statistics.median(v["wall"]), statistics.median(v["cpu"])
+    rows.append(dict(case=k, median_ms=w * 1e3, cpu_ms=c * 1e3, gops=ops / w / 1e9,
+                     vs_float32=base_w / w, vs_float32_cpu=base_c / c, samples=len(v["wall"])))
   return rows
 
 
@@ -87,24 +94,27 @@ def matmul_cases(size: int, reference: bool):
   a_f, w_f = a_u8.astype(jnp.float32), w.astype(jnp.float32)
   f32 = jax.jit(lambda x, y: x @ y)
   i8 = jax.jit(lambda x, y: lax.dot_general(x, y, MM, preferred_element_type=jnp.int32))
-  fast = jax.jit(lambda x, y: arith.dot_general(x, y, MM, pattern=PATTERN))
-  bf16 = jax.jit(lambda x, y: arith.dot_general(x, y, MM, pattern=PATTERN,
-                                                accumulation="bfloat16"))
-  dual = jax.jit(lambda x, y: arith.dot_general(x, y, MM, pattern=PATTERN, mode="dual_lod"))
-  ref = jax.jit(lambda x, y: arith.dot_general(x, y, MM, pattern=PATTERN, method="reference"))
+  bf = jax.jit(lambda x, y: lax.dot_general(x.astype(jnp.bfloat16), y.astype(jnp.bfloat16), MM,
+                                            preferred_element_type=jnp.float32))
+  ar = lambda **kw: jax.jit(lambda x, y: arith.dot_general(x, y, MM, pattern=PATTERN, **kw))
+  fast, int8_path, bf16 = ar(), ar(accumulation="int32"), ar(accumulation="bfloat16")
+  dual, ref = ar(mode="dual_lod"), ar(method="reference")
   cases = {
       "native float32": lambda: f32(a_f, w_f),
       "native int8->int32": lambda: i8(a_i8, w),
-      "arith fast (uint8 x 6b(L3))": lambda: fast(a_u8, w),
-      "arith fast (int8 x 6b(L3))": lambda: fast(a_i8, w),
-      "arith fast dual-LOD (uint8)": lambda: dual(a_u8, w),
-      "arith fast, bf16 operands (uint8)": lambda: bf16(a_u8, w),
+      "native bf16->float32": lambda: bf(a_i8, w),
+      "arith fast auto (uint8 x 6b(L3))": lambda: fast(a_u8, w),
+      "arith fast auto (int8 x 6b(L3))": lambda: fast(a_i8, w),
+      "arith fast int8 path (uint8)": lambda: int8_path(a_u8, w),
+      "arith fast bf16 path (uint8)": lambda: bf16(a_u8, w),
+      "arith fast dual-LOD auto (uint8)": lambda: dual(a_u8, w),
   }
   if reference:
     cases["arith reference (uint8)"] = lambda: ref(a_u8, w)
   exact = np.asarray(a_u8, np.int64) @ np.asarray(w, np.int64)     # independent check
   assert np.array_equal(np.asarray(fast(a_u8, w)), exact), "fast matmul is not exact"
   assert np.array_equal(np.asarray(bf16(a_u8, w)), exact), "bf16 matmul path is not exact"
+  assert np.array_equal(np.asarray(int8_path(a_u8, w)), exact), "int8 matmul path is not exact"
   return cases, 2.0 * m * k * n, f"matmul {m}x{k}x{n}"
 
 
@@ -126,11 +136,11 @@ def conv_cases(batch: int, hw: int, c: int, reference: bool):
   cases = {
       "native float32": lambda: f32(x_f, w_f),
       "native int8->int32": lambda: i8(x_i8, w),
-      "arith fast (uint8 x 6b(L3))": lambda: fast(x_u8, w),
-      "arith fast (int8 x 6b(L3))": lambda: fast(x_i8, w),
-      "arith fast dual-LOD (uint8)": lambda: dual(x_u8, w),
-      "arith fast, f32-exact path (GPU's)": lambda: f32path(x_u8, w),
-      "arith fast, bf16 operands (uint8)": lambda: bf16(x_u8, w),
+      "arith fast auto (uint8 x 6b(L3))": lambda: fast(x_u8, w),
+      "arith fast auto (int8 x 6b(L3))": lambda: fast(x_i8, w),
+      "arith fast dual-LOD auto (uint8)": lambda: dual(x_u8, w),
+      "arith fast f32-exact path (GPU's)": lambda: f32path(x_u8, w),
+      "arith fast bf16 path (uint8)": lambda: bf16(x_u8, w),
   }
   if reference:
     cases["arith reference (uint8)"] = lambda: ref(x_u8, w)
@@ -169,9 +179,10 @@ def network_rows(repeats: int, which=("resnet20", "resnet50")) -> List[dict]:
       cases = {"float32": lambda: ffwd(fvars, x), "integer (arith fast)": lambda: imodel.apply(x)}
       samples = interleaved(cases, repeats)
       for k, v in samples.items():
-        t = statistics.median(v)
+        t, c = statistics.median(v["wall"]), statistics.median(v["cpu"])
         rows.append(dict(network=name, batch=batch, case=k, images_per_s=batch / t,
-                         median_ms=t * 1e3))
+                         images_per_cpu_s=batch / c, median_ms=t * 1e3, cpu_ms=c * 1e3,
+                         samples=len(v["wall"])))
     except Exception as e:  # the integer mode belongs to another module: report, don't fail
       print(f"[networks] {name} skipped: {type(e).__name__}: {e}")
   return rows
@@ -189,6 +200,8 @@ def main(argv=None):
                   help="time the (slow) reference only every n-th round")
   ap.add_argument("--no-reference", action="store_true")
   ap.add_argument("--networks", action="store_true", help="also time integer-mode ResNets")
+  ap.add_argument("--only", choices=["matmul", "conv", "networks"], default=None,
+                  help="run one part only")
   args = ap.parse_args(argv)
 
   device = device_description()
@@ -196,22 +209,27 @@ def main(argv=None):
   out = dict(device=device, jax_version=jax.__version__, date=time.strftime("%Y-%m-%d"),
              backend=jax.default_backend(), pattern=str(PATTERN), results=[])
   sparse = {"arith reference (uint8)": args.reference_every}
-  for make in (lambda: matmul_cases(args.size, not args.no_reference),
-               lambda: conv_cases(args.conv_batch, args.conv_hw, args.conv_channels,
-                                  not args.no_reference)):
+  parts = []
+  if args.only in (None, "matmul"):
+    parts.append(lambda: matmul_cases(args.size, not args.no_reference))
+  if args.only in (None, "conv"):
+    parts.append(lambda: conv_cases(args.conv_batch, args.conv_hw, args.conv_channels,
+                                    not args.no_reference))
+  for make in parts:
     cases, ops, title = make()
     rows = _rows(interleaved(cases, args.repeats, sparse), ops, "native float32")
     print(f"\n{title}  ({ops / 1e9:.2f} G int ops per call)")
-    print(f"{'case':40s} {'median ms':>10s} {'GOPS':>9s} {'x float32':>10s} {'n':>3s}")
+    print(f"{'case':38s} {'wall ms':>9s} {'cpu ms':>9s} {'GOPS':>7s} {'x f32':>6s} "
+          f"{'x f32 cpu':>9s} {'n':>3s}")
     for r in rows:
-      print(f"{r['case']:40s} {r['median_ms']:10.2f} {r['gops']:9.1f} {r['vs_float32']:10.2f} "
-            f"{r['samples']:3d}")
+      print(f"{r['case']:38s} {r['median_ms']:9.2f} {r['cpu_ms']:9.2f} {r['gops']:7.1f} "
+            f"{r['vs_float32']:6.2f} {r['vs_float32_cpu']:9.2f} {r['samples']:3d}")
     out["results"].append(dict(benchmark=title, ops=ops, rows=rows))
-  if args.networks:
+  if args.networks or args.only == "networks":
     rows = network_rows(max(3, args.repeats // 2))
     for r in rows:
       print(f"{r['network']:10s} batch {r['batch']:3d} {r['case']:24s} "
-            f"{r['images_per_s']:10.1f} img/s")
+            f"{r['images_per_s']:10.1f} img/s (wall) {r['images_per_cpu_s']:10.1f} img/cpu-s")
     out["networks"] = rows
   else:
     print("\n[networks] not run (pass --networks; needs ebsp_jax.quant.to_integer)")

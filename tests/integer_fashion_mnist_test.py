@@ -56,7 +56,7 @@ def _load(split: str):
   return x, np.asarray(labels, np.int32)
 
 
-def _train(float_steps: int = 600, quant_steps: int = 300, batch: int = 128, seed: int = 0):
+def _train(float_steps: int = 400, quant_steps: int = 150, batch: int = 128, seed: int = 0):
   """Float training, projection to 6b(L3), fake-quant fine-tuning. Returns everything needed."""
   x_train, y_train = _load("train")
   rng = np.random.default_rng(seed)

@@ -7,8 +7,10 @@ subprocesses keeps the recompilations cheap.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -82,8 +84,9 @@ def _assert_same_results(a, b):
 @pytest.fixture(scope="module")
 def reference(env):
   workdir = env["base"] / "reference"
-  results = Experiment(_cfg(env, workdir)).run()
-  return {"workdir": str(workdir), "results": results}
+  stream = io.StringIO()
+  results = Experiment(_cfg(env, workdir), stream=stream).run()
+  return {"workdir": str(workdir), "results": results, "stdout": stream.getvalue()}
 
 
 def test_results_json_and_metrics(reference):
@@ -120,6 +123,12 @@ def test_results_json_and_metrics(reference):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     lines = [json.loads(line) for line in f]
   assert {"step", "phase", "train/loss"} <= set(lines[0])
+  # Progress lines with a measured step rate and an ETA.
+  rates = re.findall(r"\[(\w+)\] step \d+/16 .*?\| ([\d.]+) steps/s \| \d+ ex/s .*\| ETA (\S+)",
+                     reference["stdout"])
+  assert {p for p, _, _ in rates} == {"float", "admm", "finetune"}, reference["stdout"]
+  assert all(float(r) > 0 for _, r, _ in rates)
+  assert "done in" in reference["stdout"] and "integer_top1" in reference["stdout"]
   # The float model is saved for --pretrained.
   assert os.path.isdir(os.path.join(workdir, "float_model"))
 

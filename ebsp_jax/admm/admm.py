@@ -31,7 +31,7 @@ The state carries the pattern of every quantized leaf as static pytree metadata,
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp

@@ -1,6 +1,6 @@
 """Tests of the ADMM optax transformation (jit and no-jit via chex.variants)."""
 
-from absl.testing import absltest, parameterized
+from absl.testing import absltest
 import chex
 import jax
 import jax.numpy as jnp

@@ -168,9 +168,11 @@ def dot_general(lhs, rhs, dimension_numbers, *, pattern: BitPattern, acc_bits: i
     accumulation: native path of ``method="fast"``: ``"int32"`` (int8 x int8 -> int32),
       ``"float32"`` (int8 x int8 -> float32, exact by the 2**24 bound, see
       :mod:`ebsp_jax.arith.fast`), ``"bfloat16"`` (the int8 planes as bf16 operands, float32
-      accumulation, same bound) or ``"auto"`` (int32; float32 for convolutions on GPU, and on
-      CPU for convolutions with < 32 input channels per group, where XLA:CPU's int8
-      convolution is slow: see :func:`ebsp_jax.arith.config.resolve_accumulation`).
+      accumulation, same bound) or ``"auto"``: the fastest exact path measured per backend —
+      GPU: int32 for dots, float32 for convolutions; CPU: bfloat16 operands for dots when the
+      CPU has bf16 dot instructions and one native op suffices (else int32), int32 for
+      convolutions with >= 32 input channels per group (else float32); see
+      :func:`ebsp_jax.arith.config.resolve_accumulation`. Every choice is bit-exact.
     name: label of this call in :func:`ebsp_jax.arith.events.recording` logs.
     precision: accepted for drop-in use as a Flax ``dot_general``; ignored.
     preferred_element_type: None or int32 (drop-in use); the result is always int32.

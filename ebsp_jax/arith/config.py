@@ -105,8 +105,10 @@ def resolve_accumulation(accumulation: str, op: str, conv_group_in: int = 0) -> 
 
   * GPU: int32 (int8 tensor cores) for dot_general; float32 for convolutions (XLA:GPU has no
     int8 -> int32 convolution; cuDNN's int8 convolutions accumulate into float32).
-  * CPU: int32, except float32 for convolutions with fewer than
-    ``CPU_INT8_CONV_MIN_CHANNELS`` input channels per group (XLA:CPU's slow int8 path).
+  * CPU: convolutions: int32, except float32 with fewer than ``CPU_INT8_CONV_MIN_CHANNELS``
+    input channels per group (XLA:CPU's slow int8 path); dot_general: left ``"auto"``, resolved
+    by :func:`ebsp_jax.arith.fast.plan` (bfloat16 operands when the CPU has bf16 dot
+    instructions and one native op suffices, else int32).
   * Others (TPU): int32.
   """
   if accumulation != "auto":
@@ -117,6 +119,8 @@ def resolve_accumulation(accumulation: str, op: str, conv_group_in: int = 0) -> 
     return "float32"
   if op == "conv" and backend == "cpu" and conv_group_in < CPU_INT8_CONV_MIN_CHANNELS:
     return "float32"
+  if op == "dot" and backend == "cpu":
+    return "auto"
   return "int32"
 
 

@@ -284,3 +284,53 @@ def test_dot_general_matches_int64_model_many(problem, pattern, act, acc_bits, o
   for method, (res, n) in run_both(lhs, rhs, dims, **kw).items():
     np.testing.assert_array_equal(res, want, err_msg=method)
     assert n == count
+
+
+def _all_patterns(max_bits=8):
+  return [BitPattern(b, l, s) for s in (True, False) for b in range(2 if s else 1, max_bits + 1)
+          for l in range(1, (b - 1 if s else b) + 1)]
+
+
+def test_planes_reconstruct_every_pattern_and_format():
+  """Every (bits <= 8, length, signed) pattern — uniform and power-of-two included — and every
+  activation format: the int8 planes of the fast method recompose the operands exactly."""
+  for pattern in _all_patterns(8) + [BitPattern(16, 3), BitPattern(16, 15), BitPattern(12, 1)]:
+    levels = pattern.levels.astype(np.int64)
+    q = np.resize(levels, 512)                       # fixed shape: eager ops compile once
+    for accumulation in ("int32", "float32"):
+      p = fast.plan(Config(pattern=pattern, act_bits=8, act_signed=False,
+                           accumulation=accumulation), 64)
+      planes = [np.asarray(t) for t in fast.weight_planes(q, p.weight, pattern)]
+      cap = (1 << (p.weight.digit_bits - 1)) - 1
+      assert all(np.abs(t).max() <= min(cap, m) for t, m in zip(planes, p.weight.max_abs))
+      np.testing.assert_array_equal(
+          sum(t.astype(np.int64) << f for t, f in zip(planes, p.weight.shifts)), q, str(pattern))
+  for signed in (True, False):
+    for bits in range(2 if signed else 1, 17):
+      for rounding in ("truncate", "round"):
+        cfg = Config(pattern=BitPattern(8, 3), act_bits=bits, act_signed=signed,
+                     mode="dual_lod", rounding=rounding)
+        lo, hi = cfg.datapath_act_range
+        a = np.resize(np.arange(lo, hi + 1), 1024)
+        a[:2] = lo, hi
+        for d in (8, 5, 2):
+          ap = fast.act_plan(lo, hi, d)
+          planes = [np.asarray(t) for t in fast.act_planes(a, ap)]
+          assert all(np.abs(t).max() <= m <= (1 << (d - 1)) for t, m in zip(planes, ap.max_abs))
+          np.testing.assert_array_equal(
+              sum(t.astype(np.int64) << e for t, e in zip(planes, ap.shifts)) + ap.offset, a)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pattern", _all_patterns(8), ids=str)
+def test_every_small_pattern_end_to_end(pattern):
+  rng = np.random.default_rng(hash(str(pattern)) % 2**32)
+  lhs = act_array(rng, (3, 2, 40), 8, False, extreme=0.5)
+  rhs = weight_array(rng, (3, 40, 4), pattern, extreme=0.5)
+  dims = (((2,), (1,)), ((0,), (0,)))
+  for overflow, acc_bits in (("wrap", 14), ("saturate", 15)):
+    kw = dict(pattern=pattern, acc_bits=acc_bits, overflow=overflow)
+    want, count = expected(lhs, rhs, dims, kw, pattern)
+    for method, (res, n) in run_both(lhs, rhs, dims, **kw).items():
+      np.testing.assert_array_equal(res, want, err_msg=method)
+      assert n == count

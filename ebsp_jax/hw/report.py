@@ -155,9 +155,10 @@ def comparison(result: NetworkResult, target: str = "ebsp") -> dict[str, dict[st
   return out
 
 
-def _acc_json(r: AcceleratorResult) -> dict[str, Any]:
+def _acc_json(r: AcceleratorResult, workload: Workload) -> dict[str, Any]:
   a = r.accelerator
-  util = sum(c.macs * 1.0 for c in r.layers) / (r.cycles * a.mac_units) if r.cycles else 0.0
+  macs = sum(c.macs * l.repeat for c, l in zip(r.layers, workload.layers))
+  util = macs / (r.cycles * a.mac_units) if r.cycles else 0.0
   return {
       "pes": a.pe_count,
       "paper_pes": area_mod.PAPER_PE_COUNTS.get(a.name),
@@ -172,7 +173,7 @@ def _acc_json(r: AcceleratorResult) -> dict[str, Any]:
                "psum": a.pe.psum_bits},
       "energy_pj": r.energy_pj,
       "energy_breakdown_pj": {k: r.energy[k] for k in CATEGORIES},
-      "energy_per_mac_pj": r.energy_pj / max(1, sum(c.macs for c in r.layers)),
+      "energy_per_mac_pj": r.energy_pj / max(1, macs),
       "pe_energy_per_mac_pj": a.pe.energy_per_mac_pj() * a.tech.energy_scale,
       "cycles": r.cycles,
       "latency_s": r.latency_s,
@@ -214,7 +215,7 @@ def report_json(result: NetworkResult, extra: Mapping[str, Any] | None = None) -
       "macs": w.macs,
       "objective": result.objective,
       "data_aware": result.data_aware,
-      "accelerators": {n: _acc_json(r) for n, r in result.results.items()},
+      "accelerators": {n: _acc_json(r, w) for n, r in result.results.items()},
       "comparison": comparison(result),
       "layers": layers,
       "tech": dataclasses.asdict(any_acc.tech) if any_acc else {},

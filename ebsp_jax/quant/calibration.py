@@ -54,6 +54,9 @@ def activation_scale(amin: jax.Array, amax: jax.Array, bits: int) -> Tuple[jax.A
   return signed, scale.astype(jnp.float32)
 
 
+_activation_scale_jit = jax.jit(activation_scale, static_argnums=2)
+
+
 def activation_pattern(signed: bool, bits: int) -> BitPattern:
   """The uniform activation format: ``uniform(bits, signed)``."""
   return uniform(bits, signed=bool(signed))
@@ -93,6 +96,6 @@ def activation_formats(quant_stats: Mapping[str, Any], bits: int) -> Dict[str, T
     if int(np.asarray(leaves[key])) == 0:
       raise ValueError(f"activation of layer '{layer}' was never calibrated (quant_stats count 0): "
                        "run model.apply(..., train=True, mutable=['quant_stats']) on data first")
-    signed, scale = activation_scale(leaves[f"{base}/min"], leaves[f"{base}/max"], bits)
+    signed, scale = _activation_scale_jit(leaves[f"{base}/min"], leaves[f"{base}/max"], bits)
     out[layer] = (activation_pattern(bool(signed), bits), float(np.asarray(scale)))
   return out

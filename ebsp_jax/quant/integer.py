@@ -68,6 +68,12 @@ def _leaf_dict(tree: PyTree) -> Dict[str, Any]:
   return {path_str(p): v for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
+@functools.partial(jax.jit, static_argnums=1)
+def _quantize_checked(w, pattern, scale):
+  q = quantize(w, pattern, scale)
+  return q, jnp.all(on_grid(q, pattern))
+
+
 def quantize_weights(params: PyTree, rule: Rule, scales: Optional[PyTree] = None
                      ) -> Dict[str, Tuple[np.ndarray, BitPattern, np.ndarray]]:
   """Integer kernels of every quantized conv/dense.
@@ -96,8 +102,9 @@ def quantize_weights(params: PyTree, rule: Rule, scales: Optional[PyTree] = None
     scale = flat_scales[path]
     if scale is None:
       raise ValueError(f"no weight scale for quantized leaf '{path}'")
-    q = np.asarray(quantize(w, pattern, scale), np.int32)
-    if not np.all(np.asarray(on_grid(q, pattern))):  # pragma: no cover - quantize guarantees it
+    q, ok = _quantize_checked(w, pattern, scale)
+    q = np.asarray(q, np.int32)
+    if not bool(ok):  # pragma: no cover - quantize guarantees it
       raise ValueError(f"weights of '{path}' are not on the grid of {pattern}")
     s = np.asarray(scale, np.float32)
     if s.size > 1:

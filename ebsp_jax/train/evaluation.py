@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
 
 import jax
@@ -86,7 +85,7 @@ def integer_top1(model_name: str, variables: Mapping[str, PyTree], weight_rule: 
 
 # ------------------------------------------------------------------------------------------
 # Pattern statistics.
-def _quantized_leaves(params: PyTree, rule: Rule, scales: PyTree):
+def quantized_leaves(params: PyTree, rule: Rule, scales: PyTree):
   flat_scales = {path_str(p): s for p, s in
                  jax.tree_util.tree_flatten_with_path(scales, is_leaf=lambda x: x is None)[0]
                  if s is not None}
@@ -113,7 +112,7 @@ def pattern_telemetry(params: PyTree, rule: Rule, scales: PyTree, main: BitPatte
   err2 = norm2 = jnp.zeros((), jnp.float32)
   shift = jnp.zeros((main.max_shift + 2,), jnp.int32)
   mant = jnp.zeros((1 << main.length,), jnp.int32)
-  for key, pat, w, s in _quantized_leaves(params, rule, scales):
+  for key, pat, w, s in quantized_leaves(params, rule, scales):
     w = w.astype(jnp.float32)
     q = quantize(w, pat, s)
     y = w / s
@@ -146,7 +145,7 @@ def pattern_telemetry(params: PyTree, rule: Rule, scales: PyTree, main: BitPatte
 def layer_stats(params: PyTree, rule: Rule, scales: PyTree) -> Dict[str, Dict[str, Any]]:
   """Per quantized leaf: pattern, size, on-grid check, zero fraction, histograms (host values)."""
   out = {}
-  for key, pat, w, s in _quantized_leaves(params, rule, scales):
+  for key, pat, w, s in quantized_leaves(params, rule, scales):
     q = quantize(w, pat, s)
     st = jax.device_get(pattern_stats(q, pat))
     exact = bool(jnp.all(q * s == w))

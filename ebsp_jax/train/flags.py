@@ -8,9 +8,8 @@ exit status 2 (absl's own parsing errors also exit non-zero).
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 from absl import app, flags, logging
 

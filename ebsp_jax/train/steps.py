@@ -7,11 +7,10 @@ inputs), and inside tests.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Tuple
 
 import chex
 import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax

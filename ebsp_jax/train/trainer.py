@@ -21,17 +21,16 @@ import json
 import os
 import sys
 import time
-from typing import Any, Dict, Optional, TextIO, Tuple
+from typing import Any, Dict, TextIO, Tuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from ebsp_jax import admm as admm_lib
 from ebsp_jax import models
 from ebsp_jax.numerics import make_rule
-from ebsp_jax.numerics.tree import Rule
+from ebsp_jax.numerics.tree import Rule, path_str
 from ebsp_jax.train import checkpoint as ckpt_lib
 from ebsp_jax.train import evaluation
 from ebsp_jax.train import sharding as sharding_lib
@@ -143,7 +142,7 @@ class Experiment:
 
     def labels(params):
       return jax.tree_util.tree_map_with_path(
-          lambda p, w: "frozen" if self.rule(_path(p), w) is not None else "train", params)
+          lambda p, w: "frozen" if self.rule(path_str(p), w) is not None else "train", params)
 
     return optax.multi_transform({"train": _base_optimizer(cfg, lr),
                                   "frozen": optax.set_to_zero()}, labels)
@@ -396,12 +395,14 @@ class Experiment:
     last_print = time.perf_counter()
     progress.start(step)
     t_phase, n_phase = time.perf_counter(), 0
+    first = True
     while step < end:
       batch = sharding_lib.shard_batch(next(batches), self.mesh)
       state, metrics = fn(state, batch)
       step += 1
       n_phase += 1
-      if n_phase == 1:  # the first step compiles: time the rate from the second on
+      if first:  # the first step compiles: time the rate from the second on
+        first = False
         jax.block_until_ready(state.step)
         progress.start(step)
         t_phase, n_phase = time.perf_counter(), 0
@@ -427,7 +428,7 @@ class Experiment:
     cfg = self.cfg
     out = dict(results)
     override, fl = cfg.first_last_pattern()
-    quantized = sum(w.size for _, _, w, _ in evaluation._quantized_leaves(
+    quantized = sum(w.size for _, _, w, _ in evaluation.quantized_leaves(
         state.params, self.rule, state.weight_scales))
     out.update({
         "model": cfg.model, "dataset": cfg.dataset,
@@ -454,11 +455,6 @@ class Experiment:
         "config": _jsonable(dict(cfg.fingerprint())),
     })
     return out
-
-
-def _path(p) -> str:
-  from ebsp_jax.numerics.tree import path_str
-  return path_str(p)
 
 
 def _z_tree(opt_state):
