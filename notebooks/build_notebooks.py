@@ -571,14 +571,19 @@ NB02 = [
     """),
     md("""
     The residuals tell when ADMM has converged: the primal residual `||W − Z||` (how far the
-    weights are from their projection) and the dual residual `ρ||Z − Z_prev||` (how much the
-    projection still moves) should both fall while ρ grows.
+    weights are from their projection) falls as they settle on the grid, and the projection
+    moves less and less from one Z-step to the next (`||Z − Z_prev||`). The dual residual is that
+    movement times ρ, so with a fast-growing ρ it can still rise; Boyd's residual balancing
+    (`admm.residual_balancing_rho`) adapts ρ to keep the two residuals comparable instead.
     """),
     code("""
     z_steps = [j for j in range(1, len(log)) if log[j]["admm/num_z_steps"] != log[j - 1]["admm/num_z_steps"]]
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 3.4))
     ax0.plot(z_steps, [log[j]["admm/primal_residual"] for j in z_steps], "o-", label="primal ||W − Z||")
-    ax0.plot(z_steps, [log[j]["admm/dual_residual"] for j in z_steps], "s-", label="dual ρ||Z − Z_prev||")
+    # The dual residual uses rho before its update at that Z-step, i.e. rho of the step before.
+    ax0.plot(z_steps, [log[j]["admm/dual_residual"] / log[j - 1]["admm/rho"] for j in z_steps], "s-",
+             label="||Z − Z_prev||")
+    ax0.plot(z_steps, [log[j]["admm/dual_residual"] for j in z_steps], "^:", label="dual ρ||Z − Z_prev||")
     ax0.plot(range(len(log)), [r["admm/primal_residual_now"] for r in log], lw=0.6, color="0.5",
              label="||W − Z|| every step")
     ax0.set_yscale("log")
@@ -588,8 +593,9 @@ NB02 = [
     ax0b.plot(range(len(log)), [r["admm/rho"] for r in log], color="C3", lw=1)
     ax0b.set_ylabel("ρ", color="C3")
     ax0b.set_yscale("log")
-    ax1.plot(range(len(log)), [r["loss"] for r in log], lw=0.8, label="train loss")
-    ax1.plot(range(len(log)), [1 - r["accuracy"] for r in log], lw=0.8, label="train error")
+    smooth = lambda v: np.convolve(v, np.ones(10) / 10, mode="valid")   # 10-step running mean
+    ax1.plot(smooth([r["loss"] for r in log]), label="train loss")
+    ax1.plot(smooth([1 - r["accuracy"] for r in log]), label="train error")
     ax1.set_xlabel("ADMM step")
     ax1.legend(fontsize=7)
     fig.tight_layout()
@@ -643,7 +649,8 @@ NB02 = [
     max_diff = 0.0
     for x, y in test_batches[:INT_EVAL_BATCHES]:
         lf = model.apply({"params": final, **state.model_state}, x, train=False)
-        li = imodel.apply(x)
+        # capture=True also returns every layer's integer tensors (used in section 6).
+        li, ints = imodel.apply(x, capture=True)
         agree += int(jnp.sum(lf.argmax(-1) == li.argmax(-1)))
         n_fq += int(jnp.sum(lf.argmax(-1) == y))
         n_int += int(jnp.sum(li.argmax(-1) == y))
@@ -660,16 +667,15 @@ NB02 = [
     To verify an RTL implementation of the datapath one needs, for a layer, the integer input
     activations, the weight codes the hardware stores (`sign`, `shift`, `mantissa`) and the
     exact int32 accumulators. `imodel.apply(x, capture=True)` returns the integer tensors of
-    every layer. Below they are written for `conv1` as `.npz` and as `$readmemh` hex files.
+    every layer (we kept those of the last batch above). Below, the first two images' vectors
+    for `conv1` are written as `.npz` and as `$readmemh` hex files.
 
     *Note:* the dedicated package `ebsp_jax.golden` is not in the tree yet; this cell does by hand
     what it is meant to provide (see its docs once it lands).
     """),
     code("""
     GOLDEN_LAYER = "conv1"
-    x = test_batches[0][0][:2]
-    _, ints = imodel.apply(x, capture=True)
-    cap = {k: np.asarray(v) for k, v in ints[GOLDEN_LAYER].items()}
+    cap = {k: np.asarray(v)[:2] for k, v in ints[GOLDEN_LAYER].items()}   # first two images
     q_w = np.asarray(imodel.weights[GOLDEN_LAYER])
     sign, shift, mant = (np.asarray(a) for a in encode(q_w, PATTERN))
 

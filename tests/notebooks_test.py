@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from datetime import datetime
 
 import pytest
 
@@ -31,11 +32,18 @@ NOTEBOOKS = sorted(f for f in os.listdir(NB_DIR) if f.endswith(".ipynb"))
 CELL_TIMEOUT_S = 600
 
 
-def execute(path: str, fast: bool = True, timeout: int = CELL_TIMEOUT_S):
-  """Runs the notebook at ``path`` in a fresh kernel; returns (notebook, seconds, cell seconds)."""
+def execute(path: str, fast: bool = True, timeout: int = CELL_TIMEOUT_S, tmpdir: str | None = None):
+  """Runs the notebook at ``path`` in a fresh kernel; returns (notebook, seconds, cell seconds).
+
+  The kernel inherits the environment: ``EBSP_NOTEBOOK_FAST`` selects the budgets and
+  ``TMPDIR`` (when ``tmpdir`` is given) receives the files the notebooks write.
+  """
   nb = nbformat.read(path, as_version=4)
-  env_fast = os.environ.get("EBSP_NOTEBOOK_FAST")
-  os.environ["EBSP_NOTEBOOK_FAST"] = "1" if fast else "0"  # the kernel inherits the environment
+  env = {"EBSP_NOTEBOOK_FAST": "1" if fast else "0", "MPLBACKEND": "Agg"}
+  if tmpdir:
+    env["TMPDIR"] = tmpdir
+  saved = {k: os.environ.get(k) for k in env}
+  os.environ.update(env)
   try:
     client = nbclient.NotebookClient(
         nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": ROOT}},
@@ -44,10 +52,11 @@ def execute(path: str, fast: bool = True, timeout: int = CELL_TIMEOUT_S):
     client.execute()
     elapsed = time.time() - t
   finally:
-    if env_fast is None:
-      os.environ.pop("EBSP_NOTEBOOK_FAST", None)
-    else:
-      os.environ["EBSP_NOTEBOOK_FAST"] = env_fast
+    for k, v in saved.items():
+      if v is None:
+        os.environ.pop(k, None)
+      else:
+        os.environ[k] = v
   return nb, elapsed, _cell_seconds(nb)
 
 
@@ -57,7 +66,6 @@ def _cell_seconds(nb):
     timing = cell.metadata.get("execution", {})
     start, end = timing.get("iopub.execute_input"), timing.get("shell.execute_reply")
     if cell.cell_type == "code" and start and end:
-      from datetime import datetime
       parse = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))
       out.append((i, (parse(end) - parse(start)).total_seconds()))
   return out
@@ -104,8 +112,8 @@ def test_kernel_is_this_interpreter():
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs(name):
-  nb, elapsed, cells = execute(os.path.join(NB_DIR, name))
+def test_notebook_runs(name, tmp_path):
+  nb, elapsed, cells = execute(os.path.join(NB_DIR, name), tmpdir=str(tmp_path))
   slowest = sorted(cells, key=lambda c: -c[1])[:3]
   print(f"{name}: {elapsed:.1f} s; slowest cells " +
         ", ".join(f"#{i} {s:.1f} s" for i, s in slowest))

@@ -88,7 +88,14 @@ def test_metric_writer_truncates_on_resume(tmp_path):
     rows = [json.loads(line) for line in f]
   assert [r["step"] for r in rows] == [1, 2, 3]
   assert rows[-1]["loss"] == 0.5
-  assert len(os.listdir(tmp_path / "tensorboard")) == 2
+  files = sorted(os.listdir(tmp_path / "tensorboard"))
+  assert len(files) == 2
+  # The resumed file starts with SessionLog{START} at step 3 (field 6, status 1).
+  recs = list(tfevents.read_records(str(tmp_path / "tensorboard" / files[1])))
+  assert recs[1].endswith(b"\x32\x02\x08\x01") and b"\x10\x03" in recs[1]
+  # A fresh start removes stale event files.
+  metrics.MetricWriter(str(tmp_path)).close()
+  assert len(os.listdir(tmp_path / "tensorboard")) == 1
 
 
 def test_progress_line_has_rate_and_eta():

@@ -193,6 +193,9 @@ def test_sigkill_and_restart_gives_identical_results(env, reference):
 def test_mismatched_and_corrupt_checkpoints_fail_clearly(env, reference):
   workdir = env["base"] / "mismatch"
   shutil.copytree(reference["workdir"], workdir)
+  # Rerunning a finished run's command only rewrites its results.
+  os.remove(workdir / "results.json")
+  _assert_same_results(Experiment(_cfg(env, workdir)).run(), reference["results"])
   # Different configuration -> error naming the field, no restart.
   with pytest.raises(ckpt_lib.CheckpointError, match="admm_rho: checkpoint 0.01, now 0.5"):
     Experiment(_cfg(env, workdir, admm_rho=0.5)).run()

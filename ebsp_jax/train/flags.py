@@ -59,7 +59,7 @@ _HELP = {
 }
 
 
-def define_flags(**defaults: Any) -> None:
+def define_flags(flag_values: flags.FlagValues = FLAGS, **defaults: Any) -> None:
   """Defines one flag per :class:`TrainConfig` field (except ``dataset``) with ``defaults``."""
   for f in dataclasses.fields(TrainConfig):
     if f.name == "dataset":
@@ -70,22 +70,23 @@ def define_flags(**defaults: Any) -> None:
     help_ = _HELP.get(f.name, f.name)
     typ = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
     if "bool" in typ:
-      flags.DEFINE_bool(f.name, default, help_)
+      flags.DEFINE_bool(f.name, default, help_, flag_values=flag_values)
     elif typ.startswith("Optional[float]"):
-      flags.DEFINE_float(f.name, default, help_)
+      flags.DEFINE_float(f.name, default, help_, flag_values=flag_values)
     elif "float" in typ:
-      flags.DEFINE_float(f.name, default, help_)
+      flags.DEFINE_float(f.name, default, help_, flag_values=flag_values)
     elif "int" in typ:
-      flags.DEFINE_integer(f.name, default, help_)
+      flags.DEFINE_integer(f.name, default, help_, flag_values=flag_values)
     else:
-      flags.DEFINE_string(f.name, default, help_)
+      flags.DEFINE_string(f.name, default, help_, flag_values=flag_values)
 
 
-def config_from_flags(dataset: str) -> TrainConfig:
+def config_from_flags(dataset: str, flag_values: flags.FlagValues = FLAGS) -> TrainConfig:
+  """The :class:`TrainConfig` of parsed flags (``ValueError`` with one line if invalid)."""
   values: Dict[str, Any] = {"dataset": dataset}
   for f in dataclasses.fields(TrainConfig):
     if f.name != "dataset":
-      values[f.name] = FLAGS[f.name].value
+      values[f.name] = flag_values[f.name].value
   for k in ("data_dir", "pretrained"):
     if values[k] == "":
       values[k] = None

@@ -3,7 +3,9 @@
 ``workdir/tensorboard/events.out.tfevents.*`` is readable by TensorBoard
 (``tensorboard --logdir workdir/tensorboard``); ``workdir/metrics.jsonl`` holds the same scalars,
 one ``{"step": ..., "phase": ..., tag: value}`` object a line, for scripts. A resumed run drops
-the JSON lines past its checkpoint before appending, so the log reads like one uninterrupted run.
+the JSON lines past its checkpoint before appending, so the log reads like one uninterrupted run,
+and starts its event file with a ``SessionLog.START`` at the first step it redoes, which makes
+TensorBoard discard the killed run's events from that step on.
 """
 
 from __future__ import annotations
@@ -54,8 +56,15 @@ class MetricWriter:
       os.replace(tmp, self.jsonl_path)
     elif resume_step is None and os.path.exists(self.jsonl_path):
       os.remove(self.jsonl_path)
+    tb_dir = os.path.join(workdir, "tensorboard")
+    if resume_step is None and os.path.isdir(tb_dir):  # a fresh start: drop a killed run's events
+      for name in os.listdir(tb_dir):
+        if name.startswith("events.out.tfevents."):
+          os.remove(os.path.join(tb_dir, name))
     self._jsonl = open(self.jsonl_path, "a")
-    self._events = EventWriter(os.path.join(workdir, "tensorboard"))
+    self._events = EventWriter(tb_dir)
+    if resume_step is not None:
+      self._events.session_start(resume_step + 1)
 
   def write(self, step: int, scalars: Mapping[str, float], phase: str = "") -> None:
     if not self.enabled or not scalars:

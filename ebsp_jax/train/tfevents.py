@@ -4,7 +4,9 @@ TensorBoard reads ``events.out.tfevents.*`` files: TFRecord framing (length, mas
 payload, masked CRC32C) around serialized ``tensorflow.Event`` protos. Scalars need only a few
 proto fields, encoded here by hand (wire format: varint keys, 64-bit double, 32-bit float):
 
-    Event   { double wall_time = 1; int64 step = 2; string file_version = 3; Summary summary = 5; }
+    Event   { double wall_time = 1; int64 step = 2; string file_version = 3; Summary summary = 5;
+              SessionLog session_log = 6; }
+    SessionLog { SessionStatus status = 1; }      // START = 1
     Summary { repeated Value value = 1; }
     Value   { string tag = 1; float simple_value = 2; }
 """
@@ -79,6 +81,13 @@ def encode_event(step: int, wall_time: float, scalars: Mapping[str, float] = (),
   return out
 
 
+def encode_session_start(step: int, wall_time: float) -> bytes:
+  """``Event{step, session_log{status: START}}``: TensorBoard drops the events of earlier files
+  with ``step >= this step`` (how a restarted run hides the steps it redoes)."""
+  return (_key(1, 1) + struct.pack("<d", wall_time) + _key(2, 0) + _varint(int(step))
+          + _len_delim(6, _key(1, 0) + _varint(1)))
+
+
 def frame(record: bytes) -> bytes:
   """TFRecord framing of one record."""
   header = struct.pack("<Q", len(record))
@@ -96,6 +105,10 @@ class EventWriter:
     self._f = open(self.path, "ab")
     self._f.write(frame(encode_event(0, time.time(), file_version="brain.Event:2")))
     self._f.flush()
+
+  def session_start(self, step: int) -> None:
+    """Marks a restart at ``step`` (TensorBoard purges older events with larger steps)."""
+    self._f.write(frame(encode_session_start(step, time.time())))
 
   def scalars(self, step: int, values: Mapping[str, float]) -> None:
     """Writes one event holding every ``tag: value`` (non-finite values are written as is)."""

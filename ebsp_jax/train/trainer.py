@@ -354,8 +354,7 @@ class Experiment:
       writer.write(step, {"eval/float_top1": ev["top1"], "eval/float_loss": ev["loss"]}, "float")
       progress.message(f"float model: top1 {ev['top1']:.4f} (loss {ev['loss']:.4f}, "
                        f"{ev['count']} examples)")
-      if self.primary:
-        self._save_float_model(state, ev["top1"])
+      self._save_float_model(state, ev["top1"])  # every process (orbax coordinates)
     state = self._advance_jit(state)
     progress.message(f"step {step}: entering phase '{state.phase}'")
     if state.phase == "finetune":

@@ -1,0 +1,129 @@
+"""Tests of the integer mode (``quant.to_integer``) on small networks."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ebsp_jax import BitPattern, make_rule, uniform
+from ebsp_jax import quant
+from ebsp_jax.quant import lowering, testing
+
+
+def _levels(model, variables, x):
+  """Fake-quant logits and the integer levels of every layer input."""
+  logits, inter = model.apply(variables, x, mutable=["intermediates"])
+  flat = jax.tree_util.tree_flatten_with_path(inter["intermediates"])[0]
+  levels = {"/".join(str(k.key) for k in p[:-3]): np.asarray(a) for p, a in flat}
+  return np.asarray(logits), levels
+
+
+@pytest.fixture(scope="module", params=["cnn", "resnet"])
+def case(request):
+  cls, shape = {"cnn": (testing.TinyCNN, (16, 12, 12, 1)),
+                "resnet": (testing.TinyResNet, (16, 8, 8, 3))}[request.param]
+  x = jax.random.normal(jax.random.key(0), shape)
+  model, variables, rule, scales = testing.calibrated(cls, x)
+  imodel = quant.to_integer(cls(), variables, weight_rule=rule, weight_scales=scales)
+  return cls, x, model, variables, rule, scales, imodel
+
+
+def test_integer_mode_matches_fake_quant(case):
+  cls, x, model, variables, _, _, imodel = case
+  fq, levels = _levels(model, variables, x)
+  out, cap = imodel.apply(x, capture=True)
+  assert imodel.float_ops == []              # integer-only between input and output
+  assert set(cap) == set(levels)
+  for layer, lv in levels.items():
+    diff = np.abs(np.asarray(cap[layer]["input"]) - lv)
+    assert diff.max() <= 1, layer            # at most one level, from float32 rounding
+    assert np.mean(diff == 0) >= 0.999, layer
+  np.testing.assert_allclose(np.asarray(out), fq, atol=1e-3 * (1 + np.abs(fq).max()))
+  assert np.mean(np.argmax(out, -1) == np.argmax(fq, -1)) == 1.0
+  # Records: every layer after the first is requantized with positive multipliers.
+  for layer, rec in imodel.records.items():
+    assert rec.input_kind == ("float" if layer == "conv_init" else "requant")
+    if rec.input_kind == "requant":
+      assert np.all(rec.multiplier >= 0) and np.all((rec.shift >= 0) & (rec.shift <= 62))
+    assert rec.acc_bound_bits <= 32
+
+
+def test_requantization_is_exact_rounding_of_the_real_value():
+  """conv1's input vs a float64 evaluation of relu(acc * s * s_w + b) -> maxpool -> round."""
+  x = jax.random.normal(jax.random.key(1), (8, 12, 12, 1))
+  _, v, rule, scales = testing.calibrated(testing.TinyCNN, x)
+  imodel = quant.to_integer(testing.TinyCNN(), v, weight_rule=rule, weight_scales=scales)
+  _, cap = imodel.apply(x, capture=True)
+  first, nxt = imodel.layers["conv_init"], imodel.layers["conv1"]
+  real = (np.asarray(cap["conv_init"]["acc"], np.float64) * first.act_scale
+          * first.weight_scale.astype(np.float64) + np.asarray(v["params"]["conv_init"]["bias"],
+                                                               np.float64))
+  real = np.maximum(real, 0.0)
+  n, h, w, c = real.shape
+  real = real.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4)) / nxt.act_scale
+  want = np.clip(np.floor(real + 0.5), 0, 255)
+  got = np.asarray(cap["conv1"]["input"])
+  near_tie = np.abs(real - np.floor(real) - 0.5) < 1e-6
+  assert np.all((got == want) | near_tie)
+
+
+def test_jit_and_shapes(case):
+  _, x, _, _, _, _, imodel = case
+  np.testing.assert_array_equal(jax.jit(imodel.apply)(x), imodel.apply(x))
+  assert imodel.apply(x[:3]).shape == (3, 10)
+
+
+class _Tanh(nn.Module):
+  dot_general_cls: object = None
+  conv_general_dilated_cls: object = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = jnp.tanh(nn.Dense(8, dot_general_cls=self.dot_general_cls, name="fc1")(x))
+    return nn.Dense(3, dot_general_cls=self.dot_general_cls, name="head")(x)
+
+
+def test_unsupported_op_strict_and_float_fallback():
+  x = jax.random.normal(jax.random.key(2), (8, 5))
+  model, v, rule, scales = testing.calibrated(_Tanh, x)
+  with pytest.raises(lowering.UnsupportedOp, match="'tanh'.*strict=False"):
+    quant.to_integer(_Tanh(), v, weight_rule=rule, weight_scales=scales).apply(x)
+  imodel = quant.to_integer(_Tanh(), v, weight_rule=rule, weight_scales=scales, strict=False)
+  out = imodel.apply(x)
+  assert any("tanh" in op for op in imodel.float_ops)
+  np.testing.assert_allclose(out, model.apply(v, x), atol=1e-4)
+
+
+def test_float_layers_and_errors():
+  x = jax.random.normal(jax.random.key(3), (4, 12, 12, 1))
+  _, v, _, _ = testing.calibrated(testing.TinyCNN, x)
+  keep_head_float = make_rule(BitPattern(6, 3), exclude=["^head/"])
+  with pytest.raises(lowering.UnsupportedOp, match="layer 'head'"):
+    quant.to_integer(testing.TinyCNN(), v, weight_rule=keep_head_float).apply(x)
+  imodel = quant.to_integer(testing.TinyCNN(), v, weight_rule=keep_head_float, strict=False)
+  imodel.apply(x)
+  assert imodel.float_ops == ["dot_general 'head' (float layer)", "add"]  # + its bias
+  # Higher precision for the first layer: a per-layer rule works unchanged.
+  rule8 = make_rule(BitPattern(6, 3), overrides=[("^conv_init/", uniform(8))])
+  assert quant.to_integer(testing.TinyCNN(), v, weight_rule=rule8).layers[
+      "conv_init"].weight_pattern == uniform(8)
+  uncalibrated = testing.TinyCNN(**quant.fake_quant_injection(8)).init(jax.random.key(0), x)
+  with pytest.raises(ValueError, match="never calibrated"):
+    quant.to_integer(testing.TinyCNN(), uncalibrated, weight_rule=keep_head_float)
+  with pytest.raises(ValueError, match="'params'"):
+    quant.to_integer(testing.TinyCNN(), {}, weight_rule=keep_head_float)
+
+
+def test_registry_model_by_name_and_events():
+  from ebsp_jax import models  # pylint: disable=import-outside-toplevel
+  x = jax.random.normal(jax.random.key(4), (2, 28, 28, 1))
+  model = models.get_model("lenet5", num_classes=10, **quant.fake_quant_injection(8))
+  v = dict(model.init(jax.random.key(0), x, train=False))
+  _, upd = model.apply(v, x, train=True, mutable=["quant_stats"])
+  v.update(upd)
+  rule = make_rule(BitPattern(6, 3))
+  imodel = quant.to_integer("lenet5", v, weight_rule=rule)   # scales refit
+  ev = imodel.events(x)
+  assert set(ev) == {"conv_init", "conv1", "fc1", "fc2", "head"}
+  assert ev["fc1"]["macs"] == 2 * 400 * 120
