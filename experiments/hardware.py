@@ -60,6 +60,7 @@ flags.DEFINE_float("vdd", 0.9, "Supply at --node_nm, V.")
 flags.DEFINE_enum("sram_energy", "horowitz", ["horowitz", "cacti"], "SRAM energy source.")
 flags.DEFINE_enum("leakage", "itrs-lop", ["itrs-lop", "itrs-hp", "none"], "Leakage device type.")
 flags.DEFINE_float("outlier_fraction", 0.03, "OLAccel outlier fraction.")
+flags.DEFINE_integer("bitfusion_bits", 4, "Bit Fusion operating width (paper table: 4).")
 flags.DEFINE_enum("objective", "edp", ["energy", "latency", "edp"], "Mapper objective.")
 flags.DEFINE_enum("search", "default", ["fast", "default", "thorough"], "Mapper effort.")
 flags.DEFINE_string("events", None, "LayerEvents JSON (from ebsp_jax.arith.events).")
@@ -99,6 +100,7 @@ def _build(names, tech, bits=None, length=None):
         activation_bits=FLAGS.activation_bits, acc_bits=FLAGS.acc_bits,
         weight_format=FLAGS.weight_format, glb_bytes=FLAGS.glb_kib * 1024,
         glb_bandwidth_bits=FLAGS.glb_bandwidth_bits, outlier_fraction=FLAGS.outlier_fraction,
+        bitfusion_bits=FLAGS.bitfusion_bits,
         pe_count=PAPER_PE_COUNTS[n] if FLAGS.paper_pe_counts else None)
   return out
 

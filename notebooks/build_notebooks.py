@@ -223,7 +223,7 @@ NB01 = [
     ## 4. Real trained weights
 
     Synthetic distributions only go so far. We train LeNet-5 (`ebsp_jax.models`) on Fashion-MNIST
-    (`ebsp_jax.data`, the real idx files) for a few hundred Adam steps in plain float, then
+    (`ebsp_jax.data`, the real idx files) briefly with Adam in plain float (`TRAIN_STEPS`), then
     project its kernels onto several grids **without any retraining** (per-output-channel scales
     fitted by `tree_fit_scale`; biases stay float) and measure test accuracy. Notebook 02 shows
     how ADMM training closes the remaining gap.
@@ -325,8 +325,9 @@ NB01 = [
     and the mantissa of integer weights (jit-able, so the trainer can log it every step). Below:
     every LeNet-5 kernel quantized to 6b(L3), and, for comparison, the same weights quantized to
     plain uniform INT6 and then *read* against the 6b(L3) pattern. `on_grid_fraction` of the
-    uniform weights is the share of INT6 weights that already fit a 3-bit window: most weights
-    are small, so most already do. That is the bit sparsity EBSP exploits; ADMM moves the rest.
+    uniform weights is the share of INT6 weights that already fit a 3-bit window (about two
+    thirds here): small weights fit any window. That is the bit sparsity EBSP exploits; ADMM
+    moves the rest.
     """),
     code("""
     fmt = BitPattern(6, 3)
@@ -359,12 +360,12 @@ NB01 = [
     * `BitPattern(bits, L)` is one knob from uniform (`L = n`) to power-of-two (`L = 1`); the
       grid keeps every small magnitude and thins out large ones, so it spends its levels where
       weights are.
-    * At equal level count, EBSP `L = 3` loses little or nothing to uniform on bell-shaped
-      weights and wins on heavy tails; power-of-two levels off early.
+    * At an equal number of levels, EBSP `L = 3` matches uniform on bell-shaped weights and beats
+      it on heavy tails, up to a ceiling set by `L`; power-of-two levels off early.
     * Trained weights projected onto 6b(L3) with no retraining already stay close to float
       accuracy, while the product needs only an 8-entry LUT, a shifter and an adder.
-    * Most plain INT6 weights already fit a 3-bit window (large `on_grid_fraction` above); the
-      rest is what ADMM training evolves onto the grid: see `02_admm_training.ipynb`.
+    * Most plain INT6 weights already fit a 3-bit window (`on_grid_fraction` above); the rest is
+      what ADMM training evolves onto the grid: see `02_admm_training.ipynb`.
       The hardware payoff is in `03_hardware.ipynb`.
     """),
 ]

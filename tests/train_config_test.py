@@ -83,10 +83,11 @@ def test_flagfiles_parse():
   """Every flagfile holds only known flags with valid values."""
   from absl import flags
   from ebsp_jax.train import flags as train_flags
-  for ds in ("fashion_mnist", "cifar10", "imagenet"):
+  for name in ("fashion_mnist", "fashion_mnist_table", "cifar10", "imagenet"):
+    ds = name.replace("_table", "")
     fv = flags.FlagValues()
     train_flags.define_flags(fv)
-    fv(["prog", f"--flagfile={os.path.join(ROOT, 'experiments', 'configs', ds + '.flags')}",
+    fv(["prog", f"--flagfile={os.path.join(ROOT, 'experiments', 'configs', name + '.flags')}",
         "--workdir=/tmp/w"])
     cfg = train_flags.config_from_flags(ds, fv)
     assert cfg.dataset == ds and cfg.workdir == "/tmp/w"

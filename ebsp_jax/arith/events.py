@@ -92,11 +92,13 @@ def _weight_features(w: jax.Array, pattern: BitPattern) -> jax.Array:
 
 
 def _act_features(a: jax.Array, cfg: Config) -> jax.Array:
-  """Per activation: one-hot ``[zero, shift 0, ..., shift max]`` of its dual-LOD shift."""
-  n = _max_act_shift(cfg) + 1
+  """Per activation: one-hot ``[zero, shift 0, ..., shift max]`` of its dual-LOD shift
+  (exact mode: ``[zero, non-zero]``)."""
   if cfg.mode == "dual_lod":
+    n = _max_act_shift(cfg) + 1
     _, shift, _ = datapath.act_split(a, cfg.pattern.length, cfg.rounding)
   else:
+    n = 1
     shift = jnp.zeros(a.shape, jnp.int32)
   idx = jnp.where(a == 0, 0, jnp.minimum(shift, n - 1) + 1)
   return jax.nn.one_hot(idx, n + 1, dtype=jnp.int32)
@@ -324,7 +326,7 @@ def conv_general_dilated_events(lhs, rhs, window_strides, padding, lhs_dilation=
     fa, fw, nonzero, p, n, total_sum = _conv_kernel(lhs, rhs, geo=geo, cfg=cfg)
     fa, fw, nonzero = np.asarray(fa), np.asarray(fw), int(nonzero)
   else:
-    fa = np.zeros((0, _max_act_shift(cfg) + 2), np.int64)
+    fa = np.zeros((0, _max_act_shift(cfg) + 2 if mode == "dual_lod" else 2), np.int64)
     fw = np.zeros((0, pattern.max_shift + 2), np.int64)
     nonzero = int(np.count_nonzero(np.asarray(lhs)))
     p = n = total_sum = wide.zeros(geo.out_shape)

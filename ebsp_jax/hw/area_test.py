@@ -52,6 +52,8 @@ def test_paper_counts_and_node_scaling():
   assert a.pe_count == 4818 and a.mac_units <= 4818
   bf = arch.build_accelerator("bitfusion", pe_count=3168)
   assert bf.mac_units <= 3168 // 4
+  bf8 = arch.build_accelerator("bitfusion", pe_count=3168, bitfusion_bits=8)
+  assert bf8.mac_units <= 3168 // 16 and bf8.pe.weight_bits == 8
   small = arch.build_accelerator("ebsp", tech=tech.TechParams(node_nm=22, vdd=0.8))
   assert small.pe_count > 3 * arch.build_accelerator("ebsp").pe_count
 
@@ -62,6 +64,7 @@ def test_paper_counts_and_node_scaling():
     (dict(name="ebsp", glb_bandwidth_bits=0), "bandwidth"),
     (dict(name="ebsp", pattern_bits=6, pattern_length=7), "invalid EBSP pattern"),
     (dict(name="ebsp", area_scope="chip"), "area scope"),
+    (dict(name="bitfusion", bitfusion_bits=3), "bitfusion_bits"),
     (dict(name="eyeriss", tech=tech.TechParams(dram_bytes_per_cycle=1e-9)), None),
 ])
 def test_config_errors(kwargs, match):

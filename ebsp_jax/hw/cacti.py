@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 from typing import Iterable
@@ -144,8 +143,6 @@ def sram_table(sizes: Iterable[int] = TABLE_SIZES, width_bits: int = 64,
 
 def main() -> None:
   """Prints the frozen-table source text for ``tech.py``."""
-  if shutil.which("true") is None:  # pragma: no cover - trivial guard for odd environments
-    pass
   for r in sram_table():
     print(f"    ({r.size_bytes}, {r.width_bits}, {r.device!r}, {r.read_pj:.4g}, {r.write_pj:.4g}, "
           f"{r.leakage_mw:.4g}, {r.area_mm2:.4g}),")

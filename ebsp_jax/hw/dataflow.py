@@ -53,7 +53,7 @@ import itertools
 import math
 from typing import Iterable, Sequence
 
-from ebsp_jax.hw.arch import Accelerator, MemLevel
+from ebsp_jax.hw.arch import Accelerator
 from ebsp_jax.hw.pe import Activity
 from ebsp_jax.hw.workload import Layer
 

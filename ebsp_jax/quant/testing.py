@@ -14,6 +14,7 @@ from typing import Any, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ebsp_jax.numerics import BitPattern, make_rule, tree_fit_scale, tree_project
 from ebsp_jax.quant.inject import fake_quant_injection
@@ -66,6 +67,30 @@ class TinyResNet(nn.Module):
     return nn.Dense(self.num_classes, dot_general_cls=self.dot_general_cls, name="head")(x)
 
 
+def random_variables(model: nn.Module, x: jax.Array, seed: int = 0) -> dict:
+  """Variables of ``model`` with numpy-random params (no XLA RNG compile: fast in tests).
+
+  Kernels ~ N(0, 2 / fan_in) (He), biases ~ N(0, 0.1), batch-norm scales ~ U(0.5, 1.5) and
+  shifts ~ N(0, 0.1); every other variable (batch stats, quant stats) as ``model.init`` makes it
+  (zeros, BN variances ones).
+  """
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+  rng = np.random.default_rng(seed)
+
+  def fill(path, leaf):
+    names = [str(getattr(k, "key", k)) for k in path]
+    if names[0] != "params":
+      return jnp.ones(leaf.shape, leaf.dtype) if names[-1] == "var" else jnp.zeros(leaf.shape, leaf.dtype)
+    if names[-1] == "kernel":
+      fan_in = int(np.prod(leaf.shape[:-1]))
+      return jnp.asarray(rng.normal(0, np.sqrt(2.0 / fan_in), leaf.shape), leaf.dtype)
+    if names[-1] == "scale":
+      return jnp.asarray(rng.uniform(0.5, 1.5, leaf.shape), leaf.dtype)
+    return jnp.asarray(rng.normal(0, 0.1, leaf.shape), leaf.dtype)
+
+  return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
 def calibrated(module_cls, x: jax.Array, *, pattern: BitPattern = BitPattern(6, 3),
                activation_bits: int = 8, steps: int = 4, seed: int = 0
                ) -> Tuple[nn.Module, dict, Any, Any]:
@@ -76,12 +101,17 @@ def calibrated(module_cls, x: jax.Array, *, pattern: BitPattern = BitPattern(6, 
     (if any) and ``quant_stats`` updated on ``steps`` passes over ``x`` in train mode.
   """
   model = module_cls(**fake_quant_injection(activation_bits))
-  variables = dict(model.init(jax.random.key(seed), x, train=False))
+  variables = dict(random_variables(model, x, seed))
   rule = make_rule(pattern)
-  scales = tree_fit_scale(variables["params"], rule)
-  variables["params"] = tree_project(variables["params"], rule, scales)
+
+  @jax.jit
+  def project(params):
+    scales = tree_fit_scale(params, rule)
+    return tree_project(params, rule, scales), scales
+
+  variables["params"], scales = project(variables["params"])
   mutable = [k for k in ("batch_stats", "quant_stats") if k in variables]
+  step = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=mutable)[1])
   for _ in range(steps):
-    _, upd = model.apply(variables, x, train=True, mutable=mutable)
-    variables.update(upd)
+    variables.update(step(variables, x))
   return model, variables, rule, scales
