@@ -277,17 +277,34 @@ def test_data_parallel_full_pipeline_8_devices(env, reference):
 
 @pytest.mark.slow
 def test_sigkill_at_random_moments(env, reference):
-  """Kills at several random moments (during saves, evaluations, phase changes), then resumes."""
+  """Kills at random moments (during saves, evaluations, phase changes), then resumes."""
   rng = np.random.default_rng(0)
   workdir = env["base"] / "killed_many"
+  ck_dir = workdir / "checkpoints"
   cmd = _argv(env, workdir, checkpoint_every=1)
-  for _ in range(5):
+  kills = 0
+  for _ in range(6):
     proc = subprocess.Popen(cmd, env=env["env"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    time.sleep(float(rng.uniform(4.0, 14.0)))
-    proc.send_signal(signal.SIGKILL)
+    before = {n for n in os.listdir(ck_dir) if n.isdigit()} if ck_dir.exists() else set()
+    deadline = time.time() + 300
+    # Wait for this process to make progress (a new checkpoint), then kill after a random delay.
+    while time.time() < deadline and proc.poll() is None:
+      now = {n for n in os.listdir(ck_dir) if n.isdigit()} if ck_dir.exists() else set()
+      if now - before:
+        break
+      time.sleep(0.02)
+    time.sleep(float(rng.uniform(0.0, 2.0)))
+    if proc.poll() is None:
+      proc.send_signal(signal.SIGKILL)
+      kills += 1
     proc.wait(timeout=60)
+  assert kills >= 3
   out = subprocess.run(cmd, env=env["env"], capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-2000:]
   with open(workdir / "results.json") as f:
     _assert_same_results(json.load(f), reference["results"])
+  _, leaves = _final_params(str(workdir))
+  _, ref_leaves = _final_params(reference["workdir"])
+  for a, b in zip(leaves, ref_leaves):
+    np.testing.assert_array_equal(a, b)
