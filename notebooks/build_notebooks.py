@@ -572,9 +572,9 @@ NB02 = [
     """),
     md("""
     The residuals tell when ADMM has converged: the primal residual `||W − Z||` (how far the
-    weights are from their projection) falls as they settle on the grid, and the projection
-    moves less and less from one Z-step to the next (`||Z − Z_prev||`). The dual residual is that
-    movement times ρ, so with a fast-growing ρ it can still rise; Boyd's residual balancing
+    weights are from their projection) falls as they settle on the grid, and the projection's
+    movement from one Z-step to the next (`||Z − Z_prev||`) drops, then levels off. The dual
+    residual is that movement times ρ, so with a growing ρ it rises; Boyd's residual balancing
     (`admm.residual_balancing_rho`) adapts ρ to keep the two residuals comparable instead.
     """),
     code("""

@@ -69,6 +69,8 @@ def _run_main(*args, timeout=120):
 @pytest.mark.parametrize("args, match", [
     (["--workdir=/tmp/ebsp_bad", "--pattern_length=9"], "length=9 is out of range"),
     (["--pattern_bits=6"], "--workdir is required"),
+    (["--workdir=/tmp/ebsp_bad", "--batch_size=abc"], "batch_size"),
+    (["--workdir=/tmp/ebsp_bad", "--no_such_flag=1"], "no_such_flag"),
     (["--workdir=/tmp/ebsp_bad", "--data_dir=/nonexistent/fmnist"], "/nonexistent/fmnist"),
 ])
 def test_main_bad_flag_one_line_error(args, match):

@@ -24,6 +24,10 @@ file (``.hex``)    content (word width, signedness; C order; shape in ``manifest
 ``rq_shift``       right shift ``n`` (8, unsigned)
 =================  =========================================================================
 
+The manifest's ``epilogue`` lists the integer ops applied to ``acc`` after the layer (bias with
+``acc_shift`` fractional bits, ReLU ``maximum``/``minimum`` constants, pooling windows, residual
+``rescale``/``add``, reshapes) up to the next layer's ``rq_pre``.
+
 Requantization (``rq_*``; absent for the first layer, whose input is the quantized network
 input): ``input = clip(floor(((rq_pre << acc_shift) + rq_bias) * M / 2**n + 1/2), lo, hi)``
 with ``acc_shift``, ``lo``, ``hi`` in the manifest (see :mod:`ebsp_jax.quant.requant`).
@@ -54,10 +58,14 @@ def layer_dirname(layer: str) -> str:
 
 
 def _json(v: Any):
-  if isinstance(v, (tuple, list)):
-    return [_json(x) for x in v]
+  if isinstance(v, dict):
+    return {str(k): _json(x) for k, x in v.items()}
   if hasattr(v, "_asdict"):
     return {k: _json(x) for k, x in v._asdict().items()}
+  if isinstance(v, (tuple, list)):
+    return [_json(x) for x in v]
+  if isinstance(v, np.ndarray):
+    return v.tolist()
   if isinstance(v, (np.integer,)):
     return int(v)
   if isinstance(v, (int, float, str, bool)) or v is None:
@@ -153,6 +161,7 @@ def _export_layer(imodel, layer: str, cap: Dict[str, jax.Array], rec, d: str,
       "acc_bits": acc_bits,
       "acc_bound_bits": rec.acc_bound_bits,
       "input_kind": rec.input_kind,
+      "epilogue": _json(imodel.epilogues.get(layer, [])),
   }
   if rec.input_kind == "requant":
     arrays += [

@@ -128,6 +128,9 @@ class IntegerModel:
       accumulator bounds); filled on the first :meth:`apply` for an input shape.
     float_ops: ops of the last lowering evaluated in float on activations (empty when the
       network is integer-only apart from input quantization and output dequantization).
+    epilogues: ``{layer_path: [op dicts]}``: the run-time integer ops applied to each layer's
+      accumulator until the next requantization (bias fold, ReLU clamp, pooling, residual
+      rescale/add, ...), with their small constants.
   """
 
   def __init__(self, model: nn.Module, variables: Mapping[str, Any],
@@ -141,6 +144,7 @@ class IntegerModel:
     self.config = config
     self.records: Dict[str, LayerRecord] = {}
     self.float_ops: list = []
+    self.epilogues: Dict[str, list] = {}
     self._jitted = jax.jit(self._run, static_argnames=("capture",))
 
   def _run(self, weights, x, capture: bool = False):
@@ -151,6 +155,7 @@ class IntegerModel:
                          strict=self.config.strict, capture=capture)
     outs = interp.run(closed, x)
     self.records, self.float_ops = interp.records, interp.float_ops
+    self.epilogues = interp.epilogues
     out = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), outs)
     return (out, interp.captured) if capture else out
 

@@ -253,6 +253,12 @@ class LayerRecord:
 
 
 _SUBJAXPR_PARAMS = ("jaxpr", "call_jaxpr", "fun_jaxpr")
+# Ops that log their run-time integer work themselves (or have none: constants only).
+_SELF_LOGGING = ("add", "sub", "mul", "div", "neg", "max", "min", "clamp",
+                 "convert_element_type", "copy", "copy_p", "reduce_precision")
+_LOGGED_PARAMS = ("window_dimensions", "window_strides", "padding", "axes", "new_sizes",
+                  "permutation", "dimensions", "start_indices", "limit_indices", "strides",
+                  "shape", "broadcast_dimensions", "padding_config", "dimension")
 _IDENTITY = {"copy", "copy_p", "reduce_precision", "optimization_barrier"}
 
 
@@ -278,6 +284,8 @@ class Interpreter:
     self.capture = capture
     self.float_ops: List[str] = []
     self.records: Dict[str, LayerRecord] = {}
+    # Run-time integer ops applied to each layer's output until the next requantization.
+    self.epilogues: Dict[str, List[Dict[str, Any]]] = {}
     self.captured: Dict[str, Dict[str, jax.Array]] = {}
 
   # --- entry --------------------------------------------------------------------------------
@@ -325,9 +333,14 @@ class Interpreter:
       handler = getattr(self, f"_op_{name}", None)
       if handler is not None:
         try:
-          return [handler(eqn, *ins)]
+          out = handler(eqn, *ins)
         except UnsupportedOp as e:
           reason = str(e)
+        else:
+          if name not in _SELF_LOGGING:
+            self._log(out.layer, name, **{k: v for k, v in eqn.params.items()
+                                          if k in _LOGGED_PARAMS})
+          return [out]
       else:
         reason = "no integer lowering"
       if self.strict:
@@ -342,6 +355,15 @@ class Interpreter:
     out = eqn.primitive.bind(*vals, **eqn.params)
     outs = out if eqn.primitive.multiple_results else [out]
     return [FloatTensor(o) for o in outs]
+
+  def _log(self, layer: str, op: str, **consts) -> None:
+    """Appends ``op`` (with small constants) to the epilogue of ``layer``."""
+    entry: Dict[str, Any] = {"op": op}
+    for k, v in consts.items():
+      if isinstance(v, np.ndarray) and v.size > 4096:
+        v = f"<array shape {v.shape}>"
+      entry[k] = v
+    self.epilogues.setdefault(layer, []).append(entry)
 
   # --- conversions --------------------------------------------------------------------------
   @staticmethod
@@ -381,6 +403,8 @@ class Interpreter:
     q = t.q * np.int32(1 << k) if k else t.q
     q = q + _i32const(bias) if np.any(bias) else q
     bound = (t.bound << k) + int(np.max(np.abs(bias)))
+    self._log(t.layer, "bias", acc_shift=k, bias=bias.astype(np.int32),
+              formula="q = (q << acc_shift) + bias")
     return IntTensor(q, t.m / 2.0 ** k, np.zeros_like(t.m), bound, t.layer)
 
   def narrow(self, t: IntTensor, extra: int = 1) -> IntTensor:
@@ -390,6 +414,7 @@ class Interpreter:
       return t
     k = max(1, need.bit_length() - 30)
     q = requant.mul_shift_round(t.q, np.int32(1 << 30), np.int32(30 + k))
+    self._log(t.layer, "rounding_shift_right", shift=k)
     return IntTensor(q, t.m * 2.0 ** k, t.o, (t.bound >> k) + 1, t.layer)
 
   def rescale(self, t: IntTensor, ratio: np.ndarray) -> Tuple[jax.Array, int]:
@@ -399,6 +424,8 @@ class Interpreter:
       return t.q, t.bound
     mult, shift = requant.quantize_multiplier(ratio)
     q = requant.mul_shift_round(t.q, _i32const(mult), _i32const(shift))
+    self._log(t.layer, "rescale", multiplier=mult, shift=shift,
+              formula="q = mul_shift_round(q, multiplier, shift)")
     return q, int(math.ceil(t.bound * float(np.max(ratio)))) + 1
 
   def requantize_to(self, t: IntTensor, pattern: BitPattern, scale: float):
@@ -503,12 +530,14 @@ class Interpreter:
   def _add_int(self, a: IntTensor, b: IntTensor, out_shape) -> IntTensor:
     qa, qb, mc, bound = self._align(a, b, total=True)
     q = qa + qb
+    self._log(a.layer, "add", other=b.layer)
     if q.shape != out_shape:
       q = jnp.broadcast_to(q, out_shape)
     o = _compact(np.broadcast_to(a.o + b.o, np.broadcast_shapes(a.o.shape, b.o.shape)))
     return IntTensor(q, mc, o, bound, a.layer or b.layer)
 
   def _neg(self, t: IntTensor) -> IntTensor:
+    self._log(t.layer, "negate")
     return IntTensor(-t.q, t.m, -t.o, t.bound, t.layer)
 
   def _op_neg(self, eqn, a):
@@ -540,8 +569,10 @@ class Interpreter:
     if np.any(c < 0):
       c_sign = _compact(np.sign(c))
       q = q * _i32const(c_sign)   # a sign flip (and zero) per channel
+      self._log(t.layer, "sign", sign=c_sign.astype(np.int32))
     elif np.any(c == 0):
       q = q * _i32const(_compact((c != 0).astype(np.int64)))
+      self._log(t.layer, "sign", sign=_compact((c != 0).astype(np.int32)))
     mag = np.abs(c)
     # Where c == 0 the value is the constant o*c: q is zeroed and m kept (so that a later
     # alignment with another tensor does not pick an arbitrary scale).
@@ -556,6 +587,7 @@ class Interpreter:
     if np.max(np.abs(ci)) > INT32_BOUND:
       raise UnsupportedOp("clamp constant out of the int32 range")
     q = fn(t.q, _i32const(ci))
+    self._log(t.layer, fn.__name__, const=ci.astype(np.int32))
     if q.shape != out_shape:
       q = jnp.broadcast_to(q, out_shape)
     return IntTensor(q, t.m, t.o, max(t.bound, int(np.max(np.abs(ci)))), t.layer)

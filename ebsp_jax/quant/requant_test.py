@@ -14,13 +14,20 @@ _int32 = st.integers(requant.INT32_MIN, requant.INT32_MAX)
 _mult = st.integers(-(2 ** 31) + 1, 2 ** 31 - 1)
 _shift = st.integers(0, requant.MAX_SHIFT)
 _msr = jax.jit(requant.mul_shift_round)
+_rq = jax.jit(lambda x, m, n: requant.requantize(x, m, n, -(2 ** 20), 2 ** 20))
+
+
+def _padded(a, size=64):
+  """Pads to a fixed size so that the jitted function compiles once."""
+  a = np.asarray(a, np.int64)
+  return np.pad(a, (0, size - len(a))).astype(np.int32)
 
 
 @settings(max_examples=40)
 @given(st.lists(st.tuples(_int32, _mult, _shift), min_size=1, max_size=64))
 def test_mul_shift_round_matches_python_ints(triples):
-  x, m, n = (np.array(v, np.int64) for v in zip(*triples))
-  got = np.asarray(_msr(x.astype(np.int32), m.astype(np.int32), n.astype(np.int32)))
+  x, m, n = (_padded(v) for v in zip(*triples))
+  got = np.asarray(_msr(x, m, n))[:len(triples)]
   want = [requant.rounding_shift_reference(int(a), int(b), int(c)) for a, b, c in triples]
   np.testing.assert_array_equal(got, np.array(want, np.int64))
 
@@ -28,10 +35,10 @@ def test_mul_shift_round_matches_python_ints(triples):
 def test_mul_shift_round_edges():
   x = np.array([requant.INT32_MIN, requant.INT32_MAX, -1, 1, 0, -3, 3, -2, 2], np.int32)
   for m in (requant.INT32_MAX, -requant.INT32_MAX, 1 << 30, 1, -1, 0):
-    for n in (0, 1, 2, 30, 31, 32, 33, 61, 62):
-      got = np.asarray(_msr(x, np.int32(m), np.int32(n)))
-      want = [requant.rounding_shift_reference(int(v), m, n) for v in x]
-      np.testing.assert_array_equal(got, want, err_msg=f"m={m} n={n}")
+    shifts = np.array([0, 1, 2, 30, 31, 32, 33, 61, 62], np.int32)
+    got = np.asarray(_msr(x[:, None], np.int32(m), shifts[None, :]))
+    want = [[requant.rounding_shift_reference(int(v), m, int(n)) for n in shifts] for v in x]
+    np.testing.assert_array_equal(got, want, err_msg=f"m={m}")
 
 
 @settings(max_examples=60)
@@ -52,7 +59,7 @@ def test_quantize_multiplier_against_fractions(r):
                                                              min_size=1, max_size=32))
 def test_requantize_is_nearest_up_to_multiplier_error(r, xs):
   m, n = requant.quantize_multiplier(np.array(r))
-  got = np.asarray(requant.requantize(np.array(xs, np.int32), m, n, -(2 ** 20), 2 ** 20))
+  got = np.asarray(_rq(_padded(xs, 32), m, n))[:len(xs)]
   for x, g in zip(xs, got):
     exact = Fraction(x) * Fraction(r)
     # Within 1/2 of the exact real product, up to the multiplier's relative error.

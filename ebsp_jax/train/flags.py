@@ -126,4 +126,10 @@ def main(dataset: str):
     except checkpoint.CheckpointError as e:
       _fail(str(e).splitlines()[0])
 
-  app.run(_main)
+  def _parse(argv):
+    try:
+      return FLAGS(argv)
+    except flags.Error as e:
+      _fail(str(e).splitlines()[0])
+
+  app.run(_main, flags_parser=_parse)
