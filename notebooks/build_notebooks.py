@@ -399,7 +399,7 @@ NB02 = [
     FAST = os.environ.get("EBSP_NOTEBOOK_FAST", "0") == "1"
     PATTERN_BITS, PATTERN_LENGTH = 6, 3      # the weight format: the paper's "6-bit (3)"
     ACT_BITS = 8                             # activations: uniform 8-bit, one scale per tensor
-    BATCH_SIZE = 64 if FAST else 128
+    BATCH_SIZE = 32 if FAST else 128
     FLOAT_STEPS = 80 if FAST else 1500       # plain training first
     ADMM_STEPS = 80 if FAST else 1500        # then ADMM
     UPDATE_EVERY = 10 if FAST else 50        # W-steps between Z-steps (k)

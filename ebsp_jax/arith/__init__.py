@@ -4,16 +4,23 @@ Public API:
 
 * :func:`dot_general`, :func:`conv_general_dilated` — ``lax``-compatible contractions of integer
   activations with pattern weights, int32 result, ``acc_bits`` accumulator with
-  ``wrap``/``saturate``/``error`` overflow, ``mode="exact"|"dual_lod"``,
-  ``method="fast"|"reference"`` (bit-identical), ``with_stats=True`` for overflow counts.
+  ``wrap``/``saturate``/``error`` overflow, ``mode="exact"|"dual_lod"`` (``rounding``),
+  ``method="fast"|"reference"`` (bit-identical), ``with_stats=True`` for overflow counts
+  (see :mod:`ebsp_jax.arith.api` for the exact semantics).
 * :mod:`ebsp_jax.arith.datapath` — the hardware pieces (LOD, weight split, LUT fill/read,
   barrel shift, accumulate, dual-LOD activation split and mantissa table).
-* :mod:`ebsp_jax.arith.events` — per-layer event counts for the hardware model.
+* :mod:`ebsp_jax.arith.events` — per-layer event counts for the hardware model
+  (:func:`events.dot_general_events`, :func:`events.conv_general_dilated_events`,
+  :func:`events.recording`, :func:`events.total`).
+* :mod:`ebsp_jax.arith.numpy_reference` — an independent int64 NumPy model (tests, golden checks).
+* :mod:`ebsp_jax.arith.reference` / :mod:`ebsp_jax.arith.fast` — the two methods (the proof of
+  the fast method's exactness is in its module docstring); :mod:`ebsp_jax.arith.wide` — exact
+  64-bit sums from int32 words.
 """
 
 from ebsp_jax.arith import datapath, events, wide
 from ebsp_jax.arith.api import conv_general_dilated, dot_general
 from ebsp_jax.arith.config import ACC_BITS_RANGE, MODES, METHODS, OVERFLOWS, ROUNDINGS, Config
 
-__all__ = ["dot_general", "conv_general_dilated", "datapath", "events", "wide", "Config", "OVERFLOWS",
-           "MODES", "METHODS", "ROUNDINGS", "ACC_BITS_RANGE"]
+__all__ = ["dot_general", "conv_general_dilated", "datapath", "events", "wide", "Config",
+           "OVERFLOWS", "MODES", "METHODS", "ROUNDINGS", "ACC_BITS_RANGE"]

@@ -35,6 +35,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -110,6 +111,8 @@ def _dot_impl(lhs, rhs, geo: DotGeometry, cfg: Config):
   else:
     out, overflowed = fast.dot(a, w, cfg)
   out = out.reshape(geo.out_shape)
+  chex.assert_shape(out, geo.out_shape)
+  chex.assert_type(out, jnp.int32)
   count = None if overflowed is None else _count(overflowed)
   if cfg.overflow == "error":
     checkify.debug_check(count == 0, "overflow: {n} output(s) overflow the accumulator", n=count)
@@ -123,6 +126,8 @@ def _conv_impl(lhs, rhs, geo: ConvGeometry, cfg: Config):
     out, overflowed, _ = reference.conv(lhs, rhs, geo, cfg)
   else:
     out, overflowed = fast.conv(lhs, rhs, geo, cfg)
+  chex.assert_shape(out, geo.out_shape)
+  chex.assert_type(out, jnp.int32)
   count = None if overflowed is None else _count(overflowed)
   if cfg.overflow == "error":
     checkify.debug_check(count == 0, "overflow: {n} output(s) overflow the accumulator", n=count)

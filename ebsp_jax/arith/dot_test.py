@@ -276,7 +276,6 @@ def test_dot_general_matches_int64_model_many(problem, pattern, act, acc_bits, o
   lshape, rshape, dims = problem
   rng = np.random.default_rng(seed)
   bits, signed = act
-  from ebsp_jax.arith.config import Config as C
   if (1 << bits) * pattern.max_level >= 1 << 31:
     return
   lhs = act_array(rng, lshape, bits, signed, dtype=np.int32)

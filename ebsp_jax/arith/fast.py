@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Callable, List, Optional, Tuple
 
 import jax
@@ -62,7 +61,7 @@ from jax import lax
 
 from ebsp_jax.arith import datapath, wide
 from ebsp_jax.arith.config import Config
-from ebsp_jax.arith.geometry import ConvGeometry, DotGeometry
+from ebsp_jax.arith.geometry import ConvGeometry
 from ebsp_jax.numerics import BitPattern, encode
 
 INT32_BOUND = (1 << 31) - 1

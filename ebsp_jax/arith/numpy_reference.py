@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import string
-from typing import Optional, Sequence, Tuple
+from typing import Tuple
 
 import numpy as np
 

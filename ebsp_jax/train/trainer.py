@@ -405,6 +405,7 @@ class Experiment:
         jax.block_until_ready(state.step)
         progress.start(step)
         t_phase, n_phase = time.perf_counter(), 0
+        last_print = t_phase
       now = time.perf_counter()
       if step % cfg.log_every == 0 or step == end or now - last_print > cfg.progress_every_seconds:
         scalars = dict(jax.device_get(metrics))
