@@ -650,8 +650,7 @@ NB02 = [
     max_diff = 0.0
     for x, y in test_batches[:INT_EVAL_BATCHES]:
         lf = model.apply({"params": final, **state.model_state}, x, train=False)
-        # capture=True also returns every layer's integer tensors (used in section 6).
-        li, ints = imodel.apply(x, capture=True)
+        li = imodel.apply(x)
         agree += int(jnp.sum(lf.argmax(-1) == li.argmax(-1)))
         n_fq += int(jnp.sum(lf.argmax(-1) == y))
         n_int += int(jnp.sum(li.argmax(-1) == y))
@@ -666,51 +665,40 @@ NB02 = [
     ## 6. Golden vectors for one layer
 
     To verify an RTL implementation of the datapath one needs, for a layer, the integer input
-    activations, the weight codes the hardware stores (`sign`, `shift`, `mantissa`) and the
-    exact int32 accumulators. `imodel.apply(x, capture=True)` returns the integer tensors of
-    every layer (we kept those of the last batch above). Below, the first two images' vectors
-    for `conv1` are written as `.npz` and as `$readmemh` hex files.
-
-    *Note:* the dedicated package `ebsp_jax.golden` is not in the tree yet; this cell does by hand
-    what it is meant to provide (see its docs once it lands).
+    activations, the weight codes the hardware stores (`sign`, `shift`, `mantissa`, packed), a
+    few filled LUTs and the exact int32 accumulators, plus the requantization constants that
+    produced the input. `ebsp_jax.golden.export(imodel, x, out_dir, layers=...)` runs the
+    integer model with `capture=True` and writes all of them per layer as `$readmemh` hex files
+    and a `golden.npz`, with a `manifest.json` giving every width, shape and layout.
     """),
     code("""
+    from ebsp_jax import golden
+
     GOLDEN_LAYER = "conv1"
-    cap = {k: np.asarray(v)[:2] for k, v in ints[GOLDEN_LAYER].items()}   # first two images
-    q_w = np.asarray(imodel.weights[GOLDEN_LAYER])
-    sign, shift, mant = (np.asarray(a) for a in encode(q_w, PATTERN))
-
-    # The accumulators are exactly the integer convolution of the captured inputs and weights:
-    record = imodel.records[GOLDEN_LAYER]
-    acc_check = jax.lax.conv_general_dilated(
-        jnp.asarray(cap["input"], jnp.int32), jnp.asarray(q_w, jnp.int32), **dict(record.kwargs),
-        preferred_element_type=jnp.int32)
-    assert np.array_equal(np.asarray(acc_check), cap["acc"]), "accumulators differ"
-
     out_dir = tempfile.mkdtemp(prefix="ebsp_golden_")
-    np.savez(os.path.join(out_dir, f"{GOLDEN_LAYER}.npz"), input=cap["input"], weight=q_w,
-             sign=sign, shift=shift, mantissa=mant, acc=cap["acc"])
+    manifest = golden.export(imodel, test_batches[0][0][:2], out_dir, layers=[GOLDEN_LAYER])
+    entry = manifest["layers"][GOLDEN_LAYER]
+    print(f"{GOLDEN_LAYER}: {entry['op']}, weights {entry['weight_pattern']['str']}, "
+          f"code layout '{entry['weight_code']['layout']}', accumulator bound "
+          f"{entry['acc_bound_bits']} of {entry['acc_bits']} bits, input from {entry['input_kind']}")
+    for name, f in entry["files"].items():
+        with open(os.path.join(out_dir, entry["dir"], f["file"])) as fh:
+            words = [ln.strip() for ln in fh if ln.strip() and not ln.startswith("//")]
+        print(f"  {f['file']:<18} {str(f['shape']):<16} {f['width']:>2} bits  first words: "
+              f"{' '.join(words[:4])}")
+    if "requant" in entry:
+        print("requantization:", entry["requant"]["formula"])
 
-    def write_hex(name, values, bits):
-        path = os.path.join(out_dir, f"{GOLDEN_LAYER}_{name}.hex")
-        digits = (bits + 3) // 4
-        with open(path, "w") as f:
-            for v in np.asarray(values).ravel():
-                f.write(f"{int(v) & ((1 << bits) - 1):0{digits}x}\\n")
-        return path
-
-    # Weight word: sign | shift | mantissa, as the PE reads it.
-    shift_bits = max(1, int(PATTERN.max_shift).bit_length())
-    word = (sign.astype(np.int64) << (shift_bits + PATTERN.length)) | (shift << PATTERN.length) | mant
-    paths = [write_hex("weight", word, 1 + shift_bits + PATTERN.length),
-             write_hex("input", cap["input"], ACT_BITS + 1),
-             write_hex("acc", cap["acc"], 32)]
-    print(f"{GOLDEN_LAYER}: input {cap['input'].shape} in [{cap['input'].min()}, {cap['input'].max()}], "
-          f"weights {q_w.shape}, acc {cap['acc'].shape}, accumulator bound {record.acc_bound_bits} bits")
-    for p in paths:
-        lines = open(p).read().split()
-        print(f"{os.path.basename(p):<18} {len(lines):>6} words, first: {' '.join(lines[:6])}")
-    print(f"\\nnotebook ran in {time.time() - T0:.1f} s")
+    # The golden accumulators are exactly the integer convolution of the golden input and
+    # weight levels (what an RTL testbench checks, here with plain lax in int32):
+    g = golden.load(out_dir, GOLDEN_LAYER)
+    acc = jax.lax.conv_general_dilated(jnp.asarray(g["input"], jnp.int32),
+                                       jnp.asarray(g["w_level"], jnp.int32),
+                                       **dict(imodel.records[GOLDEN_LAYER].kwargs),
+                                       preferred_element_type=jnp.int32)
+    assert np.array_equal(np.asarray(acc), g["acc"])
+    print(f"\\nacc re-computed from the golden input and weight levels: bit-exact ({g['acc'].size} values)")
+    print(f"notebook ran in {time.time() - T0:.1f} s")
     """),
     md("""
     ## Takeaway
@@ -725,8 +713,8 @@ NB02 = [
       compare ADMM against post-training projection at full budgets (`FAST = False`) and with
       shorter patterns (`PATTERN_LENGTH = 2`), where projection alone hurts more.
     * The integer mode, through the bit-exact LUT-plus-shift datapath, reproduces the fake-quant
-      model's predictions, and its captured tensors are the golden vectors for hardware
-      verification. Costs of this datapath: `03_hardware.ipynb`.
+      model's predictions; `golden.export` turns its per-layer integer tensors into golden
+      vectors for hardware verification. Costs of this datapath: `03_hardware.ipynb`.
     """),
 ]
 

@@ -303,7 +303,11 @@ class Experiment:
     cfg = self.cfg
     os.makedirs(self.workdir, exist_ok=True)
     ckpt = ckpt_lib.Checkpointer(self.ckpt_dir, cfg.keep_checkpoints)
-    state, results, wall_before, resumed = self.restore_or_init(ckpt)
+    try:
+      state, results, wall_before, resumed = self.restore_or_init(ckpt)
+    except BaseException:
+      ckpt.close()
+      raise
     step = int(state.step)
     writer = MetricWriter(self.workdir, resume_step=step if resumed else None,
                           enabled=self.primary)
