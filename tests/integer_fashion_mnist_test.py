@@ -27,7 +27,6 @@ Measured (2 CPU cores; printed with ``-s``): see the ``AGREEMENT`` line.
 
 from __future__ import annotations
 
-import os
 import time
 
 import jax
@@ -38,7 +37,6 @@ import pytest
 
 from ebsp_jax import BitPattern, make_rule, models, quant, tree_fake_quant, tree_fit_scale
 from ebsp_jax import tree_project
-from ebsp_jax.numerics import path_str
 
 DATA_DIR = "/usr/share/datasets/fashion-mnist"
 MEAN, STD = 0.2860, 0.3530

@@ -3,6 +3,12 @@
 * :func:`float_injection` / :func:`fake_quant_injection` — hooks for
   ``models.get_model(name, **injection)`` (see :mod:`ebsp_jax.quant.inject`).
 * :mod:`ebsp_jax.quant.calibration` — activation range statistics (``'quant_stats'``).
+* :func:`to_integer` — the integer mode (emulated hardware): the same model and variables
+  lowered to an integer-only network (:mod:`ebsp_jax.quant.lowering` documents every op),
+  through the ``ebsp_jax.arith`` datapath, with integer requantization
+  (:mod:`ebsp_jax.quant.requant`).
+
+See ``ebsp_jax/quant/README.md`` for the design and the measured agreement.
 """
 
 from ebsp_jax.quant.calibration import (STATS_COLLECTION, activation_formats, activation_pattern,
@@ -10,6 +16,7 @@ from ebsp_jax.quant.calibration import (STATS_COLLECTION, activation_formats, ac
 from ebsp_jax.quant.inject import (FakeQuantOp, fake_quant_activation, fake_quant_injection,
                                    float_injection)
 from ebsp_jax.quant.datapath import DatapathConfig
-from ebsp_jax.quant.integer import (IntegerConfig, IntegerModel, quantize_weights, to_integer,
-                                    trace_injection)
+from ebsp_jax.quant.integer import (IntegerConfig, IntegerModel, integer_injection,
+                                    quantize_weights, to_integer, trace_injection)
+from ebsp_jax.quant.lowering import UnsupportedOp
 from ebsp_jax.quant.requant import mul_shift_round, quantize_multiplier, requantize

@@ -48,6 +48,11 @@ def trace_injection(activation_bits: int = 8) -> Dict[str, Any]:
   )
 
 
+#: The integer-mode hooks (AQT-style name): ``models.get_model(name, **integer_injection(8))``
+#: gives the model that :func:`to_integer` lowers; run directly it computes in float.
+integer_injection = trace_injection
+
+
 @dataclasses.dataclass(frozen=True)
 class IntegerConfig:
   """Options of the integer mode.
@@ -243,8 +248,10 @@ def to_integer(model: Union[str, nn.Module], variables: Mapping[str, Any], *, we
     module = model.clone(**hooks)
   if apply_kwargs is None:
     apply_kwargs = {"train": False} if _accepts(module, "train") else {}
-  formats = activation_formats(variables, activation_bits)
-  qweights = quantize_weights(variables["params"], weight_rule, weight_scales)
+  # Offline constants on the CPU backend: the integer program does not depend on the device.
+  with jax.default_device(jax.devices("cpu")[0]):
+    formats = activation_formats(variables, activation_bits)
+    qweights = quantize_weights(variables["params"], weight_rule, weight_scales)
   layers, weights = {}, {}
   for layer, (q, pattern, scale) in qweights.items():
     if layer not in formats:

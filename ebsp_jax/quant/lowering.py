@@ -170,6 +170,10 @@ class UnsupportedOp(ValueError):
   """An op on an integer activation that the lowering does not handle."""
 
 
+def _cpu_device():
+  return jax.devices("cpu")[0]
+
+
 def _meta(c, ndim: int) -> np.ndarray:
   """A constant as float64 metadata of rank ``ndim`` with a batch dim of 1."""
   c = np.asarray(c, np.float64)
@@ -325,7 +329,9 @@ class Interpreter:
         return self._eval(sub.jaxpr, sub.consts, ins)
       return self._eval(sub, [], ins)
     if all(isinstance(x, np.ndarray) for x in ins):
-      with jax.ensure_compile_time_eval():
+      # Constants are evaluated on the CPU backend, so that the integer program (biases,
+      # multipliers) is the same whichever backend runs it (GPU rsqrt differs in the last ulp).
+      with jax.ensure_compile_time_eval(), jax.default_device(_cpu_device()):
         out = eqn.primitive.bind(*ins, **eqn.params)
       outs = out if eqn.primitive.multiple_results else [out]
       return [np.asarray(o) for o in outs]

@@ -23,6 +23,8 @@ from ebsp_jax.numerics.tree import Rule, path_str
 from ebsp_jax.train import sharding as sharding_lib
 
 PyTree = Any
+#: Histograms with more bins than this are not logged as scalars (e.g. 16-bit uniform formats).
+MAX_HISTOGRAM_BINS = 32
 
 
 def pad_batch(batch: Mapping[str, np.ndarray], size: int) -> Dict[str, np.ndarray]:
@@ -104,7 +106,8 @@ def pattern_telemetry(params: PyTree, rule: Rule, scales: PyTree, main: BitPatte
   (within 0.05 of a level, in units of the scale), ``pattern/rel_error``
   (``||W - Proj W|| / ||W||``), ``pattern/z_agreement`` (nearest level equals Z's, when ``z`` is
   given) and, over the leaves in the ``main`` pattern, the fraction of non-zero weights per shift
-  (``pattern/shift_k``) and of all weights per mantissa (``pattern/mantissa_m``).
+  (``pattern/shift_k``) and of all weights per mantissa (``pattern/mantissa_m``), each only
+  while it has at most ``MAX_HISTOGRAM_BINS`` bins.
   """
   z_flat = ({path_str(p): v for p, v in jax.tree_util.tree_flatten_with_path(
       z, is_leaf=lambda x: x is None)[0] if v is not None} if z is not None else {})
@@ -133,12 +136,14 @@ def pattern_telemetry(params: PyTree, rule: Rule, scales: PyTree, main: BitPatte
          "pattern/rel_error": jnp.sqrt(err2 / jnp.maximum(norm2, 1e-30))}
   if z_flat:
     out["pattern/z_agreement"] = agree / total
-  nz = jnp.maximum(jnp.sum(shift), 1)
-  for k in range(main.max_shift + 1):
-    out[f"pattern/shift_{k}"] = shift[k] / nz
-  mt = jnp.maximum(jnp.sum(mant), 1)
-  for m in range(1 << main.length):
-    out[f"pattern/mantissa_{m}"] = mant[m] / mt
+  if main.max_shift + 1 <= MAX_HISTOGRAM_BINS:
+    nz = jnp.maximum(jnp.sum(shift), 1)
+    for k in range(main.max_shift + 1):
+      out[f"pattern/shift_{k}"] = shift[k] / nz
+  if (1 << main.length) <= MAX_HISTOGRAM_BINS:
+    mt = jnp.maximum(jnp.sum(mant), 1)
+    for m in range(1 << main.length):
+      out[f"pattern/mantissa_{m}"] = mant[m] / mt
   return out
 
 
@@ -153,8 +158,9 @@ def layer_stats(params: PyTree, rule: Rule, scales: PyTree) -> Dict[str, Dict[st
         "pattern": str(pat), "size": int(w.size), "on_grid": exact,
         "zero_fraction": float(st["zero_fraction"]),
         "on_grid_fraction": float(st["on_grid_fraction"]),
-        "shift_hist": [int(v) for v in st["shift"]],
-        "mantissa_hist": [int(v) for v in st["mantissa"]],
+        "shift_hist": ([int(v) for v in st["shift"]] if len(st["shift"]) <= 256 else None),
+        "mantissa_hist": ([int(v) for v in st["mantissa"]] if len(st["mantissa"]) <= 256
+                          else None),
         "scale_shape": list(np.shape(s)),
     }
   return out

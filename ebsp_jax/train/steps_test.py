@@ -96,3 +96,12 @@ def test_pattern_telemetry_and_layer_stats():
   stats = evaluation.layer_stats(proj, rule, scales)
   assert stats["fc/kernel"]["on_grid"] and stats["fc/kernel"]["pattern"] == "6b(L3)"
   assert not evaluation.layer_stats(params, rule, scales)["fc/kernel"]["on_grid"]
+
+
+def test_pattern_telemetry_skips_huge_histograms():
+  rule = make_rule(BitPattern(16, 15))
+  params = {"fc": {"kernel": jax.random.normal(jax.random.PRNGKey(0), (8, 4))}}
+  state = admm_lib.admm(rule).init(params)
+  tel = evaluation.pattern_telemetry(params, rule, admm_lib.tree_scales(params, state),
+                                     BitPattern(16, 15))
+  assert len(tel) < 10 and "pattern/rel_error" in tel
