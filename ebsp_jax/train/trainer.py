@@ -25,6 +25,7 @@ from typing import Any, Dict, TextIO, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from ebsp_jax import admm as admm_lib
@@ -41,6 +42,9 @@ from ebsp_jax.train.steps import TrainState, count_params, eval_step, train_step
 
 PyTree = Any
 RESULTS_FILE = "results.json"
+# The final (hard-projected) params, '/'-joined paths -> arrays: the portable artifact that
+# experiments/hardware.py --params and other tools read without knowing the training state.
+PARAMS_FILE = "params.npz"
 
 
 def _kernel_mask(params: PyTree) -> PyTree:
@@ -338,6 +342,7 @@ class Experiment:
       results = self._final_results(state, results, wall())
       if self.primary:
         ckpt_lib.write_json_atomic(os.path.join(self.workdir, RESULTS_FILE), results)
+        _write_params_npz(os.path.join(self.workdir, PARAMS_FILE), state.params)
       progress.message(
           f"done in {format_duration(results['wall_seconds'])}: float_top1 "
           f"{_fmt(results.get('float_top1'))}, quant_top1 {_fmt(results.get('quant_top1'))}, "
@@ -459,6 +464,14 @@ class Experiment:
         "config": _jsonable(dict(cfg.fingerprint())),
     })
     return out
+
+
+def _write_params_npz(path: str, params: PyTree) -> None:
+  flat = {path_str(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+  tmp = path + ".tmp"
+  with open(tmp, "wb") as f:
+    np.savez(f, **flat)
+  os.replace(tmp, path)
 
 
 def _z_tree(opt_state):
