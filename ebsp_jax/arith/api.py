@@ -110,7 +110,11 @@ def _dot_impl(lhs, rhs, geo: DotGeometry, cfg: Config):
     out, overflowed, _ = reference.dot(a, w, cfg)
   else:
     out, overflowed = fast.dot(a, w, cfg)
-  out = out.reshape(geo.out_shape)
+  return _finish(out.reshape(geo.out_shape), overflowed, geo, cfg)
+
+
+def _finish(out, overflowed, geo, cfg: Config):
+  """Shared epilogue of the dot and conv implementations: shape/dtype checks, overflow count."""
   chex.assert_shape(out, geo.out_shape)
   chex.assert_type(out, jnp.int32)
   count = None if overflowed is None else _count(overflowed)
@@ -126,12 +130,7 @@ def _conv_impl(lhs, rhs, geo: ConvGeometry, cfg: Config):
     out, overflowed, _ = reference.conv(lhs, rhs, geo, cfg)
   else:
     out, overflowed = fast.conv(lhs, rhs, geo, cfg)
-  chex.assert_shape(out, geo.out_shape)
-  chex.assert_type(out, jnp.int32)
-  count = None if overflowed is None else _count(overflowed)
-  if cfg.overflow == "error":
-    checkify.debug_check(count == 0, "overflow: {n} output(s) overflow the accumulator", n=count)
-  return out, count
+  return _finish(out, overflowed, geo, cfg)
 
 
 def _result(out, count, cfg: Config):
