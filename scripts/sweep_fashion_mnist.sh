@@ -8,12 +8,16 @@ RUNS="${1:-runs/fmnist}"
 PY=.venv/bin/python
 FLAGS=experiments/configs/fashion_mnist.flags
 mkdir -p "$RUNS"
-# 1. Float training + EBSP 6b(L3) (the main configuration).
-$PY experiments/fashion_mnist.py --flagfile=$FLAGS --workdir="$RUNS/6b_L3"
-# 2. The other formats from the same float model. name:bits:length
-for cfg in 5b_L3:5:3 5b_L2:5:2 4b_L2:4:2 uniform_5b:5:4 uniform_4b:4:3 pow2_8b:8:1 pow2_16b:16:1; do
+# 1. The float model (8 epochs; its results.json also has the 6b(L3) post-training projection).
+$PY experiments/fashion_mnist.py --flagfile=$FLAGS --workdir="$RUNS/float" \
+  --float_epochs=8 --admm_epochs=0 --finetune_epochs=0 --integer_eval=false
+# 2. Every format from that float model: 2 epochs ADMM + 0.5 fine-tuning. name:bits:length
+for cfg in 6b_L3:6:3 5b_L3:5:3 5b_L2:5:2 4b_L2:4:2 uniform_5b:5:4 uniform_4b:4:3 pow2_8b:8:1 pow2_16b:16:1; do
   IFS=: read -r name bits length <<<"$cfg"
   $PY experiments/fashion_mnist.py --flagfile=$FLAGS --workdir="$RUNS/$name" \
-    --pretrained="$RUNS/6b_L3" --float_epochs=0 --pattern_bits="$bits" --pattern_length="$length"
+    --pretrained="$RUNS/float" --float_epochs=0 --pattern_bits="$bits" --pattern_length="$length"
 done
-$PY -m ebsp_jax.train.summarize "$RUNS"/*/results.json 2>/dev/null || true
+# 3. Control: the same extra epochs with float weights and activations.
+$PY experiments/fashion_mnist.py --flagfile=$FLAGS --workdir="$RUNS/control_float" \
+  --pretrained="$RUNS/float" --float_epochs=0 --pattern_bits=16 --pattern_length=15 --activation_bits=0
+$PY -m ebsp_jax.train.summarize "$RUNS"/*/results.json
