@@ -119,25 +119,13 @@ class PEModel:
 
   def energy_per_mac_pj(self, activity: Activity = Activity()) -> float:
     """Arithmetic energy per MAC, pJ (datapath only; storage is costed by the dataflow)."""
-    total = 0.0
-    for p in self.parts:
-      e = p.component.energy_pj * p.uses_per_mac
-      if p.tag == "gated":
-        e *= activity.nonzero_fraction
-      elif p.tag == "shifter":
-        e *= activity.nonzero_fraction * activity.shifted_fraction
-      total += e
-    return total
+    return sum(_part_energy_pj(p, activity) for p in self.parts)
 
   def breakdown(self, activity: Activity = Activity()) -> list[dict[str, object]]:
     """Per-part rows ``{'part', 'count', 'area_um2', 'energy_pj_per_mac', 'source'}``."""
     rows = []
     for p in self.parts:
-      e = p.component.energy_pj * p.uses_per_mac
-      if p.tag == "gated":
-        e *= activity.nonzero_fraction
-      elif p.tag == "shifter":
-        e *= activity.nonzero_fraction * activity.shifted_fraction
+      e = _part_energy_pj(p, activity)
       rows.append({"part": p.component.name, "role": p.role, "count": p.count,
                    "area_um2": p.component.area_um2 * p.count, "energy_pj_per_mac": e,
                    "source": p.component.source, "note": p.component.note})
@@ -298,3 +286,13 @@ def olaccel_pe(bits: int = 4, outlier_bits: int = 16, outlier_fraction: float = 
 def pe_energy_per_mac_pj(pe: PEModel, activity: Activity = Activity()) -> float:
   """Convenience alias of :meth:`PEModel.energy_per_mac_pj`."""
   return pe.energy_per_mac_pj(activity)
+
+
+def _part_energy_pj(part, activity: Activity) -> float:
+  """Energy per MAC of one PE part, pJ: zero-weight gating and shift-0 bypass by its tag."""
+  e = part.component.energy_pj * part.uses_per_mac
+  if part.tag == "gated":
+    e *= activity.nonzero_fraction
+  elif part.tag == "shifter":
+    e *= activity.nonzero_fraction * activity.shifted_fraction
+  return e
