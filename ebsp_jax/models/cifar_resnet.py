@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from ebsp_jax.models.base import EbspModel, check_input
-from ebsp_jax.models.resnet import BasicBlock
+from ebsp_jax.models.resnet import BasicBlock, residual_stages
 
 
 class CifarResNet(EbspModel):
@@ -47,16 +47,8 @@ class CifarResNet(EbspModel):
     L = self.layers
     x = L.conv(self.widths[0], 3, name="conv_init")(x)
     x = nn.relu(L.norm(train, name="bn_init")(x))
-    for s, width in enumerate(self.widths):
-      for b in range(blocks_per_stage):
-        x = BasicBlock(
-            width=width,
-            strides=2 if (s > 0 and b == 0) else 1,
-            train=train,
-            layers=L,
-            zero_init_residual=self.zero_init_residual,
-            name=f"stage{s + 1}_block{b}",
-        )(x)
+    x = residual_stages(x, BasicBlock, self.widths, [blocks_per_stage] * len(self.widths),
+                        train=train, layers=L, zero_init_residual=self.zero_init_residual)
     x = jnp.mean(x, axis=(1, 2))
     return self.head(x)
 

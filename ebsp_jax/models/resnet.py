@@ -113,18 +113,29 @@ class ResNet(EbspModel):
       x = nn.relu(L.norm(train, name="bn_init")(x))
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     block_cls = BottleneckBlock if self.bottleneck else BasicBlock
-    for s, num_blocks in enumerate(self.stage_sizes):
-      for b in range(num_blocks):
-        x = block_cls(
-            width=self.width * 2**s,
-            strides=2 if (s > 0 and b == 0) else 1,
-            train=train,
-            layers=L,
-            zero_init_residual=self.zero_init_residual,
-            name=f"stage{s + 1}_block{b}",
-        )(x)
+    widths = [self.width * 2**s for s in range(len(self.stage_sizes))]
+    x = residual_stages(x, block_cls, widths, self.stage_sizes, train=train, layers=L,
+                        zero_init_residual=self.zero_init_residual)
     x = jnp.mean(x, axis=(1, 2))
     return self.head(x)
+
+
+def residual_stages(x: jnp.ndarray, block_cls, widths, stage_sizes, *, train: bool, layers: Layers,
+                    zero_init_residual: bool) -> jnp.ndarray:
+  """The stages of residual blocks shared by the ImageNet and CIFAR ResNets (call inside a
+  compact ``__call__``): stride 2 at the first block of every stage but the first; blocks are
+  named ``stage{s}_block{b}`` (s from 1)."""
+  for s, (width, num_blocks) in enumerate(zip(widths, stage_sizes)):
+    for b in range(num_blocks):
+      x = block_cls(
+          width=width,
+          strides=2 if (s > 0 and b == 0) else 1,
+          train=train,
+          layers=layers,
+          zero_init_residual=zero_init_residual,
+          name=f"stage{s + 1}_block{b}",
+      )(x)
+  return x
 
 
 class ResNet18(ResNet):
