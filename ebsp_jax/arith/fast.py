@@ -183,6 +183,7 @@ def weight_planes(q: jax.Array, plan: WeightPlan, pattern: BitPattern) -> List[j
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
+  """How the fast method splits one product into exact native ops (digits, accumulation, chunks)."""
   act: ActPlan
   weight: WeightPlan
   accumulation: str

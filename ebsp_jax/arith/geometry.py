@@ -43,6 +43,7 @@ def normalize_dot_dims(dimension_numbers, lhs_ndim: int, rhs_ndim: int) -> DotDi
 
 @dataclasses.dataclass(frozen=True)
 class DotGeometry:
+  """Static layout of a dot_general as a batched (g, x, k) x (g, k, y) product: permutations and sizes."""
   lhs_perm: Tuple[int, ...]
   rhs_perm: Tuple[int, ...]
   g: int
@@ -53,6 +54,7 @@ class DotGeometry:
 
 
 def dot_geometry(lhs_shape: Sequence[int], rhs_shape: Sequence[int], dims: DotDims) -> DotGeometry:
+  """Validates ``dims`` against the operand shapes and returns the batched-matmul :class:`DotGeometry`."""
   (lc, rc), (lb, rb) = dims
   for a, b in zip(lc, rc):
     if lhs_shape[a] != rhs_shape[b]:

@@ -73,6 +73,7 @@ def products(a: jax.Array, w_sign: jax.Array, w_shift: jax.Array, w_mant: jax.Ar
 
 
 def init_state(shape, cfg: Config, high_water: bool = False) -> Dict[str, object]:
+  """Accumulator state of the reference scan: int32 ``acc`` (+ exact wide sum, + high-water bits)."""
   state = {"acc": jnp.zeros(shape, jnp.int32)}
   if cfg.needs_exact or high_water:
     state["exact"] = wide.zeros(shape)

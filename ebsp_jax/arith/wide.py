@@ -44,6 +44,7 @@ def from_int32(x: jax.Array) -> Wide:
 
 
 def zeros(shape) -> Wide:
+  """A zero :class:`Wide` (exact 64-bit value as an int32 high / uint32 low pair) of ``shape``."""
   return Wide(jnp.zeros(shape, jnp.int32), jnp.zeros(shape, jnp.uint32))
 
 

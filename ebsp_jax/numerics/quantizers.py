@@ -151,13 +151,6 @@ def _normalize_axis(axis: Axis, ndim: int):
 
 def fit_scale(w: chex.Array, pattern: NumberFormat, axis: Axis = None, *,
               num_iters: int = 8, num_grid: int = 16) -> jax.Array:
-  w = jnp.asarray(w)
-  return _fit_scale(w, pattern, _normalize_axis(axis, w.ndim) if axis is not None else None,
-                    num_iters, num_grid)
-
-
-@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
-def _fit_scale(w, pattern, axis, num_iters, num_grid):
   """Scale minimising ``||w - scale * quantize(w, pattern, scale)||²``.
 
   Starts from max-abs scaling (``max|w| / max_level``) and the ``num_grid - 1`` candidates
@@ -178,6 +171,14 @@ def _fit_scale(w, pattern, axis, num_iters, num_grid):
   Returns:
     float32 array of positive, finite scales; all-zero slices get scale 1.
   """
+  w = jnp.asarray(w)
+  return _fit_scale(w, pattern, _normalize_axis(axis, w.ndim) if axis is not None else None,
+                    num_iters, num_grid)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _fit_scale(w, pattern, axis, num_iters, num_grid):
+  """Jitted body of :func:`fit_scale` (``axis`` normalised to a tuple or None)."""
   w = jnp.asarray(w, jnp.float32)
   axes = _normalize_axis(axis, w.ndim)
   keep = axis is not None
@@ -211,5 +212,3 @@ def _fit_scale(w, pattern, axis, num_iters, num_grid):
   _, best_s, _ = jax.lax.fori_loop(0, num_iters, ls_body, (best[0], *best))
   return best_s
 
-
-fit_scale.__doc__ = _fit_scale.__doc__

@@ -88,6 +88,7 @@ def integer_top1(model_name: str, variables: Mapping[str, PyTree], weight_rule: 
 # ------------------------------------------------------------------------------------------
 # Pattern statistics.
 def quantized_leaves(params: PyTree, rule: Rule, scales: PyTree):
+  """Yields ``(path, pattern, weight, scale)`` for every leaf the rule quantizes."""
   flat_scales = {path_str(p): s for p, s in
                  jax.tree_util.tree_flatten_with_path(scales, is_leaf=lambda x: x is None)[0]
                  if s is not None}

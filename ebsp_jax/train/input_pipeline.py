@@ -21,6 +21,7 @@ Batch = Dict[str, np.ndarray]
 
 @dataclasses.dataclass(frozen=True)
 class DataInfo:
+  """Sizes and origin of the training/evaluation data of one run."""
   num_train: int           # training examples used (after the --train_examples cap)
   num_eval: int            # evaluation examples used
   num_classes: int

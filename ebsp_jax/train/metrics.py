@@ -143,4 +143,5 @@ class Progress:
 
 
 def summarize(scalars: Dict[str, float]) -> str:
+  """``'k=v, ...'`` of a scalars dict, floats to 4 decimals (for log lines)."""
   return ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in scalars.items())

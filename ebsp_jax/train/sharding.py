@@ -35,14 +35,17 @@ def make_mesh(devices=None) -> Mesh:
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
+  """Sharding that puts a full copy on every device of ``mesh`` (params, optimizer state)."""
   return NamedSharding(mesh, PartitionSpec())
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Sharding that splits the leading (batch) axis over the mesh's data axis."""
   return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
 def check_batch_size(global_batch: int, mesh: Mesh, what: str = "batch_size") -> None:
+  """Raises a one-line ValueError unless ``global_batch`` divides over devices and processes."""
   n = mesh.devices.size
   if global_batch % n:
     raise ValueError(f"--{what}={global_batch} is not divisible by the {n} devices")

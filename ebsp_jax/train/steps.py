@@ -133,4 +133,5 @@ def eval_step(params: PyTree, model_state: Mapping[str, PyTree], batch: Mapping[
 
 
 def count_params(params: PyTree) -> int:
+  """Number of scalars in a params pytree."""
   return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))

@@ -30,6 +30,7 @@ def _kind(res: Dict[str, Any]) -> str:
 
 
 def load(paths: Sequence[str]) -> List[Dict[str, Any]]:
+  """Reads results.json files; each row gets ``_run``, the name of its run directory."""
   rows = []
   for path in paths:
     with open(path) as f:
@@ -41,6 +42,7 @@ def load(paths: Sequence[str]) -> List[Dict[str, Any]]:
 
 
 def table(rows: Sequence[Dict[str, Any]]) -> str:
+  """Markdown table of results rows (format, storage bits, float/fake-quant/integer top-1)."""
   head = ("| run | format | kind | storage bits | levels | first/last | act bits | float top-1 | "
           "projected | fake-quant top-1 | integer top-1 | Δ vs float | steps | wall | device |")
   lines = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
@@ -60,6 +62,7 @@ def table(rows: Sequence[Dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str]) -> int:
+  """CLI: prints the table of the given results.json files; 2 without arguments."""
   if not argv:
     print("usage: python -m ebsp_jax.train.summarize RESULTS.json ...", file=sys.stderr)
     return 2

@@ -63,6 +63,7 @@ def weight_rule(cfg: TrainConfig) -> Rule:
 
 
 def rho_policy(cfg: TrainConfig) -> admm_lib.RhoPolicy:
+  """The ADMM ρ policy named by ``cfg.admm_rho_policy`` (constant, geometric, balance)."""
   if cfg.admm_rho_policy == "constant":
     return admm_lib.constant_rho(cfg.admm_rho)
   if cfg.admm_rho_policy == "geometric":
