@@ -239,7 +239,7 @@ def format_table(result: NetworkResult) -> str:
   """A plain-text table of the network result and the comparison with the paper."""
   w = result.workload
   lines = [f"{w.name} ({result.dataset or 'custom'} {tuple(w.input_shape)}): "
-           f"{w.macs / 1e9:.3f} GMAC, {len(w.layers)} conv/dense layers; mapper objective "
+           f"{_fmt_macs(w.macs)}, {len(w.layers)} conv/dense layers; mapper objective "
            f"{result.objective}"]
   hdr = (f"{'design':<10} {'bits':<14} {'PEs':>6} {'paper':>6} {'array':>9} {'energy':>10} "
          f"{'pJ/MAC':>7} {'DRAM%':>6} {'latency':>10} {'util':>5}")
@@ -315,3 +315,8 @@ def sweep_points(workload: Workload, build, bits_list: Sequence[int],
       pts.append({"bits": b, "length": L, "energy_pj": r.energy_pj, "latency_s": r.latency_s,
                   "pes": acc.pe_count})
   return pts
+
+
+def _fmt_macs(macs: int) -> str:
+  """``'4.089 GMAC'`` / ``'0.42 MMAC'``: MAC count with a readable unit."""
+  return f"{macs / 1e9:.3f} GMAC" if macs >= 1e8 else f"{macs / 1e6:.2f} MMAC"
