@@ -107,6 +107,15 @@ def test_numpy_model_agrees_with_lax(prob, seed):
   np.testing.assert_array_equal(npref.conv(lhs, rhs, **geometry_args(prob)), np.asarray(want))
 
 
+def _assert_methods_match_model(lhs, rhs, prob, pattern, **kw):
+  """Both methods equal the int64 model, outputs and overflow counts."""
+  kw = dict(kw, pattern=pattern)
+  want, count = expected(lhs, rhs, prob, kw, pattern)
+  for method, (res, n) in run_both(lhs, rhs, prob, **kw).items():
+    np.testing.assert_array_equal(res, want, err_msg=method)
+    assert n == count, method
+
+
 @fast_settings(12)
 @given(conv_problems(), patterns(max_bits=8), act_formats(max_bits=10), st.integers(2, 32),
        st.sampled_from(["wrap", "saturate"]), st.sampled_from(["exact", "dual_lod"]),
@@ -118,12 +127,9 @@ def test_conv_matches_int64_model(prob, pattern, act, acc_bits, overflow, mode, 
   bits, signed = act
   lhs = act_array(rng, prob["lshape"], bits, signed)
   rhs = weight_array(rng, prob["rshape"], pattern)
-  kw = dict(pattern=pattern, acc_bits=acc_bits, overflow=overflow, mode=mode, rounding=rounding,
-            act_bits=bits, act_signed=signed, accumulation=accumulation)
-  want, count = expected(lhs, rhs, prob, kw, pattern)
-  for method, (res, n) in run_both(lhs, rhs, prob, **kw).items():
-    np.testing.assert_array_equal(res, want, err_msg=method)
-    assert n == count, method
+  _assert_methods_match_model(lhs, rhs, prob, pattern, acc_bits=acc_bits, overflow=overflow,
+                              mode=mode, rounding=rounding, act_bits=bits, act_signed=signed,
+                              accumulation=accumulation)
 
 
 RESNET_LIKE = dict(lshape=(2, 9, 9, 16), rshape=(3, 3, 16, 8), window_strides=(2, 2),
@@ -225,9 +231,6 @@ def test_conv_matches_int64_model_many(prob, pattern, act, acc_bits, overflow, m
   rng = np.random.default_rng(seed)
   lhs = act_array(rng, prob["lshape"], bits, signed, dtype=np.int32)
   rhs = weight_array(rng, prob["rshape"], pattern)
-  kw = dict(pattern=pattern, acc_bits=acc_bits, overflow=overflow, mode=mode, rounding=rounding,
-            act_bits=bits, act_signed=signed, accumulation=accumulation)
-  want, count = expected(lhs, rhs, prob, kw, pattern)
-  for method, (res, n) in run_both(lhs, rhs, prob, **kw).items():
-    np.testing.assert_array_equal(res, want, err_msg=method)
-    assert n == count, method
+  _assert_methods_match_model(lhs, rhs, prob, pattern, acc_bits=acc_bits, overflow=overflow,
+                              mode=mode, rounding=rounding, act_bits=bits, act_signed=signed,
+                              accumulation=accumulation)

@@ -637,13 +637,18 @@ class Interpreter:
         p["window_dimensions"], p["window_strides"], p["padding"], p["base_dilation"],
         p["window_dilation"])) if w != 1 or s != 1 or tuple(pad) != (0, 0) or bd != 1 or wd != 1]
 
-  def _op_reduce_window_max(self, eqn, t):
-    p = eqn.params
+  def _pool_axes(self, p, t, kind: str):
+    """Pooled axes of a reduce_window; only spatial pooling over one scale is lowered."""
     axes = self._window_axes(p)
     if 0 in axes:
       raise UnsupportedOp("pooling over the batch axis")
     if not self._uniform_along(t.m, axes):
-      raise UnsupportedOp("max pooling over elements of different scales")
+      raise UnsupportedOp(f"{kind} pooling over elements of different scales")
+    return axes
+
+  def _op_reduce_window_max(self, eqn, t):
+    p = eqn.params
+    axes = self._pool_axes(p, t, "max")
     if not self._uniform_along(t.o, axes):
       t = self.fold(t)
     q = lax.reduce_window(t.q, np.int32(requant.INT32_MIN), lax.max, p["window_dimensions"],
@@ -653,11 +658,7 @@ class Interpreter:
 
   def _op_reduce_window_sum(self, eqn, t):
     p = eqn.params
-    axes = self._window_axes(p)
-    if 0 in axes:
-      raise UnsupportedOp("pooling over the batch axis")
-    if not self._uniform_along(t.m, axes):
-      raise UnsupportedOp("sum pooling over elements of different scales")
+    axes = self._pool_axes(p, t, "sum")
     count = int(np.prod(p["window_dimensions"]))
     padded = any(tuple(pad) != (0, 0) for pad in p["padding"])
     if padded or not self._uniform_along(t.o, axes):
