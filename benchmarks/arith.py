@@ -85,6 +85,21 @@ def _weights(rng, shape):
   return jnp.asarray(rng.choice(PATTERN.levels, size=shape).astype(np.int8))
 
 
+def _on_gpu() -> bool:
+  return jax.default_backend() in ("gpu", "cuda", "rocm")
+
+
+def _cpu():
+  return jax.devices("cpu")[0]
+
+
+def _exact_rows(a: np.ndarray, w: np.ndarray, rows: int = 32) -> tuple:
+  """Row indices and their exact int64 products (a sample when the matmul is large)."""
+  idx = np.arange(a.shape[0]) if a.shape[0] <= rows else np.random.default_rng(7).choice(
+      a.shape[0], rows, replace=False)
+  return idx, a[idx].astype(np.int64) @ w.astype(np.int64)
+
+
 def matmul_cases(size: int, reference: bool):
   m = k = n = size
   rng = np.random.default_rng(0)
@@ -111,10 +126,11 @@ def matmul_cases(size: int, reference: bool):
   }
   if reference:
     cases["arith reference (uint8)"] = lambda: ref(a_u8, w)
-  exact = np.asarray(a_u8, np.int64) @ np.asarray(w, np.int64)     # independent check
-  assert np.array_equal(np.asarray(fast(a_u8, w)), exact), "fast matmul is not exact"
-  assert np.array_equal(np.asarray(bf16(a_u8, w)), exact), "bf16 matmul path is not exact"
-  assert np.array_equal(np.asarray(int8_path(a_u8, w)), exact), "int8 matmul path is not exact"
+  # Independent check: int64 numpy products (of sampled rows when the matmul is large).
+  idx, exact = _exact_rows(np.asarray(a_u8), np.asarray(w))
+  for name, fn in (("fast", fast), ("bf16 path", bf16), ("int8 path", int8_path)):
+    got = np.asarray(fn(a_u8, w))[idx]
+    assert np.array_equal(got, exact), f"{name} matmul is not exact"
   return cases, 2.0 * m * k * n, f"matmul {m}x{k}x{n}"
 
 
@@ -128,6 +144,8 @@ def conv_cases(batch: int, hw: int, c: int, reference: bool):
                                                      **kw)
   f32 = jax.jit(lambda x, y: conv(x, y))
   i8 = jax.jit(lambda x, y: conv(x, y, preferred_element_type=jnp.int32))
+  i8f = jax.jit(lambda x, y: conv(x, y, preferred_element_type=jnp.float32))
+  bfn = jax.jit(lambda x, y: conv(x.astype(jnp.bfloat16), y.astype(jnp.bfloat16)))
   ar = lambda **kw: jax.jit(lambda x, y: arith.conv_general_dilated(
       x, y, (1, 1), "SAME", dimension_numbers=dn, pattern=PATTERN, **kw))
   fast, dual, ref = ar(), ar(mode="dual_lod"), ar(method="reference")
@@ -135,56 +153,152 @@ def conv_cases(batch: int, hw: int, c: int, reference: bool):
   x_f, w_f = x_u8.astype(jnp.float32), w.astype(jnp.float32)
   cases = {
       "native float32": lambda: f32(x_f, w_f),
-      "native int8->int32": lambda: i8(x_i8, w),
+      "native bf16": lambda: bfn(x_f, w_f),
+      "native int8->float32": lambda: i8f(x_i8, w),
       "arith fast auto (uint8 x 6b(L3))": lambda: fast(x_u8, w),
       "arith fast auto (int8 x 6b(L3))": lambda: fast(x_i8, w),
       "arith fast dual-LOD auto (uint8)": lambda: dual(x_u8, w),
-      "arith fast f32-exact path (GPU's)": lambda: f32path(x_u8, w),
+      "arith fast f32-exact path (uint8)": lambda: f32path(x_u8, w),
       "arith fast bf16 path (uint8)": lambda: bf16(x_u8, w),
   }
+  if not _on_gpu():   # XLA:GPU has no int8 -> int32 convolution
+    cases["native int8->int32"] = lambda: i8(x_i8, w)
   if reference:
     cases["arith reference (uint8)"] = lambda: ref(x_u8, w)
-  want = np.asarray(i8(x_u8.astype(jnp.int32), w.astype(jnp.int32)))
-  assert np.array_equal(np.asarray(fast(x_u8, w)), want), "fast conv is not exact"
-  assert np.array_equal(np.asarray(f32path(x_u8, w)), want), "f32 conv path is not exact"
-  assert np.array_equal(np.asarray(bf16(x_u8, w)), want), "bf16 conv path is not exact"
+  # Independent check: an int32 convolution on the CPU backend (exact: |sums| < 2**31), of the
+  # first images (the CPU's int32 convolution is slow).
+  nchk = min(batch, 4)
+  with jax.default_device(_cpu()):
+    want = np.asarray(jax.jit(lambda x, y: conv(x, y, preferred_element_type=jnp.int32))(
+        jax.device_put(np.asarray(x_u8[:nchk]).astype(np.int32), _cpu()),
+        jax.device_put(np.asarray(w).astype(np.int32), _cpu())))
+  for name, fn in (("fast", fast), ("f32 path", f32path), ("bf16 path", bf16)):
+    try:
+      ok = np.array_equal(np.asarray(fn(x_u8, w))[:nchk], want)
+    except Exception as e:  # noqa: BLE001 - report a path the backend cannot run
+      print(f"[conv] {name}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+      cases.pop({"fast": "arith fast auto (uint8 x 6b(L3))", "f32 path":
+                 "arith fast f32-exact path (uint8)", "bf16 path":
+                 "arith fast bf16 path (uint8)"}[name], None)
+      continue
+    assert ok, f"{name} conv is not exact"
   ops = 2.0 * batch * hw * hw * c * c * 9
   return cases, ops, f"conv 3x3 N={batch} {hw}x{hw}x{c}->{c} SAME (NHWC)"
 
 
-def network_rows(repeats: int, which=("resnet20", "resnet50")) -> List[dict]:
-  """Integer-mode vs float ResNet-20 / ResNet-50 images/s (needs ebsp_jax.quant.to_integer)."""
-  try:
-    from ebsp_jax import models, quant  # noqa: F401
-    from ebsp_jax.numerics import make_rule
-    to_integer = quant.to_integer
-  except (ImportError, AttributeError) as e:
-    print(f"[networks] skipped: integer-mode inference not available ({e})")
-    return []
-  rows = []
-  for name, shape, batch in (("resnet20", (32, 32, 3), 64), ("resnet50", (224, 224, 3), 8)):
+def _kernel_profile(fn: Callable[[], object], directory: str, calls: int = 3, top: int = 25):
+  """Device time per kernel of ``calls`` calls of ``fn`` (jax.profiler trace), largest first."""
+  import glob
+  import shutil
+  from jax.profiler import ProfileData
+  shutil.rmtree(directory, ignore_errors=True)
+  _block(fn())
+  with jax.profiler.trace(directory):
+    for _ in range(calls):
+      _block(fn())
+  paths = glob.glob(os.path.join(directory, "**", "*.xplane.pb"), recursive=True)
+  if not paths:
+    print(f"[profile] no trace written under {directory}")
+    return None
+  data = ProfileData.from_file(paths[0])
+  lines = {}
+  for plane in data.planes:
+    if not plane.name.startswith("/device:"):
+      continue
+    for line in plane.lines:
+      per = lines.setdefault(f"{plane.name} | {line.name}", {})
+      for ev in line.events:
+        t, n = per.get(ev.name, (0.0, 0))
+        per[ev.name] = (t + ev.duration_ns / calls, n + 1)
+  out = {}
+  for name, per in lines.items():
+    total = sum(t for t, _ in per.values())
+    items = sorted(per.items(), key=lambda kv: -kv[1][0])
+    out[name] = dict(total_ms=total / 1e6, kernels=[dict(name=k, ms=t / 1e6, count=c // calls)
+                                                    for k, (t, c) in items])
+    if total <= 0:
+      continue
+    print(f"\n[profile] {name}: {total / 1e6:.2f} ms per call, {len(per)} distinct events")
+    for k, (t, c) in items[:top]:
+      print(f"  {t / 1e6:8.3f} ms {100 * t / total:5.1f}% x{c // calls:<4d} {k[:110]}")
+  return out
+
+
+def network_rows(repeats: int, which=("resnet20", "resnet50"), batch50: int = 8,
+                 batch20: int = 64, accumulations=("auto",), profile_dir: Optional[str] = None,
+                 hlo_dir: Optional[str] = None, check_cpu=("resnet20",)) -> List[dict]:
+  """Integer-mode vs float ResNet-20 / ResNet-50 images/s (``ebsp_jax.quant.to_integer``).
+
+  Cases: float32, bfloat16 (the same model computing in bf16) and the integer mode for each
+  ``accumulation`` (native path of the fast method). Integer results of every variant must be
+  identical to each other and, for the networks named in ``check_cpu``, to the integer mode
+  run on the CPU backend (first 8 images).
+  """
+  from ebsp_jax import models, quant
+  from ebsp_jax.numerics import make_rule
+  rows, profiles = [], {}
+  for name, shape, batch in (("resnet20", (32, 32, 3), batch20),
+                             ("resnet50", (224, 224, 3), batch50)):
     if name not in which:
       continue
-    try:
-      model = models.get_model(name, num_classes=10, **quant.fake_quant_injection(8))
-      x = jnp.asarray(np.random.default_rng(2).random((batch,) + shape, np.float32))
-      variables = dict(model.init(jax.random.PRNGKey(0), x, train=False))
-      for _ in range(2):   # calibrate the activation ranges (random weights: speed only)
-        _, upd = model.apply(variables, x, train=True, mutable=["quant_stats", "batch_stats"])
-        variables.update(upd)
-      imodel = to_integer(name, variables, weight_rule=make_rule(PATTERN), activation_bits=8)
-      fmodel = models.get_model(name, num_classes=10)
-      fvars = {k: v for k, v in variables.items() if k != "quant_stats"}
-      ffwd = jax.jit(lambda v, x: fmodel.apply(v, x, train=False))
-      cases = {"float32": lambda: ffwd(fvars, x), "integer (arith fast)": lambda: imodel.apply(x)}
-      samples = interleaved(cases, repeats)
-      for k, v in samples.items():
-        t, c = statistics.median(v["wall"]), statistics.median(v["cpu"])
-        rows.append(dict(network=name, batch=batch, case=k, images_per_s=batch / t,
-                         images_per_cpu_s=batch / c, median_ms=t * 1e3, cpu_ms=c * 1e3,
-                         samples=len(v["wall"])))
-    except Exception as e:  # the integer mode belongs to another module: report, don't fail
-      print(f"[networks] {name} skipped: {type(e).__name__}: {e}")
+    model = models.get_model(name, num_classes=10, **quant.fake_quant_injection(8))
+    x = jnp.asarray(np.random.default_rng(2).random((batch,) + shape, np.float32))
+    variables = dict(model.init(jax.random.PRNGKey(0), x[:2], train=False))
+    for _ in range(2):   # calibrate the activation ranges (random weights: speed only)
+      _, upd = model.apply(variables, x[:32], train=True, mutable=["quant_stats", "batch_stats"])
+      variables.update(upd)
+    fvars = {k: v for k, v in variables.items() if k != "quant_stats"}
+    fmodel = models.get_model(name, num_classes=10)
+    bmodel = models.get_model(name, num_classes=10, dtype=jnp.bfloat16)
+    ffwd = jax.jit(lambda v, x: fmodel.apply(v, x, train=False))
+    bfwd = jax.jit(lambda v, x: bmodel.apply(v, x, train=False))
+    cases = {"float32": lambda: ffwd(fvars, x), "bfloat16": lambda: bfwd(fvars, x)}
+    imodels = {}
+    for acc in accumulations:
+      imodels[acc] = quant.to_integer(name, variables, weight_rule=make_rule(PATTERN),
+                                      activation_bits=8, accumulation=acc)
+      cases[f"integer (fast, {acc})"] = (lambda im: lambda: im.apply(x))(imodels[acc])
+    outs = {}
+    for acc, im in list(imodels.items()):
+      try:
+        outs[acc] = np.asarray(im.apply(x))
+      except Exception as e:  # noqa: BLE001 - a path this backend cannot run: report it
+        print(f"[networks] {name} integer accumulation={acc}: {type(e).__name__}: "
+              f"{str(e).splitlines()[0][:200]}")
+        cases.pop(f"integer (fast, {acc})")
+        imodels.pop(acc)
+    first = next(iter(outs))
+    for acc, o in outs.items():
+      assert np.array_equal(o, outs[first]), f"{name}: integer {acc} != integer {first}"
+    if name in check_cpu and jax.default_backend() != "cpu":
+      n = min(batch, 8)
+      with jax.default_device(_cpu()):
+        cpu_out = np.asarray(imodels[first].apply(jax.device_put(np.asarray(x[:n]), _cpu())))
+      same = np.array_equal(cpu_out, outs[first][:n])
+      print(f"[networks] {name}: integer logits on {jax.default_backend()} == on cpu "
+            f"({n} images): {same}")
+      assert same, f"{name}: integer mode differs between {jax.default_backend()} and cpu"
+    samples = interleaved(cases, repeats)
+    for k, v in samples.items():
+      t, c = statistics.median(v["wall"]), statistics.median(v["cpu"])
+      rows.append(dict(network=name, batch=batch, case=k, images_per_s=batch / t,
+                       images_per_cpu_s=batch / c, median_ms=t * 1e3, cpu_ms=c * 1e3,
+                       samples=len(v["wall"])))
+    if hlo_dir:
+      os.makedirs(hlo_dir, exist_ok=True)
+      for acc, im in imodels.items():
+        text = im._jitted.lower(im.weights, x).compile().as_text()
+        with open(os.path.join(hlo_dir, f"{name}_integer_{acc}.hlo.txt"), "w") as f:
+          f.write(text)
+    if profile_dir:
+      for label, fn in [(f"integer ({acc})", cases[f"integer (fast, {acc})"])
+                        for acc in imodels] + [("bfloat16", cases["bfloat16"])]:
+        print(f"\n[profile] {name} {label}, batch {batch}")
+        profiles[f"{name} {label}"] = _kernel_profile(
+            fn, os.path.join(profile_dir, f"{name}_{''.join(c for c in label if c.isalnum())}"))
+  if profile_dir:
+    with open(os.path.join(profile_dir, "profiles.json"), "w") as f:
+      json.dump(profiles, f)
   return rows
 
 
@@ -202,6 +316,13 @@ def main(argv=None):
   ap.add_argument("--networks", action="store_true", help="also time integer-mode ResNets")
   ap.add_argument("--only", choices=["matmul", "conv", "networks"], default=None,
                   help="run one part only")
+  ap.add_argument("--network-batch", type=int, default=8, help="ResNet-50 batch")
+  ap.add_argument("--resnet20-batch", type=int, default=64)
+  ap.add_argument("--networks-which", default="resnet20,resnet50")
+  ap.add_argument("--accumulations", default="auto",
+                  help="comma-separated integer-mode native paths to time (auto,float32,...)")
+  ap.add_argument("--profile-dir", default=None, help="trace the networks, print top kernels")
+  ap.add_argument("--hlo-dir", default=None, help="write the integer networks' optimized HLO")
   args = ap.parse_args(argv)
 
   device = device_description()
@@ -226,7 +347,10 @@ def main(argv=None):
             f"{r['vs_float32']:6.2f} {r['vs_float32_cpu']:9.2f} {r['samples']:3d}")
     out["results"].append(dict(benchmark=title, ops=ops, rows=rows))
   if args.networks or args.only == "networks":
-    rows = network_rows(max(3, args.repeats // 2))
+    rows = network_rows(max(3, args.repeats // 2), which=tuple(args.networks_which.split(",")),
+                        batch50=args.network_batch, batch20=args.resnet20_batch,
+                        accumulations=tuple(args.accumulations.split(",")),
+                        profile_dir=args.profile_dir, hlo_dir=args.hlo_dir)
     for r in rows:
       print(f"{r['network']:10s} batch {r['batch']:3d} {r['case']:24s} "
             f"{r['images_per_s']:10.1f} img/s (wall) {r['images_per_cpu_s']:10.1f} img/cpu-s")

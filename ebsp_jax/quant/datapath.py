@@ -31,12 +31,15 @@ class DatapathConfig:
     overflow: ``'wrap'`` or ``'saturate'``.
     mode: ``'exact'`` or ``'dual_lod'`` (approximate; see ``ebsp_jax.arith``).
     method: ``'fast'`` or ``'reference'``.
+    accumulation: native path of the fast method (``'auto'``, ``'int32'``, ``'float32'``,
+      ``'bfloat16'``; see ``ebsp_jax.arith.dot_general``). Every choice is bit-exact.
   """
 
   acc_bits: int = 32
   overflow: str = "wrap"
   mode: str = "exact"
   method: str = "fast"
+  accumulation: str = "auto"
 
 
 def _arith_fn(op: str):
@@ -81,7 +84,7 @@ def int_op(op: str, lhs: jax.Array, rhs: jax.Array, kwargs: Mapping[str, Any], *
         act_bits=act_pattern.bits, act_signed=act_pattern.signed)
     return fn(jnp.asarray(lhs, jnp.int32), jnp.asarray(rhs, jnp.int32), pattern=pattern,
               acc_bits=config.acc_bits, overflow=config.overflow, mode=config.mode,
-              method=config.method, name=name, **act, **kw)
+              method=config.method, accumulation=config.accumulation, name=name, **act, **kw)
   if config.mode != "exact" or config.acc_bits != 32 or config.overflow != "wrap":
     raise NotImplementedError("int_op: ebsp_jax.arith is not available; the lax fallback only "
                               "does mode='exact', acc_bits=32, overflow='wrap'")
