@@ -224,6 +224,28 @@ def _kernel_profile(fn: Callable[[], object], directory: str, calls: int = 3, to
   return out
 
 
+def _batch_convs(hlo: str, batch: int) -> int:
+  """Convolutions over the whole batch in compiled HLO text (not the batch-1 offset terms)."""
+  import re
+  n = 0
+  for line in hlo.splitlines():
+    if "convolution(" in line or 'custom_call_target="__cudnn$conv' in line:
+      lhs, _, rhs = line.partition(" = ")
+      n += bool(re.match(rf"\(?[a-z0-9]+\[{batch},", rhs))
+  return n
+
+
+def _random_bn_scales(params, seed: int = 3):
+  """``params`` with every batch-norm ``scale`` drawn from U(0.5, 1.5)."""
+  rng = np.random.default_rng(seed)
+
+  def fix(path, v):
+    if getattr(path[-1], "key", None) == "scale":
+      return jnp.asarray(rng.uniform(0.5, 1.5, v.shape), v.dtype)
+    return v
+  return jax.tree_util.tree_map_with_path(fix, params)
+
+
 def network_rows(repeats: int, which=("resnet20", "resnet50"), batch50: int = 8,
                  batch20: int = 64, accumulations=("auto",), profile_dir: Optional[str] = None,
                  hlo_dir: Optional[str] = None, check_cpu=("resnet20",)) -> List[dict]:
@@ -244,6 +266,10 @@ def network_rows(repeats: int, which=("resnet20", "resnet50"), batch50: int = 8,
     model = models.get_model(name, num_classes=10, **quant.fake_quant_injection(8))
     x = jnp.asarray(np.random.default_rng(2).random((batch,) + shape, np.float32))
     variables = dict(model.init(jax.random.PRNGKey(0), x[:2], train=False))
+    # Random batch-norm scales in [0.5, 1.5]: the initial ones (zero for the last BN of each
+    # residual block) would make the integer program constant-fold whole blocks away.
+    variables["params"] = _random_bn_scales(variables["params"])
+    n_conv = sum(1 for p in jax.tree_util.tree_leaves(variables["params"]) if p.ndim == 4)
     for _ in range(2):   # calibrate the activation ranges (random weights: speed only)
       _, upd = model.apply(variables, x[:32], train=True, mutable=["quant_stats", "batch_stats"])
       variables.update(upd)
@@ -278,18 +304,22 @@ def network_rows(repeats: int, which=("resnet20", "resnet50"), batch50: int = 8,
       print(f"[networks] {name}: integer logits on {jax.default_backend()} == on cpu "
             f"({n} images): {same}")
       assert same, f"{name}: integer mode differs between {jax.default_backend()} and cpu"
+    for acc, im in imodels.items():   # every conv layer must survive compilation
+      hlo = im._jitted.lower(im.weights, x).compile().as_text()
+      convs = _batch_convs(hlo, batch)
+      print(f"[networks] {name} integer ({acc}): {convs} batch-{batch} convolutions compiled "
+            f"for {n_conv} conv layers")
+      assert convs >= n_conv, f"{name} integer ({acc}): conv layers were compiled away"
+      if hlo_dir and acc == first:
+        os.makedirs(hlo_dir, exist_ok=True)
+        with open(os.path.join(hlo_dir, f"{name}_integer_{acc}.hlo.txt"), "w") as f:
+          f.write(hlo)
     samples = interleaved(cases, repeats)
     for k, v in samples.items():
       t, c = statistics.median(v["wall"]), statistics.median(v["cpu"])
       rows.append(dict(network=name, batch=batch, case=k, images_per_s=batch / t,
                        images_per_cpu_s=batch / c, median_ms=t * 1e3, cpu_ms=c * 1e3,
                        samples=len(v["wall"])))
-    if hlo_dir:
-      os.makedirs(hlo_dir, exist_ok=True)
-      for acc, im in imodels.items():
-        text = im._jitted.lower(im.weights, x).compile().as_text()
-        with open(os.path.join(hlo_dir, f"{name}_integer_{acc}.hlo.txt"), "w") as f:
-          f.write(text)
     if profile_dir:
       for label, fn in [(f"integer ({acc})", cases[f"integer (fast, {acc})"])
                         for acc in imodels] + [("bfloat16", cases["bfloat16"])]:

@@ -10,8 +10,8 @@ PY="${PY:-python3}"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu,utilization.gpu --format=csv
 $PY -c "import jax, flax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())"
 $PY -m benchmarks.arith --size "${SIZE:-8192}" --conv-batch 256 --no-reference --repeats 9 \
-  --networks --network-batch 256 --resnet20-batch 1024 --accumulations "${ACCS:-auto,bfloat16}" \
-  --profile-dir /tmp/ebsp_prof --hlo-dir "$OUT" --json "$OUT/arith_gpu.json" 2>&1 | tee "$OUT/log.txt"
+  --networks --network-batch 256 --resnet20-batch 1024 --accumulations "${ACCS:-auto,float32,bfloat16}" \
+  --profile-dir /tmp/ebsp_prof --hlo-dir "$OUT" --json "$OUT/arith_gpu.json" ${EXTRA:-} 2>&1 | tee "$OUT/log.txt"
 rc=${PIPESTATUS[0]}
 cp /tmp/ebsp_prof/profiles.json "$OUT/" 2>/dev/null
 exit $rc

@@ -98,13 +98,20 @@ def _choice(name: str, value, allowed) -> str:
 # with >= 32 channels 1.3-1.8x faster than float32). The float32-accumulation path runs at
 # float32 speed there.
 CPU_INT8_CONV_MIN_CHANNELS = 32
+# On XLA:GPU (cuDNN) an int8 convolution with few input channels runs a slow non-tensor-core
+# kernel (measured 2026-11-28, H200, jax 0.11.2: the ResNet-50 stem, 7x7 with 3 channels,
+# batch 256, 3.6 ms as int8 -> f32 against 1.5 ms as tf32 on float operands holding the
+# same integers).
+GPU_INT8_CONV_MIN_CHANNELS = 16
 
 
 def resolve_accumulation(accumulation: str, op: str, conv_group_in: int = 0) -> str:
   """``auto``: the native path per backend and op.
 
-  * GPU: int32 (int8 tensor cores) for dot_general; float32 for convolutions (XLA:GPU has no
-    int8 -> int32 convolution; cuDNN's int8 convolutions accumulate into float32).
+  * GPU: int32 (int8 tensor cores) for dot_general; for convolutions float32 (int8 operands,
+    float32 result: XLA:GPU has no int8 -> int32 convolution, cuDNN's int8 convolutions give
+    float32) with at least ``GPU_INT8_CONV_MIN_CHANNELS`` input channels per group, else
+    bfloat16 (9-bit digits in float32 operands, tensor-core tf32 convolution, exact).
   * CPU: convolutions: int32, except float32 with fewer than ``CPU_INT8_CONV_MIN_CHANNELS``
     input channels per group (XLA:CPU's slow int8 path); dot_general: left ``"auto"``, resolved
     by :func:`ebsp_jax.arith.fast.plan` (bfloat16 operands when the CPU has bf16 dot
@@ -116,7 +123,7 @@ def resolve_accumulation(accumulation: str, op: str, conv_group_in: int = 0) -> 
   import jax
   backend = jax.default_backend()
   if op == "conv" and backend in ("gpu", "cuda", "rocm"):
-    return "float32"
+    return "float32" if conv_group_in >= GPU_INT8_CONV_MIN_CHANNELS else "bfloat16"
   if op == "conv" and backend == "cpu" and conv_group_in < CPU_INT8_CONV_MIN_CHANNELS:
     return "float32"
   if op == "dot" and backend == "cpu":

@@ -297,14 +297,21 @@ def _native_dtype(accumulation: str):
   return jnp.int32 if accumulation == "int32" else jnp.float32
 
 
-def _operand_dtype(accumulation: str):
-  """Operand type of the native ops: int8, or bf16 (exact for integers of magnitude <= 256)."""
-  return jnp.bfloat16 if accumulation == "bfloat16" else jnp.int8
+def _operand_dtype(accumulation: str, float_operands: bool = False):
+  """Operand type of the native ops: int8, or bf16 (exact for integers of magnitude <= 256).
+
+  ``float_operands``: float32 instead of bf16 on the ``bfloat16`` path (same 9-bit digits, so
+  exact under any matmul precision: tf32, bf16 passes or full float32).
+  """
+  if accumulation == "bfloat16":
+    return jnp.float32 if float_operands else jnp.bfloat16
+  return jnp.int8
 
 
 def combine(p: Plan, lhs: jax.Array, rhs: jax.Array, cfg: Config,
             native: Callable[[jax.Array, jax.Array, int, int], jax.Array],
-            native_ones: Callable[[jax.Array, int, int], jax.Array], exact: bool):
+            native_ones: Callable[[jax.Array, int, int], jax.Array], exact: bool,
+            float_operands: bool = False):
   """Evaluates (*) with ``native(alpha, omega, u0, u1)`` over contraction units ``[u0, u1)``.
 
   Args:
@@ -312,6 +319,7 @@ def combine(p: Plan, lhs: jax.Array, rhs: jax.Array, cfg: Config,
     native_ones: ``native`` with the all-ones activation (for the offset term), int32 result
       broadcastable to the output.
     exact: combine as 64-bit pairs (else int32 modulo 2**32).
+    float_operands: see :func:`_operand_dtype`.
 
   Returns:
     int32 array (sum mod 2**32) or a :class:`wide.Wide`.
@@ -319,7 +327,7 @@ def combine(p: Plan, lhs: jax.Array, rhs: jax.Array, cfg: Config,
   a = lhs
   if cfg.mode == "dual_lod":
     a = datapath.act_approx(lhs, cfg.pattern.length, cfg.rounding)
-  dt = _operand_dtype(p.accumulation)
+  dt = _operand_dtype(p.accumulation, float_operands)
   alphas = [x.astype(dt) for x in act_planes(a, p.act)]
   omegas = [x.astype(dt) for x in weight_planes(rhs, p.weight, cfg.pattern)]
   ranges = [(u0, min(u0 + p.chunk_units, p.units)) for u0 in range(0, p.units, p.chunk_units)]
@@ -432,5 +440,10 @@ def conv(lhs: jax.Array, rhs: jax.Array, geo: ConvGeometry, cfg: Config):
     return _to_int32(out)
 
   empty = geo.k == 0 or 0 in geo.out_shape
-  value = None if empty else combine(p, lhs, rhs, cfg, native, native_ones, use_wide)
+  # XLA:GPU has no bf16 x bf16 -> f32 convolution (cuDNN): it would convert the operands to
+  # float32 itself; passing float32 operands keeps the result exact whatever precision XLA
+  # then picks (tf32, bf16 passes, float32).
+  float_operands = jax.default_backend() in ("gpu", "cuda", "rocm")
+  value = None if empty else combine(p, lhs, rhs, cfg, native, native_ones, use_wide,
+                                     float_operands)
   return finalize(value, geo.out_shape, cfg)
