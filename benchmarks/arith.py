@@ -351,6 +351,8 @@ def main(argv=None):
   ap.add_argument("--networks-which", default="resnet20,resnet50")
   ap.add_argument("--accumulations", default="auto",
                   help="comma-separated integer-mode native paths to time (auto,float32,...)")
+  ap.add_argument("--check-cpu", default="resnet20",
+                  help="networks whose integer logits are compared with the CPU backend's")
   ap.add_argument("--profile-dir", default=None, help="trace the networks, print top kernels")
   ap.add_argument("--hlo-dir", default=None, help="write the integer networks' optimized HLO")
   args = ap.parse_args(argv)
@@ -380,7 +382,8 @@ def main(argv=None):
     rows = network_rows(max(3, args.repeats // 2), which=tuple(args.networks_which.split(",")),
                         batch50=args.network_batch, batch20=args.resnet20_batch,
                         accumulations=tuple(args.accumulations.split(",")),
-                        profile_dir=args.profile_dir, hlo_dir=args.hlo_dir)
+                        profile_dir=args.profile_dir, hlo_dir=args.hlo_dir,
+                        check_cpu=tuple(args.check_cpu.split(",")))
     for r in rows:
       print(f"{r['network']:10s} batch {r['batch']:3d} {r['case']:24s} "
             f"{r['images_per_s']:10.1f} img/s (wall) {r['images_per_cpu_s']:10.1f} img/cpu-s")

@@ -239,7 +239,8 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int],
                     mode=mode, method=method, rounding=rounding, act_bits=act_bits,
                     act_signed=act_signed, with_stats=with_stats, accumulation=accumulation,
                     op="conv", preferred_element_type=preferred_element_type,
-                    conv_group_in=geo.group_in)
+                    conv_group_in=geo.group_in,
+                    conv_pointwise=geo.pointwise and method == "fast")
   _eager_checks(lhs, rhs, cfg)
   events.maybe_record("conv", lhs, rhs, name,
                       (window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,

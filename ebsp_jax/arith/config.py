@@ -134,8 +134,12 @@ def resolve_accumulation(accumulation: str, op: str, conv_group_in: int = 0) -> 
 def make_config(lhs_dtype, rhs_dtype, *, pattern, acc_bits, overflow, mode, method, rounding,
                 act_bits: Optional[int], act_signed: Optional[bool], with_stats: bool,
                 accumulation: str, op: str, preferred_element_type=None,
-                conv_group_in: int = 0) -> Config:
-  """Validates the arguments of a public call; one-line ``ValueError``/``TypeError`` otherwise."""
+                conv_group_in: int = 0, conv_pointwise: bool = False) -> Config:
+  """Validates the arguments of a public call; one-line ``ValueError``/``TypeError`` otherwise.
+
+  ``conv_pointwise``: the convolution runs as a matmul (``fast.pointwise_conv``), so ``"auto"``
+  resolves as for ``dot_general``.
+  """
   if not isinstance(pattern, BitPattern):
     raise TypeError(f"pattern must be an ebsp_jax.BitPattern, got {type(pattern).__name__}")
   for name, dt in (("lhs", lhs_dtype), ("rhs", rhs_dtype)):
@@ -169,7 +173,8 @@ def make_config(lhs_dtype, rhs_dtype, *, pattern, acc_bits, overflow, mode, meth
                      f"for {'signed' if act_signed else 'unsigned'} activations")
   cfg = Config(pattern=pattern, acc_bits=acc_bits, overflow=overflow, mode=mode,
                rounding=rounding, act_bits=act_bits, act_signed=bool(act_signed), method=method,
-               accumulation=resolve_accumulation(accumulation, op, conv_group_in), with_stats=bool(with_stats))
+               accumulation=resolve_accumulation(
+                   accumulation, "dot" if conv_pointwise else op, conv_group_in), with_stats=bool(with_stats))
   if cfg.max_abs_product >= 1 << 31:
     raise ValueError(f"a product does not fit the 32-bit datapath: max |activation| "
                      f"{cfg.max_abs_act} x max |weight| {pattern.max_level} >= 2**31; use fewer "

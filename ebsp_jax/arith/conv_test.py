@@ -11,6 +11,7 @@ from jax import lax
 from ebsp_jax import arith
 from ebsp_jax.arith import fast
 from ebsp_jax.arith import numpy_reference as npref
+from ebsp_jax.arith.geometry import conv_geometry
 from ebsp_jax.arith._test_strategies import (act_array, act_formats, fast_settings, patterns,
                                              weight_array)
 from ebsp_jax.numerics import BitPattern
@@ -129,6 +130,48 @@ def test_conv_matches_int64_model(prob, pattern, act, acc_bits, overflow, mode, 
   rhs = weight_array(rng, prob["rshape"], pattern)
   _assert_methods_match_model(lhs, rhs, prob, pattern, acc_bits=acc_bits, overflow=overflow,
                               mode=mode, rounding=rounding, act_bits=bits, act_signed=signed,
+                              accumulation=accumulation)
+
+
+@st.composite
+def pointwise_problems(draw):
+  """1x1 ungrouped unpadded convolutions (run as one matmul by the fast method)."""
+  nd = draw(st.sampled_from([1, 2]))
+  layout = draw(st.sampled_from(LAYOUTS[nd]))
+  n, c, o = draw(st.integers(1, 3)), draw(st.integers(1, 5)), draw(st.integers(1, 4))
+  sp = [draw(st.integers(1, 7)) for _ in range(nd)]
+  strides = tuple(draw(st.integers(1, 3)) for _ in range(nd))
+  padding = draw(st.sampled_from(["VALID", ((0, 0),) * nd]))
+  sp_letters = "HW"[-nd:] if nd == 2 else "W"
+  if layout is None:
+    lshape, rshape = (n, c, *sp), (o, c) + (1,) * nd
+  else:
+    lspec, rspec, _ = layout
+    sizes = dict(N=n, C=c, O=o, I=c, **{l: s for l, s in zip(sp_letters, sp)})
+    lshape = _shape(lspec, sizes)
+    rshape = _shape(rspec, dict(sizes, **{l: 1 for l in sp_letters}))
+  return dict(lshape=lshape, rshape=rshape, window_strides=strides, padding=padding,
+              lhs_dilation=None, rhs_dilation=tuple(draw(st.integers(1, 2)) for _ in range(nd)),
+              dimension_numbers=layout, feature_group_count=1)
+
+
+@fast_settings(12)
+@given(pointwise_problems(), patterns(max_bits=8), act_formats(max_bits=10), st.integers(2, 32),
+       st.sampled_from(["wrap", "saturate"]), st.sampled_from(["exact", "dual_lod"]),
+       st.sampled_from(["auto", "int32", "float32", "bfloat16"]), st.integers(0, 2**31 - 1))
+def test_pointwise_conv_matches_int64_model(prob, pattern, act, acc_bits, overflow, mode,
+                                            accumulation, seed):
+  """The matmul route of 1x1 convolutions (strides, layouts) equals the int64 model."""
+  geo = conv_geometry(prob["lshape"], prob["rshape"], prob["window_strides"],
+                                     prob["padding"], None, prob["rhs_dilation"],
+                                     prob["dimension_numbers"], 1)
+  assert geo.pointwise
+  rng = np.random.default_rng(seed)
+  bits, signed = act
+  lhs = act_array(rng, prob["lshape"], bits, signed)
+  rhs = weight_array(rng, prob["rshape"], pattern)
+  _assert_methods_match_model(lhs, rhs, prob, pattern, acc_bits=acc_bits, overflow=overflow,
+                              mode=mode, act_bits=bits, act_signed=signed,
                               accumulation=accumulation)
 
 

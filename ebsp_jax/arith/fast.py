@@ -398,8 +398,32 @@ def dot(a: jax.Array, w: jax.Array, cfg: Config):
   return finalize(value, (g, x, y), cfg)
 
 
+def pointwise_conv(lhs: jax.Array, rhs: jax.Array, geo: ConvGeometry, cfg: Config):
+  """A :attr:`ConvGeometry.pointwise` convolution as one :func:`dot` (the same products and
+  sums: ``out[n, o, p] = sum_c lhs[n, c, p * stride] * rhs[o, c]``)."""
+  x = geo.lhs_logical(lhs)                                      # (N, C, *S)
+  x = lax.slice(x, (0,) * x.ndim,
+                x.shape[:2] + tuple((o - 1) * s + 1 for o, s in zip(geo.out_spatial,
+                                                                    geo.strides)),
+                (1, 1) + tuple(geo.strides))
+  x = jnp.moveaxis(x, 1, -1).reshape(1, -1, geo.in_features)   # (1, N * S_out, C)
+  w = geo.rhs_logical(rhs).reshape(geo.out_features, geo.in_features).T[None]   # (1, C, O)
+  out, overflowed = dot(x, w, cfg)
+
+  def back(t):
+    t = jnp.moveaxis(t.reshape((geo.batch,) + geo.out_spatial + (geo.out_features,)), -1, 1)
+    return geo.out_physical(t)
+  return back(out), None if overflowed is None else back(overflowed)
+
+
 def conv(lhs: jax.Array, rhs: jax.Array, geo: ConvGeometry, cfg: Config):
-  """Fast convolution in ``lax`` semantics; returns ``(out, overflowed or None)``."""
+  """Fast convolution in ``lax`` semantics; returns ``(out, overflowed or None)``.
+
+  Pointwise (1x1) convolutions run as one matmul (:func:`pointwise_conv`): XLA:GPU has int8
+  matmuls with int32 results but no such convolutions.
+  """
+  if geo.pointwise and geo.k and 0 not in geo.out_shape:
+    return pointwise_conv(lhs, rhs, geo, cfg)
   cg = geo.group_in
   p = plan(cfg, cg, geo.taps)
   use_wide = cfg.needs_exact and not p.exact_int32

@@ -111,6 +111,12 @@ class ConvGeometry:
     return int(math.prod(self.kernel))
 
   @property
+  def pointwise(self) -> bool:
+    """A 1x1 (one-tap), ungrouped, unpadded, undilated convolution: a strided matmul."""
+    return (self.taps == 1 and self.groups == 1 and all(d == 1 for d in self.lhs_dilation)
+            and all(p == (0, 0) for p in self.padding))
+
+  @property
   def k(self) -> int:
     """Contraction length per output: taps x input channels per group."""
     return self.taps * self.group_in
