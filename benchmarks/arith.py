@@ -225,13 +225,16 @@ def _kernel_profile(fn: Callable[[], object], directory: str, calls: int = 3, to
 
 
 def _batch_convs(hlo: str, batch: int) -> int:
-  """Convolutions over the whole batch in compiled HLO text (not the batch-1 offset terms)."""
+  """Convolutions over the whole batch (not the batch-1 offset terms) plus matmuls (1x1
+  convolutions run as matmuls) in compiled HLO text."""
   import re
   n = 0
   for line in hlo.splitlines():
     if "convolution(" in line or 'custom_call_target="__cudnn$conv' in line:
       lhs, _, rhs = line.partition(" = ")
       n += bool(re.match(rf"\(?[a-z0-9]+\[{batch},", rhs))
+    elif " dot(" in line or 'custom_call_target="__cublas' in line:
+      n += 1
   return n
 
 
