@@ -32,7 +32,7 @@ from ebsp_jax.numerics.tree import Rule
 from ebsp_jax.quant.calibration import ACT_MODULE_NAME, activation_formats
 from ebsp_jax.quant.datapath import CONV, DOT_GENERAL, DatapathConfig
 from ebsp_jax.quant.inject import _check_bits
-from ebsp_jax.quant.lowering import Interpreter, LayerRecord, QuantLayer, TraceOp
+from ebsp_jax.quant.lowering import Interpreter, LayerRecord, QuantLayer, TraceOp, cpu_device
 
 PyTree = Any
 
@@ -249,20 +249,38 @@ def to_integer(model: Union[str, nn.Module], variables: Mapping[str, Any], *, we
   if apply_kwargs is None:
     apply_kwargs = {"train": False} if _accepts(module, "train") else {}
   # Offline constants on the CPU backend: the integer program does not depend on the device.
-  with jax.default_device(jax.devices("cpu")[0]):
+  with jax.default_device(cpu_device()):
     formats = activation_formats(variables, activation_bits)
     qweights = quantize_weights(variables["params"], weight_rule, weight_scales)
+  layers, weights = integer_layers(qweights, formats, strict,
+                                   "train with quant.fake_quant_injection")
+  config = IntegerConfig(activation_bits, DatapathConfig(acc_bits, overflow, mode, method,
+                                                          accumulation), strict)
+  return IntegerModel(module, variables, layers, weights, apply_kwargs, config)
+
+
+def integer_layers(qweights: Mapping[str, Tuple[np.ndarray, BitPattern, Any]],
+                   formats: Mapping[str, Tuple[BitPattern, float]], strict: bool,
+                   hint: str) -> Tuple[Dict[str, QuantLayer], Dict[str, np.ndarray]]:
+  """The lowering's per-layer description from quantized weights and activation formats.
+
+  Args:
+    qweights: ``{layer: (int weights, pattern, scale)}`` from :func:`quantize_weights`.
+    formats: ``{layer: (activation pattern, scale)}`` from ``activation_formats``.
+    strict: raise for a quantized layer without calibrated activation (else keep it float).
+    hint: how to calibrate, appended to that error.
+
+  Returns:
+    ``({layer: QuantLayer}, {layer: int weights})``.
+  """
   layers, weights = {}, {}
   for layer, (q, pattern, scale) in qweights.items():
     if layer not in formats:
       if strict:
-        raise ValueError(f"to_integer: layer '{layer}' has no calibrated activation in "
-                         "quant_stats (train with quant.fake_quant_injection)")
+        raise ValueError(f"to_integer: layer '{layer}' has no calibrated activation ({hint})")
       continue
     act_pattern, act_scale = formats[layer]
     bound = np.sum(np.abs(q.astype(np.int64)), axis=tuple(range(q.ndim - 1)))
     layers[layer] = QuantLayer(pattern, scale, bound, act_pattern, act_scale)
     weights[layer] = q
-  config = IntegerConfig(activation_bits, DatapathConfig(acc_bits, overflow, mode, method,
-                                                          accumulation), strict)
-  return IntegerModel(module, variables, layers, weights, apply_kwargs, config)
+  return layers, weights

@@ -170,8 +170,10 @@ class UnsupportedOp(ValueError):
   """An op on an integer activation that the lowering does not handle."""
 
 
-def _cpu_device():
-  return jax.devices("cpu")[0]
+def cpu_device():
+  """This process's CPU device (multi-host safe): offline integer constants are computed there,
+  so that the integer program does not depend on the accelerator's float rounding."""
+  return jax.local_devices(backend="cpu")[0]
 
 
 def _meta(c, ndim: int) -> np.ndarray:
@@ -331,7 +333,7 @@ class Interpreter:
     if all(isinstance(x, np.ndarray) for x in ins):
       # Constants are evaluated on the CPU backend, so that the integer program (biases,
       # multipliers) is the same whichever backend runs it (GPU rsqrt differs in the last ulp).
-      with jax.ensure_compile_time_eval(), jax.default_device(_cpu_device()):
+      with jax.ensure_compile_time_eval(), jax.default_device(cpu_device()):
         out = eqn.primitive.bind(*ins, **eqn.params)
       outs = out if eqn.primitive.multiple_results else [out]
       return [np.asarray(o) for o in outs]
