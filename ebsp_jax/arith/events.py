@@ -48,7 +48,7 @@ dilation holes of a convolution count as zero activations. Keys:
 
 :func:`recording` collects these dicts for every ``arith.dot_general`` /
 ``arith.conv_general_dilated`` call made inside it (eager or under a ``jax.jit`` traced inside
-it), with a ``name`` per call, e.g. for a whole network.
+it, ``jax.vmap`` included), with a ``name`` per call, e.g. for a whole network.
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import jax
 import jax.numpy as jnp
+from jax.custom_batching import custom_vmap
 import numpy as np
 
 from ebsp_jax.arith import datapath, fast, reference, wide
@@ -375,7 +376,10 @@ def recording() -> Iterator[List[Events]]:
 
   Eager calls are counted directly; calls traced under ``jax.jit`` inside the block add a
   ``jax.debug.callback`` that counts when the compiled function runs (a function traced before
-  the block, i.e. served from jit's cache, is not recorded: trace it inside). Each dict gets a
+  the block, i.e. served from jit's cache, is not recorded: trace it inside). A call under
+  ``jax.vmap`` (any nesting, inside or outside ``jit``) gives ONE dict per run: the
+  :func:`total` of the events of the unbatched calls it stands for (an unbatched operand counts
+  once per call, like a Python loop over the batch). Each dict gets a
   ``"name"`` (the ``name=`` keyword of the call, else ``"dot_general_<i>"`` /
   ``"conv_<i>"``). Example::
 
@@ -400,12 +404,39 @@ def maybe_record(kind: str, lhs, rhs, name: Optional[str], args: tuple, kwargs: 
   fn = dot_general_events if kind == "dot" else conv_general_dilated_events
   label = name or f"{'dot_general' if kind == 'dot' else 'conv'}_{len(log)}"
 
-  def record(lhs_v, rhs_v):
-    ev = fn(np.asarray(lhs_v), np.asarray(rhs_v), *args, **kwargs)
+  def record(batch_dims, lhs_v, rhs_v):
+    lhs_v, rhs_v = np.asarray(lhs_v), np.asarray(rhs_v)
+    if batch_dims == 0:
+      ev = fn(lhs_v, rhs_v, *args, **kwargs)
+    else:  # under vmap: the unbatched calls, in row-major order of the batch dimensions
+      ev = total([fn(lhs_v[i], rhs_v[i], *args, **kwargs)
+                  for i in np.ndindex(lhs_v.shape[:batch_dims])])
     ev["name"] = label
     log.append(ev)
 
   if isinstance(lhs, jax.core.Tracer) or isinstance(rhs, jax.core.Tracer):
-    jax.debug.callback(record, lhs, rhs)
+    _tap(record, 0)(lhs, rhs)
   else:
-    record(lhs, rhs)
+    record(0, lhs, rhs)
+
+
+def _tap(record, batch_dims: int):
+  """``tap(lhs, rhs)`` calls ``record(batch_dims, lhs, rhs)`` when the computation runs.
+
+  A ``jax.debug.callback`` on its own is unrolled by ``vmap`` into one callback per batch
+  element (several dicts under one name, in no fixed order under ``jit``); here ``vmap`` instead
+  moves its axis to the front of both operands (broadcasting an unbatched one) and taps once
+  with one more leading batch dimension.
+  """
+  @custom_vmap
+  def tap(lhs, rhs):
+    jax.debug.callback(functools.partial(record, batch_dims), lhs, rhs)
+    return lhs
+
+  @tap.def_vmap
+  def _rule(axis_size, in_batched, lhs, rhs):
+    lhs, rhs = (x if b else jnp.broadcast_to(x, (axis_size,) + x.shape)
+                for x, b in zip((lhs, rhs), in_batched))
+    return _tap(record, batch_dims + 1)(lhs, rhs), True
+
+  return tap

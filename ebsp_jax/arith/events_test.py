@@ -132,3 +132,73 @@ def test_recording_collects_layers_eagerly_and_under_jit():
   assert tot["acc_high_water_bits"] == max(e["acc_high_water_bits"] for e in log)
   with pytest.raises(ValueError, match="high_water="):
     events.dot_general_events(w, w.T, mm, pattern=pattern, high_water="x")
+
+
+def _sum_over_calls(evs):
+  """Events of several calls added up (bit widths and contraction: the max), independently of
+  ``events.total``."""
+  out = dict(evs[0])
+  for ev in evs[1:]:
+    for k, v in ev.items():
+      if k in ("acc_high_water_bits", "acc_bits_needed", "acc_final_bits", "contraction"):
+        out[k] = max(out[k], v)
+      elif isinstance(v, list):
+        out[k] = [a + b for a, b in zip(out[k], v)]
+      else:
+        out[k] = out[k] + v
+  return out
+
+
+def _brute_dot(lhs, rhs, dims, pattern):
+  want = brute_force(*npref.dot_slots(lhs, rhs, dims), lhs, rhs, pattern)
+  want.pop("_sequential")
+  return want
+
+
+def test_recording_under_vmap_counts_every_batch_element():
+  """vmap (eager, under jit, around jit, nested; one or both operands batched): one dict per
+  call whose counts are the sum over the unbatched calls (brute force)."""
+  pattern = BitPattern(6, 3)
+  rng = np.random.default_rng(3)
+  xs = act_array(rng, (3, 2, 5), 8, True, extreme=0.3)          # batch of 3 (2, 5) activations
+  w = weight_array(rng, (5, 4), pattern, zero=0.3)               # shared weights
+  ws = weight_array(rng, (3, 5, 4), pattern, zero=0.3)           # per-example weights
+  mm = (((1,), (0,)), ((), ()))
+
+  def f(x, w):
+    return arith.dot_general(x, w, mm, pattern=pattern, name="fc")
+
+  shared = _sum_over_calls([_brute_dot(x, w, mm, pattern) for x in xs])
+  per_ex = _sum_over_calls([_brute_dot(x, v, mm, pattern) for x, v in zip(xs, ws)])
+  assert shared["macs"] == 3 * 2 * 4 * 5 and shared["lod_uses_weights"] == 3 * w.size
+  cases = [
+      (jax.vmap(f, (0, None)), (xs, w), shared),
+      (jax.jit(jax.vmap(f, (0, None))), (xs, w), shared),
+      (jax.vmap(jax.jit(f), (0, None)), (xs, w), shared),
+      (jax.jit(jax.vmap(f)), (xs, ws), per_ex),
+      (jax.vmap(jax.vmap(f, (0, None)), (None, 0)), (xs, ws),     # 3 x 3 calls
+       _sum_over_calls([_brute_dot(x, v, mm, pattern) for v in ws for x in xs])),
+  ]
+  for fn, args, want in cases:
+    with events.recording() as log:
+      out = jax.block_until_ready(fn(*args))
+    jax.effects_barrier()
+    assert len(log) == 1 and log[0].pop("name") == "fc"
+    assert log[0] == want
+    if args[1] is w:  # recording leaves the batched datapath's results alone
+      np.testing.assert_array_equal(out, np.stack([np.asarray(f(x, w)) for x in xs]))
+
+  # A convolution under vmap: its events equal the sum of the per-example calls.
+  x4 = act_array(rng, (2, 1, 4, 4, 2), 8, False)
+  k = weight_array(rng, (3, 3, 2, 3), pattern)
+  conv = dict(window_strides=(1, 1), padding="SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  with events.recording() as log:
+    jax.block_until_ready(jax.jit(jax.vmap(
+        lambda x: arith.conv_general_dilated(x, k, **conv, pattern=pattern)))(x4))
+  jax.effects_barrier()
+  want = []
+  for x in x4:
+    b = brute_force(*npref.conv_slots(x, k, **conv), x, k, pattern)
+    b.pop("_sequential")
+    want.append(b)
+  assert [e.pop("name") for e in log] == ["conv_0"] and log[0] == _sum_over_calls(want)

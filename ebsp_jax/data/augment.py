@@ -17,7 +17,8 @@ EVAL_CROP_FRACTION = 0.875
 
 
 def random_crop_flip(
-    images: np.ndarray, rng: np.random.Generator, pad: int, flip: bool
+    images: np.ndarray, rng: np.random.Generator, pad: int, flip: bool,
+    start: int = 0, total: int | None = None,
 ) -> np.ndarray:
   """Zero-pad by ``pad`` pixels, take a random crop of the original size, maybe flip.
 
@@ -26,26 +27,34 @@ def random_crop_flip(
 
   Args:
     images: uint8 (B, H, W, C).
-    rng: random generator (consumed: B crop offsets per axis, then B flip draws if ``flip``).
+    rng: random generator (consumed: ``total`` crop offsets per axis, then ``total`` flip draws
+      if ``flip``).
     pad: padding on every side (0 disables cropping).
     flip: apply random horizontal flips.
+    start / total: ``images`` are rows ``[start, start + B)`` of a batch of ``total`` (default
+      B) drawn with ``rng``: they get exactly the crops and flips those rows get when the whole
+      batch is augmented (one process's part of a global batch).
 
   Returns:
     uint8 (B, H, W, C), a new array.
   """
   b, h, w, _ = images.shape
+  total = b if total is None else total
+  if not 0 <= start <= start + b <= total:
+    raise ValueError(f"rows [{start}, {start + b}) are not within a batch of {total}")
+  part = slice(start, start + b)
   out = images
   if pad > 0:
     padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    oy = rng.integers(0, 2 * pad + 1, size=b)
-    ox = rng.integers(0, 2 * pad + 1, size=b)
+    oy = rng.integers(0, 2 * pad + 1, size=total)[part]
+    ox = rng.integers(0, 2 * pad + 1, size=total)[part]
     rows = oy[:, None] + np.arange(h)[None, :]
     cols = ox[:, None] + np.arange(w)[None, :]
     out = padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
   else:
     out = images.copy()
   if flip:
-    mask = rng.random(b) < 0.5
+    mask = rng.random(total)[part] < 0.5
     out[mask] = out[mask, :, ::-1]
   return out
 

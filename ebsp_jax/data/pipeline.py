@@ -10,6 +10,10 @@ Pipeline (all random access, so any batch can be produced directly)::
 * Augmentation draws from the generator grain derives from ``(seed, global batch index)``, so
   batch ``k`` is the same whether reached by iterating from 0 or by starting at
   ``start_step=k`` (exact resume after a checkpoint), and independent of thread count.
+* ``rows=(start, stop)`` loads only those rows of every global batch (one process's part in
+  multi-host data parallelism); they equal the same rows of the whole batch, augmentation
+  included (crop/flip draws are made for the whole batch; ImageNet crops use one generator per
+  example, seeded from the batch's).
 * Images are gathered per batch (numpy fancy indexing for in-memory data, one
   ``__getitems__`` call for TFDS array_record sources).
 
@@ -155,6 +159,7 @@ class Dataset:
     spec: the :class:`DatasetSpec`.
     split: 'train' or 'test'.
     batch_size, seed, shuffle, augment, drop_remainder, num_epochs, start_step: as given.
+    rows: ``(start, stop)``: only these rows of every batch are produced (None: all).
     num_examples: examples per epoch (after the ``num_examples`` cap).
     num_classes: number of labels.
     input_shape: (H, W, C) of the produced images.
@@ -181,8 +186,10 @@ class Dataset:
       image_size: int | None,
       num_threads: int,
       prefetch: int,
+      rows: tuple[int, int] | None = None,
   ):
     self.spec, self.split, self.source_description = spec, split, source_description
+    self.rows = rows
     self.batch_size, self.shuffle, self.seed, self.augment = batch_size, shuffle, seed, augment
     self.drop_remainder, self.num_epochs, self.start_step = drop_remainder, num_epochs, start_step
     self.num_threads, self.prefetch = num_threads, prefetch
@@ -214,17 +221,28 @@ class Dataset:
 
   # ---------------------------------------------------------------- batch construction
   def _make_batch(self, indices: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    images, labels = self._source.get(np.asarray(indices))
+    indices = np.asarray(indices)
+    total = len(indices)  # the whole batch (the last one of an epoch may be short)
+    start, stop = (0, total) if self.rows is None else (min(r, total) for r in self.rows)
+    indices = indices[start:stop]
+    if len(indices) == 0:  # this process's rows lie past a short last batch
+      return {"image": np.zeros((0,) + tuple(self.input_shape), np.float32),
+              "label": np.zeros((0,), np.int32)}
+    images, labels = self._source.get(indices)
     size = self.input_shape[0]
     if self.spec.augment == "inception":
       if self.augment:
-        images = np.stack([aug.inception_crop_flip(im, rng, size) for im in images])
+        # One generator per example, so a row's crop does not depend on the rows before it.
+        seeds = rng.integers(0, 2**63 - 1, size=total, dtype=np.int64)[start:stop]
+        images = np.stack([aug.inception_crop_flip(im, np.random.default_rng(int(s)), size)
+                           for im, s in zip(images, seeds)])
       else:
         images = np.stack([aug.center_crop(im, size) for im in images])
     else:
       images = np.stack(images) if isinstance(images, list) else np.asarray(images)
       if self.augment:
-        images = aug.random_crop_flip(images, rng, self.spec.pad, self.spec.augment == "crop_flip")
+        images = aug.random_crop_flip(images, rng, self.spec.pad, self.spec.augment == "crop_flip",
+                                      start=start, total=total)
     return {"image": aug.normalize(images, self._mean, self._std), "label": labels.astype(np.int32)}
 
   # ------------------------------------------------------------------------- access
@@ -253,7 +271,8 @@ class Dataset:
         f"Dataset({self.spec.name}/{self.split}, {self.num_examples} examples, batch "
         f"{self.batch_size}, steps/epoch {self.steps_per_epoch}, epochs {self.num_epochs}, "
         f"start_step {self.start_step}, shuffle={self.shuffle}, augment={self.augment}, "
-        f"input {self.input_shape}, from {self.source_description})"
+        f"input {self.input_shape}, from {self.source_description}"
+        + (f", rows {self.rows[0]}:{self.rows[1]}" if self.rows is not None else "") + ")"
     )
 
 
@@ -272,6 +291,7 @@ def get_dataset(
     image_size: int | None = None,
     num_threads: int = 2,
     prefetch: int = 2,
+    rows: tuple[int, int] | None = None,
 ) -> Dataset:
   """Batched, normalized, deterministic and resumable input pipeline.
 
@@ -296,6 +316,10 @@ def get_dataset(
     image_size: output side for ImageNet (default 224); must be None for fixed-size datasets.
     num_threads: grain reader threads (0 = synchronous, in the calling thread).
     prefetch: batches buffered ahead when ``num_threads > 0``.
+    rows: ``(start, stop)``: produce only these rows of every batch of ``batch_size`` (this
+      process's part of the global batch in multi-host training); they equal the same rows of
+      the whole batch, augmentation included. Rows past a short last batch give fewer (or zero)
+      examples. None: whole batches.
 
   Returns:
     A :class:`Dataset`.
@@ -316,6 +340,9 @@ def get_dataset(
     raise ValueError(f"start_step must be >= 0; got {start_step}")
   if num_epochs is not None and num_epochs < 1:
     raise ValueError(f"num_epochs must be a positive int or None; got {num_epochs!r}")
+  if rows is not None and not (len(rows) == 2 and 0 <= rows[0] <= rows[1] <= batch_size):
+    raise ValueError(f"rows must be (start, stop) with 0 <= start <= stop <= "
+                     f"batch_size={batch_size}; got {rows!r}")
   if image_size is not None and spec.image_shape is not None:
     raise ValueError(f"image_size applies to variable-size datasets (imagenet); {name} images are {spec.image_shape}")
   train = split == "train"
@@ -333,4 +360,5 @@ def get_dataset(
       image_size=image_size,
       num_threads=num_threads,
       prefetch=prefetch,
+      rows=None if rows is None else (int(rows[0]), int(rows[1])),
   )

@@ -291,3 +291,33 @@ def test_argument_errors(tfds_dir):
     cifar(tfds_dir, batch_size=64)
   with pytest.raises(ValueError, match="imagenet2012: split 'test' not in .*; available: train, validation"):
     data.find_prepared("imagenet2012", tfds_dir, "test")
+  with pytest.raises(ValueError, match=r"rows must be \(start, stop\) with 0 <= start <= stop <= batch_size=8"):
+    cifar(tfds_dir, rows=(4, 9))
+
+
+def _concat_rows(datasets):
+  """Batches of ``datasets`` (row parts of one dataset) concatenated back, batch by batch."""
+  return [{k: np.concatenate([b[k] for b in parts]) for k in ("image", "label")}
+          for parts in zip(*[list(d) for d in datasets])]
+
+
+def test_rows_are_the_rows_of_the_whole_batch(tfds_dir):
+  """Multi-host loading: each process's rows equal those rows of the whole batch (augmented)."""
+  kw = dict(num_epochs=2, seed=5, batch_size=8)
+  whole = list(cifar(tfds_dir, **kw))
+  assert_batches_equal(whole, _concat_rows([cifar(tfds_dir, rows=r, **kw)
+                                            for r in ((0, 3), (3, 4), (4, 8))]))
+  part = cifar(tfds_dir, rows=(2, 6), start_step=3, **kw)
+  assert_batches_equal([{k: b[k][2:6] for k in b} for b in whole[3:]], list(part))
+  # Evaluation: the last batch of 20 is short (4); rows past it are empty, not an error.
+  test = list(cifar(tfds_dir, split="test"))
+  tail = list(cifar(tfds_dir, split="test", rows=(4, 8)))
+  assert [len(b["label"]) for b in tail] == [4, 4, 0] and tail[-1]["image"].shape == (0, 32, 32, 3)
+  assert_batches_equal(test, _concat_rows([cifar(tfds_dir, split="test", rows=(0, 4)),
+                                           cifar(tfds_dir, split="test", rows=(4, 8))]))
+  # ImageNet: random-resized crops and flips drawn per example.
+  im = dict(split="train", data_dir=tfds_dir, batch_size=3, image_size=24, seed=2, num_epochs=2)
+  whole = list(data.get_dataset("imagenet", **im))
+  assert_batches_equal(whole, _concat_rows([data.get_dataset("imagenet", rows=r, **im)
+                                            for r in ((0, 1), (1, 3))]))
+  assert not np.array_equal(whole[0]["image"], whole[2]["image"])  # epochs differ (reshuffled)

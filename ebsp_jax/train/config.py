@@ -61,7 +61,10 @@ class TrainConfig:
     log_every: steps between metric writes / progress lines.
     progress_every_seconds: also print a progress line at least this often.
     integer_eval: evaluate the integer (emulated hardware) mode at the end.
-    multihost: call ``jax.distributed.initialize()`` first.
+    multihost: multi-process data parallelism; the experiment mains call
+      ``jax.distributed.initialize()`` first (their ``--coordinator_address``, ``--num_processes``
+      and ``--process_id`` flags, auto-detected on clusters jax knows). Every process runs the
+      same command on a shared ``workdir``; process 0 writes results, metrics and progress.
   """
 
   dataset: str

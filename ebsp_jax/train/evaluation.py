@@ -2,7 +2,8 @@
 
 * float / fake-quant: :func:`evaluate` runs a jitted :func:`~ebsp_jax.train.steps.eval_step`
   over the evaluation split (padded to full batches with a mask, so every batch has one shape and
-  splits evenly over the devices); counts are exact integers.
+  splits evenly over the devices); counts are exact integers. Each process passes its rows of
+  every batch (multi-host); the jitted step adds them up.
 * integer: :func:`integer_top1` — the emulated integer datapath of :mod:`ebsp_jax.quant`
   (``quant.to_integer``). It is a pluggable step: where that API is missing, the result is
   ``None`` with a note saying why, and everything else still runs.
@@ -12,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
 
 import jax
@@ -44,12 +46,20 @@ def pad_batch(batch: Mapping[str, np.ndarray], size: int) -> Dict[str, np.ndarra
 def evaluate(eval_fn: Callable[..., Dict[str, jax.Array]], params: PyTree,
              model_state: Mapping[str, PyTree], batches: Iterable[Mapping[str, np.ndarray]],
              batch_size: int, mesh) -> Dict[str, float]:
-  """Top-1 accuracy and mean loss of ``eval_fn(params, model_state, batch)`` over ``batches``."""
+  """Top-1 accuracy and mean loss of ``eval_fn(params, model_state, batch)`` over ``batches``.
+
+  Args:
+    batches: this process's rows (:func:`~ebsp_jax.train.sharding.process_rows`) of every
+      global evaluation batch of at most ``batch_size`` (the whole batches on one process);
+      every process must iterate over the same number of batches.
+    batch_size: the global evaluation batch size (each batch is padded to it).
+  """
+  start, stop = sharding_lib.process_rows(mesh, batch_size)
   correct = count = 0
   loss = 0.0
   for b in batches:
-    out = jax.device_get(eval_fn(params, model_state,
-                                 sharding_lib.shard_batch(pad_batch(b, batch_size), mesh)))
+    local = sharding_lib.shard_local_batch(pad_batch(b, stop - start), mesh, batch_size)
+    out = jax.device_get(eval_fn(params, model_state, local))
     correct += int(out["correct"])
     count += int(out["count"])
     loss += float(out["loss_sum"])
@@ -66,7 +76,9 @@ def integer_top1(model_name: str, variables: Mapping[str, PyTree], weight_rule: 
   """Top-1 of the emulated integer datapath, or ``(None, why)`` where it is unavailable.
 
   Uses ``ebsp_jax.quant.to_integer(model_name, variables, weight_rule=..., weight_scales=...,
-  activation_bits=...)``, whose result has ``.apply(images) -> logits``.
+  activation_bits=...)``, whose result has ``.apply(images) -> logits``. Runs on process-local
+  copies of the (replicated) variables; with several processes, each passes its rows of the
+  evaluation batches and the counts are added over processes (every process must call it).
   """
   try:
     from ebsp_jax import quant
@@ -75,13 +87,17 @@ def integer_top1(model_name: str, variables: Mapping[str, PyTree], weight_rule: 
     return None, "integer mode unavailable: ebsp_jax.quant.to_integer is not implemented yet"
   if activation_bits == 0:
     return None, "integer mode needs quantized activations (--activation_bits > 0)"
-  int_model = to_integer(model_name, variables, weight_rule=weight_rule,
-                         weight_scales=weight_scales, activation_bits=activation_bits)
+  int_model = to_integer(model_name, sharding_lib.to_local(variables), weight_rule=weight_rule,
+                         weight_scales=sharding_lib.to_local(weight_scales),
+                         activation_bits=activation_bits)
   correct = count = 0
   for b in batches:
+    if len(b["label"]) == 0:  # this process's rows lie past a short last batch
+      continue
     logits = np.asarray(int_model.apply(jnp.asarray(b["image"])))
     correct += int(np.sum(np.argmax(logits, -1) == np.asarray(b["label"])))
     count += len(b["label"])
+  correct, count = (int(v) for v in sharding_lib.sum_over_processes([correct, count]))
   return correct / max(count, 1), "ebsp_jax.quant.to_integer"
 
 
@@ -148,13 +164,19 @@ def pattern_telemetry(params: PyTree, rule: Rule, scales: PyTree, main: BitPatte
   return out
 
 
+@functools.partial(jax.jit, static_argnums=2)
+def _leaf_stats(w: jax.Array, s: jax.Array, pat: BitPattern):
+  """``(pattern_stats, on_grid)`` of one weight leaf (one compiled program, not dozens of ops)."""
+  q = quantize(w, pat, s)
+  return pattern_stats(q, pat), jnp.all(q * s == w)
+
+
 def layer_stats(params: PyTree, rule: Rule, scales: PyTree) -> Dict[str, Dict[str, Any]]:
   """Per quantized leaf: pattern, size, on-grid check, zero fraction, histograms (host values)."""
   out = {}
   for key, pat, w, s in quantized_leaves(params, rule, scales):
-    q = quantize(w, pat, s)
-    st = jax.device_get(pattern_stats(q, pat))
-    exact = bool(jnp.all(q * s == w))
+    st, exact = jax.device_get(_leaf_stats(w, s, pat))
+    exact = bool(exact)
     out[key] = {
         "pattern": str(pat), "size": int(w.size), "on_grid": exact,
         "zero_fraction": float(st["zero_fraction"]),

@@ -55,12 +55,27 @@ _HELP = {
     "log_every": "steps between metric writes",
     "progress_every_seconds": "longest time between progress lines",
     "integer_eval": "evaluate the integer (emulated hardware) mode at the end",
-    "multihost": "initialise jax.distributed (multi-host data parallelism)",
+    "multihost": "multi-process data parallelism: call jax.distributed.initialize() first. Start "
+                 "the same command in every process (e.g. one per host); the --workdir must be on "
+                 "a filesystem all processes share. --coordinator_address/--num_processes/"
+                 "--process_id are auto-detected on Slurm, Open MPI and TPU pods; give all three "
+                 "elsewhere",
+}
+
+#: Flags that configure the process, not the run (not TrainConfig fields): jax.distributed.
+_DISTRIBUTED_HELP = {
+    "coordinator_address": "with --multihost: host:port of process 0's coordinator service, the "
+                           "same in every process (default: auto-detected, or "
+                           "$JAX_COORDINATOR_ADDRESS)",
+    "num_processes": "with --multihost: number of processes (default: auto-detected)",
+    "process_id": "with --multihost: this process's index in [0, --num_processes); process 0 "
+                  "writes results.json, metrics and progress lines (default: auto-detected)",
 }
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS, **defaults: Any) -> None:
-  """Defines one flag per :class:`TrainConfig` field (except ``dataset``) with ``defaults``."""
+  """Defines one flag per :class:`TrainConfig` field (except ``dataset``) with ``defaults``,
+  and the ``jax.distributed`` flags of ``--multihost``."""
   for f in dataclasses.fields(TrainConfig):
     if f.name == "dataset":
       continue
@@ -79,6 +94,25 @@ def define_flags(flag_values: flags.FlagValues = FLAGS, **defaults: Any) -> None
       flags.DEFINE_integer(f.name, default, help_, flag_values=flag_values)
     else:
       flags.DEFINE_string(f.name, default, help_, flag_values=flag_values)
+  flags.DEFINE_string("coordinator_address", None, _DISTRIBUTED_HELP["coordinator_address"],
+                      flag_values=flag_values)
+  flags.DEFINE_integer("num_processes", None, _DISTRIBUTED_HELP["num_processes"], lower_bound=1,
+                       flag_values=flag_values)
+  flags.DEFINE_integer("process_id", None, _DISTRIBUTED_HELP["process_id"], lower_bound=0,
+                       flag_values=flag_values)
+
+
+def distributed_from_flags(cfg: TrainConfig, flag_values: flags.FlagValues = FLAGS
+                           ) -> Dict[str, Any]:
+  """The ``jax.distributed.initialize`` arguments (``ValueError`` with one line if invalid)."""
+  args = {k: flag_values[k].value for k in _DISTRIBUTED_HELP}
+  given = [k for k, v in args.items() if v not in (None, "")]
+  if given and not cfg.multihost:
+    raise ValueError(f"--{given[0]} applies only with --multihost")
+  n, pid = args["num_processes"], args["process_id"]
+  if n is not None and pid is not None and pid >= n:
+    raise ValueError(f"--process_id={pid}: must be in [0, --num_processes={n})")
+  return args
 
 
 def config_from_flags(dataset: str, flag_values: flags.FlagValues = FLAGS) -> TrainConfig:
@@ -111,11 +145,15 @@ def main(dataset: str):
       logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     try:
       cfg = config_from_flags(dataset)
+      distributed = distributed_from_flags(cfg)
     except (ValueError, TypeError) as e:
       _fail(str(e).splitlines()[0])
     if cfg.multihost:
       from ebsp_jax.train import sharding
-      sharding.initialize_distributed()
+      try:
+        sharding.initialize_distributed(**distributed)
+      except (ValueError, TypeError, RuntimeError) as e:
+        _fail(f"--multihost: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
     from ebsp_jax.train import checkpoint, trainer
     try:
       experiment = trainer.Experiment(cfg)

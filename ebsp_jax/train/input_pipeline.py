@@ -3,13 +3,14 @@
 The data come from :func:`ebsp_jax.data.get_dataset`. The trainer needs two things from it: the
 global batch of training step ``t`` for any ``t`` (``start_step``: deterministic per seed, so a
 resumed run sees exactly the batches an uninterrupted run would) and the evaluation split in
-batches.
+batches. In multi-host training each process loads only its rows of every global batch
+(``train_rows`` / ``eval_rows``, from :func:`ebsp_jax.train.sharding.process_rows`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Iterator, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -31,10 +32,18 @@ class DataInfo:
 
 
 class Data:
-  """Train stream + eval batches for a config (fails fast if the data are missing)."""
+  """Train stream + eval batches for a config (fails fast if the data are missing).
 
-  def __init__(self, cfg: TrainConfig):
+  Args:
+    cfg: the configuration.
+    train_rows / eval_rows: ``(start, stop)``: the rows of every global training / evaluation
+      batch this process loads (None: whole batches).
+  """
+
+  def __init__(self, cfg: TrainConfig, train_rows: Optional[Tuple[int, int]] = None,
+               eval_rows: Optional[Tuple[int, int]] = None):
     self.cfg = cfg
+    self.train_rows, self.eval_rows = train_rows, eval_rows
     train = self._train(0)
     ev = self._eval()
     self.info = DataInfo(int(train.num_examples), int(ev.num_examples), int(train.num_classes),
@@ -46,21 +55,24 @@ class Data:
     return data_lib.get_dataset(c.dataset, split="train", data_dir=c.data_dir,
                                 batch_size=c.batch_size, shuffle=True, seed=c.seed,
                                 augment=c.augment, num_examples=c.train_examples or None,
-                                drop_remainder=True, start_step=start_step, num_epochs=None)
+                                drop_remainder=True, start_step=start_step, num_epochs=None,
+                                rows=self.train_rows)
 
   def _eval(self):
     c = self.cfg
     return data_lib.get_dataset(c.dataset, split="test", data_dir=c.data_dir,
                                 batch_size=c.eval_batch_size, shuffle=False, seed=0,
                                 augment=False, num_examples=c.eval_examples or None,
-                                drop_remainder=False, start_step=0, num_epochs=1)
+                                drop_remainder=False, start_step=0, num_epochs=1,
+                                rows=self.eval_rows)
 
   def train_iter(self, start_step: int) -> Iterator[Batch]:
-    """Global batches of steps ``start_step, start_step + 1, ...`` (endless)."""
+    """Batches of steps ``start_step, start_step + 1, ...`` (endless; this process's rows)."""
     return iter(self._train(start_step))
 
   def eval_batches(self) -> Iterator[Batch]:
-    """The evaluation split in batches of at most ``eval_batch_size`` (the last may be short)."""
+    """The evaluation split in batches of at most ``eval_batch_size`` (the last may be short;
+    this process's rows of each, possibly none)."""
     return iter(self._eval())
 
   def example_batch(self) -> Batch:

@@ -93,7 +93,9 @@ class Experiment:
     sharding_lib.check_batch_size(cfg.batch_size, self.mesh)
     sharding_lib.check_batch_size(cfg.eval_batch_size, self.mesh, "eval_batch_size")
     self.repl = sharding_lib.replicated(self.mesh)
-    self.data = Data(cfg)
+    # Each process loads only its rows of every global batch (all of them on one process).
+    self.data = Data(cfg, sharding_lib.process_rows(self.mesh, cfg.batch_size),
+                     sharding_lib.process_rows(self.mesh, cfg.eval_batch_size))
     info = self.data.info
     spe = info.steps_per_epoch
     self.steps = {p: int(round(getattr(cfg, f"{p}_epochs") * spe))
@@ -290,7 +292,7 @@ class Experiment:
   def _load_pretrained(self, state: TrainState, fm: ckpt_lib.Checkpointer, ckpt_id: int
                        ) -> TrainState:
     template = {"params": state.params, "model_state": state.model_state}
-    loaded, _ = fm.restore(ckpt_id, template)
+    loaded, _ = fm.restore(ckpt_id, template, jax.tree_util.tree_map(lambda _: self.repl, template))
     fm.close()
     return state.replace(params=loaded["params"], model_state=loaded["model_state"])
 
@@ -323,6 +325,7 @@ class Experiment:
         f"phases float {self.steps['float']} + admm {self.steps['admm']} + finetune "
         f"{self.steps['finetune']} = {self.total_steps} steps, pattern {cfg.pattern}, "
         f"activations {cfg.activation_bits or 'float'}, {jax.device_count()} device(s)"
+        + (f" in {jax.process_count()} processes" if jax.process_count() > 1 else "")
         + (f"; resumed at step {step} ({state.phase})" if resumed else ""))
     self._loop_time, self._loop_steps = 0.0, 0
 
@@ -390,7 +393,8 @@ class Experiment:
       if top1 is not None:
         writer.write(step, {"eval/integer_top1": top1}, "done")
       progress.message(f"integer mode: top1 {_fmt(top1)} ({note})")
-      results["layers"] = evaluation.layer_stats(state.params, self.rule, state.weight_scales)
+      results["layers"] = evaluation.layer_stats(sharding_lib.to_local(state.params), self.rule,
+                                                 sharding_lib.to_local(state.weight_scales))
     writer.flush()
     return state, results
 
@@ -406,7 +410,7 @@ class Experiment:
     t_phase, n_phase = time.perf_counter(), 0
     first = True
     while step < end:
-      batch = sharding_lib.shard_batch(next(batches), self.mesh)
+      batch = sharding_lib.shard_local_batch(next(batches), self.mesh, cfg.batch_size)
       state, metrics = fn(state, batch)
       step += 1
       n_phase += 1
@@ -419,8 +423,9 @@ class Experiment:
       now = time.perf_counter()
       if step % cfg.log_every == 0 or step == end or now - last_print > cfg.progress_every_seconds:
         scalars = dict(jax.device_get(metrics))
-        if phase == "admm":
-          scalars.update(jax.device_get(self._telemetry_fn(state.params, state.opt_state)))
+        if phase == "admm":  # on local copies: a time-triggered collective could deadlock
+          scalars.update(jax.device_get(self._telemetry_fn(
+              sharding_lib.to_local(state.params), sharding_lib.to_local(state.opt_state))))
         if step % cfg.log_every == 0 or step == end:
           writer.write(step, {f"train/{k}" if "/" not in k else k: v for k, v in scalars.items()},
                        phase)
@@ -459,6 +464,7 @@ class Experiment:
         "train_steps_per_second": (self._loop_steps / self._loop_time
                                    if self._loop_time > 0 else None),
         "devices": jax.device_count(),
+        "processes": jax.process_count(),
         "device_kind": jax.devices()[0].device_kind,
         "platform": jax.devices()[0].platform,
         "jax_version": jax.__version__,
