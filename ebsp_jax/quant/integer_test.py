@@ -133,3 +133,27 @@ def test_events(case):
   ev = imodel.events(x[:1])
   assert set(ev) == set(imodel.layers)
   assert all(e["macs"] > 0 and e["acc_high_water_bits"] <= 32 for e in ev.values())
+
+
+def test_dead_units_with_bias_lower_without_overflow():
+  """A unit whose weights are ~1e-33 but whose bias is not (seen after float training) has an
+  offset ~1e32 accumulator units: it is narrowed per channel, not recursed on forever."""
+  def plant(params):
+    params = jax.tree_util.tree_map(lambda a: a, params)
+    k = np.array(params["fc1"]["kernel"])
+    k[:, :3] = 1e-33
+    b = np.array(params["fc1"]["bias"])
+    b[:3] = [0.3, -0.2, 0.05]
+    params["fc1"] = dict(params["fc1"], kernel=jnp.asarray(k), bias=jnp.asarray(b))
+    return params
+
+  x = jax.random.normal(jax.random.key(2), (16, 12, 12, 1))
+  model, v, rule, scales = testing.calibrated(testing.TinyCNN, x, params_fn=plant)
+  imodel = quant.to_integer(testing.TinyCNN(), v, weight_rule=rule, weight_scales=scales)
+  out, cap = imodel.apply(x, capture=True)
+  fq, levels = _levels(model, v, x)
+  assert imodel.float_ops == []
+  assert any(e["op"] == "rounding_shift_right" for e in imodel.epilogues["fc1"])
+  diff = np.abs(np.asarray(cap["head"]["input"]) - levels["head"])
+  assert diff.max() <= 1 and np.mean(diff == 0) >= 0.99
+  np.testing.assert_allclose(np.asarray(out), fq, atol=1e-3 * (1 + np.abs(fq).max()))

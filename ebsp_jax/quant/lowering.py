@@ -395,9 +395,10 @@ class Interpreter:
       return t, 0, np.zeros((1,) * t.q.ndim, np.int64)
     r = t.o / t.m
     rmax = float(np.max(np.abs(r)))
-    if t.bound + rmax + 1 > INT32_BOUND:
-      t = self.narrow(t, extra=2)
-      return self.fold_parts(t, max_shift)
+    if 2 * (t.bound + rmax + 2) > INT32_BOUND:
+      t = self.narrow_for_offset(t)
+      r = t.o / t.m
+      rmax = float(np.max(np.abs(r)))
     k = 0
     while k < max_shift and (t.bound + rmax + 1) * 2.0 ** (k + 1) <= INT32_BOUND:
       k += 1
@@ -414,6 +415,27 @@ class Interpreter:
     self._log(t.layer, "bias", acc_shift=k, bias=bias.astype(np.int32),
               formula="q = (q << acc_shift) + bias")
     return IntTensor(q, t.m / 2.0 ** k, np.zeros_like(t.m), bound, t.layer)
+
+  def narrow_for_offset(self, t: IntTensor) -> IntTensor:
+    """Per-channel rounding right shifts so that ``2 * (bound + |o/m| + 2) <= 2**31 - 1``.
+
+    A channel whose offset is huge in units of its scale (e.g. a dead unit: weights ~1e-33,
+    bias ~0.1) gets a large shift; beyond 32 its ``q`` rounds to 0 (its real contribution is
+    below ``m * 2**31``, negligible against the offset) and ``m`` grows by the full ``2**k``.
+    """
+    half = INT32_BOUND // 2 - 4
+    r = np.abs(t.o / t.m)
+    ratio = (t.bound + r) / half
+    k = np.where(ratio > 1, np.ceil(np.log2(np.maximum(ratio, 1.0))), 0).astype(np.int64)
+    # float rounding in log2: bump where the shifted need still exceeds the target
+    k = np.where((t.bound / 2.0 ** k) + 1 + r / 2.0 ** k > half, k + 1, k)
+    k = _compact(np.broadcast_to(k, np.broadcast_shapes(k.shape, t.m.shape)))
+    shift = np.minimum(30 + k, 62)      # >= 32 extra bits: q (|q| < 2**31) rounds to 0
+    q = requant.mul_shift_round(t.q, np.int32(1 << 30), _i32const(shift))
+    self._log(t.layer, "rounding_shift_right", shift=k.astype(np.int32),
+              formula="q = mul_shift_round(q, 2**30, 30 + shift) (per channel; >= 32: 0)")
+    kmin = int(np.min(k))
+    return IntTensor(q, t.m * 2.0 ** k, t.o, (t.bound >> kmin) + (1 if kmin else 0), t.layer)
 
   def narrow(self, t: IntTensor, extra: int = 1) -> IntTensor:
     """Rounding right shift so that ``bound * extra`` fits in 31 bits (``m`` grows)."""

@@ -9,7 +9,7 @@ flatten and dense layers.
 
 from __future__ import annotations
 
-from typing import Any, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -92,9 +92,12 @@ def random_variables(model: nn.Module, x: jax.Array, seed: int = 0) -> dict:
 
 
 def calibrated(module_cls, x: jax.Array, *, pattern: BitPattern = BitPattern(6, 3),
-               activation_bits: int = 8, steps: int = 4, seed: int = 0
+               activation_bits: int = 8, steps: int = 4, seed: int = 0,
+               params_fn: Optional[Callable[[dict], dict]] = None
                ) -> Tuple[nn.Module, dict, Any, Any]:
   """Initialises ``module_cls`` in fake-quant mode, projects its kernels and calibrates.
+
+  ``params_fn`` edits the random params before the projection (e.g. to plant a dead unit).
 
   Returns:
     ``(fake_quant_model, variables, rule, scales)`` with projected params, ``batch_stats``
@@ -102,6 +105,8 @@ def calibrated(module_cls, x: jax.Array, *, pattern: BitPattern = BitPattern(6, 
   """
   model = module_cls(**fake_quant_injection(activation_bits))
   variables = dict(random_variables(model, x, seed))
+  if params_fn is not None:
+    variables["params"] = params_fn(variables["params"])
   rule = make_rule(pattern)
 
   @jax.jit
