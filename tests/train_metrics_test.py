@@ -136,22 +136,3 @@ def test_write_json_atomic(tmp_path):
   ckpt_lib.write_json_atomic(path, {"x": 2})
   assert json.load(open(path)) == {"x": 2}
   assert os.listdir(tmp_path) == ["r.json"]
-
-
-def test_summarize_table(tmp_path):
-  from ebsp_jax.train import summarize
-  paths = []
-  for name, bits, length, q in (("a", 6, 3, 0.9), ("b", 5, 4, 0.88)):
-    d = tmp_path / name
-    d.mkdir()
-    res = {"pattern": {"bits": bits, "length": length, "name": f"{bits}b(L{length})",
-                       "code_bits": 5, "num_levels": 31}, "float_top1": 0.9, "quant_top1": q,
-           "integer_top1": q, "activation_bits": 8, "steps": 10, "wall_seconds": 60.0,
-           "device_kind": "cpu", "devices": 1}
-    (d / "results.json").write_text(json.dumps(res))
-    paths.append(str(d / "results.json"))
-  text = summarize.table(summarize.load(paths))
-  lines = text.splitlines()
-  assert len(lines) == 4 and lines[1].startswith("|---|")
-  assert "| a | 6b(L3) | EBSP |" in text and "| b | 5b(L4) | uniform |" in text
-  assert "+0.00" in text and "-2.00" in text
