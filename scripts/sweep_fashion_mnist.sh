@@ -33,13 +33,10 @@ for seed in "${SEEDS[@]}"; do
     # 2a. Post-training projection: the float model's weights projected onto the grid with
     #     fitted per-channel scales, no ADMM. The 0.25-epoch "fine-tune" at a vanishing learning
     #     rate only calibrates the 8-bit activation ranges (LeNet-5 has no batch norm; the
-    #     kernels are frozen in that phase, the biases move by < 1e-10). No integer mode here:
-    #     the float model has dead fc1/fc2 units (weights ~1e-33 after weight decay) whose fitted
-    #     scale is ~1e-35, and ebsp_jax/quant/lowering.py's fold_parts recurses without end on
-    #     their bias (bias/scale > 2^31); the fake-quant column is the PTQ accuracy.
+    #     kernels are frozen in that phase, the biases move by < 1e-10).
     run "$S/ptq_$name" --seed="$seed" --pretrained="$S/float" --float_epochs=0 \
       --admm_epochs=0 --finetune_epochs=0.25 --finetune_learning_rate=1e-12 \
-      --pattern_bits="$bits" --pattern_length="$length" --integer_eval=false
+      --pattern_bits="$bits" --pattern_length="$length"
     # 2b. ADMM: 2 epochs ADMM + 0.5 epoch fine-tuning (flags file) from the float model.
     run "$S/$name" --seed="$seed" --pretrained="$S/float" --float_epochs=0 \
       --pattern_bits="$bits" --pattern_length="$length"
