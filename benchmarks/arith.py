@@ -38,6 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import device_description  # noqa: E402
 from ebsp_jax import BitPattern, arith  # noqa: E402
+from ebsp_jax.arith.config import on_gpu  # noqa: E402
 
 MM = (((1,), (0,)), ((), ()))
 PATTERN = BitPattern(6, 3)
@@ -83,10 +84,6 @@ def _rows(samples, ops: float, base: str) -> List[dict]:
 
 def _weights(rng, shape):
   return jnp.asarray(rng.choice(PATTERN.levels, size=shape).astype(np.int8))
-
-
-def _on_gpu() -> bool:
-  return jax.default_backend() in ("gpu", "cuda", "rocm")
 
 
 def _cpu():
@@ -161,7 +158,7 @@ def conv_cases(batch: int, hw: int, c: int, reference: bool):
       "arith fast f32-exact path (uint8)": lambda: f32path(x_u8, w),
       "arith fast bf16 path (uint8)": lambda: bf16(x_u8, w),
   }
-  if not _on_gpu():   # XLA:GPU has no int8 -> int32 convolution
+  if not on_gpu():   # XLA:GPU has no int8 -> int32 convolution
     cases["native int8->int32"] = lambda: i8(x_i8, w)
   if reference:
     cases["arith reference (uint8)"] = lambda: ref(x_u8, w)

@@ -105,6 +105,12 @@ CPU_INT8_CONV_MIN_CHANNELS = 32
 GPU_INT8_CONV_MIN_CHANNELS = 16
 
 
+def on_gpu() -> bool:
+  """Whether jax's default backend is a GPU (CUDA or ROCm)."""
+  import jax
+  return jax.default_backend() in ("gpu", "cuda", "rocm")
+
+
 def resolve_accumulation(accumulation: str, op: str, conv_group_in: int = 0) -> str:
   """``auto``: the native path per backend and op.
 
@@ -122,7 +128,7 @@ def resolve_accumulation(accumulation: str, op: str, conv_group_in: int = 0) -> 
     return accumulation
   import jax
   backend = jax.default_backend()
-  if op == "conv" and backend in ("gpu", "cuda", "rocm"):
+  if op == "conv" and on_gpu():
     return "float32" if conv_group_in >= GPU_INT8_CONV_MIN_CHANNELS else "bfloat16"
   if op == "conv" and backend == "cpu" and conv_group_in < CPU_INT8_CONV_MIN_CHANNELS:
     return "float32"
@@ -174,7 +180,8 @@ def make_config(lhs_dtype, rhs_dtype, *, pattern, acc_bits, overflow, mode, meth
   cfg = Config(pattern=pattern, acc_bits=acc_bits, overflow=overflow, mode=mode,
                rounding=rounding, act_bits=act_bits, act_signed=bool(act_signed), method=method,
                accumulation=resolve_accumulation(
-                   accumulation, "dot" if conv_pointwise else op, conv_group_in), with_stats=bool(with_stats))
+                   accumulation, "dot" if conv_pointwise else op, conv_group_in),
+               with_stats=bool(with_stats))
   if cfg.max_abs_product >= 1 << 31:
     raise ValueError(f"a product does not fit the 32-bit datapath: max |activation| "
                      f"{cfg.max_abs_act} x max |weight| {pattern.max_level} >= 2**31; use fewer "

@@ -60,7 +60,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ebsp_jax.arith import datapath, wide
-from ebsp_jax.arith.config import Config
+from ebsp_jax.arith.config import Config, on_gpu
 from ebsp_jax.arith.geometry import ConvGeometry
 from ebsp_jax.numerics import BitPattern, encode
 
@@ -467,7 +467,7 @@ def conv(lhs: jax.Array, rhs: jax.Array, geo: ConvGeometry, cfg: Config):
   # XLA:GPU has no bf16 x bf16 -> f32 convolution (cuDNN): it would convert the operands to
   # float32 itself; passing float32 operands keeps the result exact whatever precision XLA
   # then picks (tf32, bf16 passes, float32).
-  float_operands = jax.default_backend() in ("gpu", "cuda", "rocm")
+  float_operands = on_gpu()
   value = None if empty else combine(p, lhs, rhs, cfg, native, native_ones, use_wide,
                                      float_operands)
   return finalize(value, geo.out_shape, cfg)
