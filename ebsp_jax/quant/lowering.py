@@ -395,7 +395,7 @@ class Interpreter:
       return t, 0, np.zeros((1,) * t.q.ndim, np.int64)
     r = t.o / t.m
     rmax = float(np.max(np.abs(r)))
-    if 2 * (t.bound + rmax + 2) > INT32_BOUND:
+    if t.bound + rmax + 1 > INT32_BOUND:
       t = self.narrow_for_offset(t)
       r = t.o / t.m
       rmax = float(np.max(np.abs(r)))
