@@ -4,9 +4,10 @@ Not a test. Prints a table and writes JSON. Cases, timed side by side in one run
 round-robin (the machine is shared and noisy), medians reported with ratios to float32:
 
 * matmul ``M x K x N`` (default 1024^3): native float32, int8 x int8 -> int32 and
-  bf16 x bf16 -> float32; ``arith`` fast with ``accumulation="auto"`` (uint8 activations x
-  ``6b(L3)`` weights: the paper's format; and int8 activations), its int8 and bf16 paths
-  forced, dual-LOD mode, and the literal reference datapath;
+  bf16 x bf16 -> float32 (and, on CPU, oneDNN's u8 x s8 -> int32 GEMM as a bare custom call);
+  ``arith`` fast with ``accumulation="auto"`` (uint8 activations x ``6b(L3)`` weights: the
+  paper's format; and int8 activations), its int8, bf16 and oneDNN paths forced, dual-LOD
+  mode, and the literal reference datapath;
 * ResNet-style 3x3 convolution (default batch 8, 56x56x64 -> 64, stride 1, SAME, NHWC):
   the same set;
 * images/s of integer-mode ResNet-20 (32x32) and ResNet-50 (224x224) vs the same float model,
@@ -38,6 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import device_description  # noqa: E402
 from ebsp_jax import BitPattern, arith  # noqa: E402
+from ebsp_jax.arith import onednn  # noqa: E402
 from ebsp_jax.arith.config import on_gpu  # noqa: E402
 
 MM = (((1,), (0,)), ((), ()))
@@ -121,11 +123,19 @@ def matmul_cases(size: int, reference: bool):
       "arith fast bf16 path (uint8)": lambda: bf16(a_u8, w),
       "arith fast dual-LOD auto (uint8)": lambda: dual(a_u8, w),
   }
+  checks = [("fast", fast), ("bf16 path", bf16), ("int8 path", int8_path)]
+  if jax.default_backend() == "cpu" and onednn.available():
+    dnnl, raw = ar(accumulation="onednn"), jax.jit(onednn.gemm)
+    cases["native oneDNN u8s8->int32 (custom call)"] = lambda: raw(a_u8, w)
+    cases["arith fast oneDNN path (uint8)"] = lambda: dnnl(a_u8, w)
+    checks.append(("oneDNN path", dnnl))
+  elif jax.default_backend() == "cpu":
+    print(f"oneDNN kernel unavailable: {onednn.status()}")
   if reference:
     cases["arith reference (uint8)"] = lambda: ref(a_u8, w)
   # Independent check: int64 numpy products (of sampled rows when the matmul is large).
   idx, exact = _exact_rows(np.asarray(a_u8), np.asarray(w))
-  for name, fn in (("fast", fast), ("bf16 path", bf16), ("int8 path", int8_path)):
+  for name, fn in checks:
     got = np.asarray(fn(a_u8, w))[idx]
     assert np.array_equal(got, exact), f"{name} matmul is not exact"
   return cases, 2.0 * m * k * n, f"matmul {m}x{k}x{n}"
@@ -361,6 +371,9 @@ def main(argv=None):
   print(f"device: {device}; jax {jax.__version__}; backend {jax.default_backend()}")
   out = dict(device=device, jax_version=jax.__version__, date=time.strftime("%Y-%m-%d"),
              backend=jax.default_backend(), pattern=str(PATTERN), results=[])
+  if jax.default_backend() == "cpu":
+    out["onednn"] = dict(available=onednn.available(), reason=onednn.status(),
+                         int8_dot_instructions=onednn.cpu_has_int8_dot())
   sparse = {"arith reference (uint8)": args.reference_every}
   parts = []
   if args.only in (None, "matmul"):

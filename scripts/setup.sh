@@ -22,3 +22,5 @@ if [ ! -f "$DATA/train-images-idx3-ubyte.gz" ]; then
     echo "setup: no apt-get/root here: install the Debian package dataset-fashion-mnist or pass --data_dir"
   fi
 fi
+# Build the oneDNN int8 GEMM kernel now (else on first use) and say whether it is usable.
+.venv/bin/python -c "from ebsp_jax.arith import onednn; r = onednn.status(); print('setup: oneDNN int8 GEMM kernel ' + ('ready' if r is None else 'unavailable (' + r + '); the CPU fast path uses XLA ops'))"

@@ -6,6 +6,9 @@
 # Usage: bash scripts/sweep_fashion_mnist.sh [RUNS_DIR, default runs/fmnist] [SEED ...]
 #        (default seeds 0 1 2; after scripts/setup.sh). Runs one training at a time; a run whose
 #        results.json exists is skipped, so a stopped sweep continues where it was.
+# Environment: FORMATS="name:bits:length ..." (default: the eight below); QUANT_FLAGS, extra
+#   flags for the PTQ and ADMM runs (e.g. "--per_channel=false"); CONTROL=0 skips the control.
+#   A float model already in RUNS_DIR/seedS/float (e.g. a symlink to another sweep's) is reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${1:-runs/fmnist}"
@@ -14,7 +17,8 @@ SEEDS=("$@")
 [ ${#SEEDS[@]} -gt 0 ] || SEEDS=(0 1 2)
 PY=.venv/bin/python
 FLAGS=experiments/configs/fashion_mnist.flags
-FORMATS="6b_L3:6:3 5b_L3:5:3 5b_L2:5:2 4b_L2:4:2 uniform_5b:5:4 uniform_4b:4:3 pow2_16b:16:1 pow2_8b:8:1"
+FORMATS="${FORMATS:-6b_L3:6:3 5b_L3:5:3 5b_L2:5:2 4b_L2:4:2 uniform_5b:5:4 uniform_4b:4:3 pow2_16b:16:1 pow2_8b:8:1}"
+read -r -a QUANT <<<"${QUANT_FLAGS:-}"
 
 run() {  # run WORKDIR FLAGS...: one training run unless its results.json exists
   local dir="$1"; shift
@@ -36,11 +40,12 @@ for seed in "${SEEDS[@]}"; do
     #     kernels are frozen in that phase, the biases move by < 1e-10).
     run "$S/ptq_$name" --seed="$seed" --pretrained="$S/float" --float_epochs=0 \
       --admm_epochs=0 --finetune_epochs=0.25 --finetune_learning_rate=1e-12 \
-      --pattern_bits="$bits" --pattern_length="$length"
+      --pattern_bits="$bits" --pattern_length="$length" ${QUANT[@]+"${QUANT[@]}"}
     # 2b. ADMM: 2 epochs ADMM + 0.5 epoch fine-tuning (flags file) from the float model.
     run "$S/$name" --seed="$seed" --pretrained="$S/float" --float_epochs=0 \
-      --pattern_bits="$bits" --pattern_length="$length"
+      --pattern_bits="$bits" --pattern_length="$length" ${QUANT[@]+"${QUANT[@]}"}
   done
+  [ "${CONTROL:-1}" = 0 ] && continue
   # 3. Control: the same extra epochs with float weights and activations.
   run "$S/control_float" --seed="$seed" --pretrained="$S/float" --float_epochs=0 \
     --pattern_bits=16 --pattern_length=15 --activation_bits=0

@@ -13,7 +13,7 @@ OVERFLOWS = ("wrap", "saturate", "error")
 MODES = ("exact", "dual_lod")
 METHODS = ("fast", "reference")
 ROUNDINGS = ("truncate", "round")
-ACCUMULATIONS = ("auto", "int32", "float32", "bfloat16")
+ACCUMULATIONS = ("auto", "int32", "float32", "bfloat16", "onednn")
 ACC_BITS_RANGE = (2, 32)
 MAX_ACT_BITS = 16
 
@@ -119,14 +119,30 @@ def resolve_accumulation(accumulation: str, op: str, conv_group_in: int = 0) -> 
     float32) with at least ``GPU_INT8_CONV_MIN_CHANNELS`` input channels per group, else
     bfloat16 (9-bit digits in float32 operands, tensor-core tf32 convolution, exact).
   * CPU: convolutions: int32, except float32 with fewer than ``CPU_INT8_CONV_MIN_CHANNELS``
-    input channels per group (XLA:CPU's slow int8 path); dot_general: left ``"auto"``, resolved
-    by :func:`ebsp_jax.arith.fast.plan` (bfloat16 operands when the CPU has bf16 dot
+    input channels per group (XLA:CPU's slow int8 path); dot_general (and 1x1 convolutions,
+    which run as one): left ``"auto"``, resolved by :func:`ebsp_jax.arith.fast.plan` (oneDNN's
+    int8 GEMM when it is available, else bfloat16 operands when the CPU has bf16 dot
     instructions and one native op suffices, else int32).
   * Others (TPU): int32.
+
+  ``"onednn"`` (:mod:`ebsp_jax.arith.onednn`) is accepted for dots and 1x1 convolutions on the
+  CPU backend where the kernel is available; otherwise a one-line ``ValueError`` says why.
   """
+  import jax
+  if accumulation == "onednn":
+    from ebsp_jax.arith import onednn
+    if op != "dot":
+      raise ValueError("accumulation='onednn' is for dot_general and 1x1 convolutions (stride "
+                       "any, no padding, dilation or groups); use 'auto', 'int32' or "
+                       "'float32' for this convolution")
+    if jax.default_backend() != "cpu":
+      raise ValueError(f"accumulation='onednn' runs on the CPU backend only (default backend "
+                       f"is {jax.default_backend()}); use 'auto'")
+    reason = onednn.status()
+    if reason is not None:
+      raise ValueError(f"accumulation='onednn' is unavailable here: {reason}")
   if accumulation != "auto":
     return accumulation
-  import jax
   backend = jax.default_backend()
   if op == "conv" and on_gpu():
     return "float32" if conv_group_in >= GPU_INT8_CONV_MIN_CHANNELS else "bfloat16"

@@ -65,7 +65,8 @@ def run_both(lhs, rhs, dims, **kw):
 @given(dot_problems(), patterns(max_bits=8), act_formats(max_bits=12), st.integers(2, 32),
        st.sampled_from(["wrap", "saturate"]), st.sampled_from(["exact", "dual_lod"]),
        st.sampled_from(["truncate", "round"]),
-       st.sampled_from(["auto", "int32", "float32", "bfloat16"]), st.integers(0, 2**31 - 1))
+       st.sampled_from(["auto", "int32", "float32", "bfloat16", "onednn"]),
+       st.integers(0, 2**31 - 1))
 def test_dot_general_matches_int64_model(problem, pattern, act, acc_bits, overflow, mode,
                                          rounding, accumulation, seed):
   lshape, rshape, dims = problem
@@ -269,8 +270,8 @@ def test_flax_style_call():
 @fast_settings(150)
 @given(dot_problems(), patterns(max_bits=16), act_formats(max_bits=16), st.integers(2, 32),
        st.sampled_from(["wrap", "saturate"]), st.sampled_from(["exact", "dual_lod"]),
-       st.sampled_from(["truncate", "round"]), st.sampled_from(["int32", "float32", "bfloat16"]),
-       st.integers(0, 2**31 - 1))
+       st.sampled_from(["truncate", "round"]),
+       st.sampled_from(["int32", "float32", "bfloat16", "onednn"]), st.integers(0, 2**31 - 1))
 def test_dot_general_matches_int64_model_many(problem, pattern, act, acc_bits, overflow, mode,
                                               rounding, accumulation, seed):
   lshape, rshape, dims = problem
@@ -299,7 +300,7 @@ def test_planes_reconstruct_every_pattern_and_format():
   for pattern in _all_patterns(8) + [BitPattern(16, 3), BitPattern(16, 15), BitPattern(12, 1)]:
     levels = pattern.levels.astype(np.int64)
     q = np.resize(levels, 512)                       # fixed shape: eager ops compile once
-    for accumulation in ("int32", "float32", "bfloat16"):
+    for accumulation in ("int32", "float32", "bfloat16", "onednn"):
       p = fast.plan(Config(pattern=pattern, act_bits=8, act_signed=False,
                            accumulation=accumulation), 64)
       planes = [np.asarray(t) for t in fast.weight_planes(q, p.weight, pattern)]

@@ -59,7 +59,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ebsp_jax.arith import datapath, wide
+from ebsp_jax.arith import datapath, onednn, wide
 from ebsp_jax.arith.config import Config, on_gpu
 from ebsp_jax.arith.geometry import ConvGeometry
 from ebsp_jax.numerics import BitPattern, encode
@@ -228,23 +228,34 @@ def plan(cfg: Config, units: int, unit_size: int = 1, accumulation: Optional[str
   """
   accumulation = accumulation or cfg.accumulation
   if accumulation == "auto":
+    if onednn.available():
+      return plan(cfg, units, unit_size, "onednn")
+    onednn.warn_unavailable_once()
     if cpu_has_bf16_dot():
       cand = plan(cfg, units, unit_size, "bfloat16")
       if cand.native_ops == 1:
         return cand
     return plan(cfg, units, unit_size, "int32")
   lo, hi = cfg.datapath_act_range
-  bound = INT32_BOUND if accumulation == "int32" else FLOAT32_BOUND   # float32, bfloat16
+  bound = INT32_BOUND if accumulation in ("int32", "onednn") else FLOAT32_BOUND
   k_total = units * unit_size
   exact_int32 = k_total * cfg.max_abs_product <= INT32_BOUND
   best = None
   # Digit widths: int8 operands hold 8-bit signed digits; bf16 operands hold every integer of
   # magnitude <= 256 exactly, i.e. 9-bit signed digits (uint8 activations need no offset).
+  # oneDNN: uint8 or int8 activations as they are (one plane), int8 weight digits, narrower
+  # (|digit| <= 63) on CPUs without int8 dot instructions (see ebsp_jax.arith.onednn).
   top = 9 if accumulation == "bfloat16" else 8
   widths = (8,) if accumulation == "int32" else range(top, 1, -1)
-  for da in widths:
+  act_widths = weight_widths = widths
+  if accumulation == "onednn":
+    act_widths = (8,)
+    weight_widths = (8,) if onednn.max_exact_weight() >= 127 else (7,)
+  for da in act_widths:
     ap = act_plan(lo, hi, da)
-    for dw in widths:
+    if accumulation == "onednn" and lo >= 0 and hi <= 255:
+      ap = ActPlan(lo, hi, 8, True, (0,), (False,), (hi,), 0)     # uint8 operand
+    for dw in weight_widths:
       wp = weight_plan(cfg.pattern, dw)
       if wp is None:
         continue
@@ -308,6 +319,13 @@ def _operand_dtype(accumulation: str, float_operands: bool = False):
   return jnp.int8
 
 
+def _act_operand_dtype(p: Plan, float_operands: bool = False):
+  """As :func:`_operand_dtype`; uint8 for oneDNN's direct non-negative activations."""
+  if p.accumulation == "onednn" and p.act.direct and p.act.lo >= 0:
+    return jnp.uint8
+  return _operand_dtype(p.accumulation, float_operands)
+
+
 def combine(p: Plan, lhs: jax.Array, rhs: jax.Array, cfg: Config,
             native: Callable[[jax.Array, jax.Array, int, int], jax.Array],
             native_ones: Callable[[jax.Array, int, int], jax.Array], exact: bool,
@@ -328,8 +346,12 @@ def combine(p: Plan, lhs: jax.Array, rhs: jax.Array, cfg: Config,
   if cfg.mode == "dual_lod":
     a = datapath.act_approx(lhs, cfg.pattern.length, cfg.rounding)
   dt = _operand_dtype(p.accumulation, float_operands)
-  alphas = [x.astype(dt) for x in act_planes(a, p.act)]
-  omegas = [x.astype(dt) for x in weight_planes(rhs, p.weight, cfg.pattern)]
+  adt = _act_operand_dtype(p, float_operands)
+  # A direct plane already in the operand type is the operand itself (no int32 round trip).
+  alphas = ([a] if p.act.direct and a.dtype == adt else
+            [x.astype(adt) for x in act_planes(a, p.act)])
+  omegas = ([rhs] if p.weight.kind == "direct" and rhs.dtype == dt else
+            [x.astype(dt) for x in weight_planes(rhs, p.weight, cfg.pattern)])
   ranges = [(u0, min(u0 + p.chunk_units, p.units)) for u0 in range(0, p.units, p.chunk_units)]
   total = _Sum(exact)
   for alpha, e in zip(alphas, p.act.shifts):
@@ -388,6 +410,8 @@ def dot(a: jax.Array, w: jax.Array, cfg: Config):
   def native(alpha, omega, u0, u1):
     if (u0, u1) != (0, k):
       alpha, omega = alpha[:, :, u0:u1], omega[:, u0:u1, :]
+    if p.accumulation == "onednn":
+      return onednn.gemm(alpha, omega)
     return _to_int32(lax.dot_general(alpha, omega, dims, preferred_element_type=dt))
 
   def native_ones(omega, u0, u1):
