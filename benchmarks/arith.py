@@ -233,14 +233,15 @@ def _kernel_profile(fn: Callable[[], object], directory: str, calls: int = 3, to
 
 def _batch_convs(hlo: str, batch: int) -> int:
   """Convolutions over the whole batch (not the batch-1 offset terms) plus matmuls (1x1
-  convolutions run as matmuls) in compiled HLO text."""
+  convolutions run as matmuls; XLA dots, cuBLAS or oneDNN custom calls) in compiled HLO text."""
   import re
   n = 0
   for line in hlo.splitlines():
     if "convolution(" in line or 'custom_call_target="__cudnn$conv' in line:
       lhs, _, rhs = line.partition(" = ")
       n += bool(re.match(rf"\(?[a-z0-9]+\[{batch},", rhs))
-    elif " dot(" in line or 'custom_call_target="__cublas' in line:
+    elif (" dot(" in line or 'custom_call_target="__cublas' in line
+          or 'custom_call_target="ebsp_onednn_gemm' in line):
       n += 1
   return n
 

@@ -172,9 +172,11 @@ def dot_general(lhs, rhs, dimension_numbers, *, pattern: BitPattern, acc_bits: i
     accumulation: native path of ``method="fast"``: ``"int32"`` (int8 x int8 -> int32),
       ``"float32"`` (int8 x int8 -> float32, exact by the 2**24 bound, see
       :mod:`ebsp_jax.arith.fast`), ``"bfloat16"`` (the int8 planes as bf16 operands, float32
-      accumulation, same bound) or ``"auto"``: the fastest exact path measured per backend —
-      GPU: int32 for dots, float32 for convolutions; CPU: bfloat16 operands for dots when the
-      CPU has bf16 dot instructions and one native op suffices (else int32), int32 for
+      accumulation, same bound), ``"onednn"`` (CPU: oneDNN's u8/s8 x s8 -> int32 GEMM as an
+      XLA custom call, :mod:`ebsp_jax.arith.onednn`; dots and 1x1 convolutions) or ``"auto"``:
+      the fastest exact path measured per backend — GPU: int32 for dots, float32 for
+      convolutions; CPU: oneDNN for dots when its kernel is available (else bfloat16 operands
+      when the CPU has bf16 dot instructions and one native op suffices, else int32), int32 for
       convolutions with >= 32 input channels per group (else float32); see
       :func:`ebsp_jax.arith.config.resolve_accumulation`. Every choice is bit-exact.
     name: label of this call in :func:`ebsp_jax.arith.events.recording` logs.
@@ -239,7 +241,7 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int],
                     mode=mode, method=method, rounding=rounding, act_bits=act_bits,
                     act_signed=act_signed, with_stats=with_stats, accumulation=accumulation,
                     op="conv", preferred_element_type=preferred_element_type,
-                    conv_group_in=geo.group_in,
+                    conv_group_in=geo.group_in, conv_k=geo.k,
                     conv_pointwise=geo.pointwise and method == "fast")
   _eager_checks(lhs, rhs, cfg)
   events.maybe_record("conv", lhs, rhs, name,

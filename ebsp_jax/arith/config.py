@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Optional, Tuple
 
 import numpy as np
@@ -103,6 +104,23 @@ CPU_INT8_CONV_MIN_CHANNELS = 32
 # batch 256, 3.6 ms as int8 -> f32 against 1.5 ms as tf32 on float operands holding the
 # same integers).
 GPU_INT8_CONV_MIN_CHANNELS = 16
+# On CPU, im2col + oneDNN's int8 GEMM beats XLA's convolutions when each output sums at least
+# this many products (measured 2026-11-28, AMD EPYC: 3x3 conv, 64 channels, 3.1x XLA float32
+# and 1.7x XLA int8 in wall time); below it (depthwise) the GEMMs are too thin.
+ONEDNN_CONV_MIN_K = 32
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_flags() -> frozenset:
+  """This CPU's feature flags (``/proc/cpuinfo``; empty where unavailable)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("flags"):
+          return frozenset(line.split(":", 1)[1].split())
+  except OSError:
+    pass
+  return frozenset()
 
 
 def on_gpu() -> bool:
@@ -111,30 +129,30 @@ def on_gpu() -> bool:
   return jax.default_backend() in ("gpu", "cuda", "rocm")
 
 
-def resolve_accumulation(accumulation: str, op: str, conv_group_in: int = 0) -> str:
+def resolve_accumulation(accumulation: str, op: str, conv_group_in: int = 0,
+                         conv_k: int = 0) -> str:
   """``auto``: the native path per backend and op.
 
   * GPU: int32 (int8 tensor cores) for dot_general; for convolutions float32 (int8 operands,
     float32 result: XLA:GPU has no int8 -> int32 convolution, cuDNN's int8 convolutions give
     float32) with at least ``GPU_INT8_CONV_MIN_CHANNELS`` input channels per group, else
     bfloat16 (9-bit digits in float32 operands, tensor-core tf32 convolution, exact).
-  * CPU: convolutions: int32, except float32 with fewer than ``CPU_INT8_CONV_MIN_CHANNELS``
-    input channels per group (XLA:CPU's slow int8 path); dot_general (and 1x1 convolutions,
-    which run as one): left ``"auto"``, resolved by :func:`ebsp_jax.arith.fast.plan` (oneDNN's
-    int8 GEMM when it is available, else bfloat16 operands when the CPU has bf16 dot
-    instructions and one native op suffices, else int32).
+  * CPU: convolutions: im2col + oneDNN's int8 GEMM (``"onednn"``) when its kernel is
+    available and a window holds at least ``ONEDNN_CONV_MIN_K`` products (``conv_k`` = taps x
+    input channels per group; depthwise convolutions stay on XLA), else int32, except float32
+    with fewer than ``CPU_INT8_CONV_MIN_CHANNELS`` input channels per group (XLA:CPU's slow
+    int8 path); dot_general (and 1x1 convolutions, which run as one): left ``"auto"``,
+    resolved by :func:`ebsp_jax.arith.fast.plan` (oneDNN's int8 GEMM when it is available,
+    else bfloat16 operands when the CPU has bf16 dot instructions and one native op suffices,
+    else int32).
   * Others (TPU): int32.
 
-  ``"onednn"`` (:mod:`ebsp_jax.arith.onednn`) is accepted for dots and 1x1 convolutions on the
-  CPU backend where the kernel is available; otherwise a one-line ``ValueError`` says why.
+  ``"onednn"`` (:mod:`ebsp_jax.arith.onednn`) is accepted on the CPU backend where the kernel
+  is available; otherwise a one-line ``ValueError`` says why.
   """
   import jax
+  from ebsp_jax.arith import onednn
   if accumulation == "onednn":
-    from ebsp_jax.arith import onednn
-    if op != "dot":
-      raise ValueError("accumulation='onednn' is for dot_general and 1x1 convolutions (stride "
-                       "any, no padding, dilation or groups); use 'auto', 'int32' or "
-                       "'float32' for this convolution")
     if jax.default_backend() != "cpu":
       raise ValueError(f"accumulation='onednn' runs on the CPU backend only (default backend "
                        f"is {jax.default_backend()}); use 'auto'")
@@ -146,6 +164,8 @@ def resolve_accumulation(accumulation: str, op: str, conv_group_in: int = 0) -> 
   backend = jax.default_backend()
   if op == "conv" and on_gpu():
     return "float32" if conv_group_in >= GPU_INT8_CONV_MIN_CHANNELS else "bfloat16"
+  if op == "conv" and backend == "cpu" and conv_k >= ONEDNN_CONV_MIN_K and onednn.available():
+    return "onednn"
   if op == "conv" and backend == "cpu" and conv_group_in < CPU_INT8_CONV_MIN_CHANNELS:
     return "float32"
   if op == "dot" and backend == "cpu":
@@ -156,7 +176,8 @@ def resolve_accumulation(accumulation: str, op: str, conv_group_in: int = 0) -> 
 def make_config(lhs_dtype, rhs_dtype, *, pattern, acc_bits, overflow, mode, method, rounding,
                 act_bits: Optional[int], act_signed: Optional[bool], with_stats: bool,
                 accumulation: str, op: str, preferred_element_type=None,
-                conv_group_in: int = 0, conv_pointwise: bool = False) -> Config:
+                conv_group_in: int = 0, conv_k: int = 0,
+                conv_pointwise: bool = False) -> Config:
   """Validates the arguments of a public call; one-line ``ValueError``/``TypeError`` otherwise.
 
   ``conv_pointwise``: the convolution runs as a matmul (``fast.pointwise_conv``), so ``"auto"``
@@ -196,7 +217,7 @@ def make_config(lhs_dtype, rhs_dtype, *, pattern, acc_bits, overflow, mode, meth
   cfg = Config(pattern=pattern, acc_bits=acc_bits, overflow=overflow, mode=mode,
                rounding=rounding, act_bits=act_bits, act_signed=bool(act_signed), method=method,
                accumulation=resolve_accumulation(
-                   accumulation, "dot" if conv_pointwise else op, conv_group_in),
+                   accumulation, "dot" if conv_pointwise else op, conv_group_in, conv_k),
                with_stats=bool(with_stats))
   if cfg.max_abs_product >= 1 << 31:
     raise ValueError(f"a product does not fit the 32-bit datapath: max |activation| "

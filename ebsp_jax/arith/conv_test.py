@@ -121,7 +121,8 @@ def _assert_methods_match_model(lhs, rhs, prob, pattern, **kw):
 @given(conv_problems(), patterns(max_bits=8), act_formats(max_bits=10), st.integers(2, 32),
        st.sampled_from(["wrap", "saturate"]), st.sampled_from(["exact", "dual_lod"]),
        st.sampled_from(["truncate", "round"]),
-       st.sampled_from(["auto", "int32", "float32", "bfloat16"]), st.integers(0, 2**31 - 1))
+       st.sampled_from(["auto", "int32", "float32", "bfloat16", "onednn"]),
+       st.integers(0, 2**31 - 1))
 def test_conv_matches_int64_model(prob, pattern, act, acc_bits, overflow, mode, rounding,
                                   accumulation, seed):
   rng = np.random.default_rng(seed)
@@ -158,7 +159,8 @@ def pointwise_problems(draw):
 @fast_settings(12)
 @given(pointwise_problems(), patterns(max_bits=8), act_formats(max_bits=10), st.integers(2, 32),
        st.sampled_from(["wrap", "saturate"]), st.sampled_from(["exact", "dual_lod"]),
-       st.sampled_from(["auto", "int32", "float32", "bfloat16"]), st.integers(0, 2**31 - 1))
+       st.sampled_from(["auto", "int32", "float32", "bfloat16", "onednn"]),
+       st.integers(0, 2**31 - 1))
 def test_pointwise_conv_matches_int64_model(prob, pattern, act, acc_bits, overflow, mode,
                                             accumulation, seed):
   """The matmul route of 1x1 convolutions (strides, layouts) equals the int64 model."""
@@ -180,7 +182,7 @@ RESNET_LIKE = dict(lshape=(2, 9, 9, 16), rshape=(3, 3, 16, 8), window_strides=(2
                    dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=1)
 
 
-@pytest.mark.parametrize("accumulation", ["int32", "float32", "bfloat16"])
+@pytest.mark.parametrize("accumulation", ["int32", "float32", "bfloat16", "onednn"])
 def test_resnet_like_conv_with_overflow(accumulation):
   """3x3 / stride 2 / SAME, uint8 activations (offset plane + padding correction), overflow."""
   pattern = BitPattern(6, 3)
@@ -265,7 +267,8 @@ def test_conv_jit_vmap_and_checks():
 @given(conv_problems(max_spatial=8), patterns(max_bits=16), act_formats(max_bits=16),
        st.integers(2, 32), st.sampled_from(["wrap", "saturate"]),
        st.sampled_from(["exact", "dual_lod"]), st.sampled_from(["truncate", "round"]),
-       st.sampled_from(["int32", "float32", "bfloat16"]), st.integers(0, 2**31 - 1))
+       st.sampled_from(["int32", "float32", "bfloat16", "onednn"]),
+       st.integers(0, 2**31 - 1))
 def test_conv_matches_int64_model_many(prob, pattern, act, acc_bits, overflow, mode, rounding,
                                        accumulation, seed):
   bits, signed = act

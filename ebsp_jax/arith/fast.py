@@ -34,9 +34,13 @@ magnitude. Whichever needs fewer planes is used; a pattern with ``max_level < 2*
 Exactness. (1) Terms: with ``|alpha| <= A``, ``|omega| <= W`` and a chunk of at most ``k_c``
 contraction elements, every partial sum of a term, in any order, is bounded by
 ``k_c * A * W``. The int32 path needs ``k_c * A * W <= 2**31 - 1`` (then the int32 dot is exact,
-no wrap). The float32 path (for GPUs, where XLA has no int8 -> int32 convolution and cuDNN's
-integer convolutions accumulate into f32; also ``accumulation="bfloat16"``: bf16 operands, f32
-accumulation, for CPUs with bf16 dot units) needs ``k_c * A * W <= 2**24``: every integer of
+no wrap; the same bound serves ``accumulation="onednn"``, whose int8 GEMM also accumulates
+in int32 — uint8 activations are its operand as they are, without the offset below, and on CPUs
+without int8 dot instructions its weight digits are narrowed to 7 bits, see
+:mod:`ebsp_jax.arith.onednn`). The float32 path (for GPUs, where XLA has no int8 -> int32
+convolution and cuDNN's integer convolutions accumulate into f32; also
+``accumulation="bfloat16"``: bf16 operands, f32 accumulation, for CPUs with bf16 dot units)
+needs ``k_c * A * W <= 2**24``: every integer of
 magnitude ``<= 2**24`` is a float32, so every product and every partial sum — in any order,
 with any blocking, also with operands converted to bf16/f16/tf32 (int8 values are exact
 there) — is exact, and so is the result. The planner (:func:`plan`) picks digit widths and a
@@ -53,6 +57,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
+import math
 from typing import Callable, List, Optional, Tuple
 
 import jax
@@ -60,7 +66,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ebsp_jax.arith import datapath, onednn, wide
-from ebsp_jax.arith.config import Config, on_gpu
+from ebsp_jax.arith.config import Config, cpu_flags, on_gpu
 from ebsp_jax.arith.geometry import ConvGeometry
 from ebsp_jax.numerics import BitPattern, encode
 
@@ -201,27 +207,19 @@ class Plan:
     return self.act.count * self.weight.count * self.chunks
 
 
-@functools.lru_cache(maxsize=None)
 def cpu_has_bf16_dot() -> bool:
   """Whether this CPU has bf16 dot-product instructions (AVX512-BF16 or AMX-BF16)."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("flags"):
-          flags = line.split(":", 1)[1].split()
-          return "avx512_bf16" in flags or "amx_bf16" in flags
-  except OSError:
-    pass
-  return False
+  return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def plan(cfg: Config, units: int, unit_size: int = 1, accumulation: Optional[str] = None) -> Plan:
   """Chooses planes and chunking for ``units * unit_size`` contraction elements (see module doc).
 
   ``accumulation`` overrides ``cfg.accumulation``. ``"auto"`` (left unresolved by the config
-  only for dot_general on CPU) picks bfloat16 operands when the CPU has bf16 dot instructions
-  and that needs a single native op (XLA:CPU's bf16 matmul measured ~1.3x faster than its
-  int8 matmul here), else int32.
+  only for dot_general on CPU) picks oneDNN's int8 GEMM when its kernel is available
+  (:mod:`ebsp_jax.arith.onednn`; 3.3x XLA:CPU's float32 matmul per CPU-second here), else
+  bfloat16 operands when the CPU has bf16 dot instructions and that needs a single native op
+  (XLA:CPU's bf16 matmul measured ~1.3x faster than its int8 matmul here), else int32.
 
   Raises:
     ValueError: if no plan meets the exactness bound (only for absurd kernel sizes).
@@ -440,14 +438,99 @@ def pointwise_conv(lhs: jax.Array, rhs: jax.Array, geo: ConvGeometry, cfg: Confi
   return back(out), None if overflowed is None else back(overflowed)
 
 
+# Largest im2col patch matrix materialised at once (bytes); larger batches are cut in chunks.
+IM2COL_CHUNK_BYTES = 1 << 27
+
+
+def im2col_patches(x: jax.Array, geo: ConvGeometry) -> jax.Array:
+  """The receptive fields of a convolution as rows of a matrix.
+
+  Args:
+    x: ``(N, *spatial, C)`` integer activations (channels last).
+    geo: the convolution (padding, lhs/rhs dilation, strides, groups as in ``lax``).
+
+  Returns:
+    ``(G, N * prod(out_spatial), taps * C/G)`` of ``x.dtype``: row ``(n, p)`` of group ``g``
+    holds, tap by tap (kernel positions in row-major order), the group's input channels seen
+    by output position ``p`` of image ``n``; zero where the window covers padding or a dilation
+    hole. ``patches @ W`` with ``W`` from :func:`im2col_weights` is the convolution.
+  """
+  n, c = x.shape[0], x.shape[-1]
+  pads = [(0, 0, 0)] + [(lo, hi, d - 1) for (lo, hi), d in zip(geo.padding, geo.lhs_dilation)]
+  xp = lax.pad(x, jnp.zeros((), x.dtype), pads + [(0, 0, 0)])
+  cols = []
+  for tap in itertools.product(*(range(k) for k in geo.kernel)):
+    start = tuple(t * r for t, r in zip(tap, geo.rhs_dilation))
+    limit = tuple(s + (o - 1) * st + 1 for s, o, st in zip(start, geo.out_spatial, geo.strides))
+    cols.append(lax.slice(xp, (0,) + start + (0,), (n,) + limit + (c,),
+                          (1,) + tuple(geo.strides) + (1,)))
+  out_sp = math.prod(geo.out_spatial)
+  t = jnp.stack(cols, axis=-2).reshape(n, out_sp, geo.taps, geo.groups, geo.group_in)
+  return jnp.transpose(t, (3, 0, 1, 2, 4)).reshape(geo.groups, n * out_sp,
+                                                   geo.taps * geo.group_in)
+
+
+def im2col_weights(rhs: jax.Array, geo: ConvGeometry) -> jax.Array:
+  """``(G, taps * C/G, O/G)``: the kernel in the row order of :func:`im2col_patches`."""
+  w = geo.rhs_logical(rhs)                                                # (O, I, *K)
+  w = w.reshape((geo.groups, geo.group_out, geo.group_in) + tuple(geo.kernel))
+  nk = len(geo.kernel)
+  w = jnp.transpose(w, (0,) + tuple(range(3, 3 + nk)) + (2, 1))          # (G, *K, I, O/G)
+  return w.reshape(geo.groups, geo.taps * geo.group_in, geo.group_out)
+
+
+def im2col_conv(lhs: jax.Array, rhs: jax.Array, geo: ConvGeometry, cfg: Config):
+  """A convolution as GEMMs of its im2col patches (``accumulation="onednn"``, CPU).
+
+  The same products and sums as the convolution (each output is the sum over its receptive
+  field of ``a * q``; padding contributes nothing), evaluated by :func:`combine` over the
+  ``taps * C/G`` contraction with oneDNN's int8 GEMM. Patches are built per chunk of images
+  (at most ``IM2COL_CHUNK_BYTES`` each). Returns ``(out, overflowed or None)``.
+  """
+  p = plan(cfg, geo.k)
+  use_wide = cfg.needs_exact and not p.exact_int32
+  x = jnp.moveaxis(geo.lhs_logical(lhs), 1, -1)                          # (N, *S, C)
+  w = im2col_weights(rhs, geo)                                           # (G, K, O/G)
+  out_sp = math.prod(geo.out_spatial)
+  per_image = out_sp * geo.k * geo.groups
+  step = max(1, IM2COL_CHUNK_BYTES // max(per_image, 1))
+  shape4 = (geo.groups, geo.batch, out_sp, geo.group_out)
+
+  def native(alpha, omega, u0, u1):
+    parts = []
+    for n0 in range(0, geo.batch, step):
+      cols = im2col_patches(alpha[n0:n0 + step], geo)[:, :, u0:u1]
+      parts.append(onednn.gemm(cols, omega[:, u0:u1, :]))
+    out = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=1)
+    return out.reshape(shape4)
+
+  def native_ones(omega, u0, u1):
+    # 1 . omega: the patches of one all-ones image (zeros at padding/holes), batch 1.
+    ones = jnp.ones((1,) + x.shape[1:], jnp.int8)
+    cols = im2col_patches(ones, geo)[:, :, u0:u1]
+    return onednn.gemm(cols, omega[:, u0:u1, :]).reshape((geo.groups, 1, out_sp, geo.group_out))
+
+  value = combine(p, x, w, cfg, native, native_ones, use_wide)
+  out, overflowed = finalize(value, shape4, cfg)
+
+  def back(t):   # (G, N, P, O/G) -> out_spec layout
+    t = jnp.transpose(t, (1, 2, 0, 3)).reshape((geo.batch,) + tuple(geo.out_spatial)
+                                               + (geo.out_features,))
+    return geo.out_physical(jnp.moveaxis(t, -1, 1))
+  return back(out), None if overflowed is None else back(overflowed)
+
+
 def conv(lhs: jax.Array, rhs: jax.Array, geo: ConvGeometry, cfg: Config):
   """Fast convolution in ``lax`` semantics; returns ``(out, overflowed or None)``.
 
   Pointwise (1x1) convolutions run as one matmul (:func:`pointwise_conv`): XLA:GPU has int8
-  matmuls with int32 results but no such convolutions.
+  matmuls with int32 results but no such convolutions. With ``accumulation="onednn"`` (CPU)
+  every other convolution runs as im2col + oneDNN GEMMs (:func:`im2col_conv`).
   """
   if geo.pointwise and geo.k and 0 not in geo.out_shape:
     return pointwise_conv(lhs, rhs, geo, cfg)
+  if cfg.accumulation == "onednn" and geo.k and 0 not in geo.out_shape:
+    return im2col_conv(lhs, rhs, geo, cfg)
   cg = geo.group_in
   p = plan(cfg, cg, geo.taps)
   use_wide = cfg.needs_exact and not p.exact_int32

@@ -32,7 +32,9 @@ class DatapathConfig:
     mode: ``'exact'`` or ``'dual_lod'`` (approximate; see ``ebsp_jax.arith``).
     method: ``'fast'`` or ``'reference'``.
     accumulation: native path of the fast method (``'auto'``, ``'int32'``, ``'float32'``,
-      ``'bfloat16'``; see ``ebsp_jax.arith.dot_general``). Every choice is bit-exact.
+      ``'bfloat16'``, ``'onednn'``; see ``ebsp_jax.arith.dot_general``). Every choice is
+      bit-exact. ``'onednn'`` (CPU) serves dense layers and 1x1 convolutions only: a network
+      with other convolutions needs ``'auto'``, which uses it where it applies.
   """
 
   acc_bits: int = 32

@@ -39,6 +39,8 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from ebsp_jax.arith.config import cpu_flags
+
 _SOURCE = os.path.join(os.path.dirname(__file__), "gemm.cc")
 _TARGETS = {"u8": ("ebsp_onednn_gemm_u8s8s32", "EbspGemmU8S8"),
             "s8": ("ebsp_onednn_gemm_s8s8s32", "EbspGemmS8S8")}
@@ -61,21 +63,9 @@ def library_path() -> Optional[str]:
   return None
 
 
-@functools.lru_cache(maxsize=None)
-def cpu_flags() -> frozenset:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("flags"):
-          return frozenset(line.split(":", 1)[1].split())
-  except OSError:
-    pass
-  return frozenset()
-
-
 def cpu_has_int8_dot() -> bool:
   """Whether this CPU has int8 dot-product instructions (VNNI or AMX-INT8)."""
-  return any(f in cpu_flags() for f in _CPU_INT8_DOT_FLAGS)
+  return bool(set(_CPU_INT8_DOT_FLAGS) & cpu_flags())
 
 
 def max_exact_weight() -> int:

@@ -114,12 +114,31 @@ def test_plans_respect_the_no_vnni_weight_bound(monkeypatch):
   np.testing.assert_array_equal(np.asarray(out), lhs.astype(np.int64) @ rhs.astype(np.int64))
 
 
+@needs_kernel
+def test_im2col_conv_in_batch_chunks_matches_lax(monkeypatch):
+  """ResNet-like 3x3 convs through im2col + oneDNN, the patches cut into batch chunks (bound
+  lowered), against XLA's int32 convolution; auto picks this path on CPU (HLO check)."""
+  monkeypatch.setattr(fast, "IM2COL_CHUNK_BYTES", 3 * 8 * 8 * 9 * 16)   # 3 images per chunk
+  pattern = BitPattern(6, 3)
+  rng = np.random.default_rng(4)
+  x = act_array(rng, (7, 8, 8, 16), 8, False, extreme=0.5)
+  w = weight_array(rng, (3, 3, 16, 24), pattern, extreme=0.5)
+  dn = ("NHWC", "HWIO", "NHWC")
+  # 8x8 outputs: 3 images per chunk -> 3 GEMMs; 3x4 outputs: all 7 images in one chunk.
+  for strides, padding, dil, gemms in (((1, 1), "SAME", (1, 1), 3),
+                                       ((2, 2), ((1, 0), (2, -1)), (2, 1), 1)):
+    want = jax.lax.conv_general_dilated(jnp.asarray(x, jnp.int32), jnp.asarray(w, jnp.int32),
+                                        strides, padding, rhs_dilation=dil,
+                                        dimension_numbers=dn)
+    f = jax.jit(lambda a, b: arith.conv_general_dilated(
+        a, b, strides, padding, rhs_dilation=dil, dimension_numbers=dn, pattern=pattern))
+    if jax.default_backend() == "cpu":
+      assert f.lower(x, w).as_text().count("ebsp_onednn_gemm_u8s8s32") == gemms
+    np.testing.assert_array_equal(np.asarray(f(x, w)), np.asarray(want))
+
+
 def test_explicit_onednn_errors_are_one_line(monkeypatch):
   pattern = BitPattern(6, 3)
-  x = np.zeros((1, 4, 6, 6), np.uint8)
-  w = np.zeros((2, 4, 3, 3), np.int8)
-  with pytest.raises(ValueError, match="accumulation='onednn' is for dot_general"):
-    arith.conv_general_dilated(x, w, (1, 1), "SAME", pattern=pattern, accumulation="onednn")
   monkeypatch.setattr(onednn, "status", lambda: "no library here")
   with pytest.raises(ValueError, match="unavailable here: no library here"):
     arith.dot_general(np.zeros((2, 3), np.uint8), np.zeros((3, 2), np.int8), MM,
