@@ -217,7 +217,7 @@ def plan(cfg: Config, units: int, unit_size: int = 1, accumulation: Optional[str
 
   ``accumulation`` overrides ``cfg.accumulation``. ``"auto"`` (left unresolved by the config
   only for dot_general on CPU) picks oneDNN's int8 GEMM when its kernel is available
-  (:mod:`ebsp_jax.arith.onednn`; 3.3x XLA:CPU's float32 matmul per CPU-second here), else
+  (:mod:`ebsp_jax.arith.onednn`; ~3x XLA:CPU's float32 matmul here), else
   bfloat16 operands when the CPU has bf16 dot instructions and that needs a single native op
   (XLA:CPU's bf16 matmul measured ~1.3x faster than its int8 matmul here), else int32.
 

@@ -3,7 +3,8 @@
 XLA:CPU has no fast int8 matmul (its int8 -> int32 dot runs at 0.3-1.5x its float32 matmul on
 the AMD EPYC here, it has no VNNI path), while oneDNN's ``dnnl_gemm_u8s8s32`` /
 ``dnnl_gemm_s8s8s32`` use the CPU's int8 dot-product instructions (AVX512-VNNI, AVX-VNNI, AMX):
-3.7x XLA's float32 matmul at 1024³ on 2 cores (``benchmarks/RESULTS.md``). This module compiles
+3.3x XLA's float32 matmul in wall time and 3.8x per CPU-second at 1024³ on the 2 shared cores
+here (``benchmarks/RESULTS.md``). This module compiles
 ``gemm.cc`` — two XLA FFI handlers that call those functions — once per machine into a cache
 directory, registers them with ``jax.ffi`` and exposes :func:`gemm`.
 
