@@ -136,7 +136,9 @@ def resolve_accumulation(accumulation: str, op: str, conv_group_in: int = 0,
   * GPU: int32 (int8 tensor cores) for dot_general; for convolutions float32 (int8 operands,
     float32 result: XLA:GPU has no int8 -> int32 convolution, cuDNN's int8 convolutions give
     float32) with at least ``GPU_INT8_CONV_MIN_CHANNELS`` input channels per group, else
-    bfloat16 (9-bit digits in float32 operands, tensor-core tf32 convolution, exact).
+    bfloat16 (9-bit digits in float32 operands, tensor-core tf32 convolution, exact). An
+    explicit ``"int32"`` runs GPU convolutions as im2col + int8 -> int32 matmuls
+    (:func:`ebsp_jax.arith.fast.im2col_conv`; exact, tested on CPU, not yet timed on a GPU).
   * CPU: convolutions: im2col + oneDNN's int8 GEMM (``"onednn"``) when its kernel is
     available and a window holds at least ``ONEDNN_CONV_MIN_K`` products (``conv_k`` = taps x
     input channels per group; depthwise convolutions stay on XLA), else int32, except float32

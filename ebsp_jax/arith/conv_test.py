@@ -280,3 +280,29 @@ def test_conv_matches_int64_model_many(prob, pattern, act, acc_bits, overflow, m
   _assert_methods_match_model(lhs, rhs, prob, pattern, acc_bits=acc_bits, overflow=overflow,
                               mode=mode, rounding=rounding, act_bits=bits, act_signed=signed,
                               accumulation=accumulation)
+
+
+@fast_settings(20)
+@given(conv_problems(), patterns(max_bits=8), act_formats(max_bits=12), st.integers(2, 32),
+       st.sampled_from(["wrap", "saturate"]), st.integers(0, 2**31 - 1))
+def test_im2col_with_xla_int8_gemm_matches_int64_model(prob, pattern, act, acc_bits, overflow,
+                                                       seed):
+  """The GPU route of ``accumulation="int32"`` (im2col + XLA int8 -> int32 dot), run here on
+  the CPU backend: equal to the int64 model, incl. >8-bit activations (planes + ones term)."""
+  from ebsp_jax.arith.config import make_config
+  rng = np.random.default_rng(seed)
+  bits, signed = act
+  lhs = act_array(rng, prob["lshape"], bits, signed, dtype=np.int32)
+  rhs = weight_array(rng, prob["rshape"], pattern)
+  kw = dict(pattern=pattern, acc_bits=acc_bits, overflow=overflow, act_bits=bits,
+            act_signed=signed)
+  want, count = expected(lhs, rhs, prob, kw, pattern)
+  geo = conv_geometry(lhs.shape, rhs.shape, prob["window_strides"], prob["padding"],
+                      prob["lhs_dilation"], prob["rhs_dilation"], prob["dimension_numbers"],
+                      prob["feature_group_count"])
+  assume(geo.k and 0 not in geo.out_shape)
+  cfg = make_config(lhs.dtype, rhs.dtype, mode="exact", method="fast", rounding="truncate",
+                    with_stats=True, accumulation="int32", op="conv", **kw)
+  out, overflowed = fast.im2col_conv(jnp.asarray(lhs), jnp.asarray(rhs), geo, cfg)
+  np.testing.assert_array_equal(np.asarray(out), want)
+  assert int(np.sum(np.asarray(overflowed))) == count

@@ -479,13 +479,22 @@ def im2col_weights(rhs: jax.Array, geo: ConvGeometry) -> jax.Array:
   return w.reshape(geo.groups, geo.taps * geo.group_in, geo.group_out)
 
 
-def im2col_conv(lhs: jax.Array, rhs: jax.Array, geo: ConvGeometry, cfg: Config):
-  """A convolution as GEMMs of its im2col patches (``accumulation="onednn"``, CPU).
+def _int8_gemm(p: Plan, a: jax.Array, b: jax.Array) -> jax.Array:
+  """``(G, M, K) x (G, K, N) -> (G, M, N)`` int32: oneDNN's GEMM or XLA's int8 dot."""
+  if p.accumulation == "onednn":
+    return onednn.gemm(a, b)
+  return lax.dot_general(a, b, (((2,), (1,)), ((0,), (0,))), preferred_element_type=jnp.int32)
 
-  The same products and sums as the convolution (each output is the sum over its receptive
-  field of ``a * q``; padding contributes nothing), evaluated by :func:`combine` over the
-  ``taps * C/G`` contraction with oneDNN's int8 GEMM. Patches are built per chunk of images
-  (at most ``IM2COL_CHUNK_BYTES`` each). Returns ``(out, overflowed or None)``.
+
+def im2col_conv(lhs: jax.Array, rhs: jax.Array, geo: ConvGeometry, cfg: Config):
+  """A convolution as int8 GEMMs of its im2col patches.
+
+  Used for ``accumulation="onednn"`` (CPU: oneDNN's GEMM) and for ``"int32"`` on GPUs (XLA's
+  int8 -> int32 dot, cuBLASLt: XLA:GPU has no int8 -> int32 convolution). The same products
+  and sums as the convolution (each output is the sum over its receptive field of ``a * q``;
+  padding contributes nothing), evaluated by :func:`combine` over the ``taps * C/G``
+  contraction. Patches are built per chunk of images (at most ``IM2COL_CHUNK_BYTES`` each).
+  Returns ``(out, overflowed or None)``.
   """
   p = plan(cfg, geo.k)
   use_wide = cfg.needs_exact and not p.exact_int32
@@ -500,7 +509,7 @@ def im2col_conv(lhs: jax.Array, rhs: jax.Array, geo: ConvGeometry, cfg: Config):
     parts = []
     for n0 in range(0, geo.batch, step):
       cols = im2col_patches(alpha[n0:n0 + step], geo)[:, :, u0:u1]
-      parts.append(onednn.gemm(cols, omega[:, u0:u1, :]))
+      parts.append(_int8_gemm(p, cols, omega[:, u0:u1, :]))
     out = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=1)
     return out.reshape(shape4)
 
@@ -508,7 +517,8 @@ def im2col_conv(lhs: jax.Array, rhs: jax.Array, geo: ConvGeometry, cfg: Config):
     # 1 . omega: the patches of one all-ones image (zeros at padding/holes), batch 1.
     ones = jnp.ones((1,) + x.shape[1:], jnp.int8)
     cols = im2col_patches(ones, geo)[:, :, u0:u1]
-    return onednn.gemm(cols, omega[:, u0:u1, :]).reshape((geo.groups, 1, out_sp, geo.group_out))
+    return _int8_gemm(p, cols, omega[:, u0:u1, :]).reshape(
+        (geo.groups, 1, out_sp, geo.group_out))
 
   value = combine(p, x, w, cfg, native, native_ones, use_wide)
   out, overflowed = finalize(value, shape4, cfg)
@@ -525,11 +535,13 @@ def conv(lhs: jax.Array, rhs: jax.Array, geo: ConvGeometry, cfg: Config):
 
   Pointwise (1x1) convolutions run as one matmul (:func:`pointwise_conv`): XLA:GPU has int8
   matmuls with int32 results but no such convolutions. With ``accumulation="onednn"`` (CPU)
-  every other convolution runs as im2col + oneDNN GEMMs (:func:`im2col_conv`).
+  every other convolution runs as im2col + oneDNN GEMMs, with ``"int32"`` on GPUs as im2col +
+  XLA int8 -> int32 matmuls (:func:`im2col_conv`; not yet timed on a GPU).
   """
   if geo.pointwise and geo.k and 0 not in geo.out_shape:
     return pointwise_conv(lhs, rhs, geo, cfg)
-  if cfg.accumulation == "onednn" and geo.k and 0 not in geo.out_shape:
+  im2col = cfg.accumulation == "onednn" or (cfg.accumulation == "int32" and on_gpu())
+  if im2col and geo.k and 0 not in geo.out_shape:
     return im2col_conv(lhs, rhs, geo, cfg)
   cg = geo.group_in
   p = plan(cfg, cg, geo.taps)
