@@ -431,11 +431,14 @@ def pointwise_conv(lhs: jax.Array, rhs: jax.Array, geo: ConvGeometry, cfg: Confi
   x = jnp.moveaxis(x, 1, -1).reshape(1, -1, geo.in_features)   # (1, N * S_out, C)
   w = geo.rhs_logical(rhs).reshape(geo.out_features, geo.in_features).T[None]   # (1, C, O)
   out, overflowed = dot(x, w, cfg)
-
-  def back(t):
-    t = jnp.moveaxis(t.reshape((geo.batch,) + geo.out_spatial + (geo.out_features,)), -1, 1)
-    return geo.out_physical(t)
+  back = lambda t: _rows_to_out(t, geo)
   return back(out), None if overflowed is None else back(overflowed)
+
+
+def _rows_to_out(t: jax.Array, geo: ConvGeometry) -> jax.Array:
+  """Output rows ``(..., N * prod(out_spatial), O)`` (images, then positions) -> ``out_spec``."""
+  t = t.reshape((geo.batch,) + tuple(geo.out_spatial) + (geo.out_features,))
+  return geo.out_physical(jnp.moveaxis(t, -1, 1))
 
 
 # Largest im2col patch matrix materialised at once (bytes); larger batches are cut in chunks.
@@ -523,10 +526,8 @@ def im2col_conv(lhs: jax.Array, rhs: jax.Array, geo: ConvGeometry, cfg: Config):
   value = combine(p, x, w, cfg, native, native_ones, use_wide)
   out, overflowed = finalize(value, shape4, cfg)
 
-  def back(t):   # (G, N, P, O/G) -> out_spec layout
-    t = jnp.transpose(t, (1, 2, 0, 3)).reshape((geo.batch,) + tuple(geo.out_spatial)
-                                               + (geo.out_features,))
-    return geo.out_physical(jnp.moveaxis(t, -1, 1))
+  # (G, N, P, O/G) -> (N, P, G, O/G): rows of the O = G * O/G output features.
+  back = lambda t: _rows_to_out(jnp.transpose(t, (1, 2, 0, 3)), geo)
   return back(out), None if overflowed is None else back(overflowed)
 
 
