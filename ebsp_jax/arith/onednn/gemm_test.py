@@ -152,3 +152,22 @@ def test_build_error_names_the_missing_library(monkeypatch, tmp_path):
   assert onednn.library_path() is None
   with pytest.raises(RuntimeError, match="libdnnl.so.3\\) not found"):
     onednn.build()
+
+
+def test_auto_without_the_kernel_logs_why_and_stays_exact(monkeypatch, caplog):
+  monkeypatch.setattr(onednn, "status", lambda: "no library here")
+  onednn.warn_unavailable_once.cache_clear()
+  pattern = BitPattern(6, 3)
+  cfg = Config(pattern=pattern, act_bits=8, act_signed=False, accumulation="auto")
+  with caplog.at_level("WARNING"):
+    p = fast.plan(cfg, 300)
+  assert p.accumulation in ("bfloat16", "int32")
+  assert any("no library here" in r.getMessage() for r in caplog.records)
+  onednn.warn_unavailable_once.cache_clear()
+  rng = np.random.default_rng(5)
+  lhs = act_array(rng, (4, 300), 8, False, extreme=0.5)
+  rhs = weight_array(rng, (300, 3), pattern, extreme=0.5)
+  out = jax.jit(lambda x, y: arith.dot_general(x, y, MM, pattern=pattern))(lhs, rhs)
+  assert "ebsp_onednn" not in jax.jit(
+      lambda x, y: arith.dot_general(x, y, MM, pattern=pattern)).lower(lhs, rhs).as_text()
+  np.testing.assert_array_equal(np.asarray(out), lhs.astype(np.int64) @ rhs.astype(np.int64))
