@@ -173,10 +173,11 @@ def dot_general(lhs, rhs, dimension_numbers, *, pattern: BitPattern, acc_bits: i
       ``"float32"`` (int8 x int8 -> float32, exact by the 2**24 bound, see
       :mod:`ebsp_jax.arith.fast`), ``"bfloat16"`` (the int8 planes as bf16 operands, float32
       accumulation, same bound), ``"onednn"`` (CPU: oneDNN's u8/s8 x s8 -> int32 GEMM as an
-      XLA custom call, :mod:`ebsp_jax.arith.onednn`; dots and 1x1 convolutions) or ``"auto"``:
-      the fastest exact path measured per backend — GPU: int32 for dots, float32 for
-      convolutions; CPU: oneDNN for dots when its kernel is available (else bfloat16 operands
-      when the CPU has bf16 dot instructions and one native op suffices, else int32), int32 for
+      XLA custom call, :mod:`ebsp_jax.arith.onednn`; convolutions as im2col + GEMM) or
+      ``"auto"``: the fastest exact path measured per backend — GPU: int32 for dots, float32
+      for convolutions; CPU, where oneDNN's kernel is available: oneDNN for dots and for
+      convolutions whose window sums >= 32 products; otherwise bfloat16 operands for dots when
+      the CPU has bf16 dot instructions and one native op suffices (else int32), and int32 for
       convolutions with >= 32 input channels per group (else float32); see
       :func:`ebsp_jax.arith.config.resolve_accumulation`. Every choice is bit-exact.
     name: label of this call in :func:`ebsp_jax.arith.events.recording` logs.

@@ -250,9 +250,10 @@ def plan(cfg: Config, units: int, unit_size: int = 1, accumulation: Optional[str
     act_widths = (8,)
     weight_widths = (8,) if onednn.max_exact_weight() >= 127 else (7,)
   for da in act_widths:
-    ap = act_plan(lo, hi, da)
     if accumulation == "onednn" and lo >= 0 and hi <= 255:
       ap = ActPlan(lo, hi, 8, True, (0,), (False,), (hi,), 0)     # uint8 operand
+    else:
+      ap = act_plan(lo, hi, da)
     for dw in weight_widths:
       wp = weight_plan(cfg.pattern, dw)
       if wp is None:

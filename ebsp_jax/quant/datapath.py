@@ -33,8 +33,9 @@ class DatapathConfig:
     method: ``'fast'`` or ``'reference'``.
     accumulation: native path of the fast method (``'auto'``, ``'int32'``, ``'float32'``,
       ``'bfloat16'``, ``'onednn'``; see ``ebsp_jax.arith.dot_general``). Every choice is
-      bit-exact. ``'onednn'`` (CPU) serves dense layers and 1x1 convolutions only: a network
-      with other convolutions needs ``'auto'``, which uses it where it applies.
+      bit-exact. ``'onednn'`` (CPU) runs every layer through oneDNN's int8 GEMM (other
+      convolutions than 1x1 as im2col + GEMM, depthwise ones too); ``'auto'`` keeps
+      depthwise convolutions on XLA.
   """
 
   acc_bits: int = 32
