@@ -16,7 +16,8 @@ Public API:
 * :mod:`ebsp_jax.arith.reference` / :mod:`ebsp_jax.arith.fast` — the two methods (the proof of
   the fast method's exactness is in its module docstring); :mod:`ebsp_jax.arith.wide` — exact
   64-bit sums from int32 words; :mod:`ebsp_jax.arith.onednn` — oneDNN's int8 GEMM (VNNI) as an
-  XLA custom call, the fast method's native op for dots and 1x1 convolutions on CPU.
+  XLA custom call, the fast method's native op on CPU for dots, 1x1 convolutions (one GEMM) and
+  other convolutions (im2col + GEMM; with ``"auto"`` when a window holds >= 32 products).
 """
 
 from ebsp_jax.arith import datapath, events, wide

@@ -9,7 +9,7 @@ bits lie in a window of ``L`` consecutive bit positions that starts at its leadi
 power-of-two (shift-only) quantization: one knob spans the range between them.
 
 This module is the project's one slot for a number format (cf. AQT's numerics interface):
-:class:`NumberFormat` is the protocol the quantizers in :mod:`ebsp_jax.numerics.quantize` call,
+:class:`NumberFormat` is the protocol the quantizers in :mod:`ebsp_jax.numerics.quantizers` call,
 and :class:`BitPattern` is its implementation. A new format plugs in by implementing
 ``round_magnitude`` and the few attributes below.
 """

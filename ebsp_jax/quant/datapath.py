@@ -2,8 +2,8 @@
 
 :func:`int_op` runs ``dot_general`` / ``conv_general_dilated`` of integer activations and
 integer on-grid weights through :mod:`ebsp_jax.arith` (the bit-exact LUT-plus-shift datapath).
-While ``ebsp_jax.arith`` does not (yet) export ``dot_general`` / ``conv_general_dilated`` it
-falls back to ``jax.lax`` with ``preferred_element_type=int32``, which computes the same exact
+Only if ``ebsp_jax.arith`` could not be imported (it is part of the package, so not in a normal
+install) would it fall back to ``jax.lax`` with ``preferred_element_type=int32``, the same exact
 sum modulo 2**32 (``wrap`` overflow); :func:`backend` says which one is in use.
 """
 
@@ -28,7 +28,10 @@ class DatapathConfig:
 
   Attributes:
     acc_bits: accumulator width (two's complement).
-    overflow: ``'wrap'`` or ``'saturate'``.
+    overflow: ``'wrap'`` or ``'saturate'`` (``'error'`` is accepted too, but the integer
+      model runs under ``jax.jit``, where ``ebsp_jax.arith``'s overflow check is a
+      ``checkify`` debug check: without ``checkify`` it computes as ``'wrap'`` and raises
+      nothing).
     mode: ``'exact'`` or ``'dual_lod'`` (approximate; see ``ebsp_jax.arith``).
     method: ``'fast'`` or ``'reference'``.
     accumulation: native path of the fast method (``'auto'``, ``'int32'``, ``'float32'``,

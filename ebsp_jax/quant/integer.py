@@ -229,7 +229,10 @@ def to_integer(model: Union[str, nn.Module], variables: Mapping[str, Any], *, we
     An :class:`IntegerModel`.
 
   Raises:
-    ValueError: uncalibrated activations, a quantized layer without scale, bad options.
+    ValueError: uncalibrated activations, a quantized layer without scale, bad
+      ``activation_bits``. The datapath options (``acc_bits``, ``overflow``, ``mode``,
+      ``method``, ``accumulation``) are only checked when :meth:`IntegerModel.apply` first
+      traces the network; a bad one raises there.
   """
   _check_bits(activation_bits)
   if "params" not in variables:

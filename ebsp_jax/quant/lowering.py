@@ -472,9 +472,9 @@ class Interpreter:
     ratio = _compact(t.m / 2.0 ** k / float(scale))
     mult, shift = requant.quantize_multiplier(ratio)
     lo = -pattern.max_level if pattern.signed else 0
-    acc = t.q * np.int32(1 << k) if k else t.q
-    acc = acc + _i32const(bias) if np.any(bias) else acc
-    q = requant.requantize(acc, _i32const(mult), _i32const(shift), lo, pattern.max_level)
+    # One multiply-add-shift (exact: |q| * 2**k + |bias| fits int32 by fold_parts' bound).
+    q = requant.apply_folded(t.q, requant.fold_requantizer(k, bias, mult, shift, lo,
+                                                           pattern.max_level))
     return q, t.q, (k, bias.astype(np.int32), mult, shift)
 
   # --- the quantized layers -----------------------------------------------------------------

@@ -14,14 +14,20 @@ saturates to the int32 range. TFLite's ``MultiplyByQuantizedMultiplier`` rounds 
 doubling high multiply, then a rounding shift); this single rounding is never further from the
 exact real product than TFLite's.
 
-The 32 x 32 -> 64-bit product is emulated with 16-bit limbs in ``uint32`` arithmetic, so
-everything runs in int32/uint32 under ``jax.jit`` without ``jax_enable_x64``, on any backend.
+The 32 x 32 -> 64-bit product is computed in int64 with 64-bit types enabled for that one
+function (``jax.enable_x64`` inside the trace), so callers need no global ``jax_enable_x64``.
+
+A whole requantizer ``clip(mul_shift_round((pre << k) + bias, M, n), lo, hi)`` (what the
+integer mode applies at the input of every conv/dense) is folded offline by
+:func:`fold_requantizer` into one multiply-add-shift, ``clip((pre * M' + C) >> n', lo, hi)``:
+one widening multiply, one add and one shift per element instead of five integer ops and two
+clamps (:func:`apply_folded`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import NamedTuple, Tuple
 
 import chex
 import jax
@@ -103,6 +109,90 @@ def requantize(acc: chex.Array, multiplier: chex.Array, shift: chex.Array, lo: i
     int32 array of the broadcast shape with values in ``[lo, hi]``.
   """
   return jnp.clip(mul_shift_round(acc, multiplier, shift), lo, hi).astype(jnp.int32)
+
+
+class FoldedRequantizer(NamedTuple):
+  """``clip((pre * multiplier + offset) >> shift, lo, hi)``: a requantizer as one multiply-add.
+
+  Attributes:
+    multiplier: int32 (``wide`` False) or int64 numpy array broadcasting against ``pre``.
+    offset: int64 numpy array, same broadcast shape.
+    shift: int64 numpy array in ``[0, 62]``, same broadcast shape.
+    lo, hi: the output clamp.
+    wide: whether ``multiplier`` needs 64 bits (some channel had ``shift < acc_shift``).
+  """
+
+  multiplier: np.ndarray
+  offset: np.ndarray
+  shift: np.ndarray
+  lo: int
+  hi: int
+  wide: bool
+
+
+def fold_requantizer(acc_shift: int, bias: np.ndarray, multiplier: np.ndarray,
+                     shift: np.ndarray, lo: int, hi: int) -> FoldedRequantizer:
+  """Folds ``clip(mul_shift_round((pre << acc_shift) + bias, multiplier, shift), lo, hi)``.
+
+  Exact rewrite (offline, numpy int64; ``s = min(shift, acc_shift)`` per channel)::
+
+    floor(((pre * 2**k + B) * M + 2**(n-1)) / 2**n)
+      = floor((pre * M * 2**(k-s) + floor((B * M + 2**(n-1)) / 2**s)) / 2**(n-s))
+
+  (nested floors with a positive integer divisor), and the int32 saturation of
+  :func:`mul_shift_round` is subsumed by the clamp because ``INT32_MIN <= lo <= hi <=
+  INT32_MAX``. Valid for every ``pre`` with ``|pre| * 2**acc_shift + |bias| <= INT32_MAX``
+  (the integer lowering chooses ``acc_shift`` from a static bound of ``|pre|`` so that this
+  holds; the unfolded form would wrap in int32 beyond it). Then nothing overflows int64:
+  ``|pre * M * 2**(k-s)| < 2**62`` and the sum is the floor of a value below ``2**63``.
+
+  Args:
+    acc_shift: ``k`` in ``[0, 31]``.
+    bias, multiplier, shift: int32-valued arrays broadcasting against ``pre`` (``multiplier``
+      and ``shift`` from :func:`quantize_multiplier`; a zero multiplier gives 0).
+    lo, hi: the clamp, ``INT32_MIN <= lo <= hi <= INT32_MAX``.
+
+  Returns:
+    A :class:`FoldedRequantizer` for :func:`apply_folded`.
+
+  Raises:
+    ValueError: on out-of-range arguments.
+  """
+  if not 0 <= acc_shift <= 31:
+    raise ValueError(f"fold_requantizer: acc_shift must be in [0, 31], got {acc_shift}")
+  if not INT32_MIN <= lo <= hi <= INT32_MAX:
+    raise ValueError(f"fold_requantizer: need INT32_MIN <= lo <= hi <= INT32_MAX, got [{lo}, {hi}]")
+  b, m, n = np.broadcast_arrays(*(np.asarray(a, np.int64) for a in (bias, multiplier, shift)))
+  if np.any(np.abs(m) > INT32_MAX) or np.any((n < 0) | (n > MAX_SHIFT)):
+    raise ValueError("fold_requantizer: multipliers must fit in int32 and shifts lie in "
+                     f"[0, {MAX_SHIFT}]")
+  k = np.int64(acc_shift)
+  # A zero multiplier gives 0 whatever the shift; n = k keeps it on the narrow path.
+  n = np.where(m == 0, np.maximum(n, k), n)
+  s = np.minimum(n, k)
+  half = np.where(n > 0, np.left_shift(np.int64(1), np.maximum(n - 1, 0)), 0)
+  offset = np.right_shift(b * m + half, s)             # floor division by 2**s
+  wide = bool(np.any(s < k))
+  mult = np.left_shift(m, k - s)
+  return FoldedRequantizer(mult if wide else mult.astype(np.int32), offset, n - s, int(lo),
+                           int(hi), wide)
+
+
+def apply_folded(pre: chex.Array, f: FoldedRequantizer) -> jax.Array:
+  """``clip((pre * M + C) >> n, lo, hi)`` in int64 (enabled here only), as int32.
+
+  Args:
+    pre: int32 array.
+    f: from :func:`fold_requantizer`, its arrays broadcasting against ``pre``.
+
+  Returns:
+    int32 array of the broadcast shape with values in ``[lo, hi]``.
+  """
+  pre = jnp.asarray(pre, jnp.int32)
+  with jax.enable_x64(True):
+    p = pre.astype(jnp.int64) * jnp.asarray(f.multiplier).astype(jnp.int64)
+    r = jnp.right_shift(p + jnp.asarray(f.offset, jnp.int64), jnp.asarray(f.shift, jnp.int64))
+    return jnp.clip(r, f.lo, f.hi).astype(jnp.int32)
 
 
 def rounding_shift_reference(x: int, multiplier: int, shift: int) -> int:

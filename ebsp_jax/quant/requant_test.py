@@ -74,3 +74,43 @@ def test_quantize_multiplier_errors():
     requant.quantize_multiplier(np.array([np.inf]))
   m, n = requant.quantize_multiplier(np.array([0.0, 1.0, 0.5]))
   assert m.tolist() == [0, 1 << 30, 1 << 30] and n.tolist() == [0, 30, 31]
+
+
+@st.composite
+def _requantizers(draw, size=32):
+  """``(k, pre, bias, mult, shift, lo, hi)`` with ``|pre| * 2**k + |bias| <= INT32_MAX``."""
+  k = draw(st.integers(0, 16))
+  rows = []
+  for _ in range(draw(st.integers(1, size))):
+    b = draw(st.integers(-(2 ** 31) + 1, 2 ** 31 - 1))
+    room = (requant.INT32_MAX - abs(b)) >> k
+    pre = draw(st.one_of(st.integers(-room, room), st.sampled_from([-room, room, 0])))
+    m = draw(st.one_of(_mult, st.integers(1 << 30, (1 << 31) - 1), st.just(0)))
+    rows.append((pre, b, m, draw(_shift)))
+  lo = draw(st.one_of(st.sampled_from([requant.INT32_MIN, -127, 0]), _int32))
+  hi = draw(st.one_of(st.sampled_from([requant.INT32_MAX, 127, 255]), _int32))
+  return (k, *zip(*rows), min(lo, hi), max(lo, hi))
+
+
+@settings(max_examples=80, deadline=None)
+@given(_requantizers())
+def test_folded_requantizer_matches_python_ints(case):
+  k, pre, bias, mult, shift, lo, hi = case
+  f = requant.fold_requantizer(k, _padded(bias), _padded(mult), _padded(shift), lo, hi)
+  got = np.asarray(requant.apply_folded(_padded(pre), f))[:len(pre)]
+  want = [min(hi, max(lo, requant.rounding_shift_reference((p << k) + b, m, n)))
+          for p, b, m, n in zip(pre, bias, mult, shift)]
+  np.testing.assert_array_equal(got, np.array(want, np.int64))
+
+
+def test_folded_requantizer_narrow_multiplier_and_errors():
+  f = requant.fold_requantizer(4, np.int32(7), np.int32(1 << 30), np.int32(40), 0, 255)
+  assert not f.wide and f.multiplier.dtype == np.int32 and int(f.shift) == 36
+  g = requant.fold_requantizer(4, np.int32(7), np.int32(1 << 30), np.int32(2), 0, 255)
+  assert g.wide and int(g.multiplier) == (1 << 32) and int(g.shift) == 0
+  with pytest.raises(ValueError, match="acc_shift must be in"):
+    requant.fold_requantizer(32, 0, 1, 1, 0, 1)
+  with pytest.raises(ValueError, match="lo <= hi"):
+    requant.fold_requantizer(0, 0, 1, 1, 5, 1)
+  with pytest.raises(ValueError, match="shifts lie in"):
+    requant.fold_requantizer(0, 0, 1, 63, 0, 1)
