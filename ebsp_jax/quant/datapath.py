@@ -14,6 +14,7 @@ from typing import Any, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from ebsp_jax.numerics import BitPattern
@@ -28,10 +29,8 @@ class DatapathConfig:
 
   Attributes:
     acc_bits: accumulator width (two's complement).
-    overflow: ``'wrap'`` or ``'saturate'`` (``'error'`` is accepted too, but the integer
-      model runs under ``jax.jit``, where ``ebsp_jax.arith``'s overflow check is a
-      ``checkify`` debug check: without ``checkify`` it computes as ``'wrap'`` and raises
-      nothing).
+    overflow: ``'wrap'``, ``'saturate'`` or ``'error'`` (computes as ``'wrap'``; the integer
+      model's ``apply`` then raises ``OverflowError`` naming the layers that overflowed).
     mode: ``'exact'`` or ``'dual_lod'`` (approximate; see ``ebsp_jax.arith``).
     method: ``'fast'`` or ``'reference'``.
     accumulation: native path of the fast method (``'auto'``, ``'int32'``, ``'float32'``,
@@ -46,6 +45,21 @@ class DatapathConfig:
   mode: str = "exact"
   method: str = "fast"
   accumulation: str = "auto"
+
+  def __post_init__(self):
+    """Validates the options eagerly (one-line ``ValueError``/``TypeError``)."""
+    from ebsp_jax.arith import config as acfg  # pylint: disable=import-outside-toplevel
+    bits = self.acc_bits
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)):
+      raise TypeError(f"acc_bits must be an int, got {type(bits).__name__} {bits!r}")
+    lo, hi = acfg.ACC_BITS_RANGE
+    if not lo <= bits <= hi:
+      raise ValueError(f"acc_bits={bits} is out of range: allowed [{lo}, {hi}]")
+    for name, allowed in (("overflow", acfg.OVERFLOWS), ("mode", acfg.MODES),
+                          ("method", acfg.METHODS), ("accumulation", acfg.ACCUMULATIONS)):
+      acfg._choice(name, getattr(self, name), allowed)  # pylint: disable=protected-access
+    if self.accumulation == "onednn":    # raises when the kernel or the CPU backend is missing
+      acfg.resolve_accumulation("onednn", "dot", 0, 0)
 
 
 def _arith_fn(op: str):
@@ -63,7 +77,8 @@ def backend() -> str:
 
 def int_op(op: str, lhs: jax.Array, rhs: jax.Array, kwargs: Mapping[str, Any], *,
            pattern: BitPattern, act_pattern: Optional[BitPattern] = None,
-           name: Optional[str] = None, config: DatapathConfig = DatapathConfig()) -> jax.Array:
+           name: Optional[str] = None, config: DatapathConfig = DatapathConfig(),
+           with_stats: bool = False):
   """Exact integer ``dot_general`` / ``conv_general_dilated``.
 
   Args:
@@ -79,21 +94,30 @@ def int_op(op: str, lhs: jax.Array, rhs: jax.Array, kwargs: Mapping[str, Any], *
       the two's-complement range the datapath checks); ``None``: 16-bit signed.
     name: label of the call in ``ebsp_jax.arith.events.recording`` logs (the layer path).
     config: datapath options.
+    with_stats: also return the number of outputs that overflowed the ``acc_bits``
+      accumulator (int32 scalar; cheap where the plan bounds ``|sum| < 2**31``).
 
   Returns:
-    int32 accumulator array (the ``lax`` output shape).
+    int32 accumulator array (the ``lax`` output shape); with ``with_stats``,
+    ``(accumulator, overflow_count)``.
   """
   kw = {k: v for k, v in kwargs.items() if k not in ("precision", "preferred_element_type")}
   fn = _arith_fn(op)
   if fn is not None:
     act = dict(act_bits=16, act_signed=True) if act_pattern is None else dict(
         act_bits=act_pattern.bits, act_signed=act_pattern.signed)
-    return fn(jnp.asarray(lhs, jnp.int32), jnp.asarray(rhs, jnp.int32), pattern=pattern,
-              acc_bits=config.acc_bits, overflow=config.overflow, mode=config.mode,
-              method=config.method, accumulation=config.accumulation, name=name, **act, **kw)
-  if config.mode != "exact" or config.acc_bits != 32 or config.overflow != "wrap":
+    # 'error' is reported by the caller from the count (under jit arith's own check is a
+    # checkify debug check, which would be silent without checkify).
+    overflow = "wrap" if config.overflow == "error" else config.overflow
+    out = fn(jnp.asarray(lhs, jnp.int32), jnp.asarray(rhs, jnp.int32), pattern=pattern,
+             acc_bits=config.acc_bits, overflow=overflow, mode=config.mode,
+             method=config.method, accumulation=config.accumulation, name=name,
+             with_stats=with_stats, **act, **kw)
+    return (out[0], out[1]["overflow_count"]) if with_stats else out
+  if (config.mode != "exact" or config.acc_bits != 32 or config.overflow != "wrap"
+      or with_stats):  # pragma: no cover - arith is part of the package
     raise NotImplementedError("int_op: ebsp_jax.arith is not available; the lax fallback only "
-                              "does mode='exact', acc_bits=32, overflow='wrap'")
+                              "does mode='exact', acc_bits=32, overflow='wrap', no stats")
   lax_fn = lax.dot_general if op == DOT_GENERAL else lax.conv_general_dilated
   return lax_fn(jnp.asarray(lhs, jnp.int32), jnp.asarray(rhs, jnp.int32),
                 preferred_element_type=jnp.int32, **kw)

@@ -150,33 +150,58 @@ class IntegerModel:
     self.records: Dict[str, LayerRecord] = {}
     self.float_ops: list = []
     self.epilogues: Dict[str, list] = {}
-    self._jitted = jax.jit(self._run, static_argnames=("capture",))
+    self._jitted = jax.jit(self._run, static_argnames=("capture", "with_stats"))
 
-  def _run(self, weights, x, capture: bool = False):
+  def _run(self, weights, x, capture: bool = False, with_stats: bool = False):
     fn = lambda xx: self.model.apply(self.variables, xx, **self.apply_kwargs)
     closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(
         jax.ShapeDtypeStruct(x.shape, x.dtype))
     interp = Interpreter(self.layers, weights, config=self.config.datapath,
-                         strict=self.config.strict, capture=capture)
+                         strict=self.config.strict, capture=capture, with_stats=with_stats)
     outs = interp.run(closed, x)
     self.records, self.float_ops = interp.records, interp.float_ops
     self.epilogues = interp.epilogues
     out = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), outs)
-    return (out, interp.captured) if capture else out
+    extra = ((interp.captured,) if capture else ()) + ((interp.overflow,) if with_stats else ())
+    return (out, *extra) if extra else out
 
-  def apply(self, x: jax.Array, *, capture: bool = False):
+  def apply(self, x: jax.Array, *, capture: bool = False, with_stats: bool = False):
     """Runs the integer network.
 
     Args:
       x: float input (e.g. NHWC ``(N, H, W, C)`` float32), the same the float model takes.
       capture: also return the integer tensors of every layer.
+      with_stats: also return ``{layer: int32 scalar}``, the number of accumulator outputs of
+        each conv/dense that overflowed ``acc_bits`` (the datapath's ``overflow`` policy
+        was applied to them).
 
     Returns:
       float32 outputs (logits ``(N, num_classes)``: the dequantized int32 accumulator of the
       last layer plus its folded bias); with ``capture``, also ``{layer: {'input': int32
-      levels, 'acc': int32 accumulator, 'pre': int32 requantizer input}}``.
+      levels, 'acc': int32 accumulator, 'pre': int32 requantizer input}}``; with
+      ``with_stats``, also the overflow counts (last). ``(out, captured, counts)`` with both.
+
+    Raises:
+      OverflowError: ``overflow='error'`` and some accumulator output overflowed (one line:
+        the layers and their counts). The check needs concrete counts: under an outer
+        ``jax.jit`` use ``with_stats=True`` instead.
     """
-    return self._jitted(self.weights, x, capture=capture)
+    if self.config.datapath.overflow != "error":
+      return self._jitted(self.weights, x, capture=capture, with_stats=with_stats)
+    res = self._jitted(self.weights, x, capture=capture, with_stats=True)
+    counts = res[-1]
+    if any(isinstance(c, jax.core.Tracer) for c in counts.values()):
+      raise ValueError("overflow='error' checks the overflow counts after the call, which "
+                       "needs concrete values: call apply outside jax.jit, or use "
+                       "with_stats=True")
+    bad = {k: int(c) for k, c in counts.items() if int(c)}
+    if bad:
+      raise OverflowError(f"overflow='error': accumulator outputs overflow "
+                          f"{self.config.datapath.acc_bits} bits in {len(bad)} layer(s): "
+                          + ", ".join(f"{k}: {n}" for k, n in bad.items()))
+    if with_stats:
+      return res
+    return res[0] if not capture else res[:2]
 
   __call__ = apply
 
@@ -229,10 +254,8 @@ def to_integer(model: Union[str, nn.Module], variables: Mapping[str, Any], *, we
     An :class:`IntegerModel`.
 
   Raises:
-    ValueError: uncalibrated activations, a quantized layer without scale, bad
-      ``activation_bits``. The datapath options (``acc_bits``, ``overflow``, ``mode``,
-      ``method``, ``accumulation``) are only checked when :meth:`IntegerModel.apply` first
-      traces the network; a bad one raises there.
+    ValueError: uncalibrated activations, a quantized layer without scale, bad options
+      (``activation_bits``; the datapath options are checked by :class:`DatapathConfig`).
   """
   _check_bits(activation_bits)
   if "params" not in variables:

@@ -157,3 +157,62 @@ def test_dead_units_with_bias_lower_without_overflow():
   diff = np.abs(np.asarray(cap["head"]["input"]) - levels["head"])
   assert diff.max() <= 1 and np.mean(diff == 0) >= 0.99
   np.testing.assert_allclose(np.asarray(out), fq, atol=1e-3 * (1 + np.abs(fq).max()))
+
+
+def _exact_accumulators(imodel, cap):
+  """Every layer's exact sum from its captured input, in float64 (exact: |sum| << 2**53)."""
+  from jax import lax  # pylint: disable=import-outside-toplevel
+  out = {}
+  with jax.enable_x64(True):
+    for layer, rec in imodel.records.items():
+      fn = lax.dot_general if rec.op == "dot_general" else lax.conv_general_dilated
+      a = jnp.asarray(np.asarray(cap[layer]["input"]), jnp.float64)
+      w = jnp.asarray(np.asarray(imodel.weights[layer]), jnp.float64)
+      out[layer] = np.asarray(fn(a, w, **dict(rec.kwargs), precision=lax.Precision.HIGHEST),
+                              np.float64)
+  return out
+
+
+@pytest.mark.parametrize("acc_bits", [14, 32])
+def test_overflow_counts_and_policies_against_exact_sums(acc_bits):
+  x = jax.random.normal(jax.random.key(5), (6, 12, 12, 1))
+  _, v, rule, scales = testing.calibrated(testing.TinyCNN, x)
+  kw = dict(weight_rule=rule, weight_scales=scales, acc_bits=acc_bits)
+  wrap = quant.to_integer(testing.TinyCNN(), v, **kw)
+  out, cap, counts = wrap.apply(x, capture=True, with_stats=True)
+  exact = _exact_accumulators(wrap, cap)
+  lo, hi = -2.0 ** (acc_bits - 1), 2.0 ** (acc_bits - 1) - 1
+  assert set(counts) == set(exact)
+  for layer, s in exact.items():
+    over = (s < lo) | (s > hi)
+    assert int(counts[layer]) == int(over.sum()), layer
+    wrapped = np.mod(s + 2.0 ** (acc_bits - 1), 2.0 ** acc_bits) - 2.0 ** (acc_bits - 1)
+    np.testing.assert_array_equal(np.asarray(cap[layer]["acc"], np.float64), wrapped)
+  total = sum(int(c) for c in counts.values())
+  assert (total > 0) == (acc_bits == 14)      # 14 bits: the 6-bit x 8-bit sums overflow
+  np.testing.assert_array_equal(np.asarray(wrap.apply(x)), np.asarray(out))
+  err = quant.to_integer(testing.TinyCNN(), v, overflow="error", **kw)
+  if total:
+    with pytest.raises(OverflowError, match=r"overflow 14 bits in \d+ layer\(s\): .*conv_init: [1-9]"):
+      err.apply(x)
+    sat = quant.to_integer(testing.TinyCNN(), v, overflow="saturate", **kw)
+    _, scap = sat.apply(x, capture=True)
+    s0 = exact["conv_init"]                  # first layer: same input as the wrap run
+    np.testing.assert_array_equal(np.asarray(scap["conv_init"]["acc"], np.float64),
+                                  np.clip(s0, lo, hi))
+  else:
+    o, c = err.apply(x, with_stats=True)
+    np.testing.assert_array_equal(np.asarray(o), np.asarray(out))
+    assert all(int(n) == 0 for n in c.values())
+
+
+def test_datapath_options_are_checked_by_to_integer():
+  x = jax.random.normal(jax.random.key(6), (2, 12, 12, 1))
+  _, v, rule, scales = testing.calibrated(testing.TinyCNN, x)
+  for kw, msg in (({"acc_bits": 40}, r"acc_bits=40 is out of range: allowed \[2, 32\]"),
+                  ({"overflow": "clip"}, "overflow='clip' is not supported; allowed: wrap"),
+                  ({"mode": "x"}, "mode='x' is not supported"),
+                  ({"method": "slow"}, "method='slow' is not supported"),
+                  ({"accumulation": "int64"}, "accumulation='int64' is not supported")):
+    with pytest.raises(ValueError, match=msg):
+      quant.to_integer(testing.TinyCNN(), v, weight_rule=rule, weight_scales=scales, **kw)

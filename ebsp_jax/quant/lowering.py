@@ -278,11 +278,13 @@ class Interpreter:
     strict: raise on any op on an activation that is not integer-lowered (else evaluate it in
       float on the dequantized tensor and list it in ``float_ops``).
     capture: keep the integer tensors of every layer in ``captured``.
+    with_stats: count, per layer, the accumulator outputs that overflow ``acc_bits``
+      (``overflow``: ``{layer: int32 scalar}``).
   """
 
   def __init__(self, layers: Mapping[str, QuantLayer], weights: Mapping[str, jax.Array], *,
                config: DatapathConfig = DatapathConfig(), strict: bool = True,
-               capture: bool = False):
+               capture: bool = False, with_stats: bool = False):
     self.layers = layers
     self.weights = weights
     self.config = config
@@ -293,6 +295,8 @@ class Interpreter:
     # Run-time integer ops applied to each layer's output until the next requantization.
     self.epilogues: Dict[str, List[Dict[str, Any]]] = {}
     self.captured: Dict[str, Dict[str, jax.Array]] = {}
+    self.with_stats = with_stats
+    self.overflow: Dict[str, jax.Array] = {}
 
   # --- entry --------------------------------------------------------------------------------
   def run(self, closed_jaxpr, *args) -> List[Any]:
@@ -505,7 +509,9 @@ class Interpreter:
       pre = None
     w = self.weights[layer]
     acc = int_op(op, q_in, w, dict(kwargs), pattern=info.weight_pattern, act_pattern=act,
-                 name=layer, config=self.config)
+                 name=layer, config=self.config, with_stats=self.with_stats)
+    if self.with_stats:
+      acc, self.overflow[layer] = acc
     out_ndim = acc.ndim
     axis = _out_feature_axis(op, dict(kwargs), np.ndim(rhs), out_ndim)
     shape = [1] * out_ndim
