@@ -25,7 +25,10 @@ Usage::
 
 The state carries the pattern of every quantized leaf as static pytree metadata, so
 :func:`finalize`, :func:`straight_through` and :func:`tree_scales` need only the optimizer state
-(any nesting: ``chain``, ``masked``, ``multi_transform``, several ADMM groups).
+(any nesting: ``chain``, ``masked``, ``multi_transform``, several ADMM groups). They check that
+the ``params`` they are given have the leaf paths (and, at quantized leaves, the shapes) of the
+tree the ADMM state was initialised with, and raise a ``ValueError`` otherwise, e.g. for flax
+``variables`` passed instead of ``variables['params']`` (no leaf is skipped silently).
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ebsp_jax.admm.rho import RhoLike, as_policy
+from ebsp_jax.admm import _checks
+from ebsp_jax.admm.rho import RhoLike, as_policy, check_rho_value
 from ebsp_jax.numerics.quantizers import fake_quant, fit_scale, project
 from ebsp_jax.numerics.tree import Rule, channel_axes, path_str
 
@@ -114,9 +118,10 @@ def admm(rule: Rule, rho: RhoLike = 1e-3, update_every: int = 1, *, per_channel:
   Args:
     rule: ``(path, leaf) -> BitPattern | None`` (see ``ebsp_jax.make_rule``): which leaves are
       quantized and onto which pattern; ``None`` keeps a leaf float (no penalty, no Z/U).
-    rho: the penalty parameter: a number (constant) or a :class:`~ebsp_jax.admm.rho.RhoPolicy`
-      (``geometric_rho``, ``residual_balancing_rho``, ``scheduled_rho``).
-    update_every: W-steps between Z-steps (``k`` >= 1).
+    rho: the penalty parameter: a positive finite number (constant; a Python or NumPy scalar)
+      or a :class:`~ebsp_jax.admm.rho.RhoPolicy` (``geometric_rho``, ``residual_balancing_rho``,
+      ``scheduled_rho``) whose initial ρ is positive and finite.
+    update_every: W-steps between Z-steps: an int ``>= 1`` (Python or NumPy integer).
     per_channel: one scale per output channel (last axis) instead of one per tensor.
     scale_iters: alternations of :func:`ebsp_jax.fit_scale` at each Z-step.
     rescale_dual: rescale ``U`` by ``ρ_old/ρ_new`` when ρ changes (Boyd §3.4.1), keeping the
@@ -124,11 +129,16 @@ def admm(rule: Rule, rho: RhoLike = 1e-3, update_every: int = 1, *, per_channel:
 
   Returns:
     An ``optax.GradientTransformation`` whose ``update`` requires ``params``.
+
+  Raises:
+    TypeError: ``rho`` is not a number or a ``RhoPolicy`` (bools included), or ``update_every``
+      is not an integer.
+    ValueError: ``rho`` (or the policy's initial ρ) is not positive and finite, or
+      ``update_every < 1``, or a number is an array of several elements.
   """
-  if isinstance(update_every, bool) or not isinstance(update_every, int) or update_every < 1:
-    raise ValueError(f"update_every must be an int >= 1, got {update_every!r}")
+  update_every = _checks.positive_int("update_every", update_every)
   policy = as_policy(rho)
-  rho0 = policy.init()
+  rho0 = _checks.positive(f"rho (initial value of the policy {policy.name!r})", policy.init())
 
   def patterns_of(params):
     def fn(path, leaf):
@@ -159,7 +169,9 @@ def admm(rule: Rule, rho: RhoLike = 1e-3, update_every: int = 1, *, per_channel:
     primal = jnp.sqrt(_sum_sq(_map_quantized(lambda p, w, z_: w - z_, pats, params, z)))
     dual = state.rho * jnp.sqrt(_sum_sq(_map_quantized(lambda p, a, b: a - b, pats, z, state.z)))
     n = state.num_z_steps + 1
-    rho_new = jnp.asarray(policy.update(state.rho, n, primal, dual), jnp.float32)
+    rho_new = policy.update(state.rho, n, primal, dual)
+    check_rho_value(rho_new, f"the rho policy {policy.name!r}")  # shape; value when concrete
+    rho_new = jnp.asarray(rho_new, jnp.float32)
     if rescale_dual:
       ratio = state.rho / rho_new
       u = _map_quantized(lambda p, x: (x * ratio).astype(x.dtype), pats, u)
@@ -208,15 +220,94 @@ def find_admm_states(opt_state: PyTree) -> List[ADMMState]:
   return found
 
 
-def _entries(opt_state: PyTree) -> Dict[str, Tuple[Any, jax.Array, jax.Array]]:
-  """``{param path: (pattern, scale, z)}`` over all ADMM states (a path may appear once)."""
-  if isinstance(opt_state, ADMMState):
-    states = [opt_state]
-  else:
-    states = find_admm_states(opt_state)
+def _states(opt_state: PyTree) -> List[ADMMState]:
+  states = [opt_state] if isinstance(opt_state, ADMMState) else find_admm_states(opt_state)
   if not states:
     raise ValueError("no ADMMState found in the optimizer state (was it built with admm()?)")
-  out: Dict[str, Tuple[Any, jax.Array]] = {}
+  return states
+
+
+def _is_state_leaf(x) -> bool:
+  """Leaves of ``ADMMState.patterns``: a pattern, ``None`` (float leaf) or a masked-out subtree."""
+  return x is None or isinstance(x, (StaticPattern, optax.MaskedNode))
+
+
+def _wrapping_hint(expected: set, given: set) -> str:
+  """A hint when one tree is the other wrapped under a single key (flax ``variables``)."""
+  wrapped = " (passed `variables` instead of `variables[{!r}]`?)"
+  unwrapped = (" (the ADMM state was initialised on a tree that holds these params under {!r}: "
+               "pass that tree)")
+  for outer, inner, fmt in ((given, expected, wrapped), (expected, given, unwrapped)):
+    tops = {p.split("/", 1)[0] for p in outer}
+    if len(tops) == 1 and inner:
+      top = next(iter(tops))
+      if all(_overlaps(f"{top}/{p}", outer) for p in inner if p):
+        return fmt.format(top)
+  return ""
+
+
+def _overlaps(path: str, paths: set) -> bool:
+  """``path`` is in ``paths``, or above or below one of them (masked subtrees are prefixes)."""
+  return path in paths or any(q.startswith(path + "/") or path.startswith(q + "/") for q in paths)
+
+
+def _check_params(fn_name: str, params: PyTree, states: List[ADMMState]) -> None:
+  """Raises a one-line ``ValueError`` unless ``params`` is laid out like every ADMM state.
+
+  Each state's ``patterns`` tree has the leaf paths of the params the transformation was
+  initialised with (``optax.masked``/``multi_transform`` leave an ``optax.MaskedNode`` where a
+  leaf or subtree went to another transformation). ``params`` must have exactly those leaf paths
+  (anything under a masked node is accepted) and, at quantized leaves, the shape of ``z``.
+  Paths are compared as ``'/'``-joined strings, so ``dict`` and ``FrozenDict`` params both pass.
+  """
+  given = {path_str(k): w for k, w in
+           jax.tree_util.tree_flatten_with_path(params, is_leaf=_is_none)[0]}
+  for st in states:
+    expected, masked = {}, set()
+    for k, leaf in jax.tree_util.tree_flatten_with_path(st.patterns, is_leaf=_is_state_leaf)[0]:
+      if isinstance(leaf, optax.MaskedNode):
+        masked.add(path_str(k))
+      else:
+        expected[path_str(k)] = leaf
+
+    def covered(path: str) -> bool:
+      if path in expected or "" in masked:
+        return True
+      parts = path.split("/")
+      return any("/".join(parts[:i]) in masked for i in range(1, len(parts) + 1))
+
+    missing = [p for p in expected if p not in given]
+    missing += [p for p in masked if p and p not in given
+                and not any(g.startswith(p + "/") for g in given)]
+    unknown = [p for p in given if not covered(p)]
+    if missing or unknown:
+      problems = []
+      if missing:
+        problems.append(f"{len(missing)} of its {len(expected) + len(masked)} leaf paths are "
+                        f"missing from params (first: {sorted(missing)[0]!r})")
+      if unknown:
+        problems.append(f"{len(unknown)} params leaves are unknown to it (first: "
+                        f"{sorted(unknown)[0]!r})")
+      raise ValueError(f"{fn_name}: params do not match the ADMM state: {', '.join(problems)}; "
+                       f"pass the params tree the optimizer was initialised with"
+                       f"{_wrapping_hint(set(expected) | masked, set(given))}")
+    for k, z in jax.tree_util.tree_flatten_with_path(st.z, is_leaf=_is_none)[0]:
+      if z is None:
+        continue
+      path, shape, got = path_str(k), tuple(z.shape), tuple(jnp.shape(given[path_str(k)]))
+      if got != shape:
+        raise ValueError(f"{fn_name}: params leaf {path!r} has shape {got}, the ADMM state "
+                         f"quantizes it with shape {shape}; pass the params tree the optimizer "
+                         f"was initialised with")
+
+
+def _entries(opt_state: PyTree) -> Dict[str, Tuple[Any, jax.Array, jax.Array]]:
+  """``{param path: (pattern, scale, z)}`` over all ADMM states (a path may appear once)."""
+  return _entries_of(_states(opt_state))
+
+
+def _entries_of(states: List[ADMMState]) -> Dict[str, Tuple[Any, jax.Array, jax.Array]]:
+  out: Dict[str, Tuple[Any, jax.Array, jax.Array]] = {}
   for st in states:
     is_leaf = lambda x: x is None or isinstance(x, StaticPattern)  # noqa: E731
     pats = jax.tree_util.tree_flatten_with_path(st.patterns, is_leaf=is_leaf)[0]
@@ -234,8 +325,16 @@ def _entries(opt_state: PyTree) -> Dict[str, Tuple[Any, jax.Array, jax.Array]]:
   return out
 
 
-def _map_params(fn, params: PyTree, opt_state: PyTree) -> PyTree:
-  entries = _entries(opt_state)
+def _checked_entries(fn_name: str, params: PyTree,
+                     opt_state: PyTree) -> Dict[str, Tuple[Any, jax.Array, jax.Array]]:
+  """:func:`_entries` after checking that ``params`` matches the ADMM state(s)."""
+  states = _states(opt_state)
+  _check_params(fn_name, params, states)
+  return _entries_of(states)
+
+
+def _map_params(fn_name: str, fn, params: PyTree, opt_state: PyTree) -> PyTree:
+  entries = _checked_entries(fn_name, params, opt_state)
 
   def leaf_fn(path, w):
     e = entries.get(path_str(path))
@@ -250,8 +349,13 @@ def straight_through(params: PyTree, opt_state: PyTree) -> PyTree:
   Forward: every quantized leaf projected onto its grid with the scale of the last Z-step;
   backward: straight-through to ``W`` (zero where ``W/scale`` saturates); no gradient to the
   scales. Float leaves pass through.
+
+  Raises:
+    ValueError: ``params`` does not have the leaf paths and quantized shapes of the tree the
+      ADMM state was initialised with (e.g. flax ``variables`` instead of ``variables['params']``).
   """
-  return _map_params(lambda w, p, s: fake_quant(w, p, jax.lax.stop_gradient(s)), params, opt_state)
+  return _map_params("straight_through",
+                     lambda w, p, s: fake_quant(w, p, jax.lax.stop_gradient(s)), params, opt_state)
 
 
 def finalize(params: PyTree, opt_state: PyTree, *, refit_scales: bool = False) -> PyTree:
@@ -266,18 +370,26 @@ def finalize(params: PyTree, opt_state: PyTree, *, refit_scales: bool = False) -
 
   Returns:
     params with every quantized leaf equal to ``scale * level``.
+
+  Raises:
+    ValueError: ``params`` does not have the leaf paths and quantized shapes of the tree the
+      ADMM state was initialised with (e.g. flax ``variables`` instead of ``variables['params']``).
   """
   if refit_scales:
     def fn(w, p, s):
       axes = None if jnp.ndim(s) == 0 else channel_axes(w)
       return project(w, p, fit_scale(w, p, axes))
-    return _map_params(fn, params, opt_state)
-  return _map_params(lambda w, p, s: project(w, p, s), params, opt_state)
+    return _map_params("finalize", fn, params, opt_state)
+  return _map_params("finalize", lambda w, p, s: project(w, p, s), params, opt_state)
 
 
 def tree_scales(params: PyTree, opt_state: PyTree) -> PyTree:
-  """The ADMM scales as a tree shaped like ``params`` (``None`` at float leaves)."""
-  entries = _entries(opt_state)
+  """The ADMM scales as a tree shaped like ``params`` (``None`` at float leaves).
+
+  Raises:
+    ValueError: ``params`` does not match the ADMM state (as in :func:`finalize`).
+  """
+  entries = _checked_entries("tree_scales", params, opt_state)
   return jax.tree_util.tree_map_with_path(
       lambda path, w: entries[path_str(path)][1] if path_str(path) in entries else None, params)
 
@@ -299,8 +411,12 @@ def admm_metrics(opt_state: PyTree) -> Dict[str, jax.Array]:
 
 
 def primal_residual(params: PyTree, opt_state: PyTree) -> jax.Array:
-  """``||W − Z||₂`` now (not only at the last Z-step), over all ADMM-quantized leaves."""
-  entries = _entries(opt_state)
+  """``||W − Z||₂`` now (not only at the last Z-step), over all ADMM-quantized leaves.
+
+  Raises:
+    ValueError: ``params`` does not match the ADMM state (as in :func:`finalize`).
+  """
+  entries = _checked_entries("primal_residual", params, opt_state)
   diffs = [w - entries[path_str(k)][2] for k, w in jax.tree_util.tree_flatten_with_path(params)[0]
            if path_str(k) in entries]
   return jnp.sqrt(_sum_sq(diffs))

@@ -240,6 +240,163 @@ class AdmmTest(chex.TestCase):
     self.assertTrue(bool(jnp.all(on_grid(quantize(fin["dense"]["kernel"], uniform(8),
                                                   sc["dense"]["kernel"]), uniform(8)))))
 
+  def _assert_one_line(self, err):
+    msg = str(err.exception)
+    self.assertNotIn("\n", msg)
+    return msg
+
+  def test_params_mismatch_raises(self):
+    """finalize/tree_scales/straight_through/primal_residual skip nothing silently."""
+    params = _params()
+    state = optax.chain(admm_lib.admm(RULE, rho=0.1), optax.sgd(0.1)).init(params)
+    fns = {"finalize": admm_lib.finalize, "tree_scales": admm_lib.tree_scales,
+           "straight_through": admm_lib.straight_through,
+           "primal_residual": admm_lib.primal_residual}
+    for name, fn in fns.items():
+      with self.subTest(name), self.assertRaisesRegex(
+          ValueError, rf"^{name}: params do not match the ADMM state.*variables\['params'\]") as e:
+        fn({"params": params}, state)
+      self._assert_one_line(e)
+      with self.subTest(name + " under jit"), self.assertRaisesRegex(ValueError, name):
+        jax.jit(fn)({"params": params}, state)
+    # A leaf missing (here a float one: float leaves are part of the layout too).
+    partial = {"conv": params["conv"], "dense": {"kernel": params["dense"]["kernel"]}}
+    with self.assertRaisesRegex(ValueError, r"1 of its 4 leaf paths .*'dense/bias'") as e:
+      admm_lib.finalize(partial, state)
+    self._assert_one_line(e)
+    # A leaf the state does not know.
+    extra = {**params, "head": {"kernel": jnp.ones((5, 2))}}
+    with self.assertRaisesRegex(ValueError, r"1 params leaves are unknown to it .*'head/kernel'"):
+      admm_lib.tree_scales(extra, state)
+    # Same paths, another shape at a quantized leaf.
+    other = {**params, "dense": {**params["dense"], "kernel": jnp.ones((8, 6))}}
+    with self.assertRaisesRegex(ValueError, r"'dense/kernel' has shape \(8, 6\).*\(8, 5\)") as e:
+      admm_lib.straight_through(other, state)
+    self._assert_one_line(e)
+    # The other way round: the state was built on the wrapped tree.
+    wrapped_state = admm_lib.admm(RULE).init({"params": params})
+    with self.assertRaisesRegex(ValueError, r"holds these params under 'params'"):
+      admm_lib.finalize(params, wrapped_state)
+    chex.assert_trees_all_close(admm_lib.finalize({"params": params}, wrapped_state)["params"],
+                                admm_lib.finalize(params, state))
+
+  def test_matching_params_with_float_and_masked_leaves(self):
+    """Float leaves (rule -> None) and masked-out subtrees (prefix masks too) are accepted."""
+    params = _params()
+    for mask in ({"conv": True, "dense": False},
+                 {"conv": {"kernel": True, "bias": False},
+                  "dense": {"kernel": False, "bias": True}},
+                 lambda p: jax.tree_util.tree_map(lambda x: x.ndim > 1, p)):
+      with self.subTest(str(mask)):
+        state = optax.chain(optax.masked(admm_lib.admm(RULE), mask), optax.sgd(0.1)).init(params)
+        final = admm_lib.finalize(params, state)
+        chex.assert_trees_all_equal(final["conv"]["bias"], params["conv"]["bias"])
+        self.assertIsNone(admm_lib.tree_scales(params, state)["conv"]["bias"])
+        self.assertIsNotNone(admm_lib.tree_scales(params, state)["conv"]["kernel"])
+        with self.assertRaisesRegex(ValueError, r"variables\['params'\]"):
+          admm_lib.finalize({"params": params}, state)
+        with self.assertRaisesRegex(ValueError, r"'head/kernel'"):
+          admm_lib.finalize({**params, "head": {"kernel": jnp.ones((5, 2))}}, state)
+
+  def test_flax_model_variables(self):
+    """The README tour: the state is built on ``variables['params']``; ``variables`` is refused."""
+    from ebsp_jax import models  # pylint: disable=g-import-not-at-top
+    model = models.get_model("lenet5", num_classes=10)
+    x = jnp.zeros((2, 28, 28, 1))
+    variables = model.init(jax.random.key(1), x, train=False)
+    params = variables["params"]
+    state = optax.chain(admm_lib.admm(RULE), optax.sgd(0.1)).init(params)
+    with self.assertRaisesRegex(ValueError, r"^finalize: .*variables\['params'\]") as e:
+      admm_lib.finalize(variables, state)
+    self._assert_one_line(e)
+    with self.assertRaisesRegex(ValueError, r"^tree_scales: "):
+      admm_lib.tree_scales(variables, state)
+    final = admm_lib.finalize(params, state)
+    scales = admm_lib.tree_scales(params, state)
+    n_quantized = 0
+    for (path, w), (_, f), (_, s) in zip(
+        jax.tree_util.tree_flatten_with_path(params)[0],
+        jax.tree_util.tree_flatten_with_path(final)[0],
+        jax.tree_util.tree_flatten_with_path(scales, is_leaf=lambda v: v is None)[0]):
+      if s is None:
+        chex.assert_trees_all_equal(f, w)
+      else:
+        n_quantized += 1
+        self.assertTrue(bool(jnp.all(on_grid(quantize(f, P63, s), P63))), path)
+    self.assertGreater(n_quantized, 1)
+
+  def test_numpy_scalars_accepted(self):
+    params = _params()
+    for rho, every in ((np.float32(0.1), np.int64(5)), (np.float64(0.1), np.int32(5)),
+                       (np.array(0.1), np.array(5)), (jnp.float32(0.1), jnp.int32(5)), (1, 5)):
+      with self.subTest(f"{type(rho).__name__}, {type(every).__name__}"):
+        tx = admm_lib.admm(RULE, rho=rho, update_every=every)
+        state = tx.init(params)
+        np.testing.assert_allclose(state.rho, float(rho), rtol=1e-6)
+        for _ in range(6):
+          _, state = tx.update(_grads(params), state, params)
+        self.assertEqual(int(state.num_z_steps), 1)  # the Z-step at the start of call 5
+
+  def test_bad_numbers_rejected(self):
+    cases = [
+        (dict(rho=True), TypeError, r"^rho must be a number or a RhoPolicy, got bool"),
+        (dict(rho=np.bool_(True)), TypeError, r"^rho must be .*bool"),
+        (dict(rho="0.1"), TypeError, r"^rho must be a number or a RhoPolicy, got str"),
+        (dict(rho=np.array([0.1, 0.2])), ValueError, r"^rho must be a single number.*\(2,\)"),
+        (dict(rho=np.ones((30, 30))), ValueError, r"^rho must be a single number"),
+        (dict(rho=np.inf), ValueError, r"^rho must be a positive finite number, got inf"),
+        (dict(rho=np.float32("nan")), ValueError, r"^rho must be a positive finite"),
+        (dict(rho=np.float32(0.0)), ValueError, r"^rho must be a positive finite"),
+        (dict(rho=-1), ValueError, r"^rho must be a positive finite"),
+        (dict(rho=optax.constant_schedule(0.1)), TypeError, r"scheduled_rho"),
+        (dict(update_every=True), TypeError, r"^update_every must be an int"),
+        (dict(update_every=np.bool_(True)), TypeError, r"^update_every must be an int"),
+        (dict(update_every=5.0), TypeError, r"^update_every must be an int .*float 5.0"),
+        (dict(update_every=np.float64(5.0)), TypeError, r"^update_every must be an int"),
+        (dict(update_every=np.array([5, 5])), ValueError, r"^update_every must be a single"),
+        (dict(update_every=np.int64(0)), ValueError, r"^update_every must be an int >= 1, got 0"),
+        (dict(update_every=-3), ValueError, r"^update_every must be an int >= 1"),
+    ]
+    for kwargs, exc, regex in cases:
+      with self.subTest(repr(kwargs)), self.assertRaisesRegex(exc, regex) as e:
+        admm_lib.admm(RULE, **kwargs)
+      self._assert_one_line(e)
+
+  def test_traced_rho_rejected(self):
+    with self.assertRaisesRegex(TypeError, r"^rho must be .*traced value"):
+      jax.jit(lambda r: admm_lib.admm(RULE, rho=r).init(_params()))(0.1)
+
+  def test_custom_policy_values_checked(self):
+    params = _params()
+    bad_init = rho_lib.RhoPolicy(lambda: -1.0, lambda rho, n, r, s: rho, "bad_init")
+    with self.assertRaisesRegex(ValueError, r"'bad_init'.*positive finite.*-1.0") as e:
+      admm_lib.admm(RULE, rho=bad_init)
+    self._assert_one_line(e)
+    negative = rho_lib.RhoPolicy(lambda: 1.0, lambda rho, n, r, s: -rho, "negative")
+    tx = admm_lib.admm(RULE, rho=negative)
+    state = tx.init(params)
+    _, state = tx.update(_grads(params), state, params)  # no Z-step yet
+    with self.assertRaisesRegex(ValueError, r"'negative' gave rho=-1.0"):
+      tx.update(_grads(params), state, params)           # eager Z-step: concrete rho, checked
+    vector = rho_lib.RhoPolicy(lambda: 1.0, lambda rho, n, r, s: jnp.full((2,), rho), "vector")
+    tx = admm_lib.admm(RULE, rho=vector)
+    state = tx.init(params)
+    _, state = tx.update(_grads(params), state, params)
+    with self.assertRaisesRegex(ValueError, r"'vector' must return a scalar rho, got shape \(2,\)"):
+      jax.jit(tx.update)(_grads(params), state, params)  # the shape is checked under jit too
+
+  def test_scheduled_rho_checked_when_concrete(self):
+    params = _params()
+    tx = admm_lib.admm(RULE, rho=rho_lib.scheduled_rho(lambda n: 1.0 - n), update_every=1)
+    state = tx.init(params)
+    _, state = tx.update(_grads(params), state, params)
+    with self.assertRaisesRegex(ValueError, r"schedule\(1\) gave rho=0.0"):
+      tx.update(_grads(params), state, params)
+    # Under jit the value is traced: documented as the schedule's responsibility, passed as is
+    # (no clipping that would silently change the schedule).
+    _, jitted = jax.jit(tx.update)(_grads(params), state, params)
+    np.testing.assert_allclose(jitted.rho, 0.0)
+
   def test_with_admm_wrapper_and_errors(self):
     params = _params()
     tx = admm_lib.with_admm(optax.sgd(0.1), RULE, rho=0.1)
