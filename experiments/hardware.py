@@ -123,6 +123,21 @@ def run() -> dict:
   if FLAGS.batch_size < 1:
     raise UsageError(f"batch_size must be >= 1; got {FLAGS.batch_size}")
   tech = _tech()
+  # Number formats first, over all designs: one error names the widest product acc_bits needs.
+  arch.check_formats(names, pattern_bits=FLAGS.pattern_bits, pattern_length=FLAGS.pattern_length,
+                     activation_bits=FLAGS.activation_bits, acc_bits=FLAGS.acc_bits,
+                     weight_format=FLAGS.weight_format, bitfusion_bits=FLAGS.bitfusion_bits)
+  if FLAGS.sweep and FLAGS.figures_dir:
+    try:
+      bits_list = [int(b) for b in FLAGS.sweep_bits]
+    except ValueError:
+      raise UsageError(f"--sweep_bits must be integers; got {FLAGS.sweep_bits}") from None
+    for b in bits_list:  # the sweep's EBSP designs, before any output
+      if b < 2:
+        raise UsageError(f"--sweep_bits entries must be >= 2 (sign + one magnitude bit); got {b}")
+      arch.check_formats(["ebsp"], pattern_bits=b, pattern_length=1,
+                         activation_bits=FLAGS.activation_bits, acc_bits=FLAGS.acc_bits,
+                         weight_format=FLAGS.weight_format)
   accs = _build(names, tech)
 
   wl = workload.model_workload(FLAGS.model, FLAGS.dataset, FLAGS.batch_size)
@@ -166,7 +181,8 @@ def run() -> dict:
                                                                      report.CATEGORIES},
                                              "cycles": a.cycles, "latency_s": a.latency_s}
                                          for n, a in r.results.items()},
-                        "comparison": report.comparison(r)} for r in [result] + others]
+                        "comparison": (report.comparison(r) if "ebsp" in r.results else {})}
+                       for r in [result] + others]
 
   if FLAGS.figures_dir:
     from ebsp_jax.hw import figures
@@ -176,10 +192,6 @@ def run() -> dict:
     written += figures.plot_latency([result] + others, os.path.join(
         FLAGS.figures_dir, f"latency_{tag}"))
     if FLAGS.sweep:
-      try:
-        bits_list = [int(b) for b in FLAGS.sweep_bits]
-      except ValueError:
-        raise UsageError(f"--sweep_bits must be integers; got {FLAGS.sweep_bits}") from None
       pts = report.sweep_points(wl, lambda b, l: _build(["ebsp"], tech, b, l)["ebsp"], bits_list,
                                 dataset=FLAGS.dataset, objective=FLAGS.objective, search="fast")
       accs_by_pattern = figures.load_accuracies(FLAGS.results) if FLAGS.results else {}

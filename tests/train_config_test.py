@@ -93,3 +93,51 @@ def test_flagfiles_parse():
         "--workdir=/tmp/w"])
     cfg = train_flags.config_from_flags(ds, fv)
     assert cfg.dataset == ds and cfg.workdir == "/tmp/w"
+
+
+@pytest.fixture(scope="module")
+def fake_data(tmp_path_factory):
+  from ebsp_jax.train import testing
+  return testing.write_fake_fashion_mnist(str(tmp_path_factory.mktemp("fmnist")), 64, 32)
+
+
+def _one_error_line(out) -> str:
+  assert out.returncode == 2, out.stderr
+  err = [line for line in out.stderr.splitlines() if line.strip()]
+  assert len(err) == 1 and "Traceback" not in out.stderr, out.stderr
+  assert err[0].startswith("error: "), err[0]
+  return err[0]
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "not_a_run"])
+def test_bad_pretrained_is_one_line_and_creates_nothing(tmp_path, fake_data, kind):
+  """A bad --pretrained: one line, exit 2, no workdir created, the --pretrained dir untouched."""
+  pre = tmp_path / "pre"
+  if kind != "missing":
+    pre.mkdir()
+  if kind == "not_a_run":
+    (pre / "notes.txt").write_text("x")
+  work = tmp_path / "work"
+  line = _one_error_line(_run_main("--model=lenet5", "--batch_size=32", "--eval_batch_size=32",
+                                   f"--workdir={work}", f"--data_dir={fake_data}",
+                                   f"--pretrained={pre}"))
+  assert f"--pretrained={pre}" in line
+  assert ("no such directory" if kind == "missing" else "holds no float-model checkpoint") in line
+  assert "expected a workdir of an earlier run or its float_model/" in line
+  assert not work.exists()
+  if kind != "missing":
+    assert sorted(os.listdir(pre)) == ([] if kind == "empty" else ["notes.txt"])
+
+
+def test_unusable_workdir_checkpoint_exits_without_traceback(tmp_path, fake_data):
+  """An error after the workdir's checkpoints were opened: the manager is closed, so no orbax
+  background thread prints a traceback at interpreter shutdown."""
+  work = tmp_path / "work"
+  (work / "checkpoints" / "8").mkdir(parents=True)  # a checkpoint id without its contents
+  out = _run_main("--model=lenet5", "--batch_size=32", "--eval_batch_size=32",
+                  f"--workdir={work}", f"--data_dir={fake_data}")
+  assert out.returncode == 2, out.stderr
+  assert "Traceback" not in out.stderr and "RuntimeError" not in out.stderr, out.stderr
+  errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+  assert len(errors) == 1 and str(work / "checkpoints" / "8") in errors[0], out.stderr
+  assert out.stderr.rstrip().splitlines()[-1] == errors[0]

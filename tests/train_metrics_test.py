@@ -110,6 +110,37 @@ def test_progress_line_has_rate_and_eta():
   assert metrics.format_duration(65) == "1m05s"
 
 
+def test_progress_line_omits_rates_until_measured():
+  """The first line (e.g. right after the compiling first step) has no ``nan`` rate or ETA."""
+  buf = io.StringIO()
+  p = metrics.Progress(total_steps=12, batch_size=128, stream=buf)
+  p.start(1)
+  first = p.line(1, "float", {"loss": 2.3, "accuracy": 0.07})
+  assert first == "[float] step 1/12 (8%) | loss 2.3000 | accuracy 0.0700"
+  assert "nan" not in buf.getvalue() and "ETA" not in first and "steps/s" not in first
+  second = p.line(5, "float", {"loss": 2.0})
+  assert "steps/s" in second and "ex/s" in second and "ETA " in second and "nan" not in second
+  # A new phase's first line reuses the last measured rate.
+  p.start(5)
+  assert "steps/s" in p.line(5, "admm", {})
+
+
+def test_checkpointer_close_waits_and_read_only_creates_nothing(tmp_path):
+  d = tmp_path / "ck"
+  with pytest.raises(ckpt_lib.CheckpointError, match="does not exist"):
+    ckpt_lib.Checkpointer(str(d), read_only=True)
+  assert not d.exists()
+  with ckpt_lib.Checkpointer(str(d)) as ck:  # creates the directory
+    assert ck.save(3, {"w": jnp.ones(2)}, {"step": 3})
+  ck.close()  # idempotent
+  ro = ckpt_lib.Checkpointer(str(d), read_only=True)
+  assert ro.latest_id() == 3 and ro.read_meta(3)["step"] == 3
+  with pytest.raises(ckpt_lib.CheckpointError, match="read-only"):
+    ro.save(4, {"w": jnp.ones(2)}, {"step": 4})
+  ro.close()
+  assert sorted(os.listdir(d)) == ["3"]
+
+
 def test_checkpointer_roundtrip_and_validation(tmp_path):
   state = {"w": jnp.arange(6.0).reshape(2, 3), "n": jnp.int32(3), "none": None,
            "key": jax.random.PRNGKey(1)}

@@ -262,6 +262,9 @@ def test_missing_data_fast_and_clear(tmp_path):
     msg = str(e.value)
     assert "\n" not in msg and str(tmp_path / tfds_name) in msg, msg
     assert f"tfds build {tfds_name}" in msg and "--file_format=array_record" in msg
+    # The hint is complete: where to copy the prepared data, or which option to point at it.
+    assert msg.endswith(f"holds {tfds_name}/<version>/ prepared that way"), msg
+    assert f"copy {tmp_path / tfds_name} to the same path" in msg and "--data_dir" in msg
   with pytest.raises(FileNotFoundError, match="--manual_dir"):
     data.get_dataset("imagenet", data_dir=str(tmp_path))
   with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):

@@ -28,11 +28,14 @@ def default_tfds_dir() -> str:
 def prepare_hint(tfds_name: str, data_dir: str) -> str:
   """One-line instructions to prepare ``tfds_name`` once on a machine with internet."""
   manual = " --manual_dir=<dir with ILSVRC2012_img_{train,val}.tar>" if tfds_name.startswith("imagenet") else ""
+  prepared = os.path.join(data_dir, tfds_name)
   return (
       f"prepare it once on a machine with internet: `tfds build {tfds_name}{manual} "
       f"--data_dir={data_dir} --file_format=array_record` (or in Python "
       f"tfds.builder('{tfds_name}', data_dir='{data_dir}', file_format='array_record')"
-      ".download_and_prepare()) and copy the directory here, or pass data_dir="
+      f".download_and_prepare()) and copy {prepared} to the same path on this machine, or "
+      f"point --data_dir (data_dir= in Python) at a directory that holds "
+      f"{tfds_name}/<version>/ prepared that way"
   )
 
 

@@ -30,7 +30,7 @@ The command-line report is ``experiments/hardware.py``; the method, sources and 
 """
 
 from ebsp_jax.hw.arch import (ACCELERATORS, Accelerator, ConfigError, MemLevel, build_accelerator,
-                              build_all)
+                              build_all, check_formats)
 from ebsp_jax.hw.area import AREA_SCOPES, PAPER_AREA_MM2, PAPER_PE_COUNTS, AreaError
 from ebsp_jax.hw.dataflow import (LayerCost, Mapping, MappingError, best_mapping,
                                   evaluate_mapping)
@@ -46,7 +46,7 @@ __all__ = [
     "ACCELERATORS", "AREA_SCOPES", "Accelerator", "Activity", "AreaError", "ConfigError",
     "Layer", "LayerCost", "LayerEvents", "Mapping", "MappingError", "MemLevel", "NetworkResult",
     "PAPER_AREA_MM2", "PAPER_PE_COUNTS", "PEModel", "SOURCES", "TechParams", "Workload",
-    "best_mapping", "build_accelerator", "build_all", "comparison", "ebsp_pe",
+    "best_mapping", "build_accelerator", "build_all", "check_formats", "comparison", "ebsp_pe",
     "evaluate_mapping", "evaluate_network", "events_from_codes", "events_from_params",
     "format_table", "load_events", "load_params", "model_workload", "report_json",
     "save_events", "tech_table", "trace_layers", "trace_model",

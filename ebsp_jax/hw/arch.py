@@ -33,6 +33,8 @@ import dataclasses
 import math
 from typing import Mapping, Sequence
 
+import numpy as np
+
 from ebsp_jax.hw import area as area_mod
 from ebsp_jax.hw import pe as pe_mod
 from ebsp_jax.hw import tech as tech_mod
@@ -44,6 +46,11 @@ ACCELERATORS = ("eyeriss", "bitfusion", "wax", "olaccel", "ebsp")
 OPERANDS = ("W", "I", "O")
 #: Energy-breakdown categories of memory levels.
 CATEGORIES = ("rf", "lut", "local_buffer", "buffer", "dram")
+#: EBSP activation widths, bits (the training and integer paths stop at 16 too).
+ACTIVATION_BITS_RANGE = (1, 16)
+#: Accumulator widths, bits; each design also needs at least one product's width
+#: (:func:`accumulated_product`).
+ACC_BITS_RANGE = (2, 64)
 
 
 class ConfigError(ValueError):
@@ -299,6 +306,64 @@ def make_pe(name: str, *, pattern_bits: int = 6, pattern_length: int = 3,
   raise ConfigError(f"unknown accelerator {name!r}; known: {', '.join(ACCELERATORS)}")
 
 
+def accumulated_product(name: str, *, pattern_bits: int = 6, activation_bits: int = 8,
+                        bitfusion_bits: int = 4) -> tuple[int, int] | None:
+  """``(weight_bits, activation_bits)`` of the products design ``name`` adds in its ``acc_bits``
+  accumulator (``None``: Eyeriss keeps its own 16-bit psums).
+
+  A signed ``w``-bit by ``a``-bit product needs ``w + a`` bits (EBSP: sign-magnitude weights of
+  ``pattern_bits`` times unsigned activations); OLAccel's outlier products go to its outlier
+  MACs, so its PE accumulates 4 x 4-bit products.
+  """
+  if name == "ebsp":
+    return pattern_bits, activation_bits
+  if name == "bitfusion":
+    return bitfusion_bits, bitfusion_bits
+  if name == "wax":
+    return 8, 8
+  if name == "olaccel":
+    return 4, 4
+  if name == "eyeriss":
+    return None
+  raise ConfigError(f"unknown accelerator {name!r}; known: {', '.join(ACCELERATORS)}")
+
+
+def _check_int(what: str, value, lo: int, hi: int) -> None:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    raise ConfigError(f"{what} must be an int in [{lo}, {hi}]; got {value!r}")
+  if not lo <= value <= hi:
+    raise ConfigError(f"{what}={value} is out of range: allowed [{lo}, {hi}]")
+
+
+def check_formats(names: Sequence[str], *, pattern_bits: int = 6, pattern_length: int = 3,
+                  activation_bits: int = 8, acc_bits: int = 32, weight_format: str = "raw",
+                  bitfusion_bits: int = 4) -> None:
+  """Checks that every design in ``names`` can be built with these number formats.
+
+  The activation width must be in :data:`ACTIVATION_BITS_RANGE`, the accumulator width in
+  :data:`ACC_BITS_RANGE` and at least as wide as one product of every design
+  (:func:`accumulated_product`); EBSP's pattern and Bit Fusion's width must be valid.
+
+  Raises:
+    ConfigError: one line naming the value, the design that needs more and what is allowed.
+  """
+  _check_int("activation_bits", activation_bits, *ACTIVATION_BITS_RANGE)
+  _check_int("acc_bits", acc_bits, *ACC_BITS_RANGE)
+  widest = None
+  for n in names:
+    make_pe(n, pattern_bits=pattern_bits, pattern_length=pattern_length,
+            activation_bits=activation_bits, acc_bits=acc_bits, weight_format=weight_format,
+            bitfusion_bits=bitfusion_bits)  # unknown name, invalid pattern or width
+    ops = accumulated_product(n, pattern_bits=pattern_bits, activation_bits=activation_bits,
+                              bitfusion_bits=bitfusion_bits)
+    if ops is not None and (widest is None or sum(ops) > sum(widest[1])):
+      widest = (n, ops)
+  if widest is not None and acc_bits < sum(widest[1]):
+    n, (w, a) = widest
+    raise ConfigError(f"acc_bits={acc_bits} is narrower than one {w}x{a}-bit product of {n} "
+                      f"({w + a} bits); allowed: [{w + a}, {ACC_BITS_RANGE[1]}]")
+
+
 def olaccel_cycle_factor(outlier_fraction: float, lanes: int = 16,
                          act_group: int = 16) -> float:
   """Expected compute-cycle overhead of OLAccel's outliers (derived).
@@ -340,10 +405,15 @@ def build_accelerator(name: str, *, area_mm2: float = area_mod.PAPER_AREA_MM2,
     bitfusion_bits: Bit Fusion's operating width (4 in the paper's table).
 
   Raises:
-    ConfigError: unknown name, invalid pattern, zero bandwidth, or a budget below one PE.
+    ConfigError: unknown name, invalid pattern, activation width outside
+      :data:`ACTIVATION_BITS_RANGE`, an accumulator narrower than one product
+      (:func:`check_formats`), zero bandwidth, or a budget below one PE.
   """
   if name not in ACCELERATORS:
     raise ConfigError(f"unknown accelerator {name!r}; known: {', '.join(ACCELERATORS)}")
+  check_formats([name], pattern_bits=pattern_bits, pattern_length=pattern_length,
+                activation_bits=activation_bits, acc_bits=acc_bits, weight_format=weight_format,
+                bitfusion_bits=bitfusion_bits)
   if not glb_bandwidth_bits > 0:
     raise ConfigError(f"global-buffer bandwidth must be > 0 bits/cycle; got {glb_bandwidth_bits}")
   if not glb_bytes > 0:

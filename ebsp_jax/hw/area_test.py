@@ -66,6 +66,19 @@ def test_paper_counts_and_node_scaling():
     (dict(name="ebsp", area_scope="chip"), "area scope"),
     (dict(name="bitfusion", bitfusion_bits=3), "bitfusion_bits"),
     (dict(name="eyeriss", tech=tech.TechParams(dram_bytes_per_cycle=1e-9)), None),
+    (dict(name="ebsp", activation_bits=40),
+     r"activation_bits=40 is out of range: allowed \[1, 16\]"),
+    (dict(name="ebsp", activation_bits=0), r"activation_bits=0 is out of range"),
+    (dict(name="ebsp", acc_bits=4),
+     r"acc_bits=4 is narrower than one 6x8-bit product of ebsp \(14 bits\); allowed: \[14, 64\]"),
+    (dict(name="ebsp", acc_bits=14), None),
+    (dict(name="ebsp", activation_bits=16, acc_bits=21), "narrower than one 6x16-bit product"),
+    (dict(name="wax", acc_bits=15), "one 8x8-bit product of wax"),
+    (dict(name="bitfusion", acc_bits=7), "one 4x4-bit product of bitfusion"),
+    (dict(name="olaccel", acc_bits=8), None),
+    (dict(name="eyeriss", acc_bits=4), None),     # Eyeriss keeps its own 16-bit psums
+    (dict(name="ebsp", acc_bits=65), r"acc_bits=65 is out of range: allowed \[2, 64\]"),
+    (dict(name="ebsp", acc_bits=32.0), "acc_bits must be an int"),
 ])
 def test_config_errors(kwargs, match):
   name = kwargs.pop("name")
@@ -80,3 +93,15 @@ def test_olaccel_cycle_factor():
   assert arch.olaccel_cycle_factor(0.0) == pytest.approx(1.0)
   assert 1.0 < arch.olaccel_cycle_factor(0.03) < 1.2
   assert arch.olaccel_cycle_factor(0.2) > 1.5
+
+
+def test_check_formats_names_the_widest_product():
+  with pytest.raises(arch.ConfigError, match=r"acc_bits=13 .* one 8x8-bit product of wax \(16"):
+    arch.check_formats(arch.ACCELERATORS, acc_bits=13)
+  with pytest.raises(arch.ConfigError, match="one 6x16-bit product of ebsp"):
+    arch.check_formats(arch.ACCELERATORS, activation_bits=16, acc_bits=16)
+  with pytest.raises(arch.ConfigError, match="one 6x8-bit product of ebsp"):
+    arch.check_formats(["bitfusion", "ebsp"], acc_bits=8)
+  arch.check_formats(arch.ACCELERATORS, acc_bits=24)   # docs/hardware.md's --acc_bits=24
+  with pytest.raises(arch.ConfigError, match="unknown accelerator 'tpu'"):
+    arch.check_formats(["tpu"])

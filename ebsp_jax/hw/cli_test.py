@@ -27,10 +27,19 @@ def _run(*args, timeout=300):
     (["--model=lenet5", "--dataset=mars"], "unknown dataset"),
     (["--model=lenet5", "--dataset=fashion_mnist", "--pattern_bits=6", "--pattern_length=9"],
      "pattern"),
+    (["--model=lenet5", "--dataset=fashion_mnist", "--sweep=false", "--activation_bits=40"],
+     "activation_bits=40 is out of range: allowed [1, 16]"),
+    (["--model=lenet5", "--dataset=fashion_mnist", "--sweep=false", "--acc_bits=4"],
+     "acc_bits=4 is narrower than one 8x8-bit product of wax (16 bits); allowed: [16, 64]"),
+    (["--model=lenet5", "--dataset=fashion_mnist", "--accelerators=ebsp", "--acc_bits=4"],
+     "acc_bits=4 is narrower than one 6x8-bit product of ebsp (14 bits); allowed: [14, 64]"),
+    (["--model=lenet5", "--dataset=fashion_mnist", "--figures_dir=/tmp/ebsp_never_written",
+      "--sweep_bits=4,1"], "--sweep_bits entries must be >= 2"),
 ])
 def test_errors_are_one_line_without_traceback(args, needle):
   r = _run(*args)
-  assert r.returncode != 0
+  assert r.returncode == 2
+  assert r.stdout == ""   # nothing printed before the error
   lines = [l for l in r.stderr.splitlines() if l.strip()]
   assert len(lines) == 1, r.stderr
   assert needle in lines[0] and "Traceback" not in r.stderr

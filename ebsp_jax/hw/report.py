@@ -131,9 +131,13 @@ def comparison(result: NetworkResult, target: str = "ebsp") -> dict[str, dict[st
     ``(speedup - 1) * 100`` (the paper's "performance gain" is not defined; its
     ``latency_reduction_pct`` reading is given too). Paper figures are for ResNet-50 and are
     ``None`` for other models.
+
+  Raises:
+    ValueError: ``target`` is not one of the designs evaluated in ``result``.
   """
   if target not in result.results:
-    return {}
+    raise ValueError(f"comparison target {target!r} was not evaluated in this result; "
+                     f"allowed: {', '.join(result.results) or '(no designs)'}")
   t = result.results[target]
   out = {}
   resnet50 = result.workload.name == "resnet50"
@@ -216,7 +220,7 @@ def report_json(result: NetworkResult, extra: Mapping[str, Any] | None = None) -
       "objective": result.objective,
       "data_aware": result.data_aware,
       "accelerators": {n: _acc_json(r, w) for n, r in result.results.items()},
-      "comparison": comparison(result),
+      "comparison": comparison(result) if "ebsp" in result.results else {},
       "layers": layers,
       "tech": dataclasses.asdict(any_acc.tech) if any_acc else {},
       "sources": dict(tech_mod.SOURCES),
@@ -253,7 +257,7 @@ def format_table(result: NetworkResult) -> str:
         f"{_si(r.energy_pj * 1e-12, 'J'):>10} {r.energy_pj / macs:>7.3f} "
         f"{100 * r.energy['dram'] / r.energy_pj:>5.1f}% {_si(r.latency_s, 's'):>10} "
         f"{sum(c.macs * l.repeat for c, l in zip(r.layers, w.layers)) / (r.cycles * a.mac_units):>5.2f}")
-  comp = comparison(result)
+  comp = comparison(result) if "ebsp" in result.results else {}
   if comp:
     lines.append("")
     lines.append(f"{'EBSP vs':<10} {'energy -%':>10} {'on-chip':>8} {'paper':>7} "

@@ -39,6 +39,22 @@ def test_comparison_math(lenet_result):
   assert c["perf_gain_pct"] == pytest.approx(100 * (c["speedup"] - 1))
 
 
+def test_comparison_target_must_be_evaluated(lenet_result):
+  with pytest.raises(ValueError, match="comparison target 'tpu' was not evaluated in this "
+                     "result; allowed: eyeriss, bitfusion, wax, olaccel, ebsp"):
+    report.comparison(lenet_result, target="tpu")
+  assert set(report.comparison(lenet_result, target="wax")) == {"eyeriss", "bitfusion",
+                                                                "olaccel", "ebsp"}
+  # Without EBSP, the table and the report JSON simply have no EBSP comparison.
+  base = report.NetworkResult(lenet_result.workload, lenet_result.dataset,
+                              {n: r for n, r in lenet_result.results.items() if n != "ebsp"},
+                              lenet_result.objective, False, ())
+  with pytest.raises(ValueError, match="'ebsp' was not evaluated"):
+    report.comparison(base)
+  assert report.report_json(base)["comparison"] == {}
+  assert "EBSP vs" not in report.format_table(base)
+
+
 def test_table_and_pe_counts(lenet_result):
   text = report.format_table(lenet_result)
   for name in arch.ACCELERATORS:

@@ -356,6 +356,13 @@ def _inner_paths(eqn, sub, leaf_paths: dict, producers: dict, offset: int = 0) -
   return out
 
 
+def _check_batch_size(batch_size: Any) -> None:
+  if (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+      or batch_size < 1):
+    raise ValueError(f"batch_size must be a positive int (images per inference); "
+                     f"got {batch_size!r}")
+
+
 def trace_model(model: Any, input_shape: Sequence[int], batch_size: int = 1,
                 name: str = "model", dtype: Any = jnp.float32) -> Workload:
   """Layers of a Flax linen model for NHWC input ``(batch_size, *input_shape)``.
@@ -363,7 +370,11 @@ def trace_model(model: Any, input_shape: Sequence[int], batch_size: int = 1,
   The variables come from ``jax.eval_shape(model.init, ...)``: nothing is allocated.
   ``model.apply(variables, x, train=False)`` is traced (models without a ``train`` argument
   are traced as ``model.apply(variables, x)``).
+
+  Raises:
+    ValueError: ``batch_size`` is not a positive int (one line).
   """
+  _check_batch_size(batch_size)
   x = jax.ShapeDtypeStruct((batch_size, *input_shape), dtype)
   rng = jax.random.PRNGKey(0)
   try:
@@ -383,9 +394,11 @@ def model_workload(model_name: str, dataset: str = "imagenet", batch_size: int =
   the number of classes is 1000 for ImageNet and 10 otherwise.
 
   Raises:
-    ValueError: unknown model or dataset (one-line message from the registry).
+    ValueError: unknown model or dataset (one-line message from the registry), or a
+      ``batch_size`` that is not a positive int.
   """
   from ebsp_jax import models  # pylint: disable=import-outside-toplevel
+  _check_batch_size(batch_size)
   shape = models.default_input_shape(model_name, dataset)
   num_classes = 1000 if dataset == "imagenet" else 10
   model = models.get_model(model_name, num_classes=num_classes, **overrides)

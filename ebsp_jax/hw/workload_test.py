@@ -93,3 +93,12 @@ def test_published_mac_counts(name, dataset, published, rel):
 def test_summarize():
   s = workload.summarize(workload.model_workload("lenet5", "fashion_mnist"))
   assert s["macs"] == s["conv_macs"] + s["dense_macs"] and s["layers"] == 5 and s["weights"] > 0
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 1.5, True])
+def test_bad_batch_size_is_one_line(batch_size):
+  with pytest.raises(ValueError, match=r"batch_size must be a positive int .*; got ") as e:
+    workload.model_workload("lenet5", "fashion_mnist", batch_size=batch_size)
+  assert "\n" not in str(e.value)
+  with pytest.raises(ValueError, match="batch_size must be a positive int"):
+    workload.trace_model(_Small(), (16, 16, 3), batch_size=batch_size)

@@ -70,21 +70,55 @@ class Checkpointer:
   """Saves and restores training states under ``directory``.
 
   Args:
-    directory: the checkpoint directory (created).
+    directory: the checkpoint directory (created unless ``read_only``).
     max_to_keep: checkpoints kept (older ones are deleted).
+    read_only: only read ``directory`` (which must exist): nothing is created, saved or
+      cleaned up there (e.g. another run's float model for ``--pretrained``).
+
+  Call :meth:`close` when done (also on errors): orbax's background work must finish before
+  the interpreter exits. Usable as a context manager.
   """
 
-  def __init__(self, directory: str, max_to_keep: int = 2):
+  def __init__(self, directory: str, max_to_keep: int = 2, read_only: bool = False):
     self.directory = os.path.abspath(directory)
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False,
-        cleanup_tmp_directories=True)
+    self.read_only = read_only
+    if read_only and not os.path.isdir(self.directory):
+      raise CheckpointError(f"checkpoint directory {self.directory} does not exist")
+    if read_only:  # (orbax's own read_only option logs warnings on every open)
+      options = ocp.CheckpointManagerOptions(
+          max_to_keep=None, create=False, enable_async_checkpointing=False,
+          cleanup_tmp_directories=False)
+    else:
+      options = ocp.CheckpointManagerOptions(
+          max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False,
+          cleanup_tmp_directories=True)
     try:
       self._mngr = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=("state", "meta"))
     except Exception as e:  # noqa: BLE001 - orbax raises various types on broken dirs
       raise CheckpointError(f"cannot open checkpoint directory {self.directory}: "
-                            f"{type(e).__name__}: {e}") from e
+                            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                            ) from e
+    try:
+      self._await_tmp_cleanup()
+    except Exception as e:  # noqa: BLE001
+      self._mngr.close()
+      raise CheckpointError(f"cannot clean up unfinished checkpoints in {self.directory}: "
+                            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                            ) from e
+
+  def _await_tmp_cleanup(self) -> None:
+    """Waits for the removal of unfinished temporaries that orbax starts in the background.
+
+    ``CheckpointManager.close()`` does not wait for it, so a process exiting soon after
+    opening a manager would print a traceback from that thread at interpreter shutdown.
+    """
+    wait = getattr(self._mngr, "_maybe_await_cleanup_tmp_directory", None)
+    if wait is not None:
+      wait()
+    elif getattr(self._mngr, "_cleanup_tmp_directory_future", None) is not None:
+      raise RuntimeError("this orbax version keeps its temporary-directory cleanup private; "
+                         "update ebsp_jax.train.checkpoint.Checkpointer._await_tmp_cleanup")
 
   def all_ids(self) -> List[int]:
     return list(self._mngr.all_steps())
@@ -95,6 +129,8 @@ class Checkpointer:
 
   def save(self, ckpt_id: int, state: PyTree, meta: Mapping[str, Any]) -> bool:
     """Saves ``state``'s array leaves and ``meta`` (JSON); False if ``ckpt_id`` exists."""
+    if self.read_only:
+      raise CheckpointError(f"checkpoint directory {self.directory} was opened read-only")
     if ckpt_id in self.all_ids():
       return False
     leaves = jax.tree_util.tree_leaves(state)
@@ -169,7 +205,17 @@ class Checkpointer:
     return jax.tree_util.tree_unflatten(treedef, restored), meta
 
   def close(self) -> None:
-    self._mngr.close()
+    """Finishes orbax's outstanding work and releases the manager (idempotent)."""
+    if self._mngr is None:
+      return
+    mngr, self._mngr = self._mngr, None
+    mngr.close()
+
+  def __enter__(self) -> "Checkpointer":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
 
 
 def has_checkpoint_files(directory: str) -> bool:

@@ -104,7 +104,9 @@ class Progress:
   """Prints ``[phase] step i/N (x%) | r steps/s | e ex/s | loss .. | ETA ..`` lines.
 
   The rate is measured over the steps since the previous line (compilation excluded once the
-  first line is out); the ETA extrapolates it over the remaining steps of the whole run.
+  first line is out); the ETA extrapolates it over the remaining steps of the whole run. Until a
+  rate has been measured (no step timed yet, e.g. the line right after the first, compiling
+  step) the rate and ETA fields are left out rather than shown as ``nan``.
   """
 
   def __init__(self, total_steps: int, batch_size: int, stream: TextIO = sys.stdout,
@@ -125,13 +127,15 @@ class Progress:
     if self._t is not None and step > self._step:
       self.rate = (step - self._step) / max(now - self._t, 1e-9)
     self._t, self._step = now, step
-    eta = (self.total - step) / self.rate if self.rate > 0 else float("nan")
-    parts = [f"[{phase}] step {step}/{self.total} ({100.0 * step / max(self.total, 1):.0f}%)",
-             f"{self.rate:.2f} steps/s", f"{self.rate * self.batch_size:.0f} ex/s"]
+    measured = math.isfinite(self.rate) and self.rate > 0
+    parts = [f"[{phase}] step {step}/{self.total} ({100.0 * step / max(self.total, 1):.0f}%)"]
+    if measured:
+      parts += [f"{self.rate:.2f} steps/s", f"{self.rate * self.batch_size:.0f} ex/s"]
     for k in ("loss", "accuracy"):
       if k in scalars:
         parts.append(f"{k} {_to_float(scalars[k]):.4f}")
-    parts.append(f"ETA {format_duration(eta)}")
+    if measured:
+      parts.append(f"ETA {format_duration((self.total - step) / self.rate)}")
     text = " | ".join(parts)
     if self.enabled:
       print(text, file=self.stream, flush=True)

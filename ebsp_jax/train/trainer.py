@@ -241,15 +241,30 @@ class Experiment:
   def save(self, ckpt: ckpt_lib.Checkpointer, state: TrainState, results, wall: float) -> None:
     ckpt.save(_ckpt_id(state), state, self._meta(state, results, wall))
 
-  def restore_or_init(self, ckpt: ckpt_lib.Checkpointer) -> Tuple[TrainState, Dict, float, bool]:
-    """Latest checkpoint (validated), or a fresh/pretrained state. Never silently restarts."""
-    latest = ckpt.latest_id()
-    if latest is None:
-      pretrained = self._open_pretrained() if self.cfg.pretrained else None
+  def restore_or_init(self, ckpt: ckpt_lib.Checkpointer, pretrained=None
+                      ) -> Tuple[TrainState, Dict, float, bool]:
+    """Latest checkpoint (validated), or a fresh/pretrained state. Never silently restarts.
+
+    ``pretrained``: ``(checkpointer, id)`` from :meth:`_open_pretrained`, already opened (it is
+    opened here when needed otherwise); closed before returning.
+    """
+    try:
+      latest = ckpt.latest_id()
+      if latest is not None:
+        return self._restore(ckpt, latest)
+      if pretrained is None and self.cfg.pretrained:
+        pretrained = self._open_pretrained()
       state = self._init_jit(jax.random.PRNGKey(self.cfg.seed))
       if pretrained is not None:
         state = sharding_lib.replicate(self._load_pretrained(state, *pretrained), self.mesh)
       return state, {}, 0.0, False
+    finally:
+      if pretrained is not None:
+        pretrained[0].close()
+
+  def _restore(self, ckpt: ckpt_lib.Checkpointer, latest: int
+               ) -> Tuple[TrainState, Dict, float, bool]:
+    """Checkpoint ``latest`` of ``ckpt``, validated against this run's configuration."""
     meta = ckpt.read_meta(latest)
     diff = ckpt_lib.config_difference(meta.get("config", {}), _jsonable(self.cfg.fingerprint()))
     if diff:
@@ -268,50 +283,77 @@ class Experiment:
                                      f"{int(state.step)} vs metadata {meta['step']}")
     return state, dict(meta.get("results", {})), float(meta.get("wall_seconds", 0.0)), True
 
-  def _open_pretrained(self):
-    """``(checkpointer, id)`` of the --pretrained float model, validated against this run."""
+  def _pretrained_dir(self) -> str:
+    """The directory of the --pretrained float model (``CheckpointError`` if there is none)."""
     path = os.path.abspath(self.cfg.pretrained)
     if os.path.isdir(os.path.join(path, "float_model")):
       path = os.path.join(path, "float_model")
     if not os.path.isdir(path):
       raise ckpt_lib.CheckpointError(f"--pretrained={self.cfg.pretrained}: no such directory "
                                      "(expected a workdir of an earlier run or its float_model/)")
-    fm = ckpt_lib.Checkpointer(path, max_to_keep=1)
-    latest = fm.latest_id()
-    if latest is None:
-      raise ckpt_lib.CheckpointError(f"--pretrained={self.cfg.pretrained}: {path} holds no "
-                                     "float-model checkpoint")
-    meta = fm.read_meta(latest)
-    for key in ("model", "dataset"):
-      if meta.get(key) != getattr(self.cfg, key):
+    return path
+
+  def _open_pretrained(self):
+    """``(checkpointer, id)`` of the --pretrained float model, validated against this run."""
+    path = self._pretrained_dir()
+    fm = ckpt_lib.Checkpointer(path, read_only=True)  # creates and cleans up nothing there
+    try:
+      latest = fm.latest_id()
+      if latest is None:
         raise ckpt_lib.CheckpointError(
-            f"--pretrained={self.cfg.pretrained}: a {meta.get('model')} on "
-            f"{meta.get('dataset')}, but this run trains a {self.cfg.model} on {self.cfg.dataset}")
+            f"--pretrained={self.cfg.pretrained}: {path} holds no float-model checkpoint "
+            "(expected a workdir of an earlier run or its float_model/)")
+      meta = fm.read_meta(latest)
+      for key in ("model", "dataset"):
+        if meta.get(key) != getattr(self.cfg, key):
+          raise ckpt_lib.CheckpointError(
+              f"--pretrained={self.cfg.pretrained}: a {meta.get('model')} on "
+              f"{meta.get('dataset')}, but this run trains a {self.cfg.model} on "
+              f"{self.cfg.dataset}")
+    except BaseException:
+      fm.close()
+      raise
     return fm, latest
 
   def _load_pretrained(self, state: TrainState, fm: ckpt_lib.Checkpointer, ckpt_id: int
                        ) -> TrainState:
     template = {"params": state.params, "model_state": state.model_state}
-    loaded, _ = fm.restore(ckpt_id, template, jax.tree_util.tree_map(lambda _: self.repl, template))
-    fm.close()
+    try:
+      loaded, _ = fm.restore(ckpt_id, template,
+                             jax.tree_util.tree_map(lambda _: self.repl, template))
+    finally:
+      fm.close()
     return state.replace(params=loaded["params"], model_state=loaded["model_state"])
 
   def _save_float_model(self, state: TrainState, float_top1: float) -> None:
     path = os.path.join(self.workdir, "float_model")
-    fm = ckpt_lib.Checkpointer(path, max_to_keep=1)
-    fm.save(0, {"params": state.params, "model_state": state.model_state},
-            {"model": self.cfg.model, "dataset": self.cfg.dataset, "float_top1": float_top1,
-             "step": int(state.step)})
+    with ckpt_lib.Checkpointer(path, max_to_keep=1) as fm:
+      fm.save(0, {"params": state.params, "model_state": state.model_state},
+              {"model": self.cfg.model, "dataset": self.cfg.dataset, "float_top1": float_top1,
+               "step": int(state.step)})
 
   # ------------------------------------------------------------------------------------------
   def run(self) -> Dict[str, Any]:
     """Runs (or resumes) the whole pipeline; returns the results (also in results.json)."""
     t_start = time.time()
     cfg = self.cfg
-    os.makedirs(self.workdir, exist_ok=True)
-    ckpt = ckpt_lib.Checkpointer(self.ckpt_dir, cfg.keep_checkpoints)
+    # A fresh run checks --pretrained before it creates anything in the workdir. With several
+    # processes only the directory check comes first: another process may already have made
+    # the workdir, and the orbax managers must be opened in the same order in every process.
+    pretrained = None
+    if cfg.pretrained and not ckpt_lib.has_checkpoint_files(self.ckpt_dir):
+      self._pretrained_dir()
+      if jax.process_count() == 1:
+        pretrained = self._open_pretrained()
     try:
-      state, results, wall_before, resumed = self.restore_or_init(ckpt)
+      os.makedirs(self.workdir, exist_ok=True)
+      ckpt = ckpt_lib.Checkpointer(self.ckpt_dir, cfg.keep_checkpoints)
+    except BaseException:
+      if pretrained is not None:
+        pretrained[0].close()
+      raise
+    try:
+      state, results, wall_before, resumed = self.restore_or_init(ckpt, pretrained)
     except BaseException:
       ckpt.close()
       raise
