@@ -108,6 +108,7 @@ def test_results_json_and_metrics(reference):
   assert all(v["on_grid_fraction"] == 1.0 for v in res["layers"].values())
   # The integer datapath computes the same network as fake-quant mode.
   assert res["integer_top1"] == pytest.approx(res["quant_top1"], abs=0.02)
+  assert res["integer_overflows"] == 0     # LeNet-5 sums stay far below 2**31
   # TensorBoard events: readable, CRCs valid, the expected tags.
   tb = os.path.join(workdir, "tensorboard")
   tags = {}

@@ -5,8 +5,7 @@
   splits evenly over the devices); counts are exact integers. Each process passes its rows of
   every batch (multi-host); the jitted step adds them up.
 * integer: :func:`integer_top1` — the emulated integer datapath of :mod:`ebsp_jax.quant`
-  (``quant.to_integer``). It is a pluggable step: where that API is missing, the result is
-  ``None`` with a note saying why, and everything else still runs.
+  (``quant.to_integer``): top-1 and the number of accumulator overflows.
 * :func:`pattern_telemetry` — scalars describing how the weights populate their patterns (logged
   over time during ADMM); :func:`layer_stats` — the per-layer final statistics for results.json.
 """
@@ -72,33 +71,38 @@ def evaluate(eval_fn: Callable[..., Dict[str, jax.Array]], params: PyTree,
 # Integer mode (pluggable).
 def integer_top1(model_name: str, variables: Mapping[str, PyTree], weight_rule: Rule,
                  weight_scales: PyTree, activation_bits: int,
-                 batches: Iterable[Mapping[str, np.ndarray]]) -> Tuple[Optional[float], str]:
-  """Top-1 of the emulated integer datapath, or ``(None, why)`` where it is unavailable.
+                 batches: Iterable[Mapping[str, np.ndarray]]
+                 ) -> Tuple[Optional[float], str, Optional[int]]:
+  """Top-1 of the emulated integer datapath and its accumulator overflow count.
 
   Uses ``ebsp_jax.quant.to_integer(model_name, variables, weight_rule=..., weight_scales=...,
-  activation_bits=...)``, whose result has ``.apply(images) -> logits``. Runs on process-local
-  copies of the (replicated) variables; with several processes, each passes its rows of the
+  activation_bits=...)`` and ``apply(images, with_stats=True)``. Runs on process-local copies
+  of the (replicated) variables; with several processes, each passes its rows of the
   evaluation batches and the counts are added over processes (every process must call it).
+
+  Returns:
+    ``(top1, note, overflows)``: ``overflows`` is the number of accumulator outputs over all
+    layers and images that did not fit the 32-bit accumulator (wrapped); ``(None, why, None)``
+    without quantized activations.
   """
-  try:
-    from ebsp_jax import quant
-    to_integer = quant.to_integer
-  except (ImportError, AttributeError):
-    return None, "integer mode unavailable: ebsp_jax.quant.to_integer is not implemented yet"
+  from ebsp_jax import quant  # pylint: disable=import-outside-toplevel
   if activation_bits == 0:
-    return None, "integer mode needs quantized activations (--activation_bits > 0)"
-  int_model = to_integer(model_name, sharding_lib.to_local(variables), weight_rule=weight_rule,
-                         weight_scales=sharding_lib.to_local(weight_scales),
-                         activation_bits=activation_bits)
-  correct = count = 0
+    return None, "integer mode needs quantized activations (--activation_bits > 0)", None
+  int_model = quant.to_integer(model_name, sharding_lib.to_local(variables),
+                               weight_rule=weight_rule,
+                               weight_scales=sharding_lib.to_local(weight_scales),
+                               activation_bits=activation_bits)
+  correct = count = overflows = 0
   for b in batches:
     if len(b["label"]) == 0:  # this process's rows lie past a short last batch
       continue
-    logits = np.asarray(int_model.apply(jnp.asarray(b["image"])))
-    correct += int(np.sum(np.argmax(logits, -1) == np.asarray(b["label"])))
+    logits, counts = int_model.apply(jnp.asarray(b["image"]), with_stats=True)
+    correct += int(np.sum(np.argmax(np.asarray(logits), -1) == np.asarray(b["label"])))
     count += len(b["label"])
-  correct, count = (int(v) for v in sharding_lib.sum_over_processes([correct, count]))
-  return correct / max(count, 1), "ebsp_jax.quant.to_integer"
+    overflows += sum(int(c) for c in counts.values())
+  correct, count, overflows = (int(v) for v in
+                               sharding_lib.sum_over_processes([correct, count, overflows]))
+  return correct / max(count, 1), "ebsp_jax.quant.to_integer", overflows
 
 
 # ------------------------------------------------------------------------------------------

@@ -425,16 +425,18 @@ class Experiment:
       progress.message(f"final fake-quant model: top1 {ev['top1']:.4f}")
       if self.cfg.integer_eval:
         variables = {"params": state.params, **state.model_state}
-        top1, note = evaluation.integer_top1(self.cfg.model, variables, self.rule,
-                                             state.weight_scales, self.cfg.activation_bits,
-                                             self.data.eval_batches())
+        top1, note, overflows = evaluation.integer_top1(
+            self.cfg.model, variables, self.rule, state.weight_scales,
+            self.cfg.activation_bits, self.data.eval_batches())
       else:
-        top1, note = None, "disabled by --nointeger_eval"
+        top1, note, overflows = None, "disabled by --nointeger_eval", None
       results["integer_top1"] = top1
       results["integer_note"] = note
+      results["integer_overflows"] = overflows
       if top1 is not None:
         writer.write(step, {"eval/integer_top1": top1}, "done")
-      progress.message(f"integer mode: top1 {_fmt(top1)} ({note})")
+      over = "" if overflows is None else f", {overflows} accumulator overflows"
+      progress.message(f"integer mode: top1 {_fmt(top1)} ({note}{over})")
       results["layers"] = evaluation.layer_stats(sharding_lib.to_local(state.params), self.rule,
                                                  sharding_lib.to_local(state.weight_scales))
     writer.flush()
