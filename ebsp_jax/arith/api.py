@@ -233,8 +233,9 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int],
     int32 array in the ``out_spec`` layout, and the stats dict when ``with_stats``.
   """
   del precision
-  if batch_group_count != 1:
-    raise ValueError(f"batch_group_count={batch_group_count} is not supported (only 1)")
+  if isinstance(batch_group_count, bool) or batch_group_count != 1:
+    raise ValueError(f"batch_group_count must be 1 (got {batch_group_count!r}): batch-grouped "
+                     f"convolutions are not supported")
   lhs, rhs = _as_int_array("lhs", lhs), _as_int_array("rhs", rhs)
   geo = conv_geometry(lhs.shape, rhs.shape, window_strides, padding, lhs_dilation, rhs_dilation,
                       dimension_numbers, feature_group_count)

@@ -255,6 +255,16 @@ def test_conv_jit_vmap_and_checks():
   with pytest.raises(ValueError, match="feature_group_count=3 does not fit"):
     arith.conv_general_dilated(lhs[0], rhs, (1, 1), "VALID", dimension_numbers=dn,
                                feature_group_count=3, pattern=pattern)
+  for groups in (0, -2):
+    with pytest.raises(ValueError, match=rf"^feature_group_count must be >= 1 \(got {groups}\)$"):
+      arith.conv_general_dilated(lhs[0], rhs, (1, 1), "VALID", dimension_numbers=dn,
+                                 feature_group_count=groups, pattern=pattern)
+  with pytest.raises(TypeError, match=r"^feature_group_count must be an int >= 1, got float 1.5$"):
+    arith.conv_general_dilated(lhs[0], rhs, (1, 1), "VALID", dimension_numbers=dn,
+                               feature_group_count=1.5, pattern=pattern)
+  with pytest.raises(ValueError, match=r"^batch_group_count must be 1 \(got 0\): batch-grouped"):
+    arith.conv_general_dilated(lhs[0], rhs, (1, 1), "VALID", dimension_numbers=dn,
+                               batch_group_count=0, pattern=pattern)
   with pytest.raises(ValueError, match="string padding is not implemented with lhs_dilation"):
     arith.conv_general_dilated(lhs[0], rhs, (1, 1), "SAME", lhs_dilation=(2, 2),
                                dimension_numbers=dn, pattern=pattern)

@@ -169,12 +169,18 @@ def conv_geometry(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation, r
   strides = _tuple("window_strides", window_strides, n_sp, 1)
   ldil = _tuple("lhs_dilation", lhs_dilation, n_sp, 1)
   rdil = _tuple("rhs_dilation", rhs_dilation, n_sp, 1)
+  if isinstance(feature_group_count, bool) or not isinstance(feature_group_count,
+                                                             (int, np.integer)):
+    raise TypeError(f"feature_group_count must be an int >= 1, got "
+                    f"{type(feature_group_count).__name__} {feature_group_count!r}")
   groups = int(feature_group_count)
+  if groups < 1:
+    raise ValueError(f"feature_group_count must be >= 1 (got {groups})")
   lhs_l = tuple(lhs_shape[d] for d in dnums.lhs_spec)
   rhs_l = tuple(rhs_shape[d] for d in dnums.rhs_spec)
   n, c, in_sp = lhs_l[0], lhs_l[1], lhs_l[2:]
   o, i, kern = rhs_l[0], rhs_l[1], rhs_l[2:]
-  if groups < 1 or c % groups or o % groups or c // groups != i:
+  if c % groups or o % groups or c // groups != i:
     raise ValueError(f"feature_group_count={feature_group_count} does not fit: lhs features {c} "
                      f"and rhs output features {o} must be multiples of it and rhs input "
                      f"features {i} must equal {c}/{feature_group_count}")

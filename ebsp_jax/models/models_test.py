@@ -110,12 +110,27 @@ def test_unknown_model_error_is_one_line_and_lists_known():
 
 
 def test_bad_overrides_and_num_classes():
-  with pytest.raises(ValueError, match=r"model 'resnet20' has no field\(s\) small_inputs; overridable: depth"):
+  with pytest.raises(ValueError, match=r"model 'resnet20' got unknown argument\(s\) small_inputs; "
+                     r"accepted: num_classes, dot_general_cls, conv_general_dilated_cls, dtype; "
+                     r"model-specific: depth, widths, zero_init_residual$"):
     models.get_model("resnet20", small_inputs=True)
-  with pytest.raises(ValueError, match="num_classes must be a positive int"):
-    models.get_model("lenet5", num_classes=0)
+  for bad in (0, True, 2.0):
+    with pytest.raises(ValueError, match="num_classes must be a positive int"):
+      models.get_model("lenet5", num_classes=bad)
+  assert models.get_model("lenet5", num_classes=np.int64(3)).num_classes == 3
   m = models.get_model("resnet50", num_classes=7, small_inputs=False, dtype=jnp.bfloat16)
   assert (m.num_classes, m.small_inputs, m.dtype) == (7, False, jnp.bfloat16)
+
+
+def test_misspelled_argument_lists_the_real_accepted_arguments():
+  """lenet5 has no model-specific fields; the message used to say 'overridable: (none)'."""
+  with pytest.raises(ValueError) as e:
+    models.get_model("lenet5", num_clases=10)
+  assert str(e.value) == (
+      "model 'lenet5' got unknown argument(s) num_clases (did you mean num_classes?); accepted: "
+      "num_classes, dot_general_cls, conv_general_dilated_cls, dtype; model-specific: (none)")
+  with pytest.raises(ValueError, match=r"depht, foo \(did you mean depth for depht\?\); accepted"):
+    models.get_model("resnet56", depht=20, foo=1)
 
 
 def test_default_input_shape_and_first_last():

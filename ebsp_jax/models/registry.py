@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from typing import Any, Mapping
 
 import flax
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
 from ebsp_jax.models.alexnet import AlexNet
 from ebsp_jax.models.cifar_resnet import ResNet20, ResNet56
@@ -77,27 +79,46 @@ def get_model(
     float32.
 
   Raises:
-    ValueError: unknown name, unknown override, or num_classes < 1 (one line each).
+    ValueError: unknown name, unknown argument, or num_classes not a positive int (one line
+      each; an unknown argument's message lists every accepted argument, the four common ones
+      and the model-specific fields, with a close match when there is one).
   """
   cls = _check_name(name)
-  if not isinstance(num_classes, int) or num_classes < 1:
+  if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
+      or num_classes < 1:
     raise ValueError(f"num_classes must be a positive int; got {num_classes!r}")
-  fields = {
-      f.name for f in dataclasses.fields(cls) if f.name not in ("parent", "name")
-  } - set(_CONTRACT_FIELDS)
-  unknown = sorted(set(overrides) - fields)
+  fields = _model_fields(name)
+  unknown = sorted(set(overrides) - set(fields))
   if unknown:
+    accepted = _CONTRACT_FIELDS + fields
+    close = {u: m[0] for u in unknown if (m := difflib.get_close_matches(u, accepted, n=1))}
+    if len(unknown) == 1 and close:
+      hint = f" (did you mean {close[unknown[0]]}?)"
+    else:
+      hint = "".join(f" (did you mean {m} for {u}?)" for u, m in close.items())
     raise ValueError(
-        f"model {name!r} has no field(s) {', '.join(unknown)}; overridable: "
-        f"{', '.join(sorted(fields)) or '(none)'}"
+        f"model {name!r} got unknown argument(s) {', '.join(unknown)}{hint}; accepted: "
+        f"{', '.join(_CONTRACT_FIELDS)}; model-specific: {', '.join(fields) or '(none)'}"
     )
   return cls(
-      num_classes=num_classes,
+      num_classes=int(num_classes),
       dot_general_cls=dot_general_cls,
       conv_general_dilated_cls=conv_general_dilated_cls,
       dtype=dtype,
       **overrides,
   )
+
+
+def _model_fields(name: str) -> tuple[str, ...]:
+  """Sorted model-specific fields of model ``name`` (``get_model`` overrides), e.g. ``depth``.
+
+  The four common arguments (num_classes, dot_general_cls, conv_general_dilated_cls, dtype)
+  are not included; lenet5 and vgg16-style models may have none.
+  """
+  cls = _check_name(name)
+  return tuple(sorted(
+      f.name for f in dataclasses.fields(cls)
+      if f.name not in ("parent", "name") and f.name not in _CONTRACT_FIELDS))
 
 
 def default_input_shape(name: str, dataset: str) -> tuple[int, int, int]:

@@ -4,6 +4,12 @@ For a magnitude ``q`` of ``BitPattern(b, L)`` the leading-one detector (LOD) giv
 ``pos`` of its most significant set bit; ``shift = max(0, pos - L + 1)`` and the multiplexer
 extracts ``mantissa = q >> shift`` (``< 2**L``). The code is canonical: values below ``2**L``
 have shift 0, larger ones carry their leading one at mantissa bit ``L - 1``.
+
+Every function here takes integer arrays (levels, codes) and raises a one-line ``TypeError`` for
+any other dtype (float and bool included, even when the values are integral): truncating
+``5.7`` to ``5`` would silently produce a wrong level. Round floats onto the grid first with
+:func:`ebsp_jax.numerics.quantize`. The dtype check is static, so it also applies under
+``jax.jit`` at no cost.
 """
 
 from __future__ import annotations
@@ -16,7 +22,30 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import checkify
 
-from ebsp_jax.numerics.pattern import BitPattern
+from ebsp_jax.numerics.pattern import BitPattern, check_pattern
+
+
+def int_array(fn: str, name: str, x: chex.Array) -> jax.Array:
+  """``x`` as an int32 jax array; a one-line ``TypeError`` unless its dtype is an integer.
+
+  Args:
+    fn: name of the calling function, for the message.
+    name: name of the argument, for the message.
+    x: array-like (Python ints and lists of ints are fine).
+
+  Raises:
+    TypeError: ``x`` has a float, complex or bool dtype.
+  """
+  x = jnp.asarray(x)
+  if not jnp.issubdtype(x.dtype, jnp.integer):
+    raise TypeError(f"{fn}: {name} must have an integer dtype, got {x.dtype}; round floats "
+                    f"onto the grid first, e.g. with quantize(w, pattern, scale)")
+  return x.astype(jnp.int32)
+
+
+def _leading_one(mag: jax.Array) -> jax.Array:
+  """Leading one of non-negative int32 ``mag``."""
+  return (31 - jax.lax.clz(mag)).astype(jnp.int32)
 
 
 def leading_one(x: chex.Array) -> jax.Array:
@@ -27,19 +56,28 @@ def leading_one(x: chex.Array) -> jax.Array:
 
   Returns:
     int32 array of ``x.shape``: ``floor(log2(|x|))`` for ``x != 0`` and ``-1`` for ``x == 0``.
+
+  Raises:
+    TypeError: ``x`` does not have an integer dtype.
   """
-  mag = jnp.abs(jnp.asarray(x).astype(jnp.int32))
-  return (31 - jax.lax.clz(mag)).astype(jnp.int32)
+  return _leading_one(jnp.abs(int_array("leading_one", "x", x)))
 
 
 def on_grid(q: chex.Array, pattern: BitPattern) -> jax.Array:
   """Boolean mask of the elements of integer ``q`` that are levels of ``pattern``.
 
   Usable under ``jax.jit``: e.g. ``checkify.check(jnp.all(on_grid(q, p)), ...)``.
+
+  Raises:
+    TypeError: ``q`` does not have an integer dtype, or ``pattern`` is not a ``BitPattern``.
   """
-  q = jnp.asarray(q).astype(jnp.int32)
+  check_pattern("on_grid", pattern)
+  return _on_grid(int_array("on_grid", "q", q), pattern)
+
+
+def _on_grid(q: jax.Array, pattern: BitPattern) -> jax.Array:
   mag = jnp.abs(q)
-  shift = jnp.maximum(leading_one(mag) - (pattern.length - 1), 0)
+  shift = jnp.maximum(_leading_one(mag) - (pattern.length - 1), 0)
   ok = (((mag >> shift) << shift) == mag) & (mag <= pattern.max_level)
   if not pattern.signed:
     ok &= q >= 0
@@ -50,10 +88,9 @@ def _is_concrete(*xs) -> bool:
   return not any(isinstance(x, jax.core.Tracer) for x in xs)
 
 
-def _split(q, pattern):
-  q = jnp.asarray(q).astype(jnp.int32)
+def _split(q: jax.Array, pattern: BitPattern):
   mag = jnp.abs(q)
-  shift = jnp.maximum(leading_one(mag) - (pattern.length - 1), 0)
+  shift = jnp.maximum(_leading_one(mag) - (pattern.length - 1), 0)
   return (q < 0).astype(jnp.int32), shift.astype(jnp.int32), (mag >> shift).astype(jnp.int32)
 
 
@@ -69,11 +106,16 @@ def encode(q: chex.Array, pattern: BitPattern) -> Tuple[jax.Array, jax.Array, ja
     ``0 <= shift <= pattern.max_shift``, ``0 <= mantissa < 2**pattern.length``, canonical.
 
   Raises:
+    TypeError: ``q`` does not have an integer dtype (also under ``jax.jit``), or ``pattern``
+      is not a ``BitPattern``.
     ValueError: eagerly, when an element of ``q`` is not a level of ``pattern``. Under
       ``jax.jit`` no check is possible here: use :func:`on_grid` or :func:`checked_encode`.
   """
-  if _is_concrete(q):
-    ok = np.asarray(on_grid(q, pattern))
+  check_pattern("encode", pattern)
+  concrete = _is_concrete(q)
+  q = int_array("encode", "q", q)
+  if concrete:
+    ok = np.asarray(_on_grid(q, pattern))
     if not ok.all():
       bad = np.asarray(q).reshape(-1)[~ok.reshape(-1)]
       raise ValueError(f"encode: {bad.size} value(s) are not levels of {pattern} "
@@ -82,8 +124,14 @@ def encode(q: chex.Array, pattern: BitPattern) -> Tuple[jax.Array, jax.Array, ja
 
 
 def checked_encode(q: chex.Array, pattern: BitPattern):
-  """``encode`` with a ``checkify`` check, for use under ``checkify.checkify(jax.jit(...))``."""
-  checkify.check(jnp.all(on_grid(q, pattern)),
+  """``encode`` with a ``checkify`` check, for use under ``checkify.checkify(jax.jit(...))``.
+
+  Raises:
+    TypeError: as :func:`encode` (integer dtype, ``BitPattern``), at trace time.
+  """
+  check_pattern("checked_encode", pattern)
+  q = int_array("checked_encode", "q", q)
+  checkify.check(jnp.all(_on_grid(q, pattern)),
                  f"encode: some values are not levels of {pattern}")
   return _split(q, pattern)
 
@@ -93,10 +141,13 @@ def decode(sign: chex.Array, shift: chex.Array, mantissa: chex.Array,
   """Inverse of :func:`encode`: ``q = (-1)**sign * (mantissa << shift)`` as int32.
 
   Raises:
+    TypeError: a field does not have an integer dtype, or ``pattern`` is not a ``BitPattern``.
     ValueError: eagerly, when a field is out of range or the code is not canonical
       (``shift > 0`` needs ``mantissa >= 2**(length - 1)``).
   """
-  sign, shift, mantissa = (jnp.asarray(a).astype(jnp.int32) for a in (sign, shift, mantissa))
+  check_pattern("decode", pattern)
+  sign, shift, mantissa = (int_array("decode", name, a) for name, a in
+                           (("sign", sign), ("shift", shift), ("mantissa", mantissa)))
   chex.assert_equal_shape([sign, shift, mantissa])
   if _is_concrete(sign, shift, mantissa):
     s, k, m = (np.asarray(a) for a in (sign, shift, mantissa))

@@ -84,3 +84,44 @@ class JitTest(chex.TestCase):
     enc = self.variant(lambda q: encode(q, p))
     dec = self.variant(lambda s, k, m: decode(s, k, m, p))
     np.testing.assert_array_equal(np.asarray(dec(*enc(q))), p.levels)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda p: encode(jnp.array([5.7]), p), "encode: q must have an integer dtype, got float32"),
+    (lambda p: encode(np.float32([4.0]), p), "encode: q must have an integer dtype, got float32"),
+    (lambda p: checked_encode(jnp.array([4.0]), p), "checked_encode: q must have an integer"),
+    (lambda p: on_grid(jnp.array([5.0]), p), "on_grid: q must have an integer dtype, got float32"),
+    (lambda p: on_grid(np.array([True]), p), "on_grid: q must have an integer dtype, got bool"),
+    (lambda p: leading_one(np.float32([3.5])), "leading_one: x must have an integer dtype"),
+    (lambda p: leading_one(2.0), "leading_one: x must have an integer dtype"),
+    (lambda p: decode(0, 0, np.float32([5.0]), p), "decode: mantissa must have an integer dtype"),
+])
+def test_float_input_raises_one_line_type_error(call, match):
+  """Integer levels only: 5.7 used to be truncated to mantissa 5 without a word."""
+  with pytest.raises(TypeError, match=match) as e:
+    call(BitPattern(6, 3))
+  assert "\n" not in str(e.value) and "quantize(w, pattern, scale)" in str(e.value)
+
+
+def test_float_input_raises_under_jit_too_and_integer_dtypes_pass():
+  p = BitPattern(6, 3)
+  with pytest.raises(TypeError, match="integer dtype"):
+    jax.jit(lambda q: encode(q, p))(jnp.float32([4.0]))
+  with pytest.raises(TypeError, match="integer dtype"):
+    jax.jit(lambda q: on_grid(q, p))(jnp.float32([4.0]))
+  for dt in (np.int8, np.uint8, np.int16, np.int32, np.int64):
+    np.testing.assert_array_equal(np.asarray(encode(np.array([12], dt), p)[2]), [6])
+    assert bool(on_grid(np.array([12], dt), p)[0]) and int(leading_one(np.array([12], dt))[0]) == 3
+  np.testing.assert_array_equal(np.asarray(encode([0, 5, 28], p)[1]), [0, 0, 2])  # Python ints
+
+
+@pytest.mark.parametrize("call", [
+    lambda: encode(np.int32([4]), "6b(L3)"),
+    lambda: checked_encode(np.int32([4]), "6b(L3)"),
+    lambda: decode(0, 0, 4, "6b(L3)"),
+    lambda: on_grid(np.int32([4]), "6b(L3)"),
+], ids=["encode", "checked_encode", "decode", "on_grid"])
+def test_pattern_string_raises_type_error(call):
+  with pytest.raises(TypeError, match=r"pattern must be a BitPattern, got str '6b\(L3\)'; strings "
+                                      r"are not parsed: build it with BitPattern"):
+    call()

@@ -199,6 +199,46 @@ def _magnitudes(n: int, length: int) -> np.ndarray:
   return out
 
 
+def short_repr(value: object, limit: int = 60) -> str:
+  """One-line ``repr`` of ``value``, cut to ``limit`` characters (for error messages)."""
+  r = " ".join(repr(value).split())
+  return r if len(r) <= limit else r[:limit - 3] + "..."
+
+
+def _type_error(fn: str, allowed: str, pattern: object) -> TypeError:
+  msg = f"{fn}: pattern must be {allowed}, got {type(pattern).__name__} {short_repr(pattern)}"
+  if isinstance(pattern, str):
+    msg += ("; strings are not parsed: build it with BitPattern(bits, length[, signed]), "
+            "e.g. BitPattern(6, 3) for '6b(L3)'")
+  return TypeError(msg)
+
+
+def check_format(fn: str, pattern: object) -> NumberFormat:
+  """Returns ``pattern`` if it is a :class:`NumberFormat`, else raises a one-line ``TypeError``.
+
+  Args:
+    fn: name of the calling function, for the message.
+    pattern: the argument to check.
+
+  Raises:
+    TypeError: ``pattern`` lacks ``signed``/``max_level``/``round_magnitude`` (e.g. a string).
+  """
+  if type(pattern) is BitPattern or isinstance(pattern, NumberFormat):
+    return pattern
+  raise _type_error(fn, "a BitPattern (or another NumberFormat)", pattern)
+
+
+def check_pattern(fn: str, pattern: object) -> BitPattern:
+  """Returns ``pattern`` if it is a :class:`BitPattern`, else raises a one-line ``TypeError``.
+
+  For the functions that need the pattern's structure (``length``, ``max_shift``): the hardware
+  code, the on-grid mask, the telemetry.
+  """
+  if isinstance(pattern, BitPattern):
+    return pattern
+  raise _type_error(fn, "a BitPattern", pattern)
+
+
 def uniform(bits: int, signed: bool = True) -> BitPattern:
   """The plain uniform integer format of ``bits`` bits (``length = magnitude_bits``)."""
   return BitPattern(bits, bits - 1 if signed else bits, signed)

@@ -14,6 +14,14 @@ Rules shared by every function here:
 * NaN: ``quantize`` maps NaN to 0 (int32 has no NaN; count them with ``pattern_stats`` or
   ``jnp.isnan`` upstream), while ``project`` and ``fake_quant`` return NaN where the input is
   NaN, so a diverging training run stays visible.
+* Scale: every element must be finite and ``> 0`` (what :func:`fit_scale` returns: all-zero
+  slices get 1). A concrete scale (a Python number, NumPy or jax array) is checked eagerly and
+  a zero, negative, NaN or infinite one raises ``ValueError``. A traced scale (under
+  ``jax.jit``, ``grad``, ``vmap``) is not checked, to keep the jitted path free: there a bad
+  scale gives meaningless levels (e.g. all ``max_level`` for 0), so check it upstream if it
+  can be bad, e.g. ``checkify.check(jnp.all(scale > 0), ...)`` under ``checkify.checkify``.
+* ``pattern`` must be a :class:`~ebsp_jax.numerics.pattern.NumberFormat` (a ``BitPattern``);
+  anything else, a string like ``"6b(L3)"`` included, raises a one-line ``TypeError``.
 """
 
 from __future__ import annotations
@@ -24,10 +32,45 @@ from typing import Optional, Sequence, Union
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from ebsp_jax.numerics.pattern import NumberFormat
+from ebsp_jax.numerics.pattern import NumberFormat, check_format, short_repr
 
 Axis = Optional[Union[int, Sequence[int]]]
+
+
+def check_scale(fn: str, scale: chex.Numeric) -> None:
+  """Eagerly checks a concrete ``scale``: every element finite and ``> 0``.
+
+  A traced ``scale`` (under ``jax.jit``/``grad``/``vmap``) is not checked: its values are not
+  known, and a run-time check would cost on the hot path.
+
+  Args:
+    fn: name of the calling function, for the message.
+    scale: the scale, a number or an array.
+
+  Raises:
+    TypeError: ``scale`` is not a real number or array.
+    ValueError: some element is zero, negative, NaN or infinite (one line: the first such
+      value and how many there are).
+  """
+  if isinstance(scale, jax.core.Tracer):
+    return
+  try:
+    s = np.asarray(scale)       # a concrete jax array: one small device-to-host copy
+  except (TypeError, ValueError, RuntimeError):
+    s = None
+  if s is None or not (jnp.issubdtype(s.dtype, jnp.floating)
+                       or jnp.issubdtype(s.dtype, jnp.integer)):
+    what = f"dtype {s.dtype}" if hasattr(scale, "dtype") else short_repr(scale)
+    raise TypeError(f"{fn}: scale must be a positive real number or array, got "
+                    f"{type(scale).__name__} {what}")
+  s = np.atleast_1d(s.astype(np.float64))
+  bad = ~(np.isfinite(s) & (s > 0))
+  if bad.any():
+    where = f" ({int(bad.sum())} of {s.size} elements)" if s.size > 1 else ""
+    raise ValueError(f"{fn}: scale must be finite and > 0, got {float(s[bad][0])}{where}; "
+                     f"fit it with fit_scale (all-zero slices get 1)")
 
 
 def _round_saturate(x, fmt: NumberFormat, scale):
@@ -45,34 +88,55 @@ def _round_saturate(x, fmt: NumberFormat, scale):
   return y, sign * q
 
 
-@functools.partial(jax.jit, static_argnums=1)
 def quantize(x: chex.Array, pattern: NumberFormat, scale: chex.Numeric) -> jax.Array:
-  """Integer level nearest to ``x / scale``.
+  """Integer level nearest to ``x / scale`` (jitted, ``pattern`` static).
 
   Args:
     x: float array of any shape (float32, bfloat16, float16, float64).
     pattern: the number format, e.g. ``BitPattern(6, 3)``.
-    scale: positive scale, a scalar or an array broadcasting against ``x`` (per channel).
+    scale: finite positive scale, a scalar or an array broadcasting against ``x`` (per
+      channel); checked when concrete, not when traced (see the module docstring).
 
   Returns:
     int32 array of ``broadcast(x, scale).shape`` holding levels of ``pattern``.
+
+  Raises:
+    TypeError: ``pattern`` is not a ``NumberFormat`` (e.g. a string).
+    ValueError: a concrete ``scale`` has an element that is not finite and ``> 0``.
   """
+  check_format("quantize", pattern)
+  check_scale("quantize", scale)
+  return _quantize(x, pattern, scale)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _quantize(x, pattern: NumberFormat, scale):
   _, q = _round_saturate(x, pattern, scale)
   return jnp.where(jnp.isnan(q), 0.0, q).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnums=1)
 def project(x: chex.Array, pattern: NumberFormat, scale: chex.Numeric) -> jax.Array:
-  """``quantize(x, pattern, scale) * scale`` in ``x``'s dtype; NaN stays NaN.
+  """``quantize(x, pattern, scale) * scale`` in ``x``'s dtype; NaN stays NaN (jitted).
 
   Args:
     x: float array (float32, bfloat16, float16).
     pattern: the number format.
-    scale: positive scale broadcasting against ``x``.
+    scale: finite positive scale broadcasting against ``x``; checked when concrete.
 
   Returns:
     array of ``x``'s dtype and the broadcast shape, every element ``scale * level``.
+
+  Raises:
+    TypeError: ``pattern`` is not a ``NumberFormat`` (e.g. a string).
+    ValueError: a concrete ``scale`` has an element that is not finite and ``> 0``.
   """
+  check_format("project", pattern)
+  check_scale("project", scale)
+  return _project(x, pattern, scale)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _project(x, pattern: NumberFormat, scale):
   x = jnp.asarray(x)
   _, q = _round_saturate(x, pattern, scale)
   return (q * jnp.asarray(scale, jnp.float32)).astype(x.dtype)
@@ -80,7 +144,7 @@ def project(x: chex.Array, pattern: NumberFormat, scale: chex.Numeric) -> jax.Ar
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _fake_quant(x, scale, fmt):
-  return project(x, fmt, scale)
+  return _project(x, fmt, scale)
 
 
 def _fake_quant_fwd(x, scale, fmt):
@@ -126,11 +190,18 @@ def fake_quant(x: chex.Array, pattern: NumberFormat, scale: chex.Numeric) -> jax
   Args:
     x: float array of ``x.shape`` and a floating dtype.
     pattern: the number format.
-    scale: positive scale broadcasting against ``x`` (its shape must not enlarge ``x``).
+    scale: finite positive scale broadcasting against ``x`` (its shape must not enlarge
+      ``x``); checked when concrete, not when traced.
 
   Returns:
     array of ``x``'s shape and dtype.
+
+  Raises:
+    TypeError: ``pattern`` is not a ``NumberFormat`` (e.g. a string).
+    ValueError: a concrete ``scale`` has an element that is not finite and ``> 0``.
   """
+  check_format("fake_quant", pattern)
+  check_scale("fake_quant", scale)
   x = jnp.asarray(x)
   chex.assert_type(x, float)
   scale = jnp.asarray(scale, jnp.result_type(float))
@@ -170,7 +241,12 @@ def fit_scale(w: chex.Array, pattern: NumberFormat, axis: Axis = None, *,
 
   Returns:
     float32 array of positive, finite scales; all-zero slices get scale 1.
+
+  Raises:
+    TypeError: ``pattern`` is not a ``NumberFormat`` (e.g. a string).
+    ValueError: ``axis`` is out of range.
   """
+  check_format("fit_scale", pattern)
   w = jnp.asarray(w)
   return _fit_scale(w, pattern, _normalize_axis(axis, w.ndim) if axis is not None else None,
                     num_iters, num_grid)
@@ -185,7 +261,7 @@ def _fit_scale(w, pattern, axis, num_iters, num_grid):
   w = jnp.where(jnp.isfinite(w), w, 0.0)
 
   def err(s):
-    return jnp.sum(jnp.square(w - s * quantize(w, pattern, s)), axis=axes, keepdims=keep)
+    return jnp.sum(jnp.square(w - s * _quantize(w, pattern, s)), axis=axes, keepdims=keep)
 
   amax = jnp.max(jnp.abs(w), axis=axes, keepdims=keep)
   s0 = jnp.where(amax > 0, amax / pattern.max_level, 1.0)
@@ -203,7 +279,7 @@ def _fit_scale(w, pattern, axis, num_iters, num_grid):
 
   def ls_body(_, carry):
     s, best_s, best_e = carry
-    q = quantize(w, pattern, s).astype(jnp.float32)
+    q = _quantize(w, pattern, s).astype(jnp.float32)
     num = jnp.sum(w * q, axis=axes, keepdims=keep)
     den = jnp.sum(q * q, axis=axes, keepdims=keep)
     s_new = jnp.where((den > 0) & (num > 0), num / jnp.where(den > 0, den, 1.0), s)

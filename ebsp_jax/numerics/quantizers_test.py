@@ -181,3 +181,69 @@ def test_fit_scale_per_channel_keepdims_and_zero_channels():
   chex.assert_shape(s_dense, (1, 6))
   with pytest.raises(ValueError, match="axis 4"):
     fit_scale(w, p, axis=4)
+
+
+BAD_SCALES = [(0.0, "got 0.0"), (-1.0, "got -1.0"), (float("nan"), "got nan"),
+              (float("inf"), "got inf"), (np.float32([[1.0, 0.0, 2.0]]), r"got 0.0 \(1 of 3"),
+              (jnp.array([0.5, -0.5]), r"got -0.5 \(1 of 2"), (jnp.bfloat16(0), "got 0.0")]
+
+
+@pytest.mark.parametrize("fn", [quantize, project, fake_quant], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("scale,match", BAD_SCALES)
+def test_concrete_bad_scale_raises_one_line_value_error(fn, scale, match):
+  x = jnp.ones((4, 3))
+  msg = rf"^{fn.__name__}: scale must be finite and > 0, {match}"
+  with pytest.raises(ValueError, match=msg) as e:
+    fn(x, BitPattern(6, 3), scale)
+  assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("fn", [quantize, project, fake_quant], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("scale", ["0.5", None, True])
+def test_non_numeric_scale_raises_type_error(fn, scale):
+  with pytest.raises(TypeError, match=f"^{fn.__name__}: scale must be a positive real number"):
+    fn(jnp.ones(3), BitPattern(6, 3), scale)
+
+
+def test_traced_scale_is_not_checked_and_good_scales_pass():
+  p, x = BitPattern(6, 3), jnp.ones((4, 8))
+  # Documented: under jit a bad scale is not checked (no run-time cost on the hot path).
+  assert int(jax.jit(lambda s: quantize(x, p, s))(0.0)[0, 0]) == p.max_level
+  np.testing.assert_array_equal(
+      np.asarray(jax.vmap(lambda s: quantize(x, p, s))(jnp.array([1.0, 2.0])))[:, 0, 0], [1, 0])
+  assert np.isfinite(float(jax.grad(lambda s: jnp.sum(fake_quant(x, p, s)))(0.3)))
+  # Every legitimate scale kind: Python int/float, NumPy, jax, bfloat16, per channel.
+  np.testing.assert_array_equal(np.asarray(quantize(x, p, 2)), 0)  # 1/2 rounds half to even
+  for s in (0.5, np.float32(0.5), jnp.float32(0.5), jnp.bfloat16(0.5), np.full((1, 8), 0.5)):
+    np.testing.assert_array_equal(np.asarray(quantize(x, p, s)), np.full((4, 8), 2))
+  s = fit_scale(np.zeros((3, 4), np.float32), p, axis=0)   # all-zero slices -> 1, accepted
+  np.testing.assert_array_equal(np.asarray(project(np.zeros((3, 4), np.float32), p, s)), 0)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: quantize(jnp.ones(3), "6b(L3)", 1.0),
+    lambda: project(jnp.ones(3), "6b(L3)", 1.0),
+    lambda: fake_quant(jnp.ones(3), "6b(L3)", 1.0),
+    lambda: fit_scale(jnp.ones(3), "6b(L3)"),
+], ids=["quantize", "project", "fake_quant", "fit_scale"])
+def test_pattern_string_raises_one_line_type_error(call):
+  with pytest.raises(TypeError, match=r"pattern must be a BitPattern \(or another NumberFormat\), "
+                                      r"got str '6b\(L3\)'; strings are not parsed") as e:
+    call()
+  assert "\n" not in str(e.value)
+
+
+def test_other_number_format_still_accepted():
+  """The NumberFormat protocol, not only BitPattern, passes the pattern check."""
+
+  class Ternary:
+    signed = True
+    max_level = 1
+
+    def round_magnitude(self, mag):
+      return jnp.round(mag)
+
+  got = quantize(np.float32([-3, -0.4, 0.6, 2]), Ternary(), 1.0)
+  np.testing.assert_array_equal(np.asarray(got), [-1, 0, 1, 1])
+  with pytest.raises(TypeError, match="got list"):
+    quantize(jnp.ones(3), [6, 3], 1.0)

@@ -8,8 +8,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from ebsp_jax.numerics.codes import leading_one, on_grid
-from ebsp_jax.numerics.pattern import BitPattern
+from ebsp_jax.numerics.codes import int_array, leading_one, on_grid
+from ebsp_jax.numerics.pattern import BitPattern, check_pattern
 
 
 def pattern_stats(q: chex.Array, pattern: BitPattern) -> Dict[str, jax.Array]:
@@ -32,8 +32,12 @@ def pattern_stats(q: chex.Array, pattern: BitPattern) -> Dict[str, jax.Array]:
         last bin collects shifts beyond ``max_shift``;
       ``mantissa``: int32 ``(2**length,)`` counts of all elements by mantissa (0 for zeros);
       ``zero_fraction``, ``on_grid_fraction``, ``negative_fraction``: float32 scalars.
+
+  Raises:
+    TypeError: ``q`` does not have an integer dtype, or ``pattern`` is not a ``BitPattern``.
   """
-  q = jnp.asarray(q).astype(jnp.int32).reshape(-1)
+  check_pattern("pattern_stats", pattern)
+  q = int_array("pattern_stats", "q", q).reshape(-1)
   n, length = pattern.magnitude_bits, pattern.length
   mag = jnp.abs(q)
   nonzero = mag != 0

@@ -3,6 +3,7 @@
 import chex
 import jax
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from ebsp_jax.numerics.pattern import BitPattern
@@ -37,3 +38,10 @@ def test_histograms_match_python_counting(xs):
   np.testing.assert_allclose(float(got["negative_fraction"]),
                              sum(x < 0 for x in xs) / len(xs), rtol=1e-6)
   chex.assert_shape(got["mantissa"], (8,))
+
+
+def test_float_levels_and_pattern_strings_raise_type_error():
+  with pytest.raises(TypeError, match="pattern_stats: q must have an integer dtype, got float32"):
+    pattern_stats(np.float32([1.5, 2.0]), BitPattern(6, 3))
+  with pytest.raises(TypeError, match=r"pattern_stats: pattern must be a BitPattern, got str"):
+    pattern_stats(np.int32([1, 2]), "6b(L3)")

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Tuple
 
 import jax
 
-from ebsp_jax.numerics.pattern import NumberFormat
+from ebsp_jax.numerics.pattern import NumberFormat, check_format
 from ebsp_jax.numerics.quantizers import fake_quant, fit_scale, project, quantize
 
 PyTree = Any
@@ -50,7 +50,17 @@ def make_rule(pattern: Optional[NumberFormat], *, include: str = r"(^|/)kernel$"
 
   Example — 6b(L3) everywhere, first conv and classifier in 8-bit uniform:
     ``make_rule(BitPattern(6, 3), overrides=[("^conv_init/", uniform(8)), ("^head/", uniform(8))])``
+
+  Raises:
+    TypeError: ``pattern`` or an override's pattern is neither ``None`` nor a
+      ``NumberFormat`` (e.g. the string ``"6b(L3)"``), checked here rather than at first use.
   """
+  if pattern is not None:
+    check_format("make_rule", pattern)
+  overrides = tuple(overrides)
+  for _, p in overrides:
+    if p is not None:
+      check_format("make_rule (overrides)", p)
   overrides = tuple((re.compile(rx), p) for rx, p in overrides)
   exclude = tuple(re.compile(rx) for rx in exclude)
   include_rx = re.compile(include)

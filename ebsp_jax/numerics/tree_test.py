@@ -69,3 +69,13 @@ def test_per_tensor_option():
   rule = tree.make_rule(pat.BitPattern(6, 3))
   s = tree.tree_fit_scale(_params(), rule, per_channel=False)
   assert s["block"]["conv"]["kernel"].shape == ()
+
+
+def test_make_rule_rejects_pattern_strings_up_front():
+  with pytest.raises(TypeError, match=r"^make_rule: pattern must be a BitPattern .*got str '6b'"):
+    tree.make_rule("6b")
+  with pytest.raises(TypeError, match=r"^make_rule \(overrides\): .*got str '8b'"):
+    tree.make_rule(pat.BitPattern(6, 3), overrides=[("^head/", "8b")])
+  rule = tree.make_rule(None, overrides=(o for o in [("^head/", pat.uniform(8))]))  # generator ok
+  assert tree.tree_patterns(_params(), rule)["head"]["kernel"] == pat.uniform(8)
+  assert tree.tree_patterns(_params(), rule)["block"]["conv"]["kernel"] is None
