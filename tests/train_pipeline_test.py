@@ -315,3 +315,35 @@ def test_sigkill_at_random_moments(env, reference):
   _, ref_leaves = _final_params(reference["workdir"])
   for a, b in zip(leaves, ref_leaves):
     np.testing.assert_array_equal(a, b)
+
+
+def test_load_run_and_datapath_sweep(env, reference, tmp_path):
+  from ebsp_jax.train import load_run  # pylint: disable=import-outside-toplevel
+  wd = reference["workdir"]
+  before = sorted(os.listdir(os.path.join(wd, "checkpoints")))
+  exp, state = load_run(wd, data_dir=env["data_dir"])
+  assert state.phase == "done" and exp.cfg.seed == reference["results"]["config"]["seed"]
+  top1, _, over = exp.integer_eval(state)          # the run's own integer evaluation again
+  assert top1 == reference["results"]["integer_top1"] and over == 0
+  top8, _, over8 = exp.integer_eval(state, acc_bits=8)
+  assert over8 > 0                                  # 8-bit x 5-bit products overflow 8 bits
+  assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == before   # read-only
+  with pytest.raises(ckpt_lib.CheckpointError, match="holds no checkpoints/"):
+    load_run(str(tmp_path))
+  # The CLI: every setting once, the exact 32-bit datapath first; JSON rows; one-line errors.
+  out = tmp_path / "sweep.json"
+  cli = [sys.executable, os.path.join(ROOT, "experiments", "datapath_sweep.py"),
+         f"--workdirs={wd}", f"--data_dir={env['data_dir']}", "--acc_bits=8,32",
+         "--overflows=wrap,saturate", f"--output={out}"]
+  r = subprocess.run(cli, capture_output=True, text=True, env=env["env"], timeout=600)
+  assert r.returncode == 0, r.stderr[-2000:]
+  rows = json.loads(out.read_text())["rows"]
+  got = [(x["acc_bits"], x["overflow"]) for x in rows]
+  assert got == [(32, "wrap"), (8, "wrap"), (8, "saturate"), (32, "saturate")]
+  assert rows[0]["top1"] == top1 and rows[1]["top1"] == top8 and rows[1]["overflows"] == over8
+  assert rows[2]["overflows"] > 0 and rows[3]["overflows"] == 0
+  assert "| lenet5 | 5b(L2) | exact, 8-bit acc, wrap |" in r.stdout
+  bad = subprocess.run(cli[:2] + [f"--workdirs={wd}", "--modes=dual"], capture_output=True,
+                       text=True, env=env["env"], timeout=300)
+  assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith(
+      "error: --modes: 'dual' is not one of")

@@ -32,6 +32,8 @@ class DatapathConfig:
     overflow: ``'wrap'``, ``'saturate'`` or ``'error'`` (computes as ``'wrap'``; the integer
       model's ``apply`` then raises ``OverflowError`` naming the layers that overflowed).
     mode: ``'exact'`` or ``'dual_lod'`` (approximate; see ``ebsp_jax.arith``).
+    rounding: how ``'dual_lod'`` cuts an activation to the pattern's ``length`` significant
+      bits: ``'truncate'`` or ``'round'``.
     method: ``'fast'`` or ``'reference'``.
     accumulation: native path of the fast method (``'auto'``, ``'int32'``, ``'float32'``,
       ``'bfloat16'``, ``'onednn'``; see ``ebsp_jax.arith.dot_general``). Every choice is
@@ -45,6 +47,7 @@ class DatapathConfig:
   mode: str = "exact"
   method: str = "fast"
   accumulation: str = "auto"
+  rounding: str = "truncate"
 
   def __post_init__(self):
     """Validates the options eagerly (one-line ``ValueError``/``TypeError``)."""
@@ -56,7 +59,8 @@ class DatapathConfig:
     if not lo <= bits <= hi:
       raise ValueError(f"acc_bits={bits} is out of range: allowed [{lo}, {hi}]")
     for name, allowed in (("overflow", acfg.OVERFLOWS), ("mode", acfg.MODES),
-                          ("method", acfg.METHODS), ("accumulation", acfg.ACCUMULATIONS)):
+                          ("method", acfg.METHODS), ("accumulation", acfg.ACCUMULATIONS),
+                          ("rounding", acfg.ROUNDINGS)):
       acfg._choice(name, getattr(self, name), allowed)  # pylint: disable=protected-access
     if self.accumulation == "onednn":    # raises when the kernel or the CPU backend is missing
       acfg.resolve_accumulation("onednn", "dot", 0, 0)
@@ -111,7 +115,8 @@ def int_op(op: str, lhs: jax.Array, rhs: jax.Array, kwargs: Mapping[str, Any], *
     overflow = "wrap" if config.overflow == "error" else config.overflow
     out = fn(jnp.asarray(lhs, jnp.int32), jnp.asarray(rhs, jnp.int32), pattern=pattern,
              acc_bits=config.acc_bits, overflow=overflow, mode=config.mode,
-             method=config.method, accumulation=config.accumulation, name=name,
+             method=config.method, rounding=config.rounding,
+             accumulation=config.accumulation, name=name,
              with_stats=with_stats, **act, **kw)
     return (out[0], out[1]["overflow_count"]) if with_stats else out
   if (config.mode != "exact" or config.acc_bits != 32 or config.overflow != "wrap"

@@ -229,7 +229,8 @@ def _accepts(module: nn.Module, arg: str) -> bool:
 def to_integer(model: Union[str, nn.Module], variables: Mapping[str, Any], *, weight_rule: Rule,
                weight_scales: Optional[PyTree] = None, activation_bits: int = 8,
                acc_bits: int = 32, overflow: str = "wrap", mode: str = "exact",
-               method: str = "fast", accumulation: str = "auto", strict: bool = True,
+               method: str = "fast", accumulation: str = "auto", rounding: str = "truncate",
+               strict: bool = True,
                model_kwargs: Optional[Mapping[str, Any]] = None,
                apply_kwargs: Optional[Mapping[str, Any]] = None) -> IntegerModel:
   """Builds the integer-mode network of a trained model.
@@ -244,7 +245,8 @@ def to_integer(model: Union[str, nn.Module], variables: Mapping[str, Any], *, we
     weight_scales: the weight scales tree (as given to ``tree_project``), or ``None`` to refit
       with ``tree_fit_scale`` (only identical to training if training used that fit).
     activation_bits: activation bits used in training.
-    acc_bits, overflow, mode, method, accumulation: datapath options (``ebsp_jax.arith``).
+    acc_bits, overflow, mode, method, accumulation, rounding: datapath options
+      (:class:`~ebsp_jax.quant.datapath.DatapathConfig`, ``ebsp_jax.arith``).
     strict: raise when an op cannot be lowered to integers (else evaluate it in float).
     model_kwargs: extra arguments of ``get_model`` (``num_classes`` defaults to the size of
       ``params['head']['bias']``).
@@ -281,7 +283,7 @@ def to_integer(model: Union[str, nn.Module], variables: Mapping[str, Any], *, we
   layers, weights = integer_layers(qweights, formats, strict,
                                    "train with quant.fake_quant_injection")
   config = IntegerConfig(activation_bits, DatapathConfig(acc_bits, overflow, mode, method,
-                                                          accumulation), strict)
+                                                          accumulation, rounding), strict)
   return IntegerModel(module, variables, layers, weights, apply_kwargs, config)
 
 

@@ -297,7 +297,8 @@ def _flat_scales(model: nnx.Module, weight_scales: PyTree) -> Dict[str, Any]:
 def to_integer(model: nnx.Module, *, weight_rule: Optional[Rule] = None,
                weight_scales: Optional[PyTree] = None, activation_bits: Optional[int] = None,
                acc_bits: int = 32, overflow: str = "wrap", mode: str = "exact",
-               method: str = "fast", accumulation: str = "auto", strict: bool = True,
+               method: str = "fast", accumulation: str = "auto", rounding: str = "truncate",
+               strict: bool = True,
                call_kwargs: Optional[Mapping[str, Any]] = None) -> IntegerModel:
   """Integer mode (emulated hardware) of a calibrated fake-quant nnx model.
 
@@ -316,7 +317,8 @@ def to_integer(model: nnx.Module, *, weight_rule: Optional[Rule] = None,
       ``None``: the hooks' :class:`WeightScale` where the hook has the rule's pattern, else a
       fresh ``tree_fit_scale``.
     activation_bits: checked against the hooks' bits (``None``: taken from the hooks).
-    acc_bits, overflow, mode, method, accumulation: datapath options (``ebsp_jax.arith``).
+    acc_bits, overflow, mode, method, accumulation, rounding: datapath options
+      (:class:`~ebsp_jax.quant.datapath.DatapathConfig`, ``ebsp_jax.arith``).
     strict: raise when an op cannot be lowered to integers (else evaluate it in float).
     call_kwargs: extra keyword arguments of ``model(x, ...)``.
 
@@ -384,6 +386,6 @@ def to_integer(model: nnx.Module, *, weight_rule: Optional[Rule] = None,
   traced.eval()
   graphdef, state = nnx.split(traced)
   config = IntegerConfig(max(bits), DatapathConfig(acc_bits, overflow, mode, method,
-                                                        accumulation), strict)
+                                                        accumulation, rounding), strict)
   return IntegerModel(_TracedModel(graphdef), state, layers, weights, dict(call_kwargs or {}),
                       config)

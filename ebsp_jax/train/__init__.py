@@ -6,9 +6,11 @@
 * :mod:`.checkpoint` — orbax checkpoints with validation; :mod:`.sharding` — data parallelism.
 * :mod:`.metrics` / :mod:`.tfevents` — TensorBoard events, metrics.jsonl, the progress line.
 * :mod:`.evaluation` — float / fake-quant / integer evaluation, pattern statistics.
+* :mod:`.reload` — :func:`load_run`: a run's experiment and latest state, read-only.
 """
 
 from ebsp_jax.train.checkpoint import CheckpointError, Checkpointer
 from ebsp_jax.train.config import TrainConfig
 from ebsp_jax.train.steps import TrainState, eval_step, train_step
+from ebsp_jax.train.reload import load_run
 from ebsp_jax.train.trainer import Experiment, run, weight_rule

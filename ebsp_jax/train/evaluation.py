@@ -71,7 +71,8 @@ def evaluate(eval_fn: Callable[..., Dict[str, jax.Array]], params: PyTree,
 # Integer mode (pluggable).
 def integer_top1(model_name: str, variables: Mapping[str, PyTree], weight_rule: Rule,
                  weight_scales: PyTree, activation_bits: int,
-                 batches: Iterable[Mapping[str, np.ndarray]]
+                 batches: Iterable[Mapping[str, np.ndarray]],
+                 datapath: Optional[Mapping[str, Any]] = None
                  ) -> Tuple[Optional[float], str, Optional[int]]:
   """Top-1 of the emulated integer datapath and its accumulator overflow count.
 
@@ -79,10 +80,12 @@ def integer_top1(model_name: str, variables: Mapping[str, PyTree], weight_rule: 
   activation_bits=...)`` and ``apply(images, with_stats=True)``. Runs on process-local copies
   of the (replicated) variables; with several processes, each passes its rows of the
   evaluation batches and the counts are added over processes (every process must call it).
+  ``datapath``: extra options of ``to_integer`` (``acc_bits``, ``overflow``, ``mode``,
+  ``rounding``, ``method``, ``accumulation``; default: exact, 32-bit, wrap).
 
   Returns:
     ``(top1, note, overflows)``: ``overflows`` is the number of accumulator outputs over all
-    layers and images that did not fit the 32-bit accumulator (wrapped); ``(None, why, None)``
+    layers and images that did not fit the ``acc_bits`` accumulator; ``(None, why, None)``
     without quantized activations.
   """
   from ebsp_jax import quant  # pylint: disable=import-outside-toplevel
@@ -91,7 +94,7 @@ def integer_top1(model_name: str, variables: Mapping[str, PyTree], weight_rule: 
   int_model = quant.to_integer(model_name, sharding_lib.to_local(variables),
                                weight_rule=weight_rule,
                                weight_scales=sharding_lib.to_local(weight_scales),
-                               activation_bits=activation_bits)
+                               activation_bits=activation_bits, **dict(datapath or {}))
   correct = count = overflows = 0
   for b in batches:
     if len(b["label"]) == 0:  # this process's rows lie past a short last batch

@@ -21,7 +21,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Dict, TextIO, Tuple
+from typing import Any, Dict, Optional, TextIO, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -220,6 +220,17 @@ class Experiment:
   def evaluate(self, state: TrainState, mode: str) -> Dict[str, float]:
     return evaluation.evaluate(self.eval_fn(mode), state.params, state.model_state,
                                self.data.eval_batches(), self.cfg.eval_batch_size, self.mesh)
+
+  def integer_eval(self, state: TrainState, **datapath) -> Tuple[Optional[float], str,
+                                                                 Optional[int]]:
+    """Integer-mode top-1 and overflow count of ``state`` on the evaluation split.
+
+    ``datapath``: options of ``ebsp_jax.quant.to_integer`` (``acc_bits``, ``overflow``,
+    ``mode``, ``rounding``, ...). See :func:`ebsp_jax.train.evaluation.integer_top1`.
+    """
+    variables = {"params": state.params, **state.model_state}
+    return evaluation.integer_top1(self.cfg.model, variables, self.rule, state.weight_scales,
+                                   self.cfg.activation_bits, self.data.eval_batches(), datapath)
 
   @functools.cached_property
   def _telemetry_fn(self):
@@ -424,10 +435,7 @@ class Experiment:
       writer.write(step, {"eval/quant_top1": ev["top1"]}, "done")
       progress.message(f"final fake-quant model: top1 {ev['top1']:.4f}")
       if self.cfg.integer_eval:
-        variables = {"params": state.params, **state.model_state}
-        top1, note, overflows = evaluation.integer_top1(
-            self.cfg.model, variables, self.rule, state.weight_scales,
-            self.cfg.activation_bits, self.data.eval_batches())
+        top1, note, overflows = self.integer_eval(state)
       else:
         top1, note, overflows = None, "disabled by --nointeger_eval", None
       results["integer_top1"] = top1
