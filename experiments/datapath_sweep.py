@@ -11,7 +11,9 @@ activation is also cut to the pattern's ``length`` significant bits, by truncati
 rounding, and the LUT holds constant mantissa products; see ``ebsp_jax.arith``). Prints one
 table row per (model, weight format, setting): top-1 mean ± std over the runs (seeds), the
 paired difference to the exact 32-bit datapath, and the accumulator outputs that overflowed per
-image. ``--output`` gets every measurement as JSON. Errors print one line and exit with 2.
+image (``--columns``: one row per format, one column per setting instead). ``--output`` gets
+every measurement as JSON; ``--from_json`` prints the table of such files again. Errors print
+one line and exit with 2.
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ flags.DEFINE_list("overflows", ["wrap"], "Overflow policies: wrap, saturate.")
 flags.DEFINE_list("modes", ["exact"], "Datapath modes: exact, dual_lod:truncate, dual_lod:round.")
 flags.DEFINE_string("data_dir", None, "Dataset directory (default: the dataset's own).")
 flags.DEFINE_string("output", None, "Write every measurement here (JSON).")
+flags.DEFINE_list("from_json", None, "Print the table of earlier --output files instead of "
+                  "evaluating (no --workdirs then).")
+flags.DEFINE_list("columns", None, "Compact table: one row per weight format, one column per "
+                  "setting MODE:BITS:OVERFLOW[:ROUNDING] (e.g. exact:16:saturate, "
+                  "dual_lod:32:wrap:round): paired change vs exact 32-bit, overflows per image.")
 
 EXACT = ("exact", "truncate", 32, "wrap")
 
@@ -121,12 +128,62 @@ def table(rows: Sequence[Dict[str, Any]]) -> str:
   return "\n".join(lines)
 
 
+def _column(spec: str) -> Tuple[str, str, int, str]:
+  parts = spec.split(":")
+  try:
+    mode, bits, overflow = parts[0], int(parts[1]), parts[2]
+    rounding = parts[3] if mode == "dual_lod" else "truncate"
+  except (IndexError, ValueError):
+    raise ValueError(f"--columns: {spec!r} is not MODE:BITS:OVERFLOW[:ROUNDING], e.g. "
+                     "exact:16:saturate or dual_lod:32:wrap:round") from None
+  if len(parts) != (4 if mode == "dual_lod" else 3):
+    raise ValueError(f"--columns: {spec!r}: exact takes MODE:BITS:OVERFLOW, dual_lod also "
+                     ":ROUNDING")
+  return (mode, rounding, bits, overflow)
+
+
+def pivot_table(rows: Sequence[Dict[str, Any]], columns: Sequence[Tuple[str, str, int, str]]
+                ) -> str:
+  """Markdown: one row per (model, format): exact 32-bit top-1, then per setting the paired
+  change (pp, mean ± std over runs) and the overflows per image where there were any."""
+  from ebsp_jax.train.summarize import _pm, stat  # pylint: disable=import-outside-toplevel
+  runs: Dict[Tuple[str, str], Dict[str, Dict[Tuple, Dict[str, Any]]]] = {}
+  for r in rows:
+    key = (r["mode"], r["rounding"], r["acc_bits"], r["overflow"])
+    runs.setdefault((r["model"], r["pattern"]), {}).setdefault(r["workdir"], {})[key] = r
+  lines = ["| model | weights | exact 32-bit top-1 (%) | "
+           + " | ".join(_label(c) for c in columns) + " |", "|---" * (3 + len(columns)) + "|"]
+  for (model, pattern), by_run in runs.items():
+    cells = []
+    for c in columns:
+      got = [r for r in by_run.values() if c in r and EXACT in r]
+      if not got:
+        cells.append("—")
+        continue
+      d = stat([r[c]["top1"] - r[EXACT]["top1"] for r in got])
+      over = sum(r[c]["overflows"] for r in got) / sum(r[c]["examples"] for r in got)
+      cells.append(_pm(d, signed=True) + (f" ({over:.2g}/image)" if over else ""))
+    base = stat([r[EXACT]["top1"] for r in by_run.values() if EXACT in r])
+    lines.append(f"| {model} | {pattern} | {_pm(base)} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
 def main(argv):
   logging.set_verbosity(logging.WARNING)   # orbax logs every restore at INFO
   if len(argv) > 1:
     print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
     return 2
   try:
+    columns = [_column(c) for c in FLAGS.columns or []]
+    if FLAGS.from_json:
+      if FLAGS.workdirs:
+        raise ValueError("--from_json prints earlier results: pass it without --workdirs")
+      rows = []
+      for path in FLAGS.from_json:
+        with open(path) as f:
+          rows += json.load(f)["rows"]
+      print(pivot_table(rows, columns) if columns else table(rows))
+      return 0
     if not FLAGS.workdirs:
       raise ValueError("--workdirs is required (training workdirs, glob patterns allowed)")
     workdirs = []
@@ -142,7 +199,7 @@ def main(argv):
       raise
     print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
     return 2
-  print(table(rows))
+  print(pivot_table(rows, columns) if columns else table(rows))
   if FLAGS.output:
     with open(FLAGS.output, "w") as f:
       json.dump({"settings": [list(s) for s in settings], "rows": rows}, f, indent=1)

@@ -343,6 +343,13 @@ def test_load_run_and_datapath_sweep(env, reference, tmp_path):
   assert rows[0]["top1"] == top1 and rows[1]["top1"] == top8 and rows[1]["overflows"] == over8
   assert rows[2]["overflows"] > 0 and rows[3]["overflows"] == 0
   assert "| lenet5 | 5b(L2) | exact, 8-bit acc, wrap |" in r.stdout
+  again = subprocess.run(cli[:2] + [f"--from_json={out}", "--columns=exact:8:saturate"],
+                         capture_output=True, text=True, env=env["env"], timeout=300)
+  assert again.returncode == 0, again.stderr[-2000:]
+  row = [ln for ln in again.stdout.splitlines() if ln.startswith("| lenet5 | 5b(L2) |")]
+  delta = 100 * (rows[2]["top1"] - top1)
+  delta = f"{delta:+.2f}" if abs(delta) >= 0.005 else "+0.00"
+  assert len(row) == 1 and f"| {100 * top1:.2f} | {delta} (" in row[0]
   bad = subprocess.run(cli[:2] + [f"--workdirs={wd}", "--modes=dual"], capture_output=True,
                        text=True, env=env["env"], timeout=300)
   assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith(
