@@ -20,6 +20,12 @@ the ``'quant_stats'`` collection (:mod:`ebsp_jax.quant.calibration`):
   and quantizes with the updated range (the first update takes the batch values).
 * ``model.apply(...)`` without ``'quant_stats'`` mutable uses the stored range; a layer that was
   never calibrated (count 0) falls back to the current batch's range (dynamic quantization).
+
+Dual-LOD-aware training (``fake_quant_injection(bits, dual_lod_length=L, dual_lod_rounding=r)``):
+the quantized activation level is further cut to its ``L`` significant bits exactly as the
+approximate datapath does (``ebsp_jax.arith.datapath.act_approx``: the integer mode with
+``mode='dual_lod', rounding=r``), with a straight-through gradient. ``L`` must be the weight
+pattern's ``length`` of every layer (the integer mode uses each layer's own).
 """
 
 from __future__ import annotations
@@ -88,7 +94,8 @@ class ActivationStats(nn.Module):
     return lax.stop_gradient(signed), lax.stop_gradient(scale)
 
 
-def fake_quant_activation(x: jax.Array, signed: jax.Array, scale: jax.Array, bits: int) -> jax.Array:
+def fake_quant_activation(x: jax.Array, signed: jax.Array, scale: jax.Array, bits: int
+                          ) -> jax.Array:
   """Fake-quantizes ``x`` to ``uniform(bits, signed)`` with a straight-through gradient.
 
   ``signed`` may be traced (it comes from calibration), so both formats are evaluated and
@@ -97,6 +104,16 @@ def fake_quant_activation(x: jax.Array, signed: jax.Array, scale: jax.Array, bit
   fq_signed = fake_quant(x, uniform(bits, signed=True), scale)
   fq_unsigned = fake_quant(x, uniform(bits, signed=False), scale)
   return jnp.where(signed, fq_signed, fq_unsigned)
+
+
+def dual_lod_activation(x_q: jax.Array, scale: jax.Array, length: int, rounding: str
+                        ) -> jax.Array:
+  """``x_q`` (a fake-quantized activation, levels times ``scale``) cut to ``length``
+  significant bits per level as the dual-LOD datapath does; straight-through gradient."""
+  from ebsp_jax.arith import datapath  # pylint: disable=import-outside-toplevel
+  levels = jnp.round(lax.stop_gradient(x_q) / scale).astype(jnp.int32)
+  approx = datapath.act_approx(levels, length, rounding).astype(x_q.dtype) * scale
+  return x_q + lax.stop_gradient(approx - x_q)
 
 
 class FakeQuantOp(ActivationStats):
@@ -108,9 +125,13 @@ class FakeQuantOp(ActivationStats):
 
   Attributes:
     op: ``'dot_general'`` or ``'conv_general_dilated'``.
+    dual_lod_length: ``None``, or the ``L`` of dual-LOD-aware training (see the module doc).
+    dual_lod_rounding: ``'truncate'`` or ``'round'`` (with ``dual_lod_length``).
   """
 
   op: str = DOT_GENERAL
+  dual_lod_length: Any = None
+  dual_lod_rounding: str = "round"
 
   @nn.compact
   def __call__(self, lhs: jax.Array, rhs: jax.Array, *args: Any, **kwargs: Any) -> jax.Array:
@@ -119,6 +140,8 @@ class FakeQuantOp(ActivationStats):
     # Optional (only when 'intermediates' is mutable): the integer levels of the input, to
     # compare with the integer mode layer by layer.
     self.sow("intermediates", "levels", jnp.round(lax.stop_gradient(lhs_q) / scale))
+    if self.dual_lod_length is not None:
+      lhs_q = dual_lod_activation(lhs_q, scale, self.dual_lod_length, self.dual_lod_rounding)
     return _LAX_OPS[self.op](lhs_q, rhs, *args, **kwargs)
 
 
@@ -135,13 +158,18 @@ def float_injection() -> Dict[str, Any]:
   return {}
 
 
-def fake_quant_injection(activation_bits: int = 8, *, ema_decay: float = 0.99) -> Dict[str, Any]:
+def fake_quant_injection(activation_bits: int = 8, *, ema_decay: float = 0.99,
+                         dual_lod_length: Any = None,
+                         dual_lod_rounding: str = "round") -> Dict[str, Any]:
   """Fake-quant (training) mode: the hooks for ``models.get_model(..., **injection)``.
 
   Args:
     activation_bits: bits of every conv/dense input activation (unsigned after ReLU, signed
       where the calibrated minimum is negative; one scale per tensor).
     ema_decay: decay of the calibration EMA of the per-batch min/max.
+    dual_lod_length: ``None`` (exact datapath), or ``L``: also cut every activation level to
+      ``L`` significant bits as the dual-LOD datapath does (the weight pattern's length).
+    dual_lod_rounding: ``'truncate'`` or ``'round'``, as the integer mode's ``rounding``.
 
   Returns:
     ``dict(dot_general_cls=..., conv_general_dilated_cls=...)``.
@@ -149,4 +177,13 @@ def fake_quant_injection(activation_bits: int = 8, *, ema_decay: float = 0.99) -
   _check_bits(activation_bits)
   if not 0.0 <= ema_decay < 1.0:
     raise ValueError(f"ema_decay={ema_decay} must be in [0, 1)")
-  return _injection(FakeQuantOp, activation_bits=activation_bits, ema_decay=ema_decay)
+  if dual_lod_length is not None and (isinstance(dual_lod_length, bool) or not isinstance(
+      dual_lod_length, int) or not 1 <= dual_lod_length < activation_bits):
+    raise ValueError(f"dual_lod_length={dual_lod_length!r} must be None or an int in "
+                     f"[1, {activation_bits - 1}] (activation_bits={activation_bits})")
+  if dual_lod_rounding not in ("truncate", "round"):
+    raise ValueError(f"dual_lod_rounding={dual_lod_rounding!r} is not supported; allowed: "
+                     "truncate, round")
+  extra = {} if dual_lod_length is None else dict(dual_lod_length=dual_lod_length,
+                                                  dual_lod_rounding=dual_lod_rounding)
+  return _injection(FakeQuantOp, activation_bits=activation_bits, ema_decay=ema_decay, **extra)

@@ -216,3 +216,25 @@ def test_datapath_options_are_checked_by_to_integer():
                   ({"accumulation": "int64"}, "accumulation='int64' is not supported")):
     with pytest.raises(ValueError, match=msg):
       quant.to_integer(testing.TinyCNN(), v, weight_rule=rule, weight_scales=scales, **kw)
+
+
+@pytest.mark.parametrize("rounding", ["truncate", "round"])
+def test_dual_lod_aware_fake_quant_matches_integer_dual_lod(rounding):
+  x = jax.random.normal(jax.random.key(7), (16, 12, 12, 1))
+  exact_model, v, rule, scales = testing.calibrated(testing.TinyCNN, x)
+  dual_model = testing.TinyCNN(**quant.fake_quant_injection(8, dual_lod_length=3,
+                                                            dual_lod_rounding=rounding))
+  fq_exact = np.asarray(exact_model.apply(v, x))
+  fq_dual = np.asarray(dual_model.apply(v, x))
+  imodel = quant.to_integer(testing.TinyCNN(), v, weight_rule=rule, weight_scales=scales,
+                            mode="dual_lod", rounding=rounding)
+  out = np.asarray(imodel.apply(x))
+  tol = 1e-3 * (1 + np.abs(fq_dual).max())
+  assert np.abs(fq_dual - fq_exact).max() > 20 * tol       # the approximation is visible
+  np.testing.assert_allclose(out, fq_dual, atol=tol)       # and the integer mode computes it
+  assert np.mean(np.argmax(out, -1) == np.argmax(fq_dual, -1)) == 1.0
+  # Gradients pass straight through the cut (as through the uniform quantizer).
+  g = jax.grad(lambda xx: jnp.sum(dual_model.apply(v, xx)))(x)
+  assert np.all(np.isfinite(np.asarray(g))) and np.abs(np.asarray(g)).sum() > 0
+  with pytest.raises(ValueError, match=r"dual_lod_length=8 must be None or an int in \[1, 7\]"):
+    quant.fake_quant_injection(8, dual_lod_length=8)
