@@ -354,3 +354,19 @@ def test_load_run_and_datapath_sweep(env, reference, tmp_path):
                        text=True, env=env["env"], timeout=300)
   assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith(
       "error: --modes: 'dual' is not one of")
+
+
+def test_dual_lod_training_round_trip(env, tmp_path):
+  from ebsp_jax.train import load_run  # pylint: disable=import-outside-toplevel
+  res = Experiment(_cfg(env, tmp_path / "dual", dual_lod="round"), stream=io.StringIO()).run()
+  assert res["config"]["dual_lod"] == "round"
+  # The integer mode evaluated with the dual-LOD datapath computes the trained network.
+  assert res["integer_top1"] == pytest.approx(res["quant_top1"], abs=0.02)
+  exp, state = load_run(str(tmp_path / "dual"), data_dir=env["data_dir"])
+  assert exp.integer_eval(state)[0] == res["integer_top1"]          # default: dual_lod round
+  top_exact = exp.integer_eval(state, mode="exact")[0]
+  assert 0.0 <= top_exact <= 1.0
+  with pytest.raises(ValueError, match="--dual_lod='round': needs --first_last=same"):
+    _cfg(env, tmp_path / "x", dual_lod="round", first_last="8")
+  with pytest.raises(ValueError, match="--dual_lod='on': must be one of off, truncate, round"):
+    _cfg(env, tmp_path / "x", dual_lod="on")

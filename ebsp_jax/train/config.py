@@ -19,6 +19,7 @@ RHO_POLICIES = ("constant", "geometric", "balance")
 PHASES = ("float", "admm", "finetune", "done")
 
 #: Fields that do not change a run's results: they may differ when a run is resumed.
+DUAL_LOD = ("off", "truncate", "round")
 NON_SEMANTIC_FIELDS = ("workdir", "data_dir", "checkpoint_every", "keep_checkpoints", "log_every",
                        "multihost", "progress_every_seconds")
 
@@ -61,6 +62,11 @@ class TrainConfig:
     log_every: steps between metric writes / progress lines.
     progress_every_seconds: also print a progress line at least this often.
     integer_eval: evaluate the integer (emulated hardware) mode at the end.
+    dual_lod: ``off`` (exact datapath), or ``truncate`` / ``round``: train for the approximate
+      dual-LOD datapath (activation levels cut to ``pattern_length`` significant bits in the
+      fake-quant forward pass) and evaluate the integer mode with ``mode='dual_lod'`` and this
+      rounding. Needs quantized activations and ``first_last=same`` (one ``L`` for all layers).
+      Left out of :meth:`fingerprint` when ``off``, so runs from before it resume unchanged.
     multihost: multi-process data parallelism; the experiment mains call
       ``jax.distributed.initialize()`` first (their ``--coordinator_address``, ``--num_processes``
       and ``--process_id`` flags, auto-detected on clusters jax knows). Every process runs the
@@ -106,6 +112,7 @@ class TrainConfig:
   progress_every_seconds: float = 10.0
   integer_eval: bool = True
   multihost: bool = False
+  dual_lod: str = "off"
 
   def __post_init__(self):
     self.validate()
@@ -167,6 +174,13 @@ class TrainConfig:
       bad("admm_rho_growth", "must be a positive number")
     if not self.admm_rho_max >= self.admm_rho:
       bad("admm_rho_max", f"must be >= --admm_rho={self.admm_rho}")
+    if self.dual_lod not in DUAL_LOD:
+      bad("dual_lod", f"must be one of {', '.join(DUAL_LOD)}")
+    if self.dual_lod != "off" and not self.activation_bits:
+      bad("dual_lod", "needs quantized activations (--activation_bits > 0)")
+    if self.dual_lod != "off" and self.first_last_pattern()[0]:
+      bad("dual_lod", "needs --first_last=same (dual-LOD training uses one pattern length for "
+          "every layer)")
     if self.seed < 0:
       bad("seed", "must be >= 0")
     if self.progress_every_seconds <= 0:
@@ -207,6 +221,8 @@ class TrainConfig:
     d = dataclasses.asdict(self)
     for k in NON_SEMANTIC_FIELDS:
       d.pop(k, None)
+    if d.get("dual_lod") == "off":   # added later: earlier runs' fingerprints stay valid
+      d.pop("dual_lod")
     return d
 
   def replace(self, **kwargs) -> "TrainConfig":

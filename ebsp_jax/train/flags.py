@@ -55,6 +55,8 @@ _HELP = {
     "log_every": "steps between metric writes",
     "progress_every_seconds": "longest time between progress lines",
     "integer_eval": "evaluate the integer (emulated hardware) mode at the end",
+    "dual_lod": "off | truncate | round: train for (and evaluate) the approximate dual-LOD "
+                "datapath, activations cut to --pattern_length significant bits",
     "multihost": "multi-process data parallelism: call jax.distributed.initialize() first. Start "
                  "the same command in every process (e.g. one per host); the --workdir must be on "
                  "a filesystem all processes share. --coordinator_address/--num_processes/"

@@ -103,10 +103,11 @@ def method(res: Dict[str, Any]) -> str:
 
 
 def format_key(res: Dict[str, Any]) -> Tuple:
-  """``(pattern name, activation bits, first/last pattern)``: what a table row is about."""
+  """``(pattern name, activation bits, first/last pattern, dual-LOD training)``: what a table
+  row is about."""
   p = res["pattern"]
   return (p.get("name", "%db(L%d)" % (p["bits"], p["length"])), res.get("activation_bits"),
-          res.get("first_last_pattern") or "same")
+          res.get("first_last_pattern") or "same", res.get("config", {}).get("dual_lod", "off"))
 
 
 def stat(values: Sequence[Optional[float]]) -> Optional[Dict[str, Any]]:
@@ -217,8 +218,9 @@ def aggregate_table(groups: Sequence[Dict[str, Any]]) -> str:
                    "| — | — | — | — | — | — | " + walls + " |")
       continue
     p = any_g["pattern"]
-    name, act, fl = fmt
-    label = name + ("" if fl == "same" else f", first/last {fl}")
+    name, act, fl, dual = fmt
+    label = (name + ("" if fl == "same" else f", first/last {fl}")
+             + ("" if dual == "off" else f", dual-LOD {dual}"))
     float_top1 = (adm or ptq)["float_top1"]
     lines.append(
         f"| {label} | {any_g['kind']} | {p.get('code_bits', '?')} | {p.get('num_levels', '?')} "

@@ -106,7 +106,9 @@ class Experiment:
     self.float_model = models.get_model(cfg.model, num_classes=info.num_classes)
     if cfg.activation_bits:
       from ebsp_jax import quant
-      inj = quant.fake_quant_injection(activation_bits=cfg.activation_bits)
+      dual = ({} if cfg.dual_lod == "off" else
+              dict(dual_lod_length=cfg.pattern_length, dual_lod_rounding=cfg.dual_lod))
+      inj = quant.fake_quant_injection(activation_bits=cfg.activation_bits, **dual)
       self.quant_model = models.get_model(cfg.model, num_classes=info.num_classes, **inj)
     else:
       self.quant_model = self.float_model
@@ -226,8 +228,12 @@ class Experiment:
     """Integer-mode top-1 and overflow count of ``state`` on the evaluation split.
 
     ``datapath``: options of ``ebsp_jax.quant.to_integer`` (``acc_bits``, ``overflow``,
-    ``mode``, ``rounding``, ...). See :func:`ebsp_jax.train.evaluation.integer_top1`.
+    ``mode``, ``rounding``, ...); default: the datapath the run trained for (exact, or
+    ``mode='dual_lod'`` with ``--dual_lod``'s rounding). See
+    :func:`ebsp_jax.train.evaluation.integer_top1`.
     """
+    if self.cfg.dual_lod != "off" and "mode" not in datapath:
+      datapath = dict(datapath, mode="dual_lod", rounding=self.cfg.dual_lod)
     variables = {"params": state.params, **state.model_state}
     return evaluation.integer_top1(self.cfg.model, variables, self.rule, state.weight_scales,
                                    self.cfg.activation_bits, self.data.eval_batches(), datapath)
