@@ -93,7 +93,7 @@ def sweep(workdirs: Sequence[str], settings, data_dir=None, log=print) -> List[D
       raise ValueError(f"{wd}: the run is not finished (phase '{state.phase}')")
     if not exp.cfg.activation_bits:
       raise ValueError(f"{wd}: float activations (activation_bits=0): no integer mode")
-    n = sum(len(b["label"]) for b in exp.data.eval_batches())
+    n = exp.data.info.num_eval
     for s in settings:
       mode, rounding, bits, overflow = s
       t = time.time()
