@@ -15,14 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ebsp_jax.numerics.pattern import short_repr  # one-line repr for messages (re-used by .rho)
+
 _NUMBER = "a number (Python int/float, NumPy scalar or one-element array)"
 _INT = "an int (Python int, NumPy integer or one-element integer array)"
-
-
-def short_repr(value: object, limit: int = 60) -> str:
-  """``repr(value)`` on one line, cut to ``limit`` characters (for error messages)."""
-  text = " ".join(repr(value).split())
-  return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _describe(value: object) -> str:
