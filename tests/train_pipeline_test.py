@@ -21,6 +21,7 @@ import jax
 import numpy as np
 import pytest
 
+from ebsp_jax import models
 from ebsp_jax.train import checkpoint as ckpt_lib
 from ebsp_jax.train import testing, tfevents
 from ebsp_jax.train.config import TrainConfig
@@ -358,7 +359,14 @@ def test_load_run_and_datapath_sweep(env, reference, tmp_path):
 
 def test_dual_lod_training_round_trip(env, tmp_path):
   from ebsp_jax.train import load_run  # pylint: disable=import-outside-toplevel
-  res = Experiment(_cfg(env, tmp_path / "dual", dual_lod="round"), stream=io.StringIO()).run()
+  # First conv and classifier 8-bit uniform (L = 7), the others the pattern's length.
+  exp = Experiment(_cfg(env, tmp_path / "dual", dual_lod="round", first_last="8"),
+                   stream=io.StringIO())
+  lengths = dict(exp.quant_model.conv_general_dilated_cls.keywords["dual_lod_length"])
+  assert lengths[models.FIRST_LAYER] == 7 and lengths[models.LAST_LAYER] == 7
+  assert {v for k, v in lengths.items()
+          if k not in (models.FIRST_LAYER, models.LAST_LAYER)} == {exp.cfg.pattern_length}
+  res = exp.run()
   assert res["config"]["dual_lod"] == "round"
   # The integer mode evaluated with the dual-LOD datapath computes the trained network.
   assert res["integer_top1"] == pytest.approx(res["quant_top1"], abs=0.02)
@@ -366,7 +374,5 @@ def test_dual_lod_training_round_trip(env, tmp_path):
   assert exp.integer_eval(state)[0] == res["integer_top1"]          # default: dual_lod round
   top_exact = exp.integer_eval(state, mode="exact")[0]
   assert 0.0 <= top_exact <= 1.0
-  with pytest.raises(ValueError, match="--dual_lod='round': needs --first_last=same"):
-    _cfg(env, tmp_path / "x", dual_lod="round", first_last="8")
   with pytest.raises(ValueError, match="--dual_lod='on': must be one of off, truncate, round"):
     _cfg(env, tmp_path / "x", dual_lod="on")

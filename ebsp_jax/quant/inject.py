@@ -24,14 +24,17 @@ the ``'quant_stats'`` collection (:mod:`ebsp_jax.quant.calibration`):
 Dual-LOD-aware training (``fake_quant_injection(bits, dual_lod_length=L, dual_lod_rounding=r)``):
 the quantized activation level is further cut to its ``L`` significant bits exactly as the
 approximate datapath does (``ebsp_jax.arith.datapath.act_approx``: the integer mode with
-``mode='dual_lod', rounding=r``), with a straight-through gradient. ``L`` must be the weight
-pattern's ``length`` of every layer (the integer mode uses each layer's own).
+``mode='dual_lod', rounding=r``), with a straight-through gradient. The integer mode cuts each layer's input to that layer's
+own pattern ``length``: give one ``L`` when every quantized layer has the same length, or the
+per-layer lengths ``dual_lod_lengths(rule, params)`` (``{layer: L or None}``; ``None`` for a
+layer the rule keeps in float, whose input is not cut) when they differ, e.g. 8-bit first and
+last layers.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import flax.linen as nn
 import jax
@@ -39,8 +42,11 @@ import jax.numpy as jnp
 from jax import lax
 
 from ebsp_jax.numerics import fake_quant, uniform
+from ebsp_jax.numerics.tree import PyTree, Rule, path_str
 from ebsp_jax.quant.calibration import (ACT_MODULE_NAME, STATS_COLLECTION, activation_scale,
                                         ema_update)
+
+DualLodLength = Union[None, int, Mapping[str, Optional[int]]]
 
 DOT_GENERAL = "dot_general"
 CONV = "conv_general_dilated"
@@ -125,13 +131,27 @@ class FakeQuantOp(ActivationStats):
 
   Attributes:
     op: ``'dot_general'`` or ``'conv_general_dilated'``.
-    dual_lod_length: ``None``, or the ``L`` of dual-LOD-aware training (see the module doc).
+    dual_lod_length: ``None``, or the ``L`` of dual-LOD-aware training (see the module doc):
+      an int for every layer, or per layer a sorted tuple of ``(layer_path, L or None)`` pairs
+      (:func:`fake_quant_injection` builds it from a mapping).
     dual_lod_rounding: ``'truncate'`` or ``'round'`` (with ``dual_lod_length``).
   """
 
   op: str = DOT_GENERAL
-  dual_lod_length: Any = None
+  dual_lod_length: Union[None, int, Tuple[Tuple[str, Optional[int]], ...]] = None
   dual_lod_rounding: str = "round"
+
+  def _dual_lod_length(self) -> Optional[int]:
+    """This layer's ``L`` (``None``: no cut); raises for a layer missing from a mapping."""
+    if self.dual_lod_length is None or isinstance(self.dual_lod_length, int):
+      return self.dual_lod_length
+    layer = "/".join(self.scope.path[:-1])
+    lengths = dict(self.dual_lod_length)
+    if layer not in lengths:
+      raise ValueError(f"dual_lod_length has no entry for layer '{layer}' (it has: "
+                       f"{', '.join(sorted(lengths)) or 'none'}); build it with "
+                       "dual_lod_lengths(rule, params), None for float layers")
+    return lengths[layer]
 
   @nn.compact
   def __call__(self, lhs: jax.Array, rhs: jax.Array, *args: Any, **kwargs: Any) -> jax.Array:
@@ -140,8 +160,9 @@ class FakeQuantOp(ActivationStats):
     # Optional (only when 'intermediates' is mutable): the integer levels of the input, to
     # compare with the integer mode layer by layer.
     self.sow("intermediates", "levels", jnp.round(lax.stop_gradient(lhs_q) / scale))
-    if self.dual_lod_length is not None:
-      lhs_q = dual_lod_activation(lhs_q, scale, self.dual_lod_length, self.dual_lod_rounding)
+    length = self._dual_lod_length()
+    if length is not None:
+      lhs_q = dual_lod_activation(lhs_q, scale, length, self.dual_lod_rounding)
     return _LAX_OPS[self.op](lhs_q, rhs, *args, **kwargs)
 
 
@@ -158,8 +179,39 @@ def float_injection() -> Dict[str, Any]:
   return {}
 
 
+def dual_lod_lengths(rule: Rule, params: PyTree) -> Dict[str, Optional[int]]:
+  """Per-layer ``L`` of dual-LOD-aware training: each layer's weight pattern ``length``.
+
+  Args:
+    rule: the weight rule ``(path, leaf) -> BitPattern | None`` (as for ADMM / ``to_integer``).
+    params: the ``params`` collection (arrays or ``jax.ShapeDtypeStruct``s, e.g. from
+      ``jax.eval_shape(model.init, ...)``).
+
+  Returns:
+    ``{layer_path: L}`` for every ``<layer_path>/kernel`` leaf, ``None`` where the rule keeps
+    the kernel in float (that layer's input is not cut, as in the integer mode).
+  """
+  out: Dict[str, Optional[int]] = {}
+  for p, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    path = path_str(p)
+    if path == "kernel" or path.endswith("/kernel"):
+      pattern = rule(path, leaf)
+      out[path[: -len("kernel")].rstrip("/")] = None if pattern is None else int(pattern.length)
+  if not out:
+    raise ValueError("dual_lod_lengths: params hold no '<layer>/kernel' leaf")
+  return out
+
+
+def _check_dual_lod_length(value: Any, activation_bits: int, name: str) -> None:
+  if value is None:
+    return
+  if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < activation_bits:
+    raise ValueError(f"{name}={value!r} must be None or an int in [1, {activation_bits - 1}] "
+                     f"(activation_bits={activation_bits})")
+
+
 def fake_quant_injection(activation_bits: int = 8, *, ema_decay: float = 0.99,
-                         dual_lod_length: Any = None,
+                         dual_lod_length: DualLodLength = None,
                          dual_lod_rounding: str = "round") -> Dict[str, Any]:
   """Fake-quant (training) mode: the hooks for ``models.get_model(..., **injection)``.
 
@@ -167,8 +219,10 @@ def fake_quant_injection(activation_bits: int = 8, *, ema_decay: float = 0.99,
     activation_bits: bits of every conv/dense input activation (unsigned after ReLU, signed
       where the calibrated minimum is negative; one scale per tensor).
     ema_decay: decay of the calibration EMA of the per-batch min/max.
-    dual_lod_length: ``None`` (exact datapath), or ``L``: also cut every activation level to
-      ``L`` significant bits as the dual-LOD datapath does (the weight pattern's length).
+    dual_lod_length: ``None`` (exact datapath); ``L``: also cut every activation level to
+      ``L`` significant bits as the dual-LOD datapath does (the weight pattern's length); or
+      ``{layer_path: L or None}`` (:func:`dual_lod_lengths`) when layers' lengths differ: a
+      layer missing from it raises when the model runs.
     dual_lod_rounding: ``'truncate'`` or ``'round'``, as the integer mode's ``rounding``.
 
   Returns:
@@ -177,10 +231,14 @@ def fake_quant_injection(activation_bits: int = 8, *, ema_decay: float = 0.99,
   _check_bits(activation_bits)
   if not 0.0 <= ema_decay < 1.0:
     raise ValueError(f"ema_decay={ema_decay} must be in [0, 1)")
-  if dual_lod_length is not None and (isinstance(dual_lod_length, bool) or not isinstance(
-      dual_lod_length, int) or not 1 <= dual_lod_length < activation_bits):
-    raise ValueError(f"dual_lod_length={dual_lod_length!r} must be None or an int in "
-                     f"[1, {activation_bits - 1}] (activation_bits={activation_bits})")
+  if isinstance(dual_lod_length, Mapping):
+    # Per layer, a length >= the activation's magnitude bits is legal (it cuts nothing): an
+    # 8-bit uniform first layer has L = 7 whatever the activation bits.
+    for layer, length in dual_lod_length.items():
+      _check_dual_lod_length(length, max(activation_bits, 2**15), f"dual_lod_length['{layer}']")
+    dual_lod_length = tuple(sorted(dual_lod_length.items()))
+  else:
+    _check_dual_lod_length(dual_lod_length, activation_bits, "dual_lod_length")
   if dual_lod_rounding not in ("truncate", "round"):
     raise ValueError(f"dual_lod_rounding={dual_lod_rounding!r} is not supported; allowed: "
                      "truncate, round")

@@ -136,12 +136,17 @@ class IntegerModel:
     epilogues: ``{layer_path: [op dicts]}``: the run-time integer ops applied to each layer's
       accumulator until the next requantization (bias fold, ReLU clamp, pooling, residual
       rescale/add, ...), with their small constants.
+    float_inputs: ``{layer_path: (activation format, scale)}`` of the calibrated layers the
+      weight rule keeps in float (with ``strict=False``): their input is fake-quantized to
+      that format before the float op, as in the fake-quant model that was trained.
   """
 
   def __init__(self, model: nn.Module, variables: Mapping[str, Any],
                layers: Mapping[str, QuantLayer], weights: Mapping[str, np.ndarray],
-               apply_kwargs: Mapping[str, Any], config: IntegerConfig):
+               apply_kwargs: Mapping[str, Any], config: IntegerConfig,
+               float_inputs: Optional[Mapping[str, Tuple[BitPattern, float]]] = None):
     self.model = model
+    self.float_inputs = dict(float_inputs or {})
     self.variables = variables
     self.layers = dict(layers)
     self.weights = {k: jnp.asarray(v, jnp.int32) for k, v in weights.items()}
@@ -157,7 +162,8 @@ class IntegerModel:
     closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(
         jax.ShapeDtypeStruct(x.shape, x.dtype))
     interp = Interpreter(self.layers, weights, config=self.config.datapath,
-                         strict=self.config.strict, capture=capture, with_stats=with_stats)
+                         strict=self.config.strict, capture=capture, with_stats=with_stats,
+                         float_inputs=self.float_inputs)
     outs = interp.run(closed, x)
     self.records, self.float_ops = interp.records, interp.float_ops
     self.epilogues = interp.epilogues
@@ -284,7 +290,8 @@ def to_integer(model: Union[str, nn.Module], variables: Mapping[str, Any], *, we
                                    "train with quant.fake_quant_injection")
   config = IntegerConfig(activation_bits, DatapathConfig(acc_bits, overflow, mode, method,
                                                           accumulation, rounding), strict)
-  return IntegerModel(module, variables, layers, weights, apply_kwargs, config)
+  return IntegerModel(module, variables, layers, weights, apply_kwargs, config,
+                      {k: f for k, f in formats.items() if k not in layers})
 
 
 def integer_layers(qweights: Mapping[str, Tuple[np.ndarray, BitPattern, Any]],

@@ -96,13 +96,17 @@ def test_unsupported_op_strict_and_float_fallback():
 
 def test_float_layers_and_errors():
   x = jax.random.normal(jax.random.key(3), (4, 12, 12, 1))
-  _, v, _, _ = testing.calibrated(testing.TinyCNN, x)
+  model, v, _, _ = testing.calibrated(testing.TinyCNN, x)
   keep_head_float = make_rule(BitPattern(6, 3), exclude=["^head/"])
   with pytest.raises(lowering.UnsupportedOp, match="layer 'head'"):
     quant.to_integer(testing.TinyCNN(), v, weight_rule=keep_head_float).apply(x)
   imodel = quant.to_integer(testing.TinyCNN(), v, weight_rule=keep_head_float, strict=False)
-  imodel.apply(x)
-  assert imodel.float_ops == ["dot_general 'head' (float layer)", "add"]  # + its bias
+  out = np.asarray(imodel.apply(x))
+  assert imodel.float_ops == ["dot_general 'head' (float layer, u8b(L8) input)", "add"]  # + bias
+  # The float layer sees its input fake-quantized, as in the fake-quant model (without it:
+  # differences of ~1% of the logits' range).
+  fq = np.asarray(model.apply(v, x))
+  np.testing.assert_allclose(out, fq, atol=1e-4 * (1 + np.abs(fq).max()))
   # Higher precision for the first layer: a per-layer rule works unchanged.
   rule8 = make_rule(BitPattern(6, 3), overrides=[("^conv_init/", uniform(8))])
   assert quant.to_integer(testing.TinyCNN(), v, weight_rule=rule8).layers[
@@ -238,3 +242,31 @@ def test_dual_lod_aware_fake_quant_matches_integer_dual_lod(rounding):
   assert np.all(np.isfinite(np.asarray(g))) and np.abs(np.asarray(g)).sum() > 0
   with pytest.raises(ValueError, match=r"dual_lod_length=8 must be None or an int in \[1, 7\]"):
     quant.fake_quant_injection(8, dual_lod_length=8)
+
+
+def test_dual_lod_training_with_per_layer_lengths_matches_integer_dual_lod():
+  """First conv 8-bit uniform (L = 7), conv1 and fc1 6b(L2), the classifier float (no cut)."""
+  x = jax.random.normal(jax.random.key(8), (16, 12, 12, 1))
+  rule = make_rule(BitPattern(6, 2), overrides=[("^conv_init/", uniform(8)), ("^head/", None)])
+  _, v, rule, scales = testing.calibrated(testing.TinyCNN, x, rule=rule)
+  lengths = quant.dual_lod_lengths(rule, v["params"])
+  assert lengths == {"conv_init": 7, "conv1": 2, "fc1": 2, "head": None}
+  shapes = jax.eval_shape(lambda: v["params"])                   # abstract params work too
+  assert quant.dual_lod_lengths(rule, shapes) == lengths
+  dual = testing.TinyCNN(**quant.fake_quant_injection(8, dual_lod_length=lengths))
+  fq_dual = np.asarray(dual.apply(v, x))
+  imodel = quant.to_integer(testing.TinyCNN(), v, weight_rule=rule, weight_scales=scales,
+                            mode="dual_lod", rounding="round", strict=False)
+  out = np.asarray(imodel.apply(x))
+  assert imodel.float_ops == ["dot_general 'head' (float layer, u8b(L8) input)", "add"]
+  tol = 1e-3 * (1 + np.abs(fq_dual).max())
+  np.testing.assert_allclose(out, fq_dual, atol=tol)
+  # One L for all layers would cut the first layer's input to 2 bits and the head's too.
+  one = testing.TinyCNN(**quant.fake_quant_injection(8, dual_lod_length=2))
+  assert np.abs(np.asarray(one.apply(v, x)) - out).max() > 20 * tol
+  del lengths["fc1"]
+  missing = testing.TinyCNN(**quant.fake_quant_injection(8, dual_lod_length=lengths))
+  with pytest.raises(ValueError, match="dual_lod_length has no entry for layer 'fc1'"):
+    missing.apply(v, x)
+  with pytest.raises(ValueError, match=r"dual_lod_length\['conv1'\]=0 must be None or an int"):
+    quant.fake_quant_injection(8, dual_lod_length={"conv1": 0})

@@ -60,7 +60,7 @@ from jax import lax
 from jax.extend import core as jcore
 from jax.interpreters import mlir
 
-from ebsp_jax.numerics import BitPattern, quantize
+from ebsp_jax.numerics import BitPattern, fake_quant, quantize
 from ebsp_jax.quant import requant
 from ebsp_jax.quant.calibration import STATS_COLLECTION
 from ebsp_jax.quant.datapath import CONV, DOT_GENERAL, DatapathConfig, int_op
@@ -280,12 +280,17 @@ class Interpreter:
     capture: keep the integer tensors of every layer in ``captured``.
     with_stats: count, per layer, the accumulator outputs that overflow ``acc_bits``
       (``overflow``: ``{layer: int32 scalar}``).
+    float_inputs: ``{layer_path: (activation format, scale)}`` of calibrated layers kept in
+      float (``strict=False``): their input is fake-quantized as in the fake-quant model
+      (the format's levels times the scale) before the float op.
   """
 
   def __init__(self, layers: Mapping[str, QuantLayer], weights: Mapping[str, jax.Array], *,
                config: DatapathConfig = DatapathConfig(), strict: bool = True,
-               capture: bool = False, with_stats: bool = False):
+               capture: bool = False, with_stats: bool = False,
+               float_inputs: Optional[Mapping[str, Tuple[BitPattern, float]]] = None):
     self.layers = layers
+    self.float_inputs = dict(float_inputs or {})
     self.weights = weights
     self.config = config
     self.strict = strict
@@ -490,9 +495,14 @@ class Interpreter:
         raise UnsupportedOp(f"integer mode: layer '{layer}' has no weight pattern (the rule "
                             "returned None) or no calibrated activation; pass strict=False to "
                             "keep it in float")
-      self.float_ops.append(f"{op} '{layer}' (float layer)")
       vals = [self._to_float(x) if isinstance(x, (IntTensor, FloatTensor)) else x
               for x in (lhs, rhs)]
+      note = "float layer"
+      if layer in self.float_inputs:          # as FakeQuantOp: the float op sees levels * scale
+        act, scale = self.float_inputs[layer]
+        vals[0] = fake_quant(jnp.asarray(vals[0], jnp.float32), act, jnp.float32(scale))
+        note += f", {act} input"
+      self.float_ops.append(f"{op} '{layer}' ({note})")
       return FloatTensor(_LAX_OPS[op](vals[0], vals[1], **dict(kwargs)))
     info = self.layers[layer]
     if isinstance(rhs, (IntTensor, FloatTensor)):

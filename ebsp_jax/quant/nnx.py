@@ -388,4 +388,4 @@ def to_integer(model: nnx.Module, *, weight_rule: Optional[Rule] = None,
   config = IntegerConfig(max(bits), DatapathConfig(acc_bits, overflow, mode, method,
                                                         accumulation, rounding), strict)
   return IntegerModel(_TracedModel(graphdef), state, layers, weights, dict(call_kwargs or {}),
-                      config)
+                      config, {k: f for k, f in formats.items() if k not in layers})

@@ -93,11 +93,13 @@ def random_variables(model: nn.Module, x: jax.Array, seed: int = 0) -> dict:
 
 def calibrated(module_cls, x: jax.Array, *, pattern: BitPattern = BitPattern(6, 3),
                activation_bits: int = 8, steps: int = 4, seed: int = 0,
-               params_fn: Optional[Callable[[dict], dict]] = None
+               params_fn: Optional[Callable[[dict], dict]] = None,
+               rule: Optional[Callable[[str, Any], Any]] = None
                ) -> Tuple[nn.Module, dict, Any, Any]:
   """Initialises ``module_cls`` in fake-quant mode, projects its kernels and calibrates.
 
-  ``params_fn`` edits the random params before the projection (e.g. to plant a dead unit).
+  ``params_fn`` edits the random params before the projection (e.g. to plant a dead unit);
+  ``rule`` replaces ``make_rule(pattern)``.
 
   Returns:
     ``(fake_quant_model, variables, rule, scales)`` with projected params, ``batch_stats``
@@ -107,7 +109,7 @@ def calibrated(module_cls, x: jax.Array, *, pattern: BitPattern = BitPattern(6, 
   variables = dict(random_variables(model, x, seed))
   if params_fn is not None:
     variables["params"] = params_fn(variables["params"])
-  rule = make_rule(pattern)
+  rule = make_rule(pattern) if rule is None else rule
 
   @jax.jit
   def project(params):

@@ -63,9 +63,11 @@ class TrainConfig:
     progress_every_seconds: also print a progress line at least this often.
     integer_eval: evaluate the integer (emulated hardware) mode at the end.
     dual_lod: ``off`` (exact datapath), or ``truncate`` / ``round``: train for the approximate
-      dual-LOD datapath (activation levels cut to ``pattern_length`` significant bits in the
-      fake-quant forward pass) and evaluate the integer mode with ``mode='dual_lod'`` and this
-      rounding. Needs quantized activations and ``first_last=same`` (one ``L`` for all layers).
+      dual-LOD datapath (each layer's activation levels cut to its weight pattern's length of
+      significant bits in the fake-quant forward pass: ``pattern_length``, or the
+      ``first_last`` format's for the first conv and the classifier, no cut for a float one)
+      and evaluate the integer mode with ``mode='dual_lod'`` and this rounding. Needs
+      quantized activations.
       Left out of :meth:`fingerprint` when ``off``, so runs from before it resume unchanged.
     multihost: multi-process data parallelism; the experiment mains call
       ``jax.distributed.initialize()`` first (their ``--coordinator_address``, ``--num_processes``
@@ -178,9 +180,6 @@ class TrainConfig:
       bad("dual_lod", f"must be one of {', '.join(DUAL_LOD)}")
     if self.dual_lod != "off" and not self.activation_bits:
       bad("dual_lod", "needs quantized activations (--activation_bits > 0)")
-    if self.dual_lod != "off" and self.first_last_pattern()[0]:
-      bad("dual_lod", "needs --first_last=same (dual-LOD training uses one pattern length for "
-          "every layer)")
     if self.seed < 0:
       bad("seed", "must be >= 0")
     if self.progress_every_seconds <= 0:

@@ -56,7 +56,9 @@ _HELP = {
     "progress_every_seconds": "longest time between progress lines",
     "integer_eval": "evaluate the integer (emulated hardware) mode at the end",
     "dual_lod": "off | truncate | round: train for (and evaluate) the approximate dual-LOD "
-                "datapath, activations cut to --pattern_length significant bits",
+                "datapath: each layer's activations cut to its weight pattern's length of "
+                "significant bits (--pattern_length; --first_last's for the first conv and the "
+                "classifier, no cut where that is float)",
     "multihost": "multi-process data parallelism: call jax.distributed.initialize() first. Start "
                  "the same command in every process (e.g. one per host); the --workdir must be on "
                  "a filesystem all processes share. --coordinator_address/--num_processes/"

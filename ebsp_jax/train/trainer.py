@@ -104,15 +104,20 @@ class Experiment:
     self.bounds = {"float": (0, f), "admm": (f, f + a), "finetune": (f + a, f + a + t)}
     self.total_steps = f + a + t
     self.float_model = models.get_model(cfg.model, num_classes=info.num_classes)
+    self.rule = weight_rule(cfg)
     if cfg.activation_bits:
       from ebsp_jax import quant
-      dual = ({} if cfg.dual_lod == "off" else
-              dict(dual_lod_length=cfg.pattern_length, dual_lod_rounding=cfg.dual_lod))
+      dual = {}
+      if cfg.dual_lod != "off":
+        # Each layer's own pattern length (first/last per --first_last), as the integer mode.
+        shapes = jax.eval_shape(functools.partial(self.float_model.init, train=False),
+                                jax.random.key(0), self.data.example_batch()["image"])
+        dual = dict(dual_lod_length=quant.dual_lod_lengths(self.rule, shapes["params"]),
+                    dual_lod_rounding=cfg.dual_lod)
       inj = quant.fake_quant_injection(activation_bits=cfg.activation_bits, **dual)
       self.quant_model = models.get_model(cfg.model, num_classes=info.num_classes, **inj)
     else:
       self.quant_model = self.float_model
-    self.rule = weight_rule(cfg)
     self.txs = {p: self._make_tx(p) for p in ("float", "admm", "finetune")}
     self._train_fns: Dict[str, Any] = {}
     self._eval_fns: Dict[str, Any] = {}
