@@ -231,9 +231,24 @@ def fake_quant_injection(activation_bits: int = 8, *, ema_decay: float = 0.99,
   _check_bits(activation_bits)
   if not 0.0 <= ema_decay < 1.0:
     raise ValueError(f"ema_decay={ema_decay} must be in [0, 1)")
+  extra = check_dual_lod(dual_lod_length, dual_lod_rounding, activation_bits)
+  return _injection(FakeQuantOp, activation_bits=activation_bits, ema_decay=ema_decay, **extra)
+
+
+def check_dual_lod(dual_lod_length: DualLodLength, dual_lod_rounding: str,
+                   activation_bits: int) -> Dict[str, Any]:
+  """Validates the dual-LOD training options; returns the hook's keyword arguments.
+
+  Returns:
+    ``{}`` when ``dual_lod_length`` is ``None``, else ``dict(dual_lod_length=L or a sorted
+    tuple of (layer, L or None) pairs, dual_lod_rounding=...)``.
+
+  Raises:
+    ValueError: a length out of range (an int: ``[1, activation_bits - 1]``; per layer any
+      ``L >= 1``, since an 8-bit first layer has ``L = 7`` whatever the activation bits) or an
+      unknown rounding.
+  """
   if isinstance(dual_lod_length, Mapping):
-    # Per layer, a length >= the activation's magnitude bits is legal (it cuts nothing): an
-    # 8-bit uniform first layer has L = 7 whatever the activation bits.
     for layer, length in dual_lod_length.items():
       _check_dual_lod_length(length, max(activation_bits, 2**15), f"dual_lod_length['{layer}']")
     dual_lod_length = tuple(sorted(dual_lod_length.items()))
@@ -242,6 +257,5 @@ def fake_quant_injection(activation_bits: int = 8, *, ema_decay: float = 0.99,
   if dual_lod_rounding not in ("truncate", "round"):
     raise ValueError(f"dual_lod_rounding={dual_lod_rounding!r} is not supported; allowed: "
                      "truncate, round")
-  extra = {} if dual_lod_length is None else dict(dual_lod_length=dual_lod_length,
-                                                  dual_lod_rounding=dual_lod_rounding)
-  return _injection(FakeQuantOp, activation_bits=activation_bits, ema_decay=ema_decay, **extra)
+  return {} if dual_lod_length is None else dict(dual_lod_length=dual_lod_length,
+                                                 dual_lod_rounding=dual_lod_rounding)

@@ -60,7 +60,8 @@ from ebsp_jax.numerics.tree import Rule
 from ebsp_jax.quant.calibration import (ACT_MODULE_NAME, activation_formats, activation_scale,
                                         ema_update)
 from ebsp_jax.quant.datapath import CONV, DOT_GENERAL, DatapathConfig
-from ebsp_jax.quant.inject import _LAX_OPS, _check_bits, fake_quant_activation
+from ebsp_jax.quant.inject import (_LAX_OPS, DualLodLength, _check_bits, check_dual_lod,
+                                   dual_lod_activation, fake_quant_activation)
 from ebsp_jax.quant.integer import IntegerConfig, IntegerModel, integer_layers, quantize_weights
 from ebsp_jax.quant.lowering import canonical_kwargs, cpu_device, quantized_op_p
 
@@ -98,11 +99,14 @@ class FakeQuantOp(nnx.Module):
       ``nnx.view`` together with ``nnx.BatchNorm``.
     min, max, count: :class:`QuantStat` scalars (``count == 0``: never calibrated).
     weight_scale: :class:`WeightScale` broadcastable to the kernel, or ``None``.
+    dual_lod_length: ``None``, or the ``L`` of dual-LOD-aware training: the input levels are
+      cut to ``L`` significant bits (``dual_lod_rounding``) as the dual-LOD datapath does.
   """
 
   def __init__(self, op: str, activation_bits: int = 8, *, ema_decay: float = 0.99,
                weight_pattern: Optional[BitPattern] = None,
-               weight_scale: Optional[jax.Array] = None, use_running_average: bool = False):
+               weight_scale: Optional[jax.Array] = None, use_running_average: bool = False,
+               dual_lod_length: Optional[int] = None, dual_lod_rounding: str = "round"):
     if op not in _LAX_OPS:
       raise ValueError(f"FakeQuantOp: op must be one of {sorted(_LAX_OPS)}, got {op!r}")
     if (weight_pattern is None) != (weight_scale is None):
@@ -112,6 +116,8 @@ class FakeQuantOp(nnx.Module):
     self.ema_decay = float(ema_decay)
     self.weight_pattern = weight_pattern
     self.use_running_average = bool(use_running_average)
+    self.dual_lod_length = dual_lod_length
+    self.dual_lod_rounding = dual_lod_rounding
     self.min = QuantStat(jnp.zeros((), jnp.float32))
     self.max = QuantStat(jnp.zeros((), jnp.float32))
     self.count = QuantStat(jnp.zeros((), jnp.int32))
@@ -147,6 +153,8 @@ class FakeQuantOp(nnx.Module):
   def __call__(self, lhs: jax.Array, rhs: jax.Array, *args: Any, **kwargs: Any) -> jax.Array:
     signed, scale = self.calibrated_scale(lhs)
     lhs_q = fake_quant_activation(lhs, signed, scale, self.activation_bits)
+    if self.dual_lod_length is not None:
+      lhs_q = dual_lod_activation(lhs_q, scale, self.dual_lod_length, self.dual_lod_rounding)
     return _LAX_OPS[self.op](lhs_q, self.quantized_weights(rhs), *args, **kwargs)
 
 
@@ -200,7 +208,9 @@ def _fit_scales(kernels: Mapping[str, jax.Array], rule: Rule) -> Dict[str, Any]:
 
 
 def fake_quant(model: nnx.Module, activation_bits: int = 8, *, weight_rule: Optional[Rule] = None,
-               ema_decay: float = 0.99, inplace: bool = False) -> nnx.Module:
+               ema_decay: float = 0.99, inplace: bool = False,
+               dual_lod_length: DualLodLength = None,
+               dual_lod_rounding: str = "round") -> nnx.Module:
   """Fake-quant (training) mode of an nnx model: installs :class:`FakeQuantOp` hooks.
 
   Args:
@@ -214,6 +224,10 @@ def fake_quant(model: nnx.Module, activation_bits: int = 8, *, weight_rule: Opti
     ema_decay: decay of the calibration EMA.
     inplace: install into ``model`` itself; by default a clone (``nnx.clone``: new variables
       sharing the arrays) is returned and ``model`` keeps running in float.
+    dual_lod_length, dual_lod_rounding: dual-LOD-aware training, as in
+      :func:`ebsp_jax.quant.fake_quant_injection`: one ``L`` for every layer, or
+      ``{layer_path: L or None}`` (e.g. ``quant.dual_lod_lengths(rule, nnx.to_pure_dict(
+      nnx.state(model, nnx.Param)))``) naming every hooked layer.
 
   Returns:
     The model with hooks, in train mode for the hooks (calibrating on every call until
@@ -234,13 +248,24 @@ def fake_quant(model: nnx.Module, activation_bits: int = 8, *, weight_rule: Opti
     if current is not _LAX_OPS[op] and not isinstance(current, (FakeQuantOp, TraceOp)):
       raise ValueError(f"quant.nnx.fake_quant: layer '{path}' has a custom {attr}={current!r}; "
                        "only layers using the default lax op can be hooked")
+  dual = check_dual_lod(dual_lod_length, dual_lod_rounding, activation_bits)
+  lengths = dual.get("dual_lod_length")
+  if isinstance(lengths, tuple):
+    lengths = dict(lengths)
+    missing = [p for p, _, _, _ in layers if p not in lengths]
+    if missing:
+      raise ValueError(f"quant.nnx.fake_quant: dual_lod_length has no entry for layer(s) "
+                       f"{', '.join(missing)} (build it with quant.dual_lod_lengths(rule, "
+                       "params), None for float layers)")
   kernels = {f"{path}/kernel": _kernel(layer) for path, layer, _, _ in layers}
   scales = _fit_scales(kernels, weight_rule) if weight_rule is not None else {}
   for path, layer, attr, op in layers:
     key = f"{path}/kernel"
     pattern = weight_rule(key, kernels[key]) if weight_rule is not None else None
+    length = lengths.get(path) if isinstance(lengths, dict) else lengths
     hook = FakeQuantOp(op, activation_bits, ema_decay=ema_decay, weight_pattern=pattern,
-                       weight_scale=scales.get(key) if pattern is not None else None)
+                       weight_scale=scales.get(key) if pattern is not None else None,
+                       dual_lod_length=length, dual_lod_rounding=dual_lod_rounding)
     setattr(layer, attr, nnx.data(hook))
   return target
 

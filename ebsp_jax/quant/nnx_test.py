@@ -222,3 +222,28 @@ def test_errors_and_nested_paths():
                       rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="custom dot_general"):
     quant.nnx.fake_quant(custom)
+
+
+def test_dual_lod_training_per_layer_matches_integer_dual_lod(setup):
+  """conv_init 8-bit uniform (L = 7), the others 6b(L2): each input cut at its layer's L."""
+  from ebsp_jax import uniform  # pylint: disable=import-outside-toplevel
+  x = setup["x"]
+  rule = make_rule(BitPattern(6, 2), overrides=[("^conv_init/", uniform(8))])
+  params = nnx.to_pure_dict(nnx.state(setup["float_model"], nnx.Param))
+  lengths = quant.dual_lod_lengths(rule, params)
+  assert lengths == {"conv_init": 7, "conv1": 2, "fc1": 2, "head": 2}
+  qmodel = quant.nnx.fake_quant(setup["float_model"], 8, weight_rule=rule,
+                                dual_lod_length=lengths, dual_lod_rounding="round")
+  for _ in range(4):
+    _forward(qmodel, x)
+  qmodel.eval()
+  fq = np.asarray(_forward(qmodel, x))
+  imodel = quant.nnx.to_integer(qmodel, mode="dual_lod", rounding="round")
+  out = np.asarray(imodel.apply(x))
+  tol = 1e-3 * (1 + np.abs(fq).max())
+  np.testing.assert_allclose(out, fq, atol=tol)
+  exact = np.asarray(quant.nnx.to_integer(qmodel).apply(x))      # the cut is visible
+  assert np.abs(exact - out).max() > 20 * tol
+  del lengths["fc1"]
+  with pytest.raises(ValueError, match=r"dual_lod_length has no entry for layer\(s\) fc1"):
+    quant.nnx.fake_quant(setup["float_model"], 8, weight_rule=rule, dual_lod_length=lengths)
