@@ -453,7 +453,8 @@ class Interpreter:
       return t
     k = max(1, need.bit_length() - 30)
     q = requant.mul_shift_round(t.q, np.int32(1 << 30), np.int32(30 + k))
-    self._log(t.layer, "rounding_shift_right", shift=k)
+    self._log(t.layer, "rounding_shift_right", shift=k,
+              formula="q = mul_shift_round(q, 2**30, 30 + shift)")
     return IntTensor(q, t.m * 2.0 ** k, t.o, (t.bound >> k) + 1, t.layer)
 
   def rescale(self, t: IntTensor, ratio: np.ndarray) -> Tuple[jax.Array, int]:
@@ -576,14 +577,15 @@ class Interpreter:
   def _add_int(self, a: IntTensor, b: IntTensor, out_shape) -> IntTensor:
     qa, qb, mc, bound = self._align(a, b, total=True)
     q = qa + qb
-    self._log(a.layer, "add", other=b.layer)
+    self._log(a.layer, "add", other=b.layer,
+              formula="q = q + q_other (each first rescaled to the common scale: 'rescale')")
     if q.shape != out_shape:
       q = jnp.broadcast_to(q, out_shape)
     o = _compact(np.broadcast_to(a.o + b.o, np.broadcast_shapes(a.o.shape, b.o.shape)))
     return IntTensor(q, mc, o, bound, a.layer or b.layer)
 
   def _neg(self, t: IntTensor) -> IntTensor:
-    self._log(t.layer, "negate")
+    self._log(t.layer, "negate", formula="q = -q")
     return IntTensor(-t.q, t.m, -t.o, t.bound, t.layer)
 
   def _op_neg(self, eqn, a):
@@ -615,10 +617,11 @@ class Interpreter:
     if np.any(c < 0):
       c_sign = _compact(np.sign(c))
       q = q * _i32const(c_sign)   # a sign flip (and zero) per channel
-      self._log(t.layer, "sign", sign=c_sign.astype(np.int32))
+      self._log(t.layer, "sign", sign=c_sign.astype(np.int32), formula="q = q * sign")
     elif np.any(c == 0):
       q = q * _i32const(_compact((c != 0).astype(np.int64)))
-      self._log(t.layer, "sign", sign=_compact((c != 0).astype(np.int32)))
+      self._log(t.layer, "sign", sign=_compact((c != 0).astype(np.int32)),
+                formula="q = q * sign")
     mag = np.abs(c)
     # Where c == 0 the value is the constant o*c: q is zeroed and m kept (so that a later
     # alignment with another tensor does not pick an arbitrary scale).
@@ -633,7 +636,8 @@ class Interpreter:
     if np.max(np.abs(ci)) > INT32_BOUND:
       raise UnsupportedOp("clamp constant out of the int32 range")
     q = fn(t.q, _i32const(ci))
-    self._log(t.layer, fn.__name__, const=ci.astype(np.int32))
+    self._log(t.layer, fn.__name__, const=ci.astype(np.int32),
+              formula=f"q = {fn.__name__}(q, const)")
     if q.shape != out_shape:
       q = jnp.broadcast_to(q, out_shape)
     return IntTensor(q, t.m, t.o, max(t.bound, int(np.max(np.abs(ci)))), t.layer)
