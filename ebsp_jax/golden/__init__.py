@@ -1,4 +1,9 @@
-"""Golden vectors of integer-mode networks for RTL verification (``.npz`` and ``$readmemh``)."""
+"""Golden vectors of integer-mode networks for RTL verification (``.npz`` and ``$readmemh``).
 
-from ebsp_jax.golden.export import export, layer_dirname, load, lut_samples
+The file format is specified in ``ebsp_jax/golden/FORMAT.md``.
+"""
+
+from ebsp_jax.golden.export import (ACC_SEMANTICS, DEFINITIONS, EPILOGUE_FORMULAS,
+                                    FORMAT_VERSION, conv_geometry, epilogue_with_formulas,
+                                    export, layer_dirname, load, lut_samples)
 from ebsp_jax.golden.hexio import read_memh, to_words, write_memh
