@@ -212,7 +212,7 @@ def _check_dual_lod_length(value: Any, activation_bits: int, name: str) -> None:
 
 def fake_quant_injection(activation_bits: int = 8, *, ema_decay: float = 0.99,
                          dual_lod_length: DualLodLength = None,
-                         dual_lod_rounding: str = "round") -> Dict[str, Any]:
+                         dual_lod_rounding: Optional[str] = None) -> Dict[str, Any]:
   """Fake-quant (training) mode: the hooks for ``models.get_model(..., **injection)``.
 
   Args:
@@ -223,7 +223,8 @@ def fake_quant_injection(activation_bits: int = 8, *, ema_decay: float = 0.99,
       ``L`` significant bits as the dual-LOD datapath does (the weight pattern's length); or
       ``{layer_path: L or None}`` (:func:`dual_lod_lengths`) when layers' lengths differ: a
       layer missing from it raises when the model runs.
-    dual_lod_rounding: ``'truncate'`` or ``'round'``, as the integer mode's ``rounding``.
+    dual_lod_rounding: ``'truncate'`` or ``'round'``; required with ``dual_lod_length`` (no
+      default, so that it cannot silently differ from the integer mode's ``rounding``).
 
   Returns:
     ``dict(dot_general_cls=..., conv_general_dilated_cls=...)``.
@@ -235,7 +236,7 @@ def fake_quant_injection(activation_bits: int = 8, *, ema_decay: float = 0.99,
   return _injection(FakeQuantOp, activation_bits=activation_bits, ema_decay=ema_decay, **extra)
 
 
-def check_dual_lod(dual_lod_length: DualLodLength, dual_lod_rounding: str,
+def check_dual_lod(dual_lod_length: DualLodLength, dual_lod_rounding: Optional[str],
                    activation_bits: int) -> Dict[str, Any]:
   """Validates the dual-LOD training options; returns the hook's keyword arguments.
 
@@ -245,9 +246,17 @@ def check_dual_lod(dual_lod_length: DualLodLength, dual_lod_rounding: str,
 
   Raises:
     ValueError: a length out of range (an int: ``[1, activation_bits - 1]``; per layer any
-      ``L >= 1``, since an 8-bit first layer has ``L = 7`` whatever the activation bits) or an
-      unknown rounding.
+      ``L >= 1``, since an 8-bit first layer has ``L = 7`` whatever the activation bits), a
+      missing (``None`` with a length) or unknown rounding.
   """
+  if dual_lod_length is None:
+    if dual_lod_rounding is not None:
+      raise ValueError(f"dual_lod_rounding={dual_lod_rounding!r} without dual_lod_length: "
+                       "give both (dual-LOD-aware training) or neither")
+    return {}
+  if dual_lod_rounding is None:
+    raise ValueError("dual_lod_length needs dual_lod_rounding='truncate' or 'round' (no "
+                     "default: pass the same rounding to to_integer(mode='dual_lod'))")
   if isinstance(dual_lod_length, Mapping):
     for layer, length in dual_lod_length.items():
       _check_dual_lod_length(length, max(activation_bits, 2**15), f"dual_lod_length['{layer}']")
@@ -257,5 +266,4 @@ def check_dual_lod(dual_lod_length: DualLodLength, dual_lod_rounding: str,
   if dual_lod_rounding not in ("truncate", "round"):
     raise ValueError(f"dual_lod_rounding={dual_lod_rounding!r} is not supported; allowed: "
                      "truncate, round")
-  return {} if dual_lod_length is None else dict(dual_lod_length=dual_lod_length,
-                                                 dual_lod_rounding=dual_lod_rounding)
+  return dict(dual_lod_length=dual_lod_length, dual_lod_rounding=dual_lod_rounding)

@@ -235,7 +235,8 @@ def _accepts(module: nn.Module, arg: str) -> bool:
 def to_integer(model: Union[str, nn.Module], variables: Mapping[str, Any], *, weight_rule: Rule,
                weight_scales: Optional[PyTree] = None, activation_bits: int = 8,
                acc_bits: int = 32, overflow: str = "wrap", mode: str = "exact",
-               method: str = "fast", accumulation: str = "auto", rounding: str = "truncate",
+               method: str = "fast", accumulation: str = "auto",
+               rounding: Optional[str] = None,
                strict: bool = True,
                model_kwargs: Optional[Mapping[str, Any]] = None,
                apply_kwargs: Optional[Mapping[str, Any]] = None) -> IntegerModel:
@@ -252,7 +253,9 @@ def to_integer(model: Union[str, nn.Module], variables: Mapping[str, Any], *, we
       with ``tree_fit_scale`` (only identical to training if training used that fit).
     activation_bits: activation bits used in training.
     acc_bits, overflow, mode, method, accumulation, rounding: datapath options
-      (:class:`~ebsp_jax.quant.datapath.DatapathConfig`, ``ebsp_jax.arith``).
+      (:class:`~ebsp_jax.quant.datapath.DatapathConfig`, ``ebsp_jax.arith``). ``rounding``
+      is required with ``mode='dual_lod'`` (the one used in training, if the model was
+      trained for that datapath) and unused otherwise.
     strict: raise when an op cannot be lowered to integers (else evaluate it in float).
     model_kwargs: extra arguments of ``get_model`` (``num_classes`` defaults to the size of
       ``params['head']['bias']``).
@@ -288,10 +291,21 @@ def to_integer(model: Union[str, nn.Module], variables: Mapping[str, Any], *, we
     qweights = quantize_weights(variables["params"], weight_rule, weight_scales)
   layers, weights = integer_layers(qweights, formats, strict,
                                    "train with quant.fake_quant_injection")
-  config = IntegerConfig(activation_bits, DatapathConfig(acc_bits, overflow, mode, method,
-                                                          accumulation, rounding), strict)
+  config = IntegerConfig(activation_bits, DatapathConfig(
+      acc_bits, overflow, mode, method, accumulation, dual_lod_rounding(mode, rounding)), strict)
   return IntegerModel(module, variables, layers, weights, apply_kwargs, config,
                       {k: f for k, f in formats.items() if k not in layers})
+
+
+def dual_lod_rounding(mode: str, rounding: Optional[str]) -> str:
+  """The datapath's ``rounding``: required (no default) with ``mode='dual_lod'``."""
+  if rounding is None:
+    if mode == "dual_lod":
+      raise ValueError("to_integer: mode='dual_lod' needs rounding='truncate' or 'round' (no "
+                       "default: use the rounding the model was trained with, "
+                       "fake_quant_injection's dual_lod_rounding)")
+    return "truncate"
+  return rounding
 
 
 def integer_layers(qweights: Mapping[str, Tuple[np.ndarray, BitPattern, Any]],

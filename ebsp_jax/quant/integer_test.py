@@ -241,7 +241,15 @@ def test_dual_lod_aware_fake_quant_matches_integer_dual_lod(rounding):
   g = jax.grad(lambda xx: jnp.sum(dual_model.apply(v, xx)))(x)
   assert np.all(np.isfinite(np.asarray(g))) and np.abs(np.asarray(g)).sum() > 0
   with pytest.raises(ValueError, match=r"dual_lod_length=8 must be None or an int in \[1, 7\]"):
-    quant.fake_quant_injection(8, dual_lod_length=8)
+    quant.fake_quant_injection(8, dual_lod_length=8, dual_lod_rounding=rounding)
+  # No default rounding on either side: a silent truncate/round mismatch is impossible.
+  with pytest.raises(ValueError, match="dual_lod_length needs dual_lod_rounding='truncate' or"):
+    quant.fake_quant_injection(8, dual_lod_length=3)
+  with pytest.raises(ValueError, match="without dual_lod_length"):
+    quant.fake_quant_injection(8, dual_lod_rounding=rounding)
+  with pytest.raises(ValueError, match="mode='dual_lod' needs rounding='truncate' or 'round'"):
+    quant.to_integer(testing.TinyCNN(), v, weight_rule=rule, weight_scales=scales,
+                     mode="dual_lod")
 
 
 def test_dual_lod_training_with_per_layer_lengths_matches_integer_dual_lod():
@@ -253,7 +261,8 @@ def test_dual_lod_training_with_per_layer_lengths_matches_integer_dual_lod():
   assert lengths == {"conv_init": 7, "conv1": 2, "fc1": 2, "head": None}
   shapes = jax.eval_shape(lambda: v["params"])                   # abstract params work too
   assert quant.dual_lod_lengths(rule, shapes) == lengths
-  dual = testing.TinyCNN(**quant.fake_quant_injection(8, dual_lod_length=lengths))
+  dual = testing.TinyCNN(**quant.fake_quant_injection(8, dual_lod_length=lengths,
+                                                      dual_lod_rounding="round"))
   fq_dual = np.asarray(dual.apply(v, x))
   imodel = quant.to_integer(testing.TinyCNN(), v, weight_rule=rule, weight_scales=scales,
                             mode="dual_lod", rounding="round", strict=False)
@@ -262,11 +271,13 @@ def test_dual_lod_training_with_per_layer_lengths_matches_integer_dual_lod():
   tol = 1e-3 * (1 + np.abs(fq_dual).max())
   np.testing.assert_allclose(out, fq_dual, atol=tol)
   # One L for all layers would cut the first layer's input to 2 bits and the head's too.
-  one = testing.TinyCNN(**quant.fake_quant_injection(8, dual_lod_length=2))
+  one = testing.TinyCNN(**quant.fake_quant_injection(8, dual_lod_length=2,
+                                                     dual_lod_rounding="round"))
   assert np.abs(np.asarray(one.apply(v, x)) - out).max() > 20 * tol
   del lengths["fc1"]
-  missing = testing.TinyCNN(**quant.fake_quant_injection(8, dual_lod_length=lengths))
+  missing = testing.TinyCNN(**quant.fake_quant_injection(8, dual_lod_length=lengths,
+                                                         dual_lod_rounding="round"))
   with pytest.raises(ValueError, match="dual_lod_length has no entry for layer 'fc1'"):
     missing.apply(v, x)
   with pytest.raises(ValueError, match=r"dual_lod_length\['conv1'\]=0 must be None or an int"):
-    quant.fake_quant_injection(8, dual_lod_length={"conv1": 0})
+    quant.fake_quant_injection(8, dual_lod_length={"conv1": 0}, dual_lod_rounding="round")

@@ -62,7 +62,8 @@ from ebsp_jax.quant.calibration import (ACT_MODULE_NAME, activation_formats, act
 from ebsp_jax.quant.datapath import CONV, DOT_GENERAL, DatapathConfig
 from ebsp_jax.quant.inject import (_LAX_OPS, DualLodLength, _check_bits, check_dual_lod,
                                    dual_lod_activation, fake_quant_activation)
-from ebsp_jax.quant.integer import IntegerConfig, IntegerModel, integer_layers, quantize_weights
+from ebsp_jax.quant.integer import (IntegerConfig, IntegerModel, dual_lod_rounding,
+                                    integer_layers, quantize_weights)
 from ebsp_jax.quant.lowering import canonical_kwargs, cpu_device, quantized_op_p
 
 PyTree = Any
@@ -210,7 +211,7 @@ def _fit_scales(kernels: Mapping[str, jax.Array], rule: Rule) -> Dict[str, Any]:
 def fake_quant(model: nnx.Module, activation_bits: int = 8, *, weight_rule: Optional[Rule] = None,
                ema_decay: float = 0.99, inplace: bool = False,
                dual_lod_length: DualLodLength = None,
-               dual_lod_rounding: str = "round") -> nnx.Module:
+               dual_lod_rounding: Optional[str] = None) -> nnx.Module:
   """Fake-quant (training) mode of an nnx model: installs :class:`FakeQuantOp` hooks.
 
   Args:
@@ -227,7 +228,8 @@ def fake_quant(model: nnx.Module, activation_bits: int = 8, *, weight_rule: Opti
     dual_lod_length, dual_lod_rounding: dual-LOD-aware training, as in
       :func:`ebsp_jax.quant.fake_quant_injection`: one ``L`` for every layer, or
       ``{layer_path: L or None}`` (e.g. ``quant.dual_lod_lengths(rule, nnx.to_pure_dict(
-      nnx.state(model, nnx.Param)))``) naming every hooked layer.
+      nnx.state(model, nnx.Param)))``) naming every hooked layer; the rounding is required
+      with a length. :func:`to_integer` with ``mode='dual_lod'`` then takes it by default.
 
   Returns:
     The model with hooks, in train mode for the hooks (calibrating on every call until
@@ -265,7 +267,7 @@ def fake_quant(model: nnx.Module, activation_bits: int = 8, *, weight_rule: Opti
     length = lengths.get(path) if isinstance(lengths, dict) else lengths
     hook = FakeQuantOp(op, activation_bits, ema_decay=ema_decay, weight_pattern=pattern,
                        weight_scale=scales.get(key) if pattern is not None else None,
-                       dual_lod_length=length, dual_lod_rounding=dual_lod_rounding)
+                       dual_lod_length=length, dual_lod_rounding=dual_lod_rounding or "round")
     setattr(layer, attr, nnx.data(hook))
   return target
 
@@ -322,7 +324,8 @@ def _flat_scales(model: nnx.Module, weight_scales: PyTree) -> Dict[str, Any]:
 def to_integer(model: nnx.Module, *, weight_rule: Optional[Rule] = None,
                weight_scales: Optional[PyTree] = None, activation_bits: Optional[int] = None,
                acc_bits: int = 32, overflow: str = "wrap", mode: str = "exact",
-               method: str = "fast", accumulation: str = "auto", rounding: str = "truncate",
+               method: str = "fast", accumulation: str = "auto",
+               rounding: Optional[str] = None,
                strict: bool = True,
                call_kwargs: Optional[Mapping[str, Any]] = None) -> IntegerModel:
   """Integer mode (emulated hardware) of a calibrated fake-quant nnx model.
@@ -343,7 +346,10 @@ def to_integer(model: nnx.Module, *, weight_rule: Optional[Rule] = None,
       fresh ``tree_fit_scale``.
     activation_bits: checked against the hooks' bits (``None``: taken from the hooks).
     acc_bits, overflow, mode, method, accumulation, rounding: datapath options
-      (:class:`~ebsp_jax.quant.datapath.DatapathConfig`, ``ebsp_jax.arith``).
+      (:class:`~ebsp_jax.quant.datapath.DatapathConfig`, ``ebsp_jax.arith``). With
+      ``mode='dual_lod'``, ``rounding`` defaults to the hooks' ``dual_lod_rounding`` when the
+      model was trained for the dual-LOD datapath (a different one is refused), and is
+      required otherwise.
     strict: raise when an op cannot be lowered to integers (else evaluate it in float).
     call_kwargs: extra keyword arguments of ``model(x, ...)``.
 
@@ -366,6 +372,14 @@ def to_integer(model: nnx.Module, *, weight_rule: Optional[Rule] = None,
     if bits != {activation_bits}:
       raise ValueError(f"quant.nnx.to_integer: activation_bits={activation_bits} but the model "
                        f"was calibrated with {sorted(bits)}")
+  trained = {h.dual_lod_rounding for h in hooks.values() if h.dual_lod_length is not None}
+  if mode == "dual_lod" and trained:
+    if rounding is None and len(trained) == 1:
+      rounding = trained.pop()
+    elif rounding is not None and trained != {rounding}:
+      raise ValueError(f"quant.nnx.to_integer: rounding={rounding!r} but the model was trained "
+                       f"with dual_lod_rounding {sorted(trained)}")
+  rounding = dual_lod_rounding(mode, rounding)
   for layer, hook in hooks.items():
     if int(np.asarray(hook.count[...])) == 0:
       raise ValueError(f"quant.nnx.to_integer: activation of layer '{layer}' was never "

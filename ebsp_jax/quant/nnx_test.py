@@ -238,7 +238,11 @@ def test_dual_lod_training_per_layer_matches_integer_dual_lod(setup):
     _forward(qmodel, x)
   qmodel.eval()
   fq = np.asarray(_forward(qmodel, x))
-  imodel = quant.nnx.to_integer(qmodel, mode="dual_lod", rounding="round")
+  imodel = quant.nnx.to_integer(qmodel, mode="dual_lod")      # rounding: the hooks' ('round')
+  assert imodel.config.datapath.rounding == "round"
+  with pytest.raises(ValueError, match=r"rounding='truncate' but the model was trained with "
+                     r"dual_lod_rounding \['round'\]"):
+    quant.nnx.to_integer(qmodel, mode="dual_lod", rounding="truncate")
   out = np.asarray(imodel.apply(x))
   tol = 1e-3 * (1 + np.abs(fq).max())
   np.testing.assert_allclose(out, fq, atol=tol)
@@ -246,4 +250,7 @@ def test_dual_lod_training_per_layer_matches_integer_dual_lod(setup):
   assert np.abs(exact - out).max() > 20 * tol
   del lengths["fc1"]
   with pytest.raises(ValueError, match=r"dual_lod_length has no entry for layer\(s\) fc1"):
-    quant.nnx.fake_quant(setup["float_model"], 8, weight_rule=rule, dual_lod_length=lengths)
+    quant.nnx.fake_quant(setup["float_model"], 8, weight_rule=rule, dual_lod_length=lengths,
+                         dual_lod_rounding="round")
+  with pytest.raises(ValueError, match="mode='dual_lod' needs rounding="):   # exact-trained
+    quant.nnx.to_integer(setup["qmodel"], mode="dual_lod")
