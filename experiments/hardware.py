@@ -11,10 +11,14 @@ wax, olaccel, ebsp} -> {``pes``, ``area_mm2``, ``energy_pj``, ``energy_breakdown
 Data-aware EBSP: ``--params=CHECKPOINT`` (an orbax checkpoint directory or a ``.npz`` of
 '/'-joined parameter paths) quantizes the trained kernels onto the pattern and uses their
 zero-weight and shift statistics; ``--events=FILE.json`` uses event counts recorded by
-``ebsp_jax.arith.events`` instead. Figures (PNG + SVG) go to ``--figures_dir``; the
-bit-width x pattern-length Pareto plot takes accuracies from ``--results`` (training
-``results.json`` files). ``--zigzag_dir`` / ``--timeloop_dir`` export the workload and every
-design. Errors (unknown names, impossible configurations) print one line and exit with 2.
+``ebsp_jax.arith.events`` instead (the two are mutually exclusive; the events' layer names must
+be exactly the workload's). Figures (PNG + SVG) go to ``--figures_dir``; the bit-width x
+pattern-length Pareto plot takes accuracies from ``--results`` (training ``results.json``
+files); ``--results``, ``--sweep_bits`` and ``--sweep`` need ``--figures_dir``.
+``--zigzag_dir`` / ``--timeloop_dir`` export the workload and every design. Energy, cycles and
+latency are per batch of ``--batch_size`` images (the JSON's ``units``). Errors (unknown names,
+bad flag values, impossible configurations, flags that would be ignored) print one line and
+exit with 2, before any evaluation.
 
 The model and its sources: ``ebsp_jax/hw`` and ``docs/hardware.md``.
 """
@@ -49,7 +53,7 @@ flags.DEFINE_enum("area_scope", "pe+local", ["arith", "pe", "pe+local"],
 flags.DEFINE_boolean("paper_pe_counts", False, "Use the paper's PE counts instead of area.")
 flags.DEFINE_list("accelerators", ["eyeriss", "bitfusion", "wax", "olaccel", "ebsp"],
                   "Designs to evaluate.")
-flags.DEFINE_integer("batch_size", 1, "Images per inference.")
+flags.DEFINE_integer("batch_size", 1, "Images per inference (totals are per batch).")
 flags.DEFINE_integer("glb_kib", 108, "Global buffer per design, KiB.")
 flags.DEFINE_integer("glb_bandwidth_bits", 1024, "Global-buffer bandwidth, bits/cycle.")
 flags.DEFINE_float("dram_bytes_per_cycle", 16.0, "DRAM bandwidth, bytes/cycle.")
@@ -105,8 +109,104 @@ def _build(names, tech, bits=None, length=None):
   return out
 
 
+def _figure_flags() -> tuple[list[int], dict, list[str]]:
+  """Validates the flags that only matter with --figures_dir (before any work is done).
+
+  Returns:
+    ``(sweep bit widths, {(bits, length): accuracy} from --results, skipped --results notes)``.
+  """
+  from ebsp_jax.hw import arch
+  figures_only = [f"--{n}" for n in ("results", "sweep_bits")
+                  if FLAGS[n].present and FLAGS[n].value]
+  if FLAGS["sweep"].present and FLAGS.sweep:
+    figures_only.append("--sweep")
+  if figures_only and not FLAGS.figures_dir:
+    one = len(figures_only) == 1
+    raise UsageError(f"{', '.join(figures_only)} only appl{'ies' if one else 'y'} to the sweep "
+                     f"figure: give --figures_dir too (or drop {'it' if one else 'them'})")
+  sweep_only = [f for f in figures_only if f != "--sweep"]
+  if sweep_only and not FLAGS.sweep:
+    raise UsageError(f"{', '.join(sweep_only)} only appl{'ies' if len(sweep_only) == 1 else 'y'}"
+                     " to the sweep figure, which --sweep=false turns off")
+  bits_list: list[int] = []
+  if FLAGS.figures_dir and FLAGS.sweep:
+    try:
+      bits_list = [int(b) for b in FLAGS.sweep_bits]
+    except ValueError:
+      raise UsageError(f"--sweep_bits must be integers; got {FLAGS.sweep_bits}") from None
+    if not bits_list:
+      raise UsageError("--sweep_bits is empty; give at least one bit width (or --sweep=false)")
+    for b in bits_list:  # the sweep's EBSP designs, before any output
+      if b < 2:
+        raise UsageError(f"--sweep_bits entries must be >= 2 (sign + one magnitude bit); got {b}")
+      try:
+        arch.check_formats(["ebsp"], pattern_bits=b, pattern_length=1,
+                           activation_bits=FLAGS.activation_bits, acc_bits=FLAGS.acc_bits,
+                           weight_format=FLAGS.weight_format)
+      except arch.ConfigError as e:
+        raise UsageError(f"--sweep_bits={b}: {e}") from None
+  accuracies: dict = {}
+  skipped: list[str] = []
+  if FLAGS.results:
+    from ebsp_jax.hw import figures
+    try:
+      accuracies = figures.load_accuracies(FLAGS.results, skipped=skipped)
+    except ValueError as e:
+      raise UsageError(f"--results: {e}") from None
+  return bits_list, accuracies, skipped
+
+
+def _figure_models() -> list[tuple[str, str]]:
+  """``--figure_models`` as ``[(model, dataset)]``, validated."""
+  from ebsp_jax import models
+  out = []
+  for spec in FLAGS.figure_models:
+    if ":" not in spec:
+      raise UsageError(f"--figure_models entries are model:dataset; got {spec!r}")
+    m, d = spec.split(":", 1)
+    if m not in models.MODELS:
+      raise UsageError(f"--figure_models: unknown model {m!r} in {spec!r}; known: "
+                       f"{', '.join(sorted(models.MODELS))}")
+    if d not in models.INPUT_SHAPES:
+      raise UsageError(f"--figure_models: unknown dataset {d!r} in {spec!r}; known: "
+                       f"{', '.join(sorted(models.INPUT_SHAPES))}")
+    out.append((m, d))
+  return out
+
+
+def _data_aware_events(wl) -> dict:
+  """``{layer: LayerEvents}`` from --events or --params, covering exactly the workload."""
+  from ebsp_jax.hw import events, report
+  if FLAGS.events:
+    try:
+      ev = events.load_events(FLAGS.events)
+    except ValueError as e:
+      raise UsageError(f"--events: {e}") from None
+    # Every layer needs its record and every record a layer, else costing is silently partial.
+    report.check_activity_names(ev, wl, source=f"--events {FLAGS.events}")
+    return ev
+  if FLAGS.params:
+    try:
+      flat = events.load_params(FLAGS.params)
+    except ValueError as e:
+      raise UsageError(f"--params: {e}") from None
+    ev = events.events_from_params(flat, wl, FLAGS.pattern_bits, FLAGS.pattern_length,
+                                   FLAGS.activation_bits)
+    missing = [l.name for l in wl.layers if l.name not in ev]
+    if missing:
+      raise UsageError(f"--params {FLAGS.params}: no kernel of {FLAGS.model} layer(s) "
+                       f"{', '.join(missing)} found (of {len(wl.layers)}; data-aware costing "
+                       "needs every layer)")
+    return ev
+  return {}
+
+
 def run() -> dict:
-  """Runs the report; raises UsageError / ValueError for user errors."""
+  """Runs the report; raises UsageError / ValueError for user errors.
+
+  Every flag is validated before the first evaluation: a bad value, or a flag that would be
+  ignored in this combination, is an error.
+  """
   from ebsp_jax import models
   from ebsp_jax.hw import arch, events, report, workload
 
@@ -122,37 +222,24 @@ def run() -> dict:
                      f"{', '.join(sorted(models.INPUT_SHAPES))}")
   if FLAGS.batch_size < 1:
     raise UsageError(f"batch_size must be >= 1; got {FLAGS.batch_size}")
+  if FLAGS.params and FLAGS.events:
+    raise UsageError("--params and --events are mutually exclusive (both give the data-aware "
+                     "EBSP statistics); give one")
+  if (FLAGS.params or FLAGS.events) and "ebsp" not in names:
+    raise UsageError(f"--{'params' if FLAGS.params else 'events'} only affects EBSP, which "
+                     "--accelerators leaves out")
   tech = _tech()
   # Number formats first, over all designs: one error names the widest product acc_bits needs.
   arch.check_formats(names, pattern_bits=FLAGS.pattern_bits, pattern_length=FLAGS.pattern_length,
                      activation_bits=FLAGS.activation_bits, acc_bits=FLAGS.acc_bits,
                      weight_format=FLAGS.weight_format, bitfusion_bits=FLAGS.bitfusion_bits)
-  if FLAGS.sweep and FLAGS.figures_dir:
-    try:
-      bits_list = [int(b) for b in FLAGS.sweep_bits]
-    except ValueError:
-      raise UsageError(f"--sweep_bits must be integers; got {FLAGS.sweep_bits}") from None
-    for b in bits_list:  # the sweep's EBSP designs, before any output
-      if b < 2:
-        raise UsageError(f"--sweep_bits entries must be >= 2 (sign + one magnitude bit); got {b}")
-      arch.check_formats(["ebsp"], pattern_bits=b, pattern_length=1,
-                         activation_bits=FLAGS.activation_bits, acc_bits=FLAGS.acc_bits,
-                         weight_format=FLAGS.weight_format)
+  figure_models = _figure_models()
+  bits_list, accs_by_pattern, skipped_results = _figure_flags()
   accs = _build(names, tech)
 
   wl = workload.model_workload(FLAGS.model, FLAGS.dataset, FLAGS.batch_size)
-  acts = None
-  ev = {}
-  if FLAGS.events:
-    ev = events.load_events(FLAGS.events)
-  elif FLAGS.params:
-    flat = events.load_params(FLAGS.params)
-    ev = events.events_from_params(flat, wl, FLAGS.pattern_bits, FLAGS.pattern_length,
-                                   FLAGS.activation_bits)
-    if not ev:
-      raise UsageError(f"no kernel of {FLAGS.model} found in {FLAGS.params}")
-  if ev:
-    acts = events.activities(ev)
+  ev = _data_aware_events(wl)
+  acts = events.activities(ev) if ev else None
   result = report.evaluate_network(wl, accs, dataset=FLAGS.dataset, objective=FLAGS.objective,
                                    search=FLAGS.search, activities=acts)
   print(report.format_table(result))
@@ -164,18 +251,12 @@ def run() -> dict:
     extra["events_source"] = FLAGS.events or FLAGS.params
   out = report.report_json(result, extra)
 
-  others = []
-  for spec in FLAGS.figure_models:
-    if ":" not in spec:
-      raise UsageError(f"--figure_models entries are model:dataset; got {spec!r}")
-    m, d = spec.split(":", 1)
-    if m not in models.MODELS or d not in models.INPUT_SHAPES:
-      raise UsageError(f"unknown model or dataset in --figure_models: {spec!r}")
-    others.append(report.evaluate_network(workload.model_workload(m, d, FLAGS.batch_size), accs,
-                                          dataset=d, objective=FLAGS.objective,
-                                          search=FLAGS.search))
+  others = [report.evaluate_network(workload.model_workload(m, d, FLAGS.batch_size), accs,
+                                    dataset=d, objective=FLAGS.objective, search=FLAGS.search)
+            for m, d in figure_models]
   if others:
     out["networks"] = [{"model": r.workload.name, "dataset": r.dataset, "macs": r.workload.macs,
+                        "batch_size": report.batch_size(r.workload),
                         "accelerators": {n: {"energy_pj": a.energy_pj,
                                              "energy_breakdown_pj": {k: a.energy[k] for k in
                                                                      report.CATEGORIES},
@@ -194,15 +275,20 @@ def run() -> dict:
     if FLAGS.sweep:
       pts = report.sweep_points(wl, lambda b, l: _build(["ebsp"], tech, b, l)["ebsp"], bits_list,
                                 dataset=FLAGS.dataset, objective=FLAGS.objective, search="fast")
-      accs_by_pattern = figures.load_accuracies(FLAGS.results) if FLAGS.results else {}
       for p in pts:
         p["accuracy"] = accs_by_pattern.get((p["bits"], p["length"]))
       base = {n: r.energy_pj for n, r in result.results.items() if n != "ebsp"}
       written += figures.plot_pareto(pts, os.path.join(
-          FLAGS.figures_dir, f"pareto_{FLAGS.model}_{FLAGS.dataset}"), base)
+          FLAGS.figures_dir, f"pareto_{FLAGS.model}_{FLAGS.dataset}"), base,
+          unit=report.per_unit(wl))
       out["sweep"] = pts
+      for item in skipped_results:
+        print(f"note: --results {item}: skipped")
       if not FLAGS.results:
         print("note: no --results given: the sweep figure shows energy only")
+      elif not any(p["accuracy"] is not None for p in pts):
+        print("note: no --results file has an accuracy for a swept pattern: the sweep figure "
+              "shows energy only")
     out["figures"] = written
     print("figures: " + ", ".join(written))
 
@@ -226,6 +312,14 @@ def run() -> dict:
   return out
 
 
+def _parse(argv):
+  """absl's flag parser with its errors (e.g. a bad enum value) as one line and exit 2."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    _fail(str(e).splitlines()[0])
+
+
 def main(argv):
   if len(argv) > 1:
     _fail(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -244,4 +338,4 @@ def _fail(msg: str) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse)

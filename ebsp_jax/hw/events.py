@@ -16,24 +16,44 @@ Schema (one record per conv/dense layer; JSON: a list of such dicts, or ``{name:
       "mantissa_hist": [0, 5, ...],    # optional: non-zero products by mantissa m < 2**length
       "lut_fills": null,               # optional: LUT fills counted by the emulator
       "lut_reads": null,               # optional: LUT reads (= non-zero products)
-      "lod_uses": null,                # optional: leading-one detections
+      "lod_uses": null,                # optional: leading-one detections of the encoding (below)
       "adds": null,                    # optional: accumulator additions
-      "acc_high_water_bits": 21,       # optional: widest accumulator value seen, bits (sign incl.)
+      "acc_high_water_bits": 21,       # optional: accumulator width the recorded data needed
+      "acc_bound_bits": 24,            # optional: static worst case over any activations
       "zero_activation_products": 0    # optional: non-zero weight x zero activation products
     }
 
-``ebsp_jax.arith.events`` produces exactly these keys (plus a few extra ones that are ignored:
+One definition per key, whoever produces the record; ``ebsp_jax.arith.events`` (the bit-exact
+datapath emulator) is the reference:
+
+* ``lod_uses``: leading-one detections that *encode* operands into ``(s, m)``: one per weight
+  element (weights are static, EBSP_SPEC §3: the code is computed once, when the weights are
+  encoded; a layer run ``repeat`` times counts its weights ``repeat`` times), plus one per
+  activation element in the emulator's dual-LOD mode. It is not the per-product LOD activity
+  of a ``weight_format='raw'`` PE (which re-detects the stored magnitude every product): the
+  cost model derives that from ``macs`` and ``zero_weight_products``, not from this count.
+* ``acc_high_water_bits``: two's-complement bits that hold every partial sum of the recorded
+  data (the emulator's; see ``ebsp_jax/arith/events.py``). Producers that see no activations
+  leave it ``None``.
+* ``acc_bound_bits``: a data-independent bound from the weights alone: the widest output
+  channel's ``sum |q|`` times the largest activation magnitude of the format (unsigned
+  ``2^a - 1``; signed sign-magnitude ``2^(a-1) - 1``, the integer lowering's range), in
+  two's-complement bits (``bit_length + 1``, as ``ebsp_jax.quant`` reports ``acc_bound_bits``).
+
+``ebsp_jax.arith.events`` produces these keys (plus a few extra ones that are ignored:
 ``outputs``, ``contraction``, ``lut_fill_adds``, ``acc_final_bits``, ...), so its recorded
-dicts can be saved as JSON and passed to ``experiments/hardware.py --events``.
+dicts can be saved as JSON and passed to ``experiments/hardware.py --events``; the names must
+be the workload's layer names (``experiments/hardware.py`` checks that every layer has a
+record and every record a layer).
 
 What the cost model uses: ``zero_weight_products / macs`` (zero-weight products do no datapath
 work: operand isolation gates the LOD, mux, LUT read, shifter and adder; the cycle is still
 spent) and the share of non-zero products with ``s > 0`` (only those pass the barrel shifter;
 ``s = 0`` bypasses it). LUT fills are counted by the dataflow model from the mapping (they
 depend on it, not on the data); the emulator's counts are reported beside it. The mantissa
-histogram gives the LUT entries actually used and the high-water mark the accumulator width
-actually needed; both are reported, not fed back into the hardware (which is sized for the
-worst case).
+histogram gives the LUT entries actually used, the high-water mark the accumulator width the
+data actually needed and the bound the width any data could need; they are reported, not fed
+back into the hardware (which is sized for the worst case).
 """
 
 from __future__ import annotations
@@ -42,7 +62,7 @@ import dataclasses
 import json
 import math
 import os
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -62,9 +82,11 @@ class LayerEvents:
     mantissa_hist: non-zero products by mantissa ``m`` (optional).
     lut_fills: LUT fills (optional; from the emulator).
     lut_reads: LUT reads (optional).
-    lod_uses: leading-one detections (optional).
+    lod_uses: leading-one detections of the encoding: one per weight element (+ one per
+      activation element in dual-LOD mode) (optional).
     adds: accumulator additions (optional).
-    acc_high_water_bits: accumulator high-water mark in bits (optional).
+    acc_high_water_bits: accumulator bits the recorded data needed (optional; emulator).
+    acc_bound_bits: static accumulator bound from the weights, bits (optional).
     zero_activation_products: products with a non-zero weight and a zero activation
       (optional; reported, not used: no design here gates on activations).
   """
@@ -80,6 +102,7 @@ class LayerEvents:
   adds: int | None = None
   acc_high_water_bits: int | None = None
   zero_activation_products: int | None = None
+  acc_bound_bits: int | None = None
 
   def __post_init__(self):
     if self.macs < 0 or self.zero_weight_products < 0:
@@ -125,19 +148,43 @@ class LayerEvents:
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]) -> "LayerEvents":
-    """Builds from the schema's dict form (unknown keys are ignored)."""
+    """Builds from the schema's dict form (unknown keys are ignored).
+
+    Raises:
+      ValueError: not a dict, a required key missing, or a value of the wrong type (one line).
+    """
+    if not isinstance(d, Mapping):
+      raise ValueError(f"a LayerEvents record must be a JSON object; got {type(d).__name__}")
     fields = {f.name for f in dataclasses.fields(cls)}
     kw = {k: v for k, v in d.items() if k in fields}
     missing = {"name", "macs", "zero_weight_products", "shift_hist"} - set(kw)
     if missing:
-      raise ValueError(f"LayerEvents record lacks {sorted(missing)}")
-    kw["name"] = normalize_name(str(kw["name"]))
-    kw["shift_hist"] = tuple(int(x) for x in kw["shift_hist"])
-    if kw.get("mantissa_hist") is not None:
-      kw["mantissa_hist"] = tuple(int(x) for x in kw["mantissa_hist"])
+      raise ValueError(f"LayerEvents record {d.get('name', '(unnamed)')!r} lacks "
+                       f"{sorted(missing)}")
+    if not isinstance(kw["name"], str):
+      raise ValueError(f"LayerEvents record: 'name' must be a string; got {kw['name']!r}")
+    kw["name"] = normalize_name(kw["name"])
+    where = f"LayerEvents record {kw['name']!r}"
+    for k in ("shift_hist", "mantissa_hist"):
+      if k == "mantissa_hist" and kw.get(k) is None:
+        continue
+      if not isinstance(kw[k], list):
+        raise ValueError(f"{where}: {k!r} must be a list of integers; got {kw[k]!r:.60}")
+      kw[k] = tuple(_int(x, where, k) for x in kw[k])
     for k in ("macs", "zero_weight_products"):
-      kw[k] = int(kw[k])
+      kw[k] = _int(kw[k], where, k)
+    for k in ("lut_fills", "lut_reads", "lod_uses", "adds", "acc_high_water_bits",
+              "zero_activation_products", "acc_bound_bits"):
+      if kw.get(k) is not None:
+        kw[k] = _int(kw[k], where, k)
     return cls(**kw)
+
+
+def _int(v: Any, where: str, key: str) -> int:
+  """``v`` as an int, or a one-line ValueError (bools and non-integral floats are refused)."""
+  if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v):
+    raise ValueError(f"{where}: {key!r} must be an integer; got {v!r:.60}")
+  return int(v)
 
 
 def normalize_name(name: str) -> str:
@@ -173,12 +220,17 @@ def split_codes(q: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray, np.
 
 def events_from_codes(q: np.ndarray, layer: Layer, bits: int, length: int,
                       activation_bits: int = 8, signed: bool = True,
-                      check_grid: bool = True) -> LayerEvents:
+                      check_grid: bool = True, activation_signed: bool = False) -> LayerEvents:
   """Event counts of ``layer`` from its integer weight codes ``q`` (any shape, HWIO for convs).
 
-  Every weight is used ``layer.uses_per_weight`` (= N*P*Q) times. The accumulator high-water
-  mark is the worst case over output channels, ``sum |q| * (2^a - 1)`` (plus the sign bit),
-  assuming the last axis of ``q`` is the output channel.
+  Every weight is used ``layer.uses_per_weight`` (= N*P*Q) times per run; ``lod_uses`` is one
+  per weight element per run (the encoding, see the module docstring). Without activations
+  there is no high-water mark (``acc_high_water_bits`` is ``None``); ``acc_bound_bits`` is the
+  static worst case over output channels (the last axis of ``q``), ``sum |q|`` times the
+  largest activation magnitude: ``2^a - 1`` unsigned, ``2^(a-1) - 1`` when
+  ``activation_signed`` (sign-magnitude, the integer lowering's range). The unsigned bound
+  also bounds a signed layer (it is larger), so it is the safe default when the activation
+  format is not known.
 
   Raises:
     ValueError: ``q`` has the wrong number of weights, or (``check_grid``) values off the
@@ -201,14 +253,15 @@ def events_from_codes(q: np.ndarray, layer: Layer, bits: int, length: int,
   mant_hist = np.bincount(mant[nz].ravel(), minlength=1 << length)[: 1 << length] * uses
   zero = int(np.sum(~nz)) * uses
   per_out = np.abs(q.astype(np.int64)).reshape(-1, q.shape[-1]).sum(axis=0) if q.ndim else 0
-  worst = int(np.max(per_out)) * ((1 << activation_bits) - 1) if np.size(per_out) else 0
-  hw = int(math.ceil(math.log2(worst + 1))) + 1 if worst > 0 else 1
+  max_act = (1 << (activation_bits - 1)) - 1 if activation_signed else (1 << activation_bits) - 1
+  worst = int(np.max(per_out)) * max_act if np.size(per_out) else 0
   macs = layer.macs * layer.repeat
   nzp = macs - zero
   return LayerEvents(name=layer.name, macs=macs, zero_weight_products=zero,
                      shift_hist=tuple(int(x) for x in shift_hist),
                      mantissa_hist=tuple(int(x) for x in mant_hist), lut_reads=nzp,
-                     lod_uses=nzp, adds=nzp, acc_high_water_bits=hw)
+                     lod_uses=layer.weight_count * layer.repeat, adds=nzp,
+                     acc_bound_bits=worst.bit_length() + 1)
 
 
 def uniform_events(layer: Layer, bits: int, length: int, signed: bool = True) -> LayerEvents:
@@ -231,16 +284,57 @@ def save_events(events: Iterable[LayerEvents], path: str) -> None:
 
 
 def load_events(path: str) -> dict[str, LayerEvents]:
-  """Reads a JSON list of records or a ``{name: record}`` dict; returns ``{name: events}``."""
-  with open(path, encoding="utf-8") as f:
-    data = json.load(f)
-  records = data if isinstance(data, list) else [dict(v, name=v.get("name", k))
-                                                  for k, v in data.items()]
+  """Reads a JSON list of records or a ``{name: record}`` dict; returns ``{name: events}``.
+
+  Raises:
+    ValueError: the file is missing, not JSON, not one of the two forms (e.g. a hardware
+      report), has an invalid record, or names a layer twice (one line, naming the file).
+  """
+  where = f"events file {path!r}"
+  expected = ("expected a JSON list of LayerEvents records or {layer name: record} (what "
+              "ebsp_jax.arith.events records; schema in ebsp_jax/hw/events.py)")
+  try:
+    with open(path, encoding="utf-8") as f:
+      data = json.load(f)
+  except FileNotFoundError:
+    raise ValueError(f"{where} does not exist") from None
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ValueError(f"{where} is not readable JSON: {str(e).splitlines()[0]}") from None
+  if isinstance(data, list):
+    records = data
+  elif isinstance(data, dict):
+    bad = next((k for k, v in data.items() if not isinstance(v, dict)), None)
+    if bad is not None:
+      raise ValueError(f"{where}: {expected}; got an object whose {bad!r} is "
+                       f"{_json_kind(data[bad])}, not a record")
+    records = [dict(v, name=v.get("name", k)) for k, v in data.items()]
+  else:
+    raise ValueError(f"{where}: {expected}; got {_json_kind(data)}")
+  if not records:
+    raise ValueError(f"{where}: no records; {expected}")
   out = {}
-  for r in records:
-    e = LayerEvents.from_dict(r)
+  for i, r in enumerate(records):
+    if not isinstance(r, dict):
+      raise ValueError(f"{where}: record {i} is {_json_kind(r)}; {expected}")
+    try:
+      e = LayerEvents.from_dict(r)
+    except (ValueError, TypeError) as err:
+      raise ValueError(f"{where}: {str(err).splitlines()[0]}") from None
+    if e.name in out:
+      raise ValueError(f"{where}: layer {e.name!r} has more than one record (sum a layer's "
+                       "records into one first, e.g. with ebsp_jax.arith.events.total)")
     out[e.name] = e
   return out
+
+
+def _json_kind(v: Any) -> str:
+  """``'an object'``, ``'an array'``, ``'a string'``, ...: a JSON value's kind, for messages."""
+  if isinstance(v, bool):
+    return "a boolean"
+  if v is None:
+    return "null"
+  return {dict: "an object", list: "an array", str: "a string"}.get(
+      type(v), "a number" if isinstance(v, (int, float)) else type(v).__name__)
 
 
 def load_params(path: str) -> dict[str, np.ndarray]:
@@ -296,12 +390,16 @@ def _find_kernel(flat: Mapping[str, np.ndarray], layer: Layer) -> np.ndarray | N
 
 def events_from_params(flat: Mapping[str, np.ndarray], workload: Workload, bits: int,
                        length: int, activation_bits: int = 8,
-                       per_channel: bool = True) -> dict[str, LayerEvents]:
+                       per_channel: bool = True,
+                       signed_activation_layers: Collection[str] = ()) -> dict[str, LayerEvents]:
   """Event counts of every layer whose kernel is found in a flat params dict.
 
   Integer kernels are taken as the codes; float kernels are quantized onto the pattern with
   ``ebsp_jax.fit_scale`` / ``ebsp_jax.quantize`` (per output channel by default) first, which
-  is exact for weights that ADMM already put on the grid.
+  is exact for weights that ADMM already put on the grid. Layers whose kernel is not found
+  have no entry (callers that cost a whole network must check coverage).
+  ``signed_activation_layers`` names the layers whose input activations are signed (their
+  ``acc_bound_bits`` uses ``2^(a-1) - 1``; the others the larger unsigned ``2^a - 1``).
   """
   out = {}
   for layer in workload.layers:
@@ -312,7 +410,9 @@ def events_from_params(flat: Mapping[str, np.ndarray], workload: Workload, bits:
       q = k
     else:
       q = quantize_kernel(k, bits, length, per_channel)
-    out[layer.name] = events_from_codes(q, layer, bits, length, activation_bits)
+    out[layer.name] = events_from_codes(
+        q, layer, bits, length, activation_bits,
+        activation_signed=layer.name in set(signed_activation_layers))
   return out
 
 
@@ -333,14 +433,20 @@ def activities(events: Mapping[str, LayerEvents]) -> dict[str, Activity]:
 
 
 def summarize_events(events: Sequence[LayerEvents]) -> dict[str, Any]:
-  """Network-level totals: zero fraction, shifted fraction, LUT entries, accumulator bits."""
+  """Network-level totals: zero fraction, shifted fraction, LUT entries, accumulator bits.
+
+  ``acc_high_water_bits`` (recorded data) and ``acc_bound_bits`` (static bound) are the maxima
+  over the layers that have them, ``None`` where no layer has.
+  """
   macs = sum(e.macs for e in events)
   zero = sum(e.zero_weight_products for e in events)
   nz = macs - zero
   shifted = sum(sum(e.shift_hist[1:]) for e in events)
   hw = [e.acc_high_water_bits for e in events if e.acc_high_water_bits is not None]
+  bound = [e.acc_bound_bits for e in events if e.acc_bound_bits is not None]
   used = [e.lut_entries_used for e in events if e.lut_entries_used is not None]
   return {"macs": macs, "zero_weight_fraction": zero / macs if macs else 0.0,
           "shifted_fraction": shifted / nz if nz else 0.0,
           "acc_high_water_bits": max(hw) if hw else None,
+          "acc_bound_bits": max(bound) if bound else None,
           "lut_entries_used_max": max(used) if used else None}

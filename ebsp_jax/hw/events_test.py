@@ -23,8 +23,14 @@ def test_events_from_codes_counts():
   assert ev.zero_weight_fraction == pytest.approx(0.2)
   assert ev.shifted_fraction == pytest.approx(16 / 32)
   assert ev.lut_entries_used == 6              # mantissas 1, 3, 4, 5, 6, 7
-  # Worst-case accumulator: sum |q| = 78 times 255, plus the sign bit.
-  assert ev.acc_high_water_bits == int(np.ceil(np.log2(78 * 255 + 1))) + 1
+  # A static bound, not a high-water mark (no data seen): sum |q| = 78 times 255, + sign bit.
+  assert ev.acc_high_water_bits is None
+  assert ev.acc_bound_bits == (78 * 255).bit_length() + 1
+  # Signed (sign-magnitude) activations: |a| <= 127.
+  signed = events.events_from_codes(q, _layer(10, uses=4), 6, 3, activation_signed=True)
+  assert signed.acc_bound_bits == (78 * 127).bit_length() + 1
+  # One LOD per weight element (the encoding), like ebsp_jax.arith.events, not per product.
+  assert ev.lod_uses == 10 and ev.lut_reads == ev.adds == 32
   act = ev.activity()
   assert (act.nonzero_fraction, act.shifted_fraction) == (pytest.approx(0.8), pytest.approx(0.5))
 
@@ -102,3 +108,58 @@ def test_orbax_checkpoint_directory(tmp_path):
   layer = Layer("conv_init", "conv", n=1, m=3, c=2, param_path="params/conv_init/kernel")
   k = events._find_kernel(flat, layer)  # pylint: disable=protected-access
   assert np.array_equal(k, tree["params"]["conv_init"]["kernel"])
+
+
+def test_lod_uses_and_reads_match_the_emulator():
+  """hw.events and ebsp_jax.arith.events count the same things for the same dense layer."""
+  import jax.numpy as jnp
+  from ebsp_jax.arith import events as arith_events
+  p = BitPattern(6, 3)
+  rng = np.random.default_rng(1)
+  w = rng.choice(np.asarray(p.levels), size=(12, 5)).astype(np.int32)
+  w[0, :] = 0
+  x = rng.integers(1, 256, size=(3, 12)).astype(np.int32)       # no zero activations
+  ref = arith_events.dot_general_events(jnp.asarray(x), jnp.asarray(w), (((1,), (0,)), ((), ())),
+                                        pattern=p, act_bits=8, act_signed=False)
+  ev = events.events_from_codes(w, Layer("d", "dense", n=3, m=5, c=12), 6, 3)
+  for key in ("macs", "zero_weight_products", "lut_reads", "adds", "lod_uses"):
+    assert getattr(ev, key) == ref[key], key
+  assert list(ev.shift_hist) == ref["shift_hist"]
+  # The static bound holds the recorded high-water mark.
+  assert ev.acc_bound_bits >= ref["acc_high_water_bits"]
+
+
+def test_lenet_first_layer_lod_uses_are_its_weights():
+  from ebsp_jax.hw import workload
+  wl = workload.model_workload("lenet5", "fashion_mnist")
+  layer = wl.layers[0]
+  ev = events.uniform_events(layer, 6, 3)
+  assert ev.lod_uses == layer.weight_count == 150
+
+
+@pytest.mark.parametrize("content,needle", [
+    ('{"model": "lenet5", "macs": 1}', "got an object whose 'model' is a string, not a record"),
+    ('"text"', "got a string"),
+    ("[1, 2]", "record 0 is a number"),
+    ("[]", "no records"),
+    ("{not json", "is not readable JSON"),
+    ('[{"name": "a", "macs": "x", "zero_weight_products": 0, "shift_hist": []}]',
+     "'macs' must be an integer"),
+    ('[{"name": "a", "macs": 4, "zero_weight_products": 0, "shift_hist": 4}]',
+     "'shift_hist' must be a list"),
+    ('[{"name": "a", "macs": 4, "zero_weight_products": 0, "shift_hist": [4]},'
+     ' {"name": "a", "macs": 4, "zero_weight_products": 0, "shift_hist": [4]}]',
+     "more than one record"),
+])
+def test_load_events_rejects_wrong_structure_in_one_line(tmp_path, content, needle):
+  path = tmp_path / "ev.json"
+  path.write_text(content)
+  with pytest.raises(ValueError) as e:
+    events.load_events(str(path))
+  msg = str(e.value)
+  assert needle in msg and "\n" not in msg and str(path) in msg
+
+
+def test_load_events_missing_file(tmp_path):
+  with pytest.raises(ValueError, match="does not exist"):
+    events.load_events(str(tmp_path / "none.json"))

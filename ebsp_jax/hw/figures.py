@@ -19,10 +19,18 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=wrong-import-position
 
-from ebsp_jax.hw.report import CATEGORIES, NetworkResult  # noqa: E402
+from ebsp_jax.hw.report import CATEGORIES, NetworkResult, per_unit  # noqa: E402
 
 _COLORS = {"compute": "#4c72b0", "rf": "#55a868", "lut": "#8172b2", "local_buffer": "#ccb974",
            "buffer": "#64b5cd", "dram": "#c44e52", "leakage": "#8c8c8c"}
+
+
+def _unit(results: Sequence[NetworkResult]) -> str:
+  """``'per image'`` / ``'per batch of N images'`` shared by ``results`` (what totals are)."""
+  units = sorted({per_unit(r.workload) for r in results})
+  if len(units) != 1:
+    raise ValueError(f"networks of one figure must share a batch size; got {', '.join(units)}")
+  return units[0]
 
 
 def _save(fig, path_prefix: str) -> list[str]:
@@ -49,6 +57,7 @@ def plot_energy_breakdown(results: Sequence[NetworkResult], path_prefix: str,
     The written file paths.
   """
   designs = list(dict.fromkeys(n for r in results for n in r.results))
+  unit = _unit(results)
   ncols = min(3, len(results))
   nrows = -(-len(results) // ncols)
   fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols + 0.6, 3.3 * nrows + 0.4),
@@ -68,17 +77,18 @@ def plot_energy_breakdown(results: Sequence[NetworkResult], path_prefix: str,
       bottom = [b + v for b, v in zip(bottom, vals)]
     ax.set_title(f"{res.workload.name} ({res.dataset})", fontsize=9)
     if i % ncols == 0:
-      ax.set_ylabel(f"energy / {normalize_to}" if ref else "energy (uJ)")
+      ax.set_ylabel(f"energy / {normalize_to}" if ref else f"energy {unit} (uJ)")
     ax.tick_params(axis="x", rotation=45, labelsize=8)
   flat[0].legend(fontsize=7, loc="upper right")
-  fig.suptitle("Energy breakdown at equal PE-array area", fontsize=10)
+  fig.suptitle(f"Energy breakdown at equal PE-array area ({unit})", fontsize=10)
   fig.tight_layout()
   return _save(fig, path_prefix)
 
 
 def plot_latency(results: Sequence[NetworkResult], path_prefix: str) -> list[str]:
-  """Latency (ms, log scale) per network and design."""
+  """Latency (ms, log scale) per network and design, per image or per batch (the label says)."""
   designs = list(dict.fromkeys(n for r in results for n in r.results))
+  unit = _unit(results)
   fig, ax = plt.subplots(figsize=(1.3 * len(results) * len(designs) / 3 + 3, 3.6))
   width = 0.8 / max(1, len(designs))
   for j, d in enumerate(designs):
@@ -88,27 +98,47 @@ def plot_latency(results: Sequence[NetworkResult], path_prefix: str) -> list[str
   ax.set_xticks([i + 0.4 - width / 2 for i in range(len(results))])
   ax.set_xticklabels([f"{r.workload.name}\n{r.dataset}" for r in results], fontsize=8)
   ax.set_yscale("log")
-  ax.set_ylabel("latency per image (ms)")
+  ax.set_ylabel(f"latency {unit} (ms)")
   ax.legend(fontsize=7)
   ax.set_title("Latency at equal PE-array area", fontsize=10)
   return _save(fig, path_prefix)
 
 
-def load_accuracies(paths: Sequence[str], key: str = "integer_top1") -> dict[tuple[int, int], float]:
+def load_accuracies(paths: Sequence[str], key: str = "integer_top1",
+                    skipped: list[str] | None = None) -> dict[tuple[int, int], float]:
   """``{(bits, length): accuracy}`` from training ``results.json`` files.
 
-  Uses ``key`` (default ``integer_top1``), falling back to ``quant_top1``; files without a
-  ``pattern`` are skipped. The best accuracy wins when several files share a pattern.
+  Uses ``key`` (default ``integer_top1``), falling back to ``quant_top1``. A file without a
+  ``pattern`` (``bits`` and ``length``) or without either accuracy is skipped; when
+  ``skipped`` is given, ``'PATH (reason)'`` is appended to it for each such file. The best
+  accuracy wins when several files share a pattern.
+
+  Raises:
+    ValueError: a file that does not exist, is not JSON, or is not a JSON object (one line,
+      naming the file).
   """
   out: dict[tuple[int, int], float] = {}
   for p in paths:
-    with open(p, encoding="utf-8") as f:
-      r = json.load(f)
-    pat = r.get("pattern") or {}
-    if "bits" not in pat or "length" not in pat:
+    try:
+      with open(p, encoding="utf-8") as f:
+        r = json.load(f)
+    except FileNotFoundError:
+      raise ValueError(f"results file {p!r} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+      raise ValueError(f"results file {p!r} is not readable JSON: "
+                       f"{str(e).splitlines()[0]}") from None
+    if not isinstance(r, dict):
+      raise ValueError(f"results file {p!r}: expected a JSON object (a training "
+                       f"results.json); got {type(r).__name__}")
+    pat = r.get("pattern")
+    if not isinstance(pat, dict) or "bits" not in pat or "length" not in pat:
+      if skipped is not None:
+        skipped.append(f"{p} (no pattern.bits / pattern.length)")
       continue
     acc = r.get(key, r.get("quant_top1"))
     if acc is None:
+      if skipped is not None:
+        skipped.append(f"{p} (no {key} or quant_top1)")
       continue
     k = (int(pat["bits"]), int(pat["length"]))
     out[k] = max(out.get(k, 0.0), float(acc))
@@ -129,7 +159,8 @@ def pareto_front(points: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]
 
 def plot_pareto(points: Sequence[Mapping[str, Any]], path_prefix: str,
                 baseline_energy_pj: Mapping[str, float] | None = None,
-                title: str = "EBSP bit-width x pattern-length sweep") -> list[str]:
+                title: str = "EBSP bit-width x pattern-length sweep",
+                unit: str = "per image") -> list[str]:
   """Energy vs accuracy of the sweep, with the Pareto front.
 
   Args:
@@ -137,6 +168,8 @@ def plot_pareto(points: Sequence[Mapping[str, Any]], path_prefix: str,
     path_prefix: output path without extension.
     baseline_energy_pj: optional ``{design: energy}`` drawn as vertical lines.
     title: figure title.
+    unit: what the energies are, ``'per image'`` or ``'per batch of N images'``
+      (:func:`ebsp_jax.hw.report.per_unit`).
   """
   have_acc = any(p.get("accuracy") is not None for p in points)
   fig, ax = plt.subplots(figsize=(5.5, 3.8))
@@ -156,7 +189,7 @@ def plot_pareto(points: Sequence[Mapping[str, Any]], path_prefix: str,
     labels = [f"{p['bits']}b(L{p['length']})" for p in points]
     ax.barh(labels, [p["energy_pj"] * 1e-6 for p in points], color="#4c72b0")
     ax.set_title(title + "\n(no accuracy results given: energy only)", fontsize=10)
-  ax.set_xlabel("energy per image (uJ)")
+  ax.set_xlabel(f"energy {unit} (uJ)")
   if baseline_energy_pj:
     for name, e in baseline_energy_pj.items():
       ax.axvline(e * 1e-6, ls=":", color="gray")

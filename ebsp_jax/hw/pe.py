@@ -100,7 +100,9 @@ class PEModel:
     psum_bits: bits of a partial sum (accumulator width).
     parts: the blocks.
     macs_per_cycle: MACs one PE completes per cycle (1, or 1/4 for a Bit Fusion brick at 4x4).
-    label: short description for tables, e.g. ``'6b(L3) LUT'``.
+    label: short description for tables, e.g. ``'6b(L3), a8, LUT 8'`` (weight pattern,
+      activation bits, LUT entries).
+    pattern: EBSP weight pattern ``(bits, length)``; ``None`` for the other designs.
   """
 
   name: str
@@ -111,6 +113,7 @@ class PEModel:
   parts: tuple[Part, ...]
   macs_per_cycle: float = 1.0
   label: str = ""
+  pattern: tuple[int, int] | None = None
 
   def area_um2(self, roles: Iterable[str] = ROLES) -> float:
     """Area of the PE's parts with the given roles, um^2 (shared parts amortised)."""
@@ -180,7 +183,14 @@ def ebsp_pe(bits: int = 6, length: int = 3, activation_bits: int = 8, acc_bits: 
     parts.append(Part(comp.conditional_negate(a + n), tag="gated"))
   parts.append(Part(comp.adder(acc_bits), tag="gated"))
   return PEModel("ebsp", wbits, float(a), float(a), acc_bits, tuple(parts),
-                 label=f"{pattern} LUT {1 << L}")
+                 label=ebsp_label(bits, length, activation_bits, signed),
+                 pattern=(bits, length))
+
+
+def ebsp_label(bits: int, length: int, activation_bits: int, signed: bool = True) -> str:
+  """``'6b(L3), a8, LUT 8'``: weight pattern, activation bits, LUT entries (``2^L``)."""
+  from ebsp_jax.numerics.pattern import BitPattern  # pylint: disable=import-outside-toplevel
+  return f"{BitPattern(bits, length, signed)}, a{activation_bits}, LUT {1 << length}"
 
 
 def ebsp_lut(length: int, activation_bits: int) -> Component:

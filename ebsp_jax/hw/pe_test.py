@@ -73,3 +73,10 @@ def test_baseline_pes():
   assert ol.weight_bits == pytest.approx(4 + 0.03 * 24)
   with pytest.raises(ValueError):
     pe.olaccel_pe(outlier_fraction=1.0)
+
+
+def test_ebsp_label_names_pattern_activation_bits_and_lut_entries():
+  assert pe.ebsp_pe(6, 3).label == "6b(L3), a8, LUT 8"
+  assert pe.ebsp_pe(6, 3, activation_bits=4).label == "6b(L3), a4, LUT 8"
+  assert pe.ebsp_pe(5, 2, activation_bits=6).label == "5b(L2), a6, LUT 4"
+  assert pe.ebsp_pe(6, 3).pattern == (6, 3) and pe.wax_pe().pattern is None

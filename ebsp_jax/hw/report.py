@@ -5,18 +5,22 @@ every accelerator (:func:`ebsp_jax.hw.dataflow.best_mapping`) and sums energy an
 (layers run one after another). :func:`report_json` produces the contract JSON of
 ``experiments/hardware.py``::
 
-    {"model", "dataset", "macs",
+    {"model", "dataset", "macs", "batch_size", "units": {...},
      "accelerators": {name: {"pes", "area_mm2", "energy_pj", "energy_breakdown_pj": {...},
                              "cycles", "latency_s", ...}},
      "layers": [{"name", "macs", dims..., name: {"energy_pj", "cycles", ...}}],
      "comparison": {...}, "tech": [...], "notes": [...]}
+
+Energy, cycles, latency and MACs are per *inference of one batch* of ``batch_size`` images
+(the workload's batch, ``Workload.input_shape[0]``); ``units`` says so in the JSON and the
+table's first line says so in text.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from ebsp_jax.hw import area as area_mod
 from ebsp_jax.hw import dataflow
@@ -26,6 +30,9 @@ from ebsp_jax.hw.dataflow import LayerCost
 from ebsp_jax.hw.pe import Activity
 from ebsp_jax.hw.workload import Workload
 
+#: The one setting the paper's savings figures belong to (EBSP_SPEC §5: ResNet-50 on ImageNet,
+#: EBSP with 6-bit weights and pattern length 3, "6-bit (pattern 3)" in its table).
+PAPER_SETTING: Mapping[str, Any] = {"model": "resnet50", "dataset": "imagenet", "pattern": (6, 3)}
 #: EBSP paper, ResNet-50: EBSP's energy reduction vs each baseline, % [ebsp_dac2022].
 PAPER_ENERGY_REDUCTION_PCT: Mapping[str, float] = {
     "eyeriss": 87.3, "bitfusion": 79.7, "wax": 75.2, "olaccel": 58.9}
@@ -87,15 +94,21 @@ def evaluate_network(workload: Workload, accelerators: Mapping[str, Accelerator]
     dataset: label for the report.
     objective: mapper objective (``'energy'``, ``'latency'``, ``'edp'``).
     search: mapper preset, one of :data:`SEARCH_PRESETS`.
-    activities: per-layer data-aware activity for EBSP (``{layer name: Activity}``); layers
-      without an entry use full activity.
+    activities: per-layer data-aware activity for EBSP (``{layer name: Activity}``); when
+      given, its names must be exactly the workload's layer names (see
+      :func:`check_activity_names`).
     sliding_window: per-tile input counting (see :mod:`ebsp_jax.hw.dataflow`).
 
   Returns:
     A :class:`NetworkResult`.
+
+  Raises:
+    ValueError: unknown ``search``, or ``activities`` names that do not match the layers.
   """
   if search not in SEARCH_PRESETS:
     raise ValueError(f"search must be one of {sorted(SEARCH_PRESETS)}; got {search!r}")
+  if activities:
+    check_activity_names(activities, workload)
   lpf, refine, starts = SEARCH_PRESETS[search]
   results = {}
   for name, acc in accelerators.items():
@@ -105,7 +118,7 @@ def evaluate_network(workload: Workload, accelerators: Mapping[str, Accelerator]
     for layer in workload.layers:
       act = Activity()
       if activities and acc.name == "ebsp":
-        act = activities.get(layer.name, Activity())
+        act = activities[layer.name]
       c = dataflow.best_mapping(layer, acc, objective, lpf, act, sliding_window=sliding_window,
                                 refine=refine, refine_starts=starts)
       costs.append(c)
@@ -117,8 +130,64 @@ def evaluate_network(workload: Workload, accelerators: Mapping[str, Accelerator]
                                       cycles / (acc.tech.clock_mhz * 1e6))
   notes = []
   if activities:
-    notes.append("EBSP energy uses data-aware activity (zero weights gated, shift-0 bypass)")
+    notes.append(f"EBSP energy uses data-aware activity for all {len(workload.layers)} layers "
+                 "(zero weights gated, shift-0 bypass)")
   return NetworkResult(workload, dataset, results, objective, bool(activities), tuple(notes))
+
+
+def check_activity_names(names: Iterable[str], workload: Workload, source: str = "activities"
+                         ) -> None:
+  """Checks that ``names`` (of per-layer events or activities) are the workload's layer names.
+
+  Data-aware costing must cover every layer and nothing else: a name the workload lacks is a
+  mismatch (another model, or names the workload does not use), and a layer without an entry
+  would silently be costed shape-only.
+
+  Raises:
+    ValueError: one line naming ``source``, the unknown and the missing names, and the known
+      ones.
+  """
+  names = list(names)
+  known = [l.name for l in workload.layers]
+  unknown = [n for n in names if n not in set(known)]
+  missing = [n for n in known if n not in set(names)]
+  if unknown or missing:
+    parts = []
+    if unknown:
+      parts.append(f"unknown layer name(s) {', '.join(unknown)}")
+    if missing:
+      parts.append(f"no entry for layer(s) {', '.join(missing)}")
+    raise ValueError(f"{source}: {'; '.join(parts)}; the {workload.name} layers are: "
+                     f"{', '.join(known)}")
+
+
+def batch_size(workload: Workload) -> int:
+  """Images per inference of ``workload`` (its input's leading dimension)."""
+  return int(workload.input_shape[0]) if workload.input_shape else 1
+
+
+def per_unit(workload: Workload) -> str:
+  """``'per image'`` at batch 1, else ``'per batch of N images'``: what totals refer to."""
+  n = batch_size(workload)
+  return "per image" if n == 1 else f"per batch of {n} images"
+
+
+def paper_applies(result: NetworkResult, target: str = "ebsp") -> bool:
+  """Whether ``result`` is the setting of the paper's savings figures (:data:`PAPER_SETTING`).
+
+  The model, the dataset label and the EBSP pattern must all match: the claims are for
+  ResNet-50 on ImageNet with a 6b(L3) EBSP, not for another pattern or input shape.
+  """
+  t = result.results.get(target)
+  return (result.workload.name == PAPER_SETTING["model"]
+          and result.dataset == PAPER_SETTING["dataset"]
+          and t is not None and t.accelerator.pe.pattern == PAPER_SETTING["pattern"])
+
+
+def paper_setting_text() -> str:
+  """``'resnet50 on imagenet, EBSP 6b(L3)'``."""
+  b, l = PAPER_SETTING["pattern"]
+  return f"{PAPER_SETTING['model']} on {PAPER_SETTING['dataset']}, EBSP {b}b(L{l})"
 
 
 def comparison(result: NetworkResult, target: str = "ebsp") -> dict[str, dict[str, float]]:
@@ -129,8 +198,9 @@ def comparison(result: NetworkResult, target: str = "ebsp") -> dict[str, dict[st
     'speedup', 'perf_gain_pct', 'latency_reduction_pct', 'paper_energy_reduction_pct',
     'paper_perf_gain_pct'}}`` where ``perf_gain_pct`` is
     ``(speedup - 1) * 100`` (the paper's "performance gain" is not defined; its
-    ``latency_reduction_pct`` reading is given too). Paper figures are for ResNet-50 and are
-    ``None`` for other models.
+    ``latency_reduction_pct`` reading is given too). Paper figures are given only for the
+    setting they belong to (:func:`paper_applies`: ResNet-50, ImageNet, EBSP 6b(L3)) and are
+    ``None`` otherwise.
 
   Raises:
     ValueError: ``target`` is not one of the designs evaluated in ``result``.
@@ -140,7 +210,7 @@ def comparison(result: NetworkResult, target: str = "ebsp") -> dict[str, dict[st
                      f"allowed: {', '.join(result.results) or '(no designs)'}")
   t = result.results[target]
   out = {}
-  resnet50 = result.workload.name == "resnet50"
+  paper = paper_applies(result, target)
   for name, r in result.results.items():
     if name == target:
       continue
@@ -153,8 +223,8 @@ def comparison(result: NetworkResult, target: str = "ebsp") -> dict[str, dict[st
         "speedup": speedup,
         "perf_gain_pct": 100.0 * (speedup - 1.0),
         "latency_reduction_pct": 100.0 * (1.0 - t.latency_s / r.latency_s),
-        "paper_energy_reduction_pct": PAPER_ENERGY_REDUCTION_PCT.get(name) if resnet50 else None,
-        "paper_perf_gain_pct": PAPER_PERF_GAIN_PCT.get(name) if resnet50 else None,
+        "paper_energy_reduction_pct": PAPER_ENERGY_REDUCTION_PCT.get(name) if paper else None,
+        "paper_perf_gain_pct": PAPER_PERF_GAIN_PCT.get(name) if paper else None,
     }
   return out
 
@@ -217,10 +287,15 @@ def report_json(result: NetworkResult, extra: Mapping[str, Any] | None = None) -
       "dataset": result.dataset,
       "input_shape": list(w.input_shape),
       "macs": w.macs,
+      "batch_size": batch_size(w),
+      "units": {"energy_pj": f"pJ {per_unit(w)}", "latency_s": f"s {per_unit(w)}",
+                "cycles": f"cycles {per_unit(w)}", "macs": f"MACs {per_unit(w)}"},
       "objective": result.objective,
       "data_aware": result.data_aware,
       "accelerators": {n: _acc_json(r, w) for n, r in result.results.items()},
       "comparison": comparison(result) if "ebsp" in result.results else {},
+      "paper_setting": {**PAPER_SETTING, "pattern": list(PAPER_SETTING["pattern"]),
+                        "applies": paper_applies(result)},
       "layers": layers,
       "tech": dataclasses.asdict(any_acc.tech) if any_acc else {},
       "sources": dict(tech_mod.SOURCES),
@@ -242,17 +317,18 @@ def _si(x: float, unit: str) -> str:
 def format_table(result: NetworkResult) -> str:
   """A plain-text table of the network result and the comparison with the paper."""
   w = result.workload
+  lw = max([14] + [len(r.accelerator.label) for r in result.results.values()])
   lines = [f"{w.name} ({result.dataset or 'custom'} {tuple(w.input_shape)}): "
            f"{_fmt_macs(w.macs)}, {len(w.layers)} conv/dense layers; mapper objective "
-           f"{result.objective}"]
-  hdr = (f"{'design':<10} {'bits':<14} {'PEs':>6} {'paper':>6} {'array':>9} {'energy':>10} "
+           f"{result.objective}; energy and latency {per_unit(w)}"]
+  hdr = (f"{'design':<10} {'bits':<{lw}} {'PEs':>6} {'paper':>6} {'array':>9} {'energy':>10} "
          f"{'pJ/MAC':>7} {'DRAM%':>6} {'latency':>10} {'util':>5}")
   lines += [hdr, "-" * len(hdr)]
   for name, r in result.results.items():
     a = r.accelerator
     macs = max(1, sum(c.macs * l.repeat for c, l in zip(r.layers, w.layers)))
     lines.append(
-        f"{name:<10} {a.label[:14]:<14} {a.pe_count:>6} "
+        f"{name:<10} {a.label:<{lw}} {a.pe_count:>6} "
         f"{area_mod.PAPER_PE_COUNTS.get(name, 0):>6} {a.array[0]:>4}x{a.array[1]:<4} "
         f"{_si(r.energy_pj * 1e-12, 'J'):>10} {r.energy_pj / macs:>7.3f} "
         f"{100 * r.energy['dram'] / r.energy_pj:>5.1f}% {_si(r.latency_s, 's'):>10} "
@@ -269,6 +345,9 @@ def format_table(result: NetworkResult) -> str:
                    f"{c['onchip_energy_reduction_pct']:>8.1f} "
                    f"{(f'{pe:.1f}' if pe is not None else '-'):>7} {c['speedup']:>9.2f} "
                    f"{c['perf_gain_pct']:>8.1f} {(f'{pg:.1f}' if pg is not None else '-'):>7}")
+    if not paper_applies(result):
+      lines.append(f"note: the paper's savings (the 'paper' columns of 'EBSP vs') are claimed "
+                   f"for {paper_setting_text()} only; not shown for this setting")
   for n in result.notes:
     lines.append(f"note: {n}")
   return "\n".join(lines)

@@ -110,3 +110,103 @@ def test_every_registered_model_runs(dataset):
     out = report.report_json(res)
     assert out["macs"] == wl.macs
     assert all(a["energy_pj"] > 0 and a["cycles"] > 0 for a in out["accelerators"].values())
+
+
+def test_activities_must_name_exactly_the_layers():
+  wl = workload.model_workload("lenet5", "fashion_mnist")
+  accs = {"ebsp": arch.build_accelerator("ebsp")}
+  acts = {l.name: Activity(0.5, 0.5) for l in wl.layers}
+  with pytest.raises(ValueError, match=r"unknown layer name\(s\) conv_0; no entry for layer\(s\) "
+                     r"conv_init; the lenet5 layers are: conv_init, conv1, fc1, fc2, head"):
+    report.evaluate_network(wl, accs, search="fast",
+                            activities={("conv_0" if k == "conv_init" else k): v
+                                        for k, v in acts.items()})
+  partial = dict(acts)
+  del partial["head"]
+  with pytest.raises(ValueError, match=r"no entry for layer\(s\) head"):
+    report.evaluate_network(wl, accs, search="fast", activities=partial)
+
+
+def _paper_result(model_name, dataset, bits, length):
+  """A NetworkResult with the given labels and EBSP pattern (costs reused from LeNet-5)."""
+  wl = workload.model_workload("lenet5", "fashion_mnist")
+  import dataclasses
+  accs = {n: arch.build_accelerator(n, pattern_bits=bits, pattern_length=length)
+          for n in ("eyeriss", "ebsp")}
+  res = report.evaluate_network(wl, accs, dataset=dataset, search="fast")
+  return dataclasses.replace(res, workload=dataclasses.replace(wl, name=model_name))
+
+
+def test_paper_figures_only_for_the_papers_setting():
+  ok = _paper_result("resnet50", "imagenet", 6, 3)
+  assert report.paper_applies(ok)
+  assert report.comparison(ok)["eyeriss"]["paper_energy_reduction_pct"] == 87.3
+  assert "not shown for this setting" not in report.format_table(ok)
+  for other in (_paper_result("resnet50", "imagenet", 5, 3),     # another pattern
+                _paper_result("resnet50", "cifar10", 6, 3),      # another input shape
+                _paper_result("lenet5", "imagenet", 6, 3)):      # another network
+    assert not report.paper_applies(other)
+    c = report.comparison(other)["eyeriss"]
+    assert c["paper_energy_reduction_pct"] is None and c["paper_perf_gain_pct"] is None
+    assert "claimed for resnet50 on imagenet, EBSP 6b(L3) only" in report.format_table(other)
+    assert report.report_json(other)["paper_setting"]["applies"] is False
+
+
+def test_totals_say_per_batch(tmp_path):
+  wl = workload.model_workload("lenet5", "fashion_mnist", batch_size=4)
+  res = report.evaluate_network(wl, {"ebsp": arch.build_accelerator("ebsp")}, search="fast")
+  out = report.report_json(res)
+  assert out["batch_size"] == 4
+  assert out["units"]["energy_pj"] == "pJ per batch of 4 images"
+  assert out["units"]["latency_s"] == "s per batch of 4 images"
+  assert "energy and latency per batch of 4 images" in report.format_table(res)
+  one = report.evaluate_network(workload.model_workload("lenet5", "fashion_mnist"),
+                                {"ebsp": arch.build_accelerator("ebsp")}, search="fast")
+  assert report.report_json(one)["units"]["energy_pj"] == "pJ per image"
+
+
+def test_figure_labels_say_per_batch(tmp_path):
+  import matplotlib.pyplot as plt
+  wl = workload.model_workload("lenet5", "fashion_mnist", batch_size=4)
+  res = report.evaluate_network(wl, {"ebsp": arch.build_accelerator("ebsp")}, search="fast")
+  labels = []
+  orig = plt.Axes.set_ylabel
+
+  def record(self, text, *a, **k):
+    labels.append(text)
+    return orig(self, text, *a, **k)
+
+  try:
+    plt.Axes.set_ylabel = record
+    figures.plot_latency([res], str(tmp_path / "l"))
+    figures.plot_energy_breakdown([res], str(tmp_path / "e"), normalize_to=None)
+  finally:
+    plt.Axes.set_ylabel = orig
+  assert labels == ["latency per batch of 4 images (ms)", "energy per batch of 4 images (uJ)"]
+
+
+def test_table_shows_the_full_ebsp_label():
+  wl = workload.model_workload("lenet5", "fashion_mnist")
+  res = report.evaluate_network(wl, {"ebsp": arch.build_accelerator("ebsp", activation_bits=4)},
+                                search="fast")
+  assert "6b(L3), a4, LUT 8" in report.format_table(res)
+
+
+def test_load_accuracies_reports_skipped_files(tmp_path):
+  good = tmp_path / "good.json"
+  good.write_text(json.dumps({"pattern": {"bits": 4, "length": 2}, "quant_top1": 0.7}))
+  noacc = tmp_path / "noacc.json"
+  noacc.write_text(json.dumps({"pattern": {"bits": 4, "length": 3}}))
+  nopat = tmp_path / "nopat.json"
+  nopat.write_text(json.dumps({"integer_top1": 0.5}))
+  skipped = []
+  assert figures.load_accuracies([str(good), str(noacc), str(nopat)], skipped=skipped) == {
+      (4, 2): 0.7}
+  assert skipped == [f"{noacc} (no integer_top1 or quant_top1)",
+                     f"{nopat} (no pattern.bits / pattern.length)"]
+  bad = tmp_path / "bad.json"
+  bad.write_text("[1]")
+  with pytest.raises(ValueError, match="expected a JSON object"):
+    figures.load_accuracies([str(bad)])
+  with pytest.raises(ValueError, match="does not exist"):
+    figures.load_accuracies([str(tmp_path / "none.json")])
