@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import warnings
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import flax.linen as nn
@@ -75,11 +76,14 @@ def _leaf_dict(tree: PyTree) -> Dict[str, Any]:
 
 @functools.partial(jax.jit, static_argnums=1)
 def _quantize_checked(w, pattern, scale):
+  """``(q, on the grid, off-grid fraction of w, largest |w/scale - q| in levels)``."""
   q = quantize(w, pattern, scale)
-  return q, jnp.all(on_grid(q, pattern))
+  dev = jnp.abs(w / scale - q.astype(w.dtype))
+  return q, jnp.all(on_grid(q, pattern)), jnp.mean(dev > 1e-3), jnp.max(dev)
 
 
-def quantize_weights(params: PyTree, rule: Rule, scales: Optional[PyTree] = None
+def quantize_weights(params: PyTree, rule: Rule, scales: Optional[PyTree] = None, *,
+                     warn_off_grid: bool = False
                      ) -> Dict[str, Tuple[np.ndarray, BitPattern, np.ndarray]]:
   """Integer kernels of every quantized conv/dense.
 
@@ -87,12 +91,16 @@ def quantize_weights(params: PyTree, rule: Rule, scales: Optional[PyTree] = None
     params: the ``params`` collection.
     rule: ``(path, leaf) -> BitPattern | None``.
     scales: scales tree (``None`` at float leaves) or ``None`` to refit with ``tree_fit_scale``.
+    warn_off_grid: with given ``scales``, a ``UserWarning`` names every kernel that is not on
+      its grid at them (for params projected outside the model, e.g. by ADMM, as the linen
+      fake-quant model expects: such a kernel is rounded here but not in fake-quant mode).
 
   Returns:
     ``{layer_path: (q, pattern, scale)}`` for every leaf ``<layer_path>/kernel`` the rule
     quantizes: ``q`` int32 numpy levels (kernel shape), ``scale`` float32 numpy ``(O,)`` per
     output channel (the kernel's last axis) or ``()``.
   """
+  given = scales is not None
   if scales is None:
     scales = tree_fit_scale(params, rule)
   leaves = _leaf_dict(params)
@@ -107,7 +115,13 @@ def quantize_weights(params: PyTree, rule: Rule, scales: Optional[PyTree] = None
     scale = flat_scales[path]
     if scale is None:
       raise ValueError(f"no weight scale for quantized leaf '{path}'")
-    q, ok = _quantize_checked(w, pattern, scale)
+    q, ok, off, worst = _quantize_checked(w, pattern, scale)
+    if warn_off_grid and given and float(off) > 0:
+      warnings.warn(f"quantize_weights: kernel '{path}' is not on the {pattern} grid at the given "
+                    f"scales ({100 * float(off):.1f}% of its weights off by up to "
+                    f"{float(worst):.2f} levels): the integer mode rounds them. If the params "
+                    "were finalized with refit scales, pass those (admm.finalize(..., "
+                    "return_scales=True)) or weight_scales=None", stacklevel=3)
     q = np.asarray(q, np.int32)
     if not bool(ok):  # pragma: no cover - quantize guarantees it
       raise ValueError(f"weights of '{path}' are not on the grid of {pattern}")
@@ -282,13 +296,20 @@ def to_integer(model: Union[str, nn.Module], variables: Mapping[str, Any], *, we
         raise ValueError("to_integer: pass model_kwargs={'num_classes': ...}") from e
     module = _models.get_model(model, **kw, **hooks)
   else:
-    module = model.clone(**hooks)
+    fields = {f.name for f in dataclasses.fields(model)}
+    present = {k: v for k, v in hooks.items() if k in fields}
+    if not present:
+      raise ValueError(f"to_integer: {type(model).__name__} has neither a dot_general_cls nor a "
+                       "conv_general_dilated_cls field: declare the one(s) its nn.Dense / "
+                       "nn.Conv layers use and pass them through (see ebsp_jax.quant)")
+    module = model.clone(**present)
   if apply_kwargs is None:
     apply_kwargs = {"train": False} if _accepts(module, "train") else {}
   # Offline constants on the CPU backend: the integer program does not depend on the device.
   with jax.default_device(cpu_device()):
     formats = activation_formats(variables, activation_bits)
-    qweights = quantize_weights(variables["params"], weight_rule, weight_scales)
+    qweights = quantize_weights(variables["params"], weight_rule, weight_scales,
+                                warn_off_grid=True)
   layers, weights = integer_layers(qweights, formats, strict,
                                    "train with quant.fake_quant_injection")
   config = IntegerConfig(activation_bits, DatapathConfig(

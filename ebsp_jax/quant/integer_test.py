@@ -1,5 +1,8 @@
 """Tests of the integer mode (``quant.to_integer``) on small networks."""
 
+import warnings
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -281,3 +284,46 @@ def test_dual_lod_training_with_per_layer_lengths_matches_integer_dual_lod():
     missing.apply(v, x)
   with pytest.raises(ValueError, match=r"dual_lod_length\['conv1'\]=0 must be None or an int"):
     quant.fake_quant_injection(8, dual_lod_length={"conv1": 0}, dual_lod_rounding="round")
+
+
+class _DenseOnly(nn.Module):
+  """Declares only the hook field its layers use."""
+
+  dot_general_cls: Any = None
+
+  @nn.compact
+  def __call__(self, x):
+    return nn.Dense(3, dot_general_cls=self.dot_general_cls, name="head")(x)
+
+
+class _NoHooks(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    return nn.Dense(3, name="head")(x)
+
+
+def test_models_with_one_hook_field_or_none():
+  x = jax.random.normal(jax.random.key(9), (8, 4))
+  rule = make_rule(BitPattern(6, 3))
+  fq = _DenseOnly(dot_general_cls=quant.fake_quant_injection(8)["dot_general_cls"])
+  v = dict(fq.init(jax.random.key(0), x))
+  v.update(fq.apply(v, x, mutable=["quant_stats"])[1])
+  out = quant.to_integer(_DenseOnly(), v, weight_rule=rule).apply(x)
+  assert out.shape == (8, 3)
+  with pytest.raises(ValueError, match="_NoHooks has neither a dot_general_cls nor a "
+                     "conv_general_dilated_cls field"):
+    quant.to_integer(_NoHooks(), v, weight_rule=rule)
+
+
+def test_given_scales_that_do_not_fit_the_kernels_are_reported():
+  x = jax.random.normal(jax.random.key(10), (4, 12, 12, 1))
+  _, v, rule, scales = testing.calibrated(testing.TinyCNN, x)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")                      # the training scales: silent
+    quant.to_integer(testing.TinyCNN(), v, weight_rule=rule, weight_scales=scales)
+    quant.to_integer(testing.TinyCNN(), v, weight_rule=rule)          # refit: silent
+  wrong = jax.tree_util.tree_map(lambda s: None if s is None else s * 1.1, scales,
+                                 is_leaf=lambda s: s is None)
+  with pytest.warns(UserWarning, match=r"kernel 'conv1/kernel' is not on the 6b\(L3\) grid at "
+                    r"the given scales \(\d+\.\d% of its weights off by up to \d+\.\d\d levels\)"):
+    quant.to_integer(testing.TinyCNN(), v, weight_rule=rule, weight_scales=wrong)

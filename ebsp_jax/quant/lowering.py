@@ -112,6 +112,10 @@ quantized_op_p.def_abstract_eval(_qop_abstract)
 mlir.register_lowering(quantized_op_p, mlir.lower_fun(_qop_impl, multiple_results=False))
 
 
+#: Primitives that are a layer's work: on an activation, only through the hooks (``strict``).
+_CONTRACTIONS = frozenset({"dot_general", "conv_general_dilated"})
+
+
 class TraceOp(nn.Module):
   """Injected module of the integer mode: marks a conv/dense in the jaxpr (float semantics).
 
@@ -367,6 +371,12 @@ class Interpreter:
                             "to evaluate it in float")
       self.float_ops.append(f"{name} ({reason})")
     elif any(isinstance(x, FloatTensor) for x in ins):
+      if self.strict and name in _CONTRACTIONS:
+        raise UnsupportedOp(f"integer mode: op '{name}' on an activation outside the hooked "
+                            "layers (a layer that does not use the injected dot_general / "
+                            "conv_general_dilated hooks, e.g. nnx.LinearGeneral, nn.Einsum, a "
+                            "model without the hook field) would run in float; pass "
+                            "strict=False to allow it")
       self.float_ops.append(name)
     vals = [self._to_float(x) if isinstance(x, (IntTensor, FloatTensor)) else x for x in ins]
     out = eqn.primitive.bind(*vals, **eqn.params)

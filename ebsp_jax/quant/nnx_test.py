@@ -254,3 +254,27 @@ def test_dual_lod_training_per_layer_matches_integer_dual_lod(setup):
                          dual_lod_rounding="round")
   with pytest.raises(ValueError, match="mode='dual_lod' needs rounding="):   # exact-trained
     quant.nnx.to_integer(setup["qmodel"], mode="dual_lod")
+
+
+class _UnhookedFirst(nnx.Module):
+  """``nnx.LinearGeneral`` is not hooked: its matmul must not run in float silently."""
+
+  def __init__(self, rngs):
+    self.l = nnx.LinearGeneral(4, 10, rngs=rngs)
+    self.fc = nnx.Linear(10, 3, rngs=rngs)
+
+  def __call__(self, x):
+    return self.fc(nnx.relu(self.l(x)))
+
+
+def test_strict_refuses_a_matmul_outside_the_hooked_layers():
+  x = jax.random.normal(jax.random.key(2), (8, 4))
+  qmodel = quant.nnx.fake_quant(_UnhookedFirst(nnx.Rngs(0)), 8, weight_rule=make_rule(PATTERN))
+  _forward(qmodel, x)
+  qmodel.eval()
+  with pytest.raises(quant.UnsupportedOp, match="op 'dot_general' on an activation outside "
+                     "the hooked layers"):
+    quant.nnx.to_integer(qmodel).apply(x)
+  imodel = quant.nnx.to_integer(qmodel, strict=False)
+  np.testing.assert_allclose(imodel.apply(x), _forward(qmodel, x), atol=1e-3)
+  assert imodel.float_ops[0] == "dot_general"
