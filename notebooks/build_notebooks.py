@@ -211,9 +211,11 @@ NB01 = [
     md("""
     Reading the plot:
 
-    * At an equal number of levels, EBSP is at least as accurate as uniform: equal on Gaussian
-      weights, better on heavy-tailed Laplace weights, where range matters more than fine steps
-      at the top (e.g. 31 levels: 6b(L3) vs uniform 5-bit).
+    * Up to the sweet spot below (`n ≈ L + 3` magnitude bits), EBSP is about as accurate as
+      uniform at an equal number of levels on Gaussian weights and better on heavy-tailed
+      Laplace weights, where range matters more than fine steps at the top (e.g. 31 levels:
+      6b(L3) vs uniform 5-bit). Beyond it uniform wins: EBSP's SQNR stops at the ceiling of
+      the next point while uniform gains about 6 dB per extra bit.
     * Each pattern length has a ceiling: the relative step inside a binade is `2^-(L-1)`, so
       SQNR stops near `6·L + 7` dB (about 26 dB for `L = 3`, 14 dB for power-of-two) however
       many bits are added. Past `n ≈ L + 3` magnitude bits extra width only adds tiny levels.
