@@ -13,7 +13,8 @@ table row per (model, weight format, setting): top-1 mean ± std over the runs (
 paired difference to the exact 32-bit datapath, and the accumulator outputs that overflowed per
 image (``--columns``: one row per format, one column per setting instead). ``--output`` gets
 every measurement as JSON; ``--from_json`` prints the table of such files again. Errors print
-one line and exit with 2.
+one line and exit with 2; every option and every workdir (a finished run with quantized
+activations) is checked before the first evaluation.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from absl import logging  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("workdirs", None, "Training workdirs (glob patterns allowed).")
-flags.DEFINE_list("acc_bits", ["32"], "Accumulator widths to evaluate (2..32).")
+flags.DEFINE_list("acc_bits", ["32"], "Accumulator widths to evaluate (2..32, "
+                  "ebsp_jax.arith.ACC_BITS_RANGE).")
 flags.DEFINE_list("overflows", ["wrap"], "Overflow policies: wrap, saturate.")
 flags.DEFINE_list("modes", ["exact"], "Datapath modes: exact, dual_lod:truncate, dual_lod:round.")
 flags.DEFINE_string("data_dir", None, "Dataset directory (default: the dataset's own).")
@@ -45,17 +47,26 @@ flags.DEFINE_list("columns", None, "Compact table: one row per weight format, on
                   "dual_lod:32:wrap:round): paired change vs exact 32-bit, overflows per image.")
 
 EXACT = ("exact", "truncate", 32, "wrap")
+OVERFLOWS = ("wrap", "saturate")
+
+
+def _acc_bits(flag: str, value: str) -> int:
+  """``value`` as an accumulator width in ``ebsp_jax.arith``'s ``ACC_BITS_RANGE``."""
+  from ebsp_jax.arith.config import ACC_BITS_RANGE  # pylint: disable=import-outside-toplevel
+  try:
+    bits = int(value)
+  except ValueError:
+    raise ValueError(f"{flag}: {value!r} is not an integer") from None
+  lo, hi = ACC_BITS_RANGE
+  if not lo <= bits <= hi:
+    raise ValueError(f"{flag}: {bits} is out of range: accumulator widths are {lo}..{hi}")
+  return bits
 
 
 def _settings(acc_bits: Sequence[str], overflows: Sequence[str], modes: Sequence[str]
               ) -> List[Tuple[str, str, int, str]]:
   """``(mode, rounding, acc_bits, overflow)`` combinations, the exact 32-bit one first."""
-  bits = []
-  for b in acc_bits:
-    try:
-      bits.append(int(b))
-    except ValueError:
-      raise ValueError(f"--acc_bits: {b!r} is not an integer") from None
+  bits = [_acc_bits("--acc_bits", b) for b in acc_bits]
   parsed = []
   for m in modes:
     mode, _, rounding = m.partition(":")
@@ -66,8 +77,8 @@ def _settings(acc_bits: Sequence[str], overflows: Sequence[str], modes: Sequence
     else:
       raise ValueError(f"--modes: {m!r} is not one of exact, dual_lod:truncate, dual_lod:round")
   for o in overflows:
-    if o not in ("wrap", "saturate"):
-      raise ValueError(f"--overflows: {o!r} is not one of wrap, saturate")
+    if o not in OVERFLOWS:
+      raise ValueError(f"--overflows: {o!r} is not one of {', '.join(OVERFLOWS)}")
   out = [EXACT]
   for mode, rounding in parsed:
     for b in bits:
@@ -81,6 +92,33 @@ def _label(s: Tuple[str, str, int, str]) -> str:
   mode, rounding, bits, overflow = s
   m = "exact" if mode == "exact" else f"dual-LOD ({rounding})"
   return f"{m}, {bits}-bit acc, {overflow}"
+
+
+def check_run(workdir: str) -> None:
+  """Checks, from the checkpoint metadata only (no state, no data), that ``workdir`` holds a
+  finished run with quantized activations (``ValueError`` / ``CheckpointError``, one line)."""
+  # pylint: disable=import-outside-toplevel
+  from ebsp_jax.train import checkpoint as ckpt_lib
+  from ebsp_jax.train.config import TrainConfig
+  ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
+  if not os.path.isdir(ckpt_dir):
+    raise ValueError(f"{workdir}: holds no checkpoints/ (expected the --workdir of a training "
+                     "run)")
+  with ckpt_lib.Checkpointer(ckpt_dir, read_only=True) as ckpt:
+    latest = ckpt.latest_id()
+    if latest is None:
+      raise ValueError(f"{workdir}: {ckpt_dir} holds no checkpoint")
+    meta = ckpt.read_meta(latest)
+  if meta.get("phase") != "done":
+    raise ValueError(f"{workdir}: the run is not finished (phase '{meta.get('phase')}')")
+  config = dict(meta.get("config", {}))
+  try:
+    cfg = TrainConfig(**config, workdir=workdir)
+  except TypeError as e:
+    raise ValueError(f"{workdir}: the recorded configuration does not fit this version's "
+                     f"TrainConfig: {e}") from None
+  if not cfg.activation_bits:
+    raise ValueError(f"{workdir}: float activations (activation_bits=0): no integer mode")
 
 
 def sweep(workdirs: Sequence[str], settings, data_dir=None, log=print) -> List[Dict[str, Any]]:
@@ -97,8 +135,8 @@ def sweep(workdirs: Sequence[str], settings, data_dir=None, log=print) -> List[D
     for s in settings:
       mode, rounding, bits, overflow = s
       t = time.time()
-      top1, _, over = exp.integer_eval(state, mode=mode, rounding=rounding, acc_bits=bits,
-                                       overflow=overflow)
+      top1, _, over, _ = exp.integer_eval(state, mode=mode, rounding=rounding, acc_bits=bits,
+                                          overflow=overflow)
       rows.append(dict(workdir=wd, model=exp.cfg.model, pattern=str(exp.cfg.pattern),
                        seed=exp.cfg.seed, activation_bits=exp.cfg.activation_bits, mode=mode,
                        rounding=rounding, acc_bits=bits, overflow=overflow, top1=top1,
@@ -136,9 +174,17 @@ def _column(spec: str) -> Tuple[str, str, int, str]:
   except (IndexError, ValueError):
     raise ValueError(f"--columns: {spec!r} is not MODE:BITS:OVERFLOW[:ROUNDING], e.g. "
                      "exact:16:saturate or dual_lod:32:wrap:round") from None
+  if mode not in ("exact", "dual_lod"):
+    raise ValueError(f"--columns: {spec!r}: the mode {mode!r} is not exact or dual_lod")
   if len(parts) != (4 if mode == "dual_lod" else 3):
     raise ValueError(f"--columns: {spec!r}: exact takes MODE:BITS:OVERFLOW, dual_lod also "
                      ":ROUNDING")
+  _acc_bits(f"--columns: {spec!r}", parts[1])
+  if overflow not in OVERFLOWS:
+    raise ValueError(f"--columns: {spec!r}: the overflow {overflow!r} is not one of "
+                     f"{', '.join(OVERFLOWS)}")
+  if rounding not in ("truncate", "round"):
+    raise ValueError(f"--columns: {spec!r}: the rounding {rounding!r} is not truncate or round")
   return (mode, rounding, bits, overflow)
 
 
@@ -193,6 +239,17 @@ def main(argv):
         raise ValueError(f"--workdirs: {pat!r} matches nothing")
       workdirs += [w for w in found if w not in workdirs]
     settings = _settings(FLAGS.acc_bits, FLAGS.overflows, FLAGS.modes)
+    if FLAGS.data_dir and not os.path.isdir(FLAGS.data_dir):
+      raise ValueError(f"--data_dir={FLAGS.data_dir}: no such directory")
+    if FLAGS.output:
+      out_dir = os.path.dirname(os.path.abspath(FLAGS.output))
+      if not os.path.isdir(out_dir):
+        raise ValueError(f"--output={FLAGS.output}: no such directory {out_dir}")
+      if not os.access(out_dir, os.W_OK) or (os.path.exists(FLAGS.output)
+                                             and not os.access(FLAGS.output, os.W_OK)):
+        raise ValueError(f"--output={FLAGS.output}: not writable")
+    for wd in workdirs:     # every run, before the first (minutes-long) evaluation
+      check_run(wd)
     rows = sweep(workdirs, settings, FLAGS.data_dir)
   except Exception as e:  # noqa: BLE001 - one line for the user, exit 2
     if not isinstance(e, (ValueError, OSError)) and type(e).__name__ != "CheckpointError":

@@ -141,3 +141,35 @@ def test_unusable_workdir_checkpoint_exits_without_traceback(tmp_path, fake_data
   errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
   assert len(errors) == 1 and str(work / "checkpoints" / "8") in errors[0], out.stderr
   assert out.stderr.rstrip().splitlines()[-1] == errors[0]
+
+
+@pytest.mark.parametrize("kw", [
+    dict(pattern_bits=9, pattern_length=8, activation_bits=8),
+    dict(pattern_bits=9, pattern_length=8, activation_bits=6),
+    dict(pattern_bits=9, pattern_length=8, activation_bits=8, first_last="float"),
+    dict(pattern_bits=9, pattern_length=8, activation_bits=8, first_last="10,8"),
+])
+def test_dual_lod_that_cuts_nothing_is_refused(kw):
+  """--dual_lod cuts activations to L significant bits: with every quantized layer's L >=
+  --activation_bits (the most an activation level has), it would be a silent no-op."""
+  for rounding in ("round", "truncate"):
+    with pytest.raises(ValueError, match=r"^--dual_lod='%s': cuts no activation" % rounding) as e:
+      _cfg(dual_lod=rounding, **kw)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(pattern_bits=9, pattern_length=7, activation_bits=8),   # unsigned levels: 8 bits
+    dict(pattern_bits=9, pattern_length=8, activation_bits=8, first_last="8"),  # L=7 there
+    dict(pattern_bits=9, pattern_length=8, activation_bits=8, first_last="6,2"),
+    dict(pattern_bits=6, pattern_length=3, activation_bits=8, first_last="float"),
+])
+def test_dual_lod_that_cuts_some_layer_is_accepted(kw):
+  assert _cfg(dual_lod="round", **kw).dual_lod == "round"
+
+
+def test_integer_eval_is_not_part_of_the_fingerprint():
+  """--integer_eval only decides what the final evaluation measures: a run may resume with it
+  changed (e.g. --nointeger_eval after a failed integer evaluation)."""
+  assert _cfg(integer_eval=True).fingerprint() == _cfg(integer_eval=False).fingerprint()
+  assert "integer_eval" not in _cfg().fingerprint()

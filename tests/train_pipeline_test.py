@@ -324,9 +324,9 @@ def test_load_run_and_datapath_sweep(env, reference, tmp_path):
   before = sorted(os.listdir(os.path.join(wd, "checkpoints")))
   exp, state = load_run(wd, data_dir=env["data_dir"])
   assert state.phase == "done" and exp.cfg.seed == reference["results"]["config"]["seed"]
-  top1, _, over = exp.integer_eval(state)          # the run's own integer evaluation again
+  top1, _, over, _ = exp.integer_eval(state)       # the run's own integer evaluation again
   assert top1 == reference["results"]["integer_top1"] and over == 0
-  top8, _, over8 = exp.integer_eval(state, acc_bits=8)
+  top8, _, over8, _ = exp.integer_eval(state, acc_bits=8)
   assert over8 > 0                                  # 8-bit x 5-bit products overflow 8 bits
   assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == before   # read-only
   with pytest.raises(ckpt_lib.CheckpointError, match="holds no checkpoints/"):
@@ -357,6 +357,31 @@ def test_load_run_and_datapath_sweep(env, reference, tmp_path):
       "error: --modes: 'dual' is not one of")
 
 
+@pytest.mark.parametrize("args, match", [
+    (["--acc_bits=16,40"], "--acc_bits: 40 is out of range: accumulator widths are 2..32"),
+    (["--acc_bits=1"], "--acc_bits: 1 is out of range"),
+    (["--columns=exact:64:wrap"], "--columns: 'exact:64:wrap': 64 is out of range"),
+    (["--columns=exact:16:clip"], "the overflow 'clip' is not one of wrap, saturate"),
+    (["--output=/nonexistent/dir/sweep.json"], "--output=/nonexistent/dir/sweep.json: no such "
+                                               "directory"),
+    (["--data_dir=/nonexistent/fmnist"], "--data_dir=/nonexistent/fmnist: no such directory"),
+    (["--workdirs={wd},{empty}"], "{empty}: holds no checkpoints/"),
+])
+def test_datapath_sweep_checks_everything_before_evaluating(env, reference, tmp_path, args,
+                                                            match):
+  """A bad option or workdir ends the sweep with one line before the first evaluation (which
+  takes minutes on real runs): nothing is evaluated or logged."""
+  wd, empty = reference["workdir"], str(tmp_path)
+  cli = [sys.executable, os.path.join(ROOT, "experiments", "datapath_sweep.py"),
+         f"--workdirs={wd}", f"--data_dir={env['data_dir']}"]
+  cli += [a.format(wd=wd, empty=empty) for a in args]
+  r = subprocess.run(cli, capture_output=True, text=True, env=env["env"], timeout=300)
+  lines = r.stderr.strip().splitlines()
+  assert r.returncode == 2 and lines[-1].startswith("error: "), r.stderr[-2000:]
+  assert match.format(wd=wd, empty=empty) in lines[-1]
+  assert "top1" not in r.stdout + r.stderr                    # no setting was evaluated
+
+
 def test_dual_lod_training_round_trip(env, tmp_path):
   from ebsp_jax.train import load_run  # pylint: disable=import-outside-toplevel
   # First conv and classifier 8-bit uniform (L = 7), the others the pattern's length.
@@ -376,3 +401,65 @@ def test_dual_lod_training_round_trip(env, tmp_path):
   assert 0.0 <= top_exact <= 1.0
   with pytest.raises(ValueError, match="--dual_lod='on': must be one of off, truncate, round"):
     _cfg(env, tmp_path / "x", dual_lod="on")
+
+
+@pytest.mark.parametrize("dual_lod", ["off", "round"])
+def test_first_last_float_integer_eval(env, tmp_path, dual_lod):
+  """--first_last=float: the integer mode runs the first conv and the classifier in float (on a
+  fake-quantized input, as the fake-quant model does) and records them in results.json."""
+  stream = io.StringIO()
+  res = Experiment(_cfg(env, tmp_path / "fl", first_last="float", dual_lod=dual_lod),
+                   stream=stream).run()
+  assert res["first_last_pattern"] == "float"
+  assert abs(res["integer_top1"] - res["quant_top1"]) <= 1 / res["eval_examples"] + 1e-9
+  floats = res["integer_float_ops"]
+  for layer in (models.FIRST_LAYER, models.LAST_LAYER):
+    assert [op for op in floats if f"'{layer}'" in op], (layer, floats)
+  # Otherwise only the ops on the first conv's float output until the next quantized layer
+  # (bias, ReLU, pooling: listed by name); nothing was refused by the integer lowering.
+  assert all("(" not in op for op in floats if "float layer" not in op), floats
+  assert f"'{models.FIRST_LAYER}'" in stream.getvalue().split("integer mode:")[1].splitlines()[0]
+  assert json.loads((tmp_path / "fl" / "results.json").read_text())["integer_float_ops"] == floats
+
+
+def test_failed_final_evaluation_keeps_the_training(env, tmp_path, monkeypatch):
+  """An error in the final evaluation ends with one line; the trained state is checkpointed,
+  so rerunning (here with --nointeger_eval, not part of the fingerprint) finishes the run."""
+  from ebsp_jax.train import evaluation, trainer  # pylint: disable=import-outside-toplevel
+  def boom(*args, **kwargs):
+    raise RuntimeError("integer lowering exploded\nsecond line")
+  monkeypatch.setattr(evaluation, "integer_top1", boom)
+  workdir = tmp_path / "crash"
+  with pytest.raises(trainer.EvaluationError) as e:
+    Experiment(_cfg(env, workdir), stream=io.StringIO()).run()
+  msg = str(e.value)
+  assert "\n" not in msg and "integer lowering exploded" in msg and "RuntimeError" in msg
+  assert not (workdir / "results.json").exists()
+  meta, _ = _final_params(workdir)
+  assert meta["step"] == 16                       # the last training step is checkpointed
+  monkeypatch.undo()
+  # The command line: rerunning resumes at the last step and fails the same way, in one line.
+  patch = ("import runpy, sys; from ebsp_jax.train import evaluation\n"
+           "def boom(*a, **k): raise RuntimeError('integer lowering exploded')\n"
+           "evaluation.integer_top1 = boom\n"
+           "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')\n")
+  r = subprocess.run([sys.executable, "-c", patch] + _argv(env, workdir)[1:], capture_output=True,
+                     text=True, env=env["env"], timeout=300)
+  assert r.returncode == 2, r.stderr[-2000:]
+  last = r.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: the final evaluation failed at step 16: RuntimeError: integer "
+                         "lowering exploded") and "--nointeger_eval" in last, last
+  assert "Traceback" not in r.stderr and "exploded" in (workdir / "evaluation_error.txt").read_text()
+  # As a run from before integer_eval left the fingerprint: its checkpoints record the field.
+  latest = max(int(n) for n in os.listdir(workdir / "checkpoints") if n.isdigit())
+  meta_file = workdir / "checkpoints" / str(latest) / "meta" / "metadata"
+  with open(meta_file) as f:
+    saved = json.load(f)
+  assert "integer_eval" not in saved["config"]
+  saved["config"]["integer_eval"] = True
+  with open(meta_file, "w") as f:
+    json.dump(saved, f)
+  res = Experiment(_cfg(env, workdir, integer_eval=False), stream=io.StringIO()).run()
+  assert res["steps"] == 16 and res["integer_top1"] is None
+  assert res["integer_note"] == "disabled by --nointeger_eval"
+  assert not (workdir / "evaluation_error.txt").exists()     # the failed try's traceback

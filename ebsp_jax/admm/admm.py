@@ -34,7 +34,7 @@ tree the ADMM state was initialised with, and raise a ``ValueError`` otherwise, 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, NamedTuple, Tuple
+from typing import Any, Dict, List, NamedTuple, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -358,7 +358,8 @@ def straight_through(params: PyTree, opt_state: PyTree) -> PyTree:
                      lambda w, p, s: fake_quant(w, p, jax.lax.stop_gradient(s)), params, opt_state)
 
 
-def finalize(params: PyTree, opt_state: PyTree, *, refit_scales: bool = False) -> PyTree:
+def finalize(params: PyTree, opt_state: PyTree, *, refit_scales: bool = False,
+             return_scales: bool = False) -> Union[PyTree, Tuple[PyTree, PyTree]]:
   """Hard projection of every ADMM-quantized leaf onto its grid.
 
   Args:
@@ -366,25 +367,46 @@ def finalize(params: PyTree, opt_state: PyTree, *, refit_scales: bool = False) -
     opt_state: an optimizer state containing the ADMM state(s) (or an ``ADMMState``).
     refit_scales: refit each scale on ``W`` (``fit_scale``, per output channel) instead of using
       the scale of the last Z-step. The default reproduces exactly what the straight-through
-      forward pass computed with, and matches :func:`tree_scales`.
+      forward pass computed with, and matches :func:`tree_scales`; refit scales differ from
+      the state's, so pass ``return_scales=True`` to get them.
+    return_scales: also return the scales the leaves were projected with.
 
   Returns:
-    params with every quantized leaf equal to ``scale * level``.
+    params with every quantized leaf equal to ``scale * level``; with ``return_scales``,
+    ``(params, scales)``, ``scales`` shaped like ``params`` (``None`` at float leaves), e.g. the
+    ``weight_scales`` of ``ebsp_jax.quant.to_integer`` (with ``refit_scales=False`` they equal
+    :func:`tree_scales`).
 
   Raises:
     ValueError: ``params`` does not have the leaf paths and quantized shapes of the tree the
       ADMM state was initialised with (e.g. flax ``variables`` instead of ``variables['params']``).
   """
-  if refit_scales:
-    def fn(w, p, s):
-      axes = None if jnp.ndim(s) == 0 else channel_axes(w)
-      return project(w, p, fit_scale(w, p, axes))
-    return _map_params("finalize", fn, params, opt_state)
-  return _map_params("finalize", lambda w, p, s: project(w, p, s), params, opt_state)
+  entries = _checked_entries("finalize", params, opt_state)
+
+  def scale_of(path, w):
+    e = entries.get(path_str(path))
+    if e is None:
+      return None
+    pattern, s = e[:2]
+    if refit_scales:
+      return fit_scale(w, pattern, None if jnp.ndim(s) == 0 else channel_axes(w))
+    return s
+
+  scales = jax.tree_util.tree_map_with_path(scale_of, params)
+  final = jax.tree_util.tree_map_with_path(
+      lambda path, w, s: w if s is None else project(w, entries[path_str(path)][0], s),
+      params, scales, is_leaf=_is_none)
+  return (final, scales) if return_scales else final
 
 
 def tree_scales(params: PyTree, opt_state: PyTree) -> PyTree:
-  """The ADMM scales as a tree shaped like ``params`` (``None`` at float leaves).
+  """The ADMM state's scales (those of the last Z-step) as a tree shaped like ``params``
+  (``None`` at float leaves).
+
+  These are the scales of the straight-through forward pass and of :func:`finalize` with the
+  default ``refit_scales=False``. After ``finalize(..., refit_scales=True)`` they do *not*
+  match the finalized weights (quantizing those at these scales rounds them again): take the
+  refit scales from ``finalize(..., refit_scales=True, return_scales=True)`` instead.
 
   Raises:
     ValueError: ``params`` does not match the ADMM state (as in :func:`finalize`).

@@ -192,6 +192,32 @@ class AdmmTest(chex.TestCase):
     self.assertIs(admm_lib.tree_rule(state)("conv/kernel", None), P63)
     self.assertIsNone(admm_lib.tree_rule(state)("conv/bias", None))
 
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_finalize_returns_the_scales_it_projected_with(self):
+    """``refit_scales=True`` projects at new scales: ``return_scales`` gives them; the state's
+    scales (``tree_scales``) would round the refit weights again."""
+    params = _params()
+    state = admm_lib.admm(RULE, rho=0.1).init(params)
+    # W drifted away from the scales of the last Z-step (here: init), as after training.
+    params = jax.tree_util.tree_map(lambda w: 1.7 * w, params)
+    fin = self.variant(admm_lib.finalize, static_argnames=("refit_scales", "return_scales"))
+    final, scales = fin(params, state, return_scales=True)
+    chex.assert_trees_all_equal(final, fin(params, state))
+    chex.assert_trees_all_equal(scales, admm_lib.tree_scales(params, state))
+    refit, refit_scales = fin(params, state, refit_scales=True, return_scales=True)
+    chex.assert_trees_all_equal(refit, fin(params, state, refit_scales=True))
+    state_scales = admm_lib.tree_scales(refit, state)
+    for layer in ("conv", "dense"):
+      w, s = refit[layer]["kernel"], refit_scales[layer]["kernel"]
+      self.assertEqual(s.shape, state_scales[layer]["kernel"].shape)
+      q = quantize(w, P63, s)
+      self.assertTrue(bool(jnp.all(on_grid(q, P63))))
+      chex.assert_trees_all_close(q * s, w, rtol=1e-6)           # exact at the returned scales
+      again = project(w, P63, state_scales[layer]["kernel"])
+      self.assertGreater(float(jnp.max(jnp.abs(again - w))), 1e-3)   # the state's round again
+      self.assertIsNone(refit_scales[layer]["bias"])
+      chex.assert_trees_all_equal(refit[layer]["bias"], params[layer]["bias"])
+
   def test_straight_through_gradient(self):
     params = _params()
     state = admm_lib.admm(RULE).init(params)

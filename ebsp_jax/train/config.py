@@ -18,10 +18,13 @@ OPTIMIZERS = ("sgd", "adam")
 RHO_POLICIES = ("constant", "geometric", "balance")
 PHASES = ("float", "admm", "finetune", "done")
 
-#: Fields that do not change a run's results: they may differ when a run is resumed.
 DUAL_LOD = ("off", "truncate", "round")
+#: Fields that do not change the training: they may differ when a run is resumed (and are left
+#: out of the fingerprint; a checkpoint that records one, from before it was listed here, still
+#: resumes). ``integer_eval`` only decides whether the final evaluation includes the integer
+#: mode, e.g. ``--nointeger_eval`` to finish a run whose integer evaluation failed.
 NON_SEMANTIC_FIELDS = ("workdir", "data_dir", "checkpoint_every", "keep_checkpoints", "log_every",
-                       "multihost", "progress_every_seconds")
+                       "multihost", "progress_every_seconds", "integer_eval")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,13 +64,17 @@ class TrainConfig:
     keep_checkpoints: how many to keep.
     log_every: steps between metric writes / progress lines.
     progress_every_seconds: also print a progress line at least this often.
-    integer_eval: evaluate the integer (emulated hardware) mode at the end.
+    integer_eval: evaluate the integer (emulated hardware) mode at the end (not part of
+      :meth:`fingerprint`: a run may be resumed with it changed). Layers kept in float
+      (``first_last=float``) run in float there, on a fake-quantized input as in training, and
+      are listed in results.json ``integer_float_ops``.
     dual_lod: ``off`` (exact datapath), or ``truncate`` / ``round``: train for the approximate
       dual-LOD datapath (each layer's activation levels cut to its weight pattern's length of
       significant bits in the fake-quant forward pass: ``pattern_length``, or the
       ``first_last`` format's for the first conv and the classifier, no cut for a float one)
       and evaluate the integer mode with ``mode='dual_lod'`` and this rounding. Needs
-      quantized activations.
+      quantized activations, and some quantized layer with ``L < activation_bits`` (else no
+      activation level, at most ``activation_bits`` significant bits, would be cut).
       Left out of :meth:`fingerprint` when ``off``, so runs from before it resume unchanged.
     multihost: multi-process data parallelism; the experiment mains call
       ``jax.distributed.initialize()`` first (their ``--coordinator_address``, ``--num_processes``
@@ -180,6 +187,15 @@ class TrainConfig:
       bad("dual_lod", f"must be one of {', '.join(DUAL_LOD)}")
     if self.dual_lod != "off" and not self.activation_bits:
       bad("dual_lod", "needs quantized activations (--activation_bits > 0)")
+    if self.dual_lod != "off":
+      lengths = self.dual_lod_lengths()
+      if min(lengths) >= self.activation_bits:
+        bad("dual_lod", f"cuts no activation: every quantized layer's pattern length (L = "
+                        f"{', '.join(str(v) for v in sorted(set(lengths)))}) is >= "
+                        f"--activation_bits={self.activation_bits}, the most significant bits an "
+                        f"activation level has ({self.activation_bits - 1} when signed); use a "
+                        f"shorter --pattern_length (or --first_last format), more "
+                        f"--activation_bits, or --dual_lod=off")
     if self.seed < 0:
       bad("seed", "must be >= 0")
     if self.progress_every_seconds <= 0:
@@ -205,6 +221,16 @@ class TrainConfig:
     if len(parts) == 2 and all(p.isdigit() for p in parts):
       return True, BitPattern(int(parts[0]), int(parts[1]))
     raise ValueError("expected same, float, BITS (uniform) or BITS,LENGTH")
+
+  def dual_lod_lengths(self) -> Tuple[int, ...]:
+    """The pattern lengths ``L`` of the quantized layers (``--dual_lod`` cuts their inputs):
+    ``pattern_length``, and the ``first_last`` format's (``bits - 1`` for uniform ``B``) unless
+    that is ``same`` or ``float`` (a float layer's input is not cut)."""
+    override, fl = self.first_last_pattern()
+    out = (self.pattern_length,)
+    if override and fl is not None:
+      out += (int(fl.length),)
+    return out
 
   @property
   def effective_admm_lr(self) -> float:

@@ -5,7 +5,8 @@
   splits evenly over the devices); counts are exact integers. Each process passes its rows of
   every batch (multi-host); the jitted step adds them up.
 * integer: :func:`integer_top1` — the emulated integer datapath of :mod:`ebsp_jax.quant`
-  (``quant.to_integer``): top-1 and the number of accumulator overflows.
+  (``quant.to_integer``): top-1, the number of accumulator overflows and the ops run in float
+  (the layers the weight rule keeps in float).
 * :func:`pattern_telemetry` — scalars describing how the weights populate their patterns (logged
   over time during ADMM); :func:`layer_stats` — the per-layer final statistics for results.json.
 """
@@ -13,7 +14,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Mapping, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -69,33 +70,67 @@ def evaluate(eval_fn: Callable[..., Dict[str, jax.Array]], params: PyTree,
 
 # ------------------------------------------------------------------------------------------
 # Integer mode (pluggable).
+class IntegerResult(NamedTuple):
+  """What :func:`integer_top1` measured.
+
+  Attributes:
+    top1: top-1 accuracy (``None`` without quantized activations).
+    note: how it was measured (the backend), or why not.
+    overflows: accumulator outputs over all layers and images that did not fit ``acc_bits``
+      (``None`` when not measured).
+    float_ops: the ops the integer lowering ran in float (``IntegerModel.float_ops``), e.g. the
+      first conv and the classifier with ``--first_last=float``; empty when integer-only.
+  """
+
+  top1: Optional[float]
+  note: str
+  overflows: Optional[int]
+  float_ops: Tuple[str, ...] = ()
+
+
+def float_layers(params: PyTree, weight_rule: Rule) -> Tuple[str, ...]:
+  """The layers (``<layer>/kernel`` leaves) that ``weight_rule`` keeps in float."""
+  out = []
+  for p, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    path = path_str(p)
+    if (path == "kernel" or path.endswith("/kernel")) and weight_rule(path, leaf) is None:
+      out.append(path[: -len("kernel")].rstrip("/"))
+  return tuple(out)
+
+
 def integer_top1(model_name: str, variables: Mapping[str, PyTree], weight_rule: Rule,
                  weight_scales: PyTree, activation_bits: int,
                  batches: Iterable[Mapping[str, np.ndarray]],
-                 datapath: Optional[Mapping[str, Any]] = None
-                 ) -> Tuple[Optional[float], str, Optional[int]]:
-  """Top-1 of the emulated integer datapath and its accumulator overflow count.
+                 datapath: Optional[Mapping[str, Any]] = None) -> IntegerResult:
+  """Top-1 of the emulated integer datapath, its accumulator overflows and its float ops.
 
   Uses ``ebsp_jax.quant.to_integer(model_name, variables, weight_rule=..., weight_scales=...,
-  activation_bits=...)`` and ``apply(images, with_stats=True)``. Runs on process-local copies
-  of the (replicated) variables; with several processes, each passes its rows of the
-  evaluation batches and the counts are added over processes (every process must call it).
-  ``datapath``: extra options of ``to_integer`` (``acc_bits``, ``overflow``, ``mode``,
-  ``rounding``, ``method``, ``accumulation``; default: exact, 32-bit, wrap).
+  activation_bits=..., strict=...)`` and ``apply(images, with_stats=True)``. ``strict`` is
+  False exactly when ``weight_rule`` keeps some conv/dense layer in float (``--first_last=float``):
+  the lowering then runs those layers in float on a fake-quantized input, as the fake-quant
+  model does, and lists them in ``float_ops``; any other op that cannot be lowered still raises.
+  Runs on process-local copies of the (replicated) variables; with several processes, each
+  passes its rows of the evaluation batches and the counts are added over processes (every
+  process must call it). ``datapath``: extra options of ``to_integer`` (``acc_bits``,
+  ``overflow``, ``mode``, ``rounding``, ``method``, ``accumulation``; default: exact, 32-bit,
+  wrap).
 
   Returns:
-    ``(top1, note, overflows)``: ``overflows`` is the number of accumulator outputs over all
-    layers and images that did not fit the ``acc_bits`` accumulator; ``(None, why, None)``
+    An :class:`IntegerResult` ``(top1, note, overflows, float_ops)``; ``(None, why, None, ())``
     without quantized activations.
   """
   from ebsp_jax import quant  # pylint: disable=import-outside-toplevel
   if activation_bits == 0:
-    return None, "integer mode needs quantized activations (--activation_bits > 0)", None
-  int_model = quant.to_integer(model_name, sharding_lib.to_local(variables),
-                               weight_rule=weight_rule,
+    return IntegerResult(None, "integer mode needs quantized activations (--activation_bits > 0)",
+                         None)
+  local = sharding_lib.to_local(variables)
+  float_kept = float_layers(local["params"], weight_rule)
+  int_model = quant.to_integer(model_name, local, weight_rule=weight_rule,
                                weight_scales=sharding_lib.to_local(weight_scales),
-                               activation_bits=activation_bits, **dict(datapath or {}))
+                               activation_bits=activation_bits, strict=not float_kept,
+                               **dict(datapath or {}))
   correct = count = overflows = 0
+  float_ops: Tuple[str, ...] = ()
   for b in batches:
     if len(b["label"]) == 0:  # this process's rows lie past a short last batch
       continue
@@ -103,9 +138,11 @@ def integer_top1(model_name: str, variables: Mapping[str, PyTree], weight_rule: 
     correct += int(np.sum(np.argmax(np.asarray(logits), -1) == np.asarray(b["label"])))
     count += len(b["label"])
     overflows += sum(int(c) for c in counts.values())
+    float_ops = tuple(dict.fromkeys(float_ops + tuple(int_model.float_ops)))
   correct, count, overflows = (int(v) for v in
                                sharding_lib.sum_over_processes([correct, count, overflows]))
-  return correct / max(count, 1), "ebsp_jax.quant.to_integer", overflows
+  return IntegerResult(correct / max(count, 1), "ebsp_jax.quant.to_integer", overflows,
+                       float_ops)
 
 
 # ------------------------------------------------------------------------------------------

@@ -54,7 +54,8 @@ _HELP = {
     "keep_checkpoints": "checkpoints kept",
     "log_every": "steps between metric writes",
     "progress_every_seconds": "longest time between progress lines",
-    "integer_eval": "evaluate the integer (emulated hardware) mode at the end",
+    "integer_eval": "evaluate the integer (emulated hardware) mode at the end (may change when a "
+                    "run resumes, e.g. --nointeger_eval after a failed integer evaluation)",
     "dual_lod": "off | truncate | round: train for (and evaluate) the approximate dual-LOD "
                 "datapath: each layer's activations cut to its weight pattern's length of "
                 "significant bits (--pattern_length; --first_last's for the first conv and the "
@@ -165,7 +166,8 @@ def main(dataset: str):
       _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
     try:
       experiment.run()
-    except checkpoint.CheckpointError as e:
+    except (checkpoint.CheckpointError, trainer.EvaluationError) as e:
+      # EvaluationError: the trained state is checkpointed; the message says how to retry.
       _fail(str(e).splitlines()[0])
 
   def _parse(argv):

@@ -1,7 +1,7 @@
 """Reloading a finished (or interrupted) run: its configuration and latest training state.
 
     exp, state = load_run("runs/fmnist/seed0/6b_L3")
-    top1, note, overflows = exp.integer_eval(state, acc_bits=16, mode="dual_lod")
+    top1, note, overflows, float_ops = exp.integer_eval(state, acc_bits=16, mode="dual_lod")
 
 The configuration comes from the checkpoint's metadata (what the run validated on resume), so
 the reloaded :class:`~ebsp_jax.train.trainer.Experiment` builds the same models, weight rule

@@ -21,7 +21,8 @@ import json
 import os
 import sys
 import time
-from typing import Any, Dict, Optional, TextIO, Tuple
+import traceback
+from typing import Any, Dict, TextIO, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +36,7 @@ from ebsp_jax.numerics.tree import Rule, path_str
 from ebsp_jax.train import checkpoint as ckpt_lib
 from ebsp_jax.train import evaluation
 from ebsp_jax.train import sharding as sharding_lib
-from ebsp_jax.train.config import PHASES, TrainConfig
+from ebsp_jax.train.config import NON_SEMANTIC_FIELDS, PHASES, TrainConfig
 from ebsp_jax.train.input_pipeline import Data
 from ebsp_jax.train.metrics import MetricWriter, Progress, format_duration
 from ebsp_jax.train.steps import TrainState, count_params, eval_step, train_step
@@ -45,6 +46,13 @@ RESULTS_FILE = "results.json"
 # The final (hard-projected) params, '/'-joined paths -> arrays: the portable artifact that
 # experiments/hardware.py --params and other tools read without knowing the training state.
 PARAMS_FILE = "params.npz"
+# The traceback of the last failed evaluation (the error itself is one line).
+ERROR_FILE = "evaluation_error.txt"
+
+
+class EvaluationError(RuntimeError):
+  """An evaluation at a phase change (e.g. the final one) failed; the trained state before it
+  is checkpointed, so rerunning the command retries it. The message is one line."""
 
 
 def _kernel_mask(params: PyTree) -> PyTree:
@@ -228,17 +236,20 @@ class Experiment:
     return evaluation.evaluate(self.eval_fn(mode), state.params, state.model_state,
                                self.data.eval_batches(), self.cfg.eval_batch_size, self.mesh)
 
-  def integer_eval(self, state: TrainState, **datapath) -> Tuple[Optional[float], str,
-                                                                 Optional[int]]:
-    """Integer-mode top-1 and overflow count of ``state`` on the evaluation split.
+  def integer_eval(self, state: TrainState, **datapath) -> evaluation.IntegerResult:
+    """Integer-mode top-1, overflow count and float ops of ``state`` on the evaluation split.
 
     ``datapath``: options of ``ebsp_jax.quant.to_integer`` (``acc_bits``, ``overflow``,
     ``mode``, ``rounding``, ...); default: the datapath the run trained for (exact, or
-    ``mode='dual_lod'`` with ``--dual_lod``'s rounding). See
+    ``mode='dual_lod'`` with ``--dual_lod``'s rounding; an explicit ``mode='dual_lod'``
+    also takes that rounding unless ``rounding`` is given). See
     :func:`ebsp_jax.train.evaluation.integer_top1`.
     """
-    if self.cfg.dual_lod != "off" and "mode" not in datapath:
-      datapath = dict(datapath, mode="dual_lod", rounding=self.cfg.dual_lod)
+    if self.cfg.dual_lod != "off":
+      datapath = dict(datapath)
+      datapath.setdefault("mode", "dual_lod")
+      if datapath["mode"] == "dual_lod":
+        datapath.setdefault("rounding", self.cfg.dual_lod)
     variables = {"params": state.params, **state.model_state}
     return evaluation.integer_top1(self.cfg.model, variables, self.rule, state.weight_scales,
                                    self.cfg.activation_bits, self.data.eval_batches(), datapath)
@@ -288,7 +299,8 @@ class Experiment:
                ) -> Tuple[TrainState, Dict, float, bool]:
     """Checkpoint ``latest`` of ``ckpt``, validated against this run's configuration."""
     meta = ckpt.read_meta(latest)
-    diff = ckpt_lib.config_difference(meta.get("config", {}), _jsonable(self.cfg.fingerprint()))
+    saved = {k: v for k, v in meta.get("config", {}).items() if k not in NON_SEMANTIC_FIELDS}
+    diff = ckpt_lib.config_difference(saved, _jsonable(self.cfg.fingerprint()))
     if diff:
       raise ckpt_lib.CheckpointError(
           f"{self.workdir} holds a run with a different configuration ({'; '.join(diff[:4])}"
@@ -400,7 +412,15 @@ class Experiment:
       while True:
         want = self.phase_at(int(state.step))
         if state.phase != want:
-          state, results = self._change_phase(state, results, writer, progress)
+          # The trained state first (a no-op when this step is checkpointed already): a failed
+          # evaluation below then loses no training, and rerunning repeats only the change.
+          self.save(ckpt, state, results, wall())
+          try:
+            state, results = self._change_phase(state, results, writer, progress)
+          except ckpt_lib.CheckpointError:
+            raise
+          except Exception as e:  # noqa: BLE001 - re-raised as one line, traceback in a file
+            raise self._evaluation_error(state, want, e) from e
           self.save(ckpt, state, results, wall())
           continue
         if want == "done":
@@ -411,6 +431,8 @@ class Experiment:
       if self.primary:
         ckpt_lib.write_json_atomic(os.path.join(self.workdir, RESULTS_FILE), results)
         _write_params_npz(os.path.join(self.workdir, PARAMS_FILE), state.params)
+        if os.path.exists(os.path.join(self.workdir, ERROR_FILE)):   # an earlier try's
+          os.remove(os.path.join(self.workdir, ERROR_FILE))
       progress.message(
           f"done in {format_duration(results['wall_seconds'])}: float_top1 "
           f"{_fmt(results.get('float_top1'))}, quant_top1 {_fmt(results.get('quant_top1'))}, "
@@ -420,6 +442,21 @@ class Experiment:
     finally:
       writer.close()
       ckpt.close()
+
+  def _evaluation_error(self, state: TrainState, want: str, e: Exception) -> EvaluationError:
+    """The one-line error of a failed phase change (its traceback goes to ``ERROR_FILE``)."""
+    path = os.path.join(self.workdir, ERROR_FILE)
+    if self.primary:
+      with open(path, "w") as f:
+        f.write("".join(traceback.format_exception(type(e), e, e.__traceback__)))
+    what = "the final evaluation" if want == "done" else f"entering phase '{want}'"
+    first = str(e).splitlines()[0] if str(e) else ""
+    hint = (", or add --nointeger_eval to skip the integer mode"
+            if want == "done" and self.cfg.integer_eval else "")
+    return EvaluationError(
+        f"{what} failed at step {int(state.step)}: {type(e).__name__}"
+        f"{': ' + first if first else ''} (traceback in {path}); the trained state is "
+        f"checkpointed in {self.ckpt_dir}: rerun the same command to retry{hint}")
 
   def _change_phase(self, state, results, writer, progress):
     results = dict(results)
@@ -446,16 +483,18 @@ class Experiment:
       writer.write(step, {"eval/quant_top1": ev["top1"]}, "done")
       progress.message(f"final fake-quant model: top1 {ev['top1']:.4f}")
       if self.cfg.integer_eval:
-        top1, note, overflows = self.integer_eval(state)
+        top1, note, overflows, float_ops = self.integer_eval(state)
       else:
-        top1, note, overflows = None, "disabled by --nointeger_eval", None
+        top1, note, overflows, float_ops = None, "disabled by --nointeger_eval", None, ()
       results["integer_top1"] = top1
       results["integer_note"] = note
       results["integer_overflows"] = overflows
+      results["integer_float_ops"] = list(float_ops)
       if top1 is not None:
         writer.write(step, {"eval/integer_top1": top1}, "done")
       over = "" if overflows is None else f", {overflows} accumulator overflows"
-      progress.message(f"integer mode: top1 {_fmt(top1)} ({note}{over})")
+      in_float = f"; in float: {', '.join(float_ops)}" if float_ops else ""
+      progress.message(f"integer mode: top1 {_fmt(top1)} ({note}{over}{in_float})")
       results["layers"] = evaluation.layer_stats(sharding_lib.to_local(state.params), self.rule,
                                                  sharding_lib.to_local(state.weight_scales))
     writer.flush()
