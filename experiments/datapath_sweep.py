@@ -32,6 +32,8 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
+from ebsp_jax import cli  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list("workdirs", None, "Training workdirs (glob patterns allowed).")
 flags.DEFINE_list("acc_bits", ["32"], "Accumulator widths to evaluate (2..32, "
@@ -217,8 +219,7 @@ def pivot_table(rows: Sequence[Dict[str, Any]], columns: Sequence[Tuple[str, str
 def main(argv):
   logging.set_verbosity(logging.WARNING)   # orbax logs every restore at INFO
   if len(argv) > 1:
-    print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
-    return 2
+    cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
   try:
     columns = [_column(c) for c in FLAGS.columns or []]
     if FLAGS.from_json:
@@ -254,8 +255,7 @@ def main(argv):
   except Exception as e:  # noqa: BLE001 - one line for the user, exit 2
     if not isinstance(e, (ValueError, OSError)) and type(e).__name__ != "CheckpointError":
       raise
-    print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-    return 2
+    cli.fail(cli.one_line(e))
   print(pivot_table(rows, columns) if columns else table(rows))
   if FLAGS.output:
     with open(FLAGS.output, "w") as f:
@@ -264,4 +264,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -36,6 +36,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
+from ebsp_jax import cli  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "resnet50", "Registered model name (ebsp_jax.models.MODELS).")
 flags.DEFINE_string("dataset", "imagenet", "Input shape of: imagenet, cifar10, fashion_mnist.")
@@ -312,30 +314,16 @@ def run() -> dict:
   return out
 
 
-def _parse(argv):
-  """absl's flag parser with its errors (e.g. a bad enum value) as one line and exit 2."""
-  try:
-    return FLAGS(argv)
-  except flags.Error as e:
-    _fail(str(e).splitlines()[0])
-
-
 def main(argv):
   if len(argv) > 1:
-    _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
   from ebsp_jax.hw.arch import ConfigError
   from ebsp_jax.hw.dataflow import MappingError
   try:
     run()
   except (UsageError, ConfigError, MappingError, ValueError, FileNotFoundError) as e:
-    _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
-
-
-def _fail(msg: str) -> None:
-  sys.stderr.write(f"error: {msg}\n")
-  sys.stderr.flush()
-  os._exit(2)  # no traceback, no atexit noise
+    cli.fail(cli.one_line(e))
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=_parse)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -66,6 +66,7 @@ from typing import Any, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ebsp_jax import cli
 from ebsp_jax.hw.pe import Activity
 from ebsp_jax.hw.workload import Layer, Workload
 
@@ -293,13 +294,7 @@ def load_events(path: str) -> dict[str, LayerEvents]:
   where = f"events file {path!r}"
   expected = ("expected a JSON list of LayerEvents records or {layer name: record} (what "
               "ebsp_jax.arith.events records; schema in ebsp_jax/hw/events.py)")
-  try:
-    with open(path, encoding="utf-8") as f:
-      data = json.load(f)
-  except FileNotFoundError:
-    raise ValueError(f"{where} does not exist") from None
-  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise ValueError(f"{where} is not readable JSON: {str(e).splitlines()[0]}") from None
+  data = cli.load_json(path, where)
   if isinstance(data, list):
     records = data
   elif isinstance(data, dict):

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Mapping, Sequence
 
@@ -19,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=wrong-import-position
 
+from ebsp_jax import cli  # noqa: E402
 from ebsp_jax.hw.report import CATEGORIES, NetworkResult, per_unit  # noqa: E402
 
 _COLORS = {"compute": "#4c72b0", "rf": "#55a868", "lut": "#8172b2", "local_buffer": "#ccb974",
@@ -119,14 +119,7 @@ def load_accuracies(paths: Sequence[str], key: str = "integer_top1",
   """
   out: dict[tuple[int, int], float] = {}
   for p in paths:
-    try:
-      with open(p, encoding="utf-8") as f:
-        r = json.load(f)
-    except FileNotFoundError:
-      raise ValueError(f"results file {p!r} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-      raise ValueError(f"results file {p!r} is not readable JSON: "
-                       f"{str(e).splitlines()[0]}") from None
+    r = cli.load_json(p, f"results file {p!r}")
     if not isinstance(r, dict):
       raise ValueError(f"results file {p!r}: expected a JSON object (a training "
                        f"results.json); got {type(r).__name__}")

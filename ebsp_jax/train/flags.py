@@ -8,11 +8,11 @@ exit status 2 (absl's own parsing errors also exit non-zero).
 from __future__ import annotations
 
 import dataclasses
-import sys
 from typing import Any, Dict
 
 from absl import app, flags, logging
 
+from ebsp_jax import cli
 from ebsp_jax.train.config import TrainConfig
 
 FLAGS = flags.FLAGS
@@ -136,44 +136,33 @@ def config_from_flags(dataset: str, flag_values: flags.FlagValues = FLAGS) -> Tr
   return TrainConfig(**values)
 
 
-def _fail(msg: str) -> None:
-  print(f"error: {msg}", file=sys.stderr, flush=True)
-  sys.exit(2)
-
-
 def main(dataset: str):
   """The body of every experiment main."""
   def _main(argv):
     if len(argv) > 1:
-      _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+      cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS["verbosity"].present:
       logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     try:
       cfg = config_from_flags(dataset)
       distributed = distributed_from_flags(cfg)
     except (ValueError, TypeError) as e:
-      _fail(str(e).splitlines()[0])
+      cli.fail(cli.one_line(e))
     if cfg.multihost:
       from ebsp_jax.train import sharding
       try:
         sharding.initialize_distributed(**distributed)
       except (ValueError, TypeError, RuntimeError) as e:
-        _fail(f"--multihost: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+        cli.fail(f"--multihost: {cli.one_line(e)}")
     from ebsp_jax.train import checkpoint, trainer
     try:
       experiment = trainer.Experiment(cfg)
     except (checkpoint.CheckpointError, ValueError, FileNotFoundError) as e:
-      _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+      cli.fail(cli.one_line(e))
     try:
       experiment.run()
     except (checkpoint.CheckpointError, trainer.EvaluationError) as e:
       # EvaluationError: the trained state is checkpointed; the message says how to retry.
-      _fail(str(e).splitlines()[0])
+      cli.fail(cli.one_line(e))
 
-  def _parse(argv):
-    try:
-      return FLAGS(argv)
-    except flags.Error as e:
-      _fail(str(e).splitlines()[0])
-
-  app.run(_main, flags_parser=_parse)
+  app.run(_main, flags_parser=cli.parse_flags)

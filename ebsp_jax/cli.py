@@ -1,0 +1,49 @@
+"""What the command-line mains share: user errors as one line on stderr and exit status 2.
+
+Every main (``experiments/*.py``) reports a bad flag value, a bad combination or a missing file
+as ``error: <one line>`` and exits with 2, never with a traceback; absl's own flag errors
+(e.g. a value outside an enum) included, through :func:`parse_flags`::
+
+    app.run(main, flags_parser=cli.parse_flags)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, List, NoReturn
+
+from absl import flags
+
+
+def one_line(e: BaseException) -> str:
+  """The first line of ``e``'s message, or its type name when it has none."""
+  text = str(e)
+  return text.splitlines()[0] if text.strip() else type(e).__name__
+
+
+def fail(msg: str) -> NoReturn:
+  """Prints ``error: msg`` to stderr and exits with status 2."""
+  sys.stdout.flush()
+  print(f"error: {msg}", file=sys.stderr, flush=True)
+  sys.exit(2)
+
+
+def parse_flags(argv: List[str]) -> List[str]:
+  """absl's flag parser (``app.run(..., flags_parser=parse_flags)``) with one-line errors."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    fail(one_line(e))
+
+
+def load_json(path: str, what: str) -> Any:
+  """The JSON content of ``path``; a missing or unreadable file is a one-line ``ValueError``
+  that starts with ``what`` (e.g. ``"events file 'x.json'"``)."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except FileNotFoundError:
+    raise ValueError(f"{what} does not exist") from None
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ValueError(f"{what} is not readable JSON: {one_line(e)}") from None
