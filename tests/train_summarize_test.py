@@ -142,6 +142,9 @@ def test_aggregate_rejects_mixed_settings_and_repeated_seeds():
     summarize.aggregate([_res(5, 2, 4, 15, 0, 0.9), _res(5, 2, 4, 15, 0, 0.91)])
   # Different pretrained models are seeds of one setting, not a mix.
   assert len(summarize.aggregate([_res(5, 2, 4, 15, 0, 0.9), _res(5, 2, 4, 15, 1, 0.9)])) == 1
+  # Fields that do not change the results (integer_eval left the fingerprint later) neither.
+  assert len(summarize.aggregate([_res(5, 2, 4, 15, 0, 0.9, integer_eval=True),
+                                  _res(5, 2, 4, 15, 1, 0.9, log_every=7)])) == 1
 
 
 def test_main(tmp_path, capsys):

@@ -29,9 +29,12 @@ import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ebsp_jax.train.config import NON_SEMANTIC_FIELDS
+
 METHODS = ("float", "ptq", "admm")
-# Config fields allowed to differ inside a group (everything else must match).
-_FREE_FIELDS = ("seed", "pretrained")
+# Config fields in which the seeds of one setting may differ (the non-semantic ones too: a
+# field that left the fingerprint later, e.g. integer_eval, is in older runs' results only).
+_FREE_FIELDS = ("seed", "pretrained") + NON_SEMANTIC_FIELDS
 _KIND_ORDER = {"EBSP": 0, "uniform": 1, "power-of-two": 2}
 
 
