@@ -1,5 +1,6 @@
 """Tests of the integer mode (``quant.to_integer``) on small networks."""
 
+import re
 import warnings
 from typing import Any
 
@@ -324,6 +325,10 @@ def test_given_scales_that_do_not_fit_the_kernels_are_reported():
     quant.to_integer(testing.TinyCNN(), v, weight_rule=rule)          # refit: silent
   wrong = jax.tree_util.tree_map(lambda s: None if s is None else s * 1.1, scales,
                                  is_leaf=lambda s: s is None)
-  with pytest.warns(UserWarning, match=r"kernel 'conv1/kernel' is not on the 6b\(L3\) grid at "
-                    r"the given scales \(\d+\.\d% of its weights off by up to \d+\.\d\d levels\)"):
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
     quant.to_integer(testing.TinyCNN(), v, weight_rule=rule, weight_scales=wrong)
+  msgs = sorted(str(w.message) for w in caught if issubclass(w.category, UserWarning))
+  assert len(msgs) == 4                              # one per kernel
+  assert re.search(r"kernel 'conv1/kernel' is not on the 6b\(L3\) grid at the given scales "
+                   r"\(\d+\.\d% of its weights off by up to \d+\.\d\d levels\)", msgs[0])
