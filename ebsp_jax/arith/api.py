@@ -26,8 +26,13 @@ int32. Semantics, for every method:
   outputs where the result differs from ``S``). ``with_stats=True`` returns the count.
 * Checks: weights must be levels of ``pattern`` and activations must lie in the range of
   ``act_bits``/``act_signed``. Eagerly (concrete inputs) a violation raises ``ValueError``;
-  under ``jax.jit`` the same checks are ``checkify`` checks (``checkify.debug_check``): they
-  raise through ``checkify.checkify(f)`` and cost nothing otherwise.
+  on traced inputs (under ``jax.jit``, ``jax.vmap`` -- eager ``vmap`` included --, ``lax.scan``
+  and other transformations) the same checks are ``checkify`` checks
+  (``checkify.debug_check``): they raise only through ``checkify.checkify(f)`` and otherwise
+  are skipped silently, so an off-grid weight or out-of-range activation then gives a
+  meaningless result without an error. The checks run in the operands' own dtype, before any
+  cast to int32 (``uint32``, and ``int64``/``uint64`` under ``jax_enable_x64``, do not wrap
+  into range).
 """
 
 from __future__ import annotations
@@ -46,12 +51,19 @@ from ebsp_jax.arith.config import Config, make_config
 from ebsp_jax.arith.geometry import (ConvGeometry, DotGeometry, conv_geometry, dot_canonical,
                                      dot_geometry, normalize_dot_dims)
 from ebsp_jax.numerics import BitPattern, on_grid
+from ebsp_jax.numerics.codes import in_range
 
 Stats = Dict[str, jax.Array]
 
 
 def _is_tracer(x) -> bool:
   return isinstance(x, jax.core.Tracer)
+
+
+def _dtype_of(x) -> np.dtype:
+  """The dtype of ``x`` as given (before :func:`_as_int_array` narrows 64-bit NumPy input)."""
+  dt = getattr(x, "dtype", None)
+  return np.dtype(dt) if dt is not None else np.asarray(x).dtype
 
 
 def _as_int_array(name: str, x):
@@ -90,10 +102,11 @@ def _eager_checks(lhs, rhs, cfg: Config):
 
 def _traced_checks(lhs, rhs, cfg: Config):
   lo, hi = cfg.act_range
+  # Both checks run in the operands' own dtypes: a cast to int32 first would wrap uint32 and
+  # (with jax_enable_x64) int64/uint64 values into range, e.g. 2**32 + 5 -> 5.
   checkify.debug_check(jnp.all(on_grid(rhs, cfg.pattern)),
                        f"rhs: some weights are not levels of {cfg.pattern}")
-  a = lhs.astype(jnp.int32)
-  checkify.debug_check(jnp.all((a >= lo) & (a <= hi)),
+  checkify.debug_check(jnp.all(in_range(lhs, lo, hi)),
                        f"lhs: some activations are outside [{lo}, {hi}] "
                        f"({'signed' if cfg.act_signed else 'unsigned'} {cfg.act_bits}-bit)")
 
@@ -191,10 +204,20 @@ def dot_general(lhs, rhs, dimension_numbers, *, pattern: BitPattern, acc_bits: i
   Raises:
     ValueError / TypeError: bad arguments, off-grid weights, out-of-range activations (eagerly).
     OverflowError: ``overflow="error"`` and an output overflows (eagerly).
+
+  Note:
+    The value checks (off-grid weights, out-of-range activations, ``overflow="error"``) raise
+    only on concrete inputs. On traced inputs -- under ``jax.jit``, and also under a plain
+    eager ``jax.vmap`` or ``lax.scan`` -- they are ``checkify`` checks, skipped silently
+    unless the caller wraps the function in ``checkify.checkify`` (e.g.
+    ``checkify.checkify(jax.vmap(f), errors=checkify.user_checks)``); without it a bad input
+    gives a meaningless result and no error.
   """
   del precision
+  # The activation defaults come from the dtype as given: uint64 NumPy input is unsigned.
+  lhs_dtype, rhs_dtype = _dtype_of(lhs), _dtype_of(rhs)
   lhs, rhs = _as_int_array("lhs", lhs), _as_int_array("rhs", rhs)
-  cfg = make_config(lhs.dtype, rhs.dtype, pattern=pattern, acc_bits=acc_bits, overflow=overflow,
+  cfg = make_config(lhs_dtype, rhs_dtype, pattern=pattern, acc_bits=acc_bits, overflow=overflow,
                     mode=mode, method=method, rounding=rounding, act_bits=act_bits,
                     act_signed=act_signed, with_stats=with_stats, accumulation=accumulation,
                     op="dot", preferred_element_type=preferred_element_type)
@@ -231,15 +254,26 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int],
 
   Returns:
     int32 array in the ``out_spec`` layout, and the stats dict when ``with_stats``.
+
+  Raises:
+    ValueError / TypeError: bad arguments, off-grid weights, out-of-range activations (eagerly).
+    OverflowError: ``overflow="error"`` and an output overflows (eagerly).
+
+  Note:
+    As for :func:`dot_general`, the value checks raise only on concrete inputs. On traced
+    inputs -- under ``jax.jit``, and also under a plain eager ``jax.vmap`` or ``lax.scan`` --
+    they are ``checkify`` checks, skipped silently unless the caller wraps the function in
+    ``checkify.checkify``; without it a bad input gives a meaningless result and no error.
   """
   del precision
   if isinstance(batch_group_count, bool) or batch_group_count != 1:
     raise ValueError(f"batch_group_count must be 1 (got {batch_group_count!r}): batch-grouped "
                      f"convolutions are not supported")
+  lhs_dtype, rhs_dtype = _dtype_of(lhs), _dtype_of(rhs)
   lhs, rhs = _as_int_array("lhs", lhs), _as_int_array("rhs", rhs)
   geo = conv_geometry(lhs.shape, rhs.shape, window_strides, padding, lhs_dilation, rhs_dilation,
                       dimension_numbers, feature_group_count)
-  cfg = make_config(lhs.dtype, rhs.dtype, pattern=pattern, acc_bits=acc_bits, overflow=overflow,
+  cfg = make_config(lhs_dtype, rhs_dtype, pattern=pattern, acc_bits=acc_bits, overflow=overflow,
                     mode=mode, method=method, rounding=rounding, act_bits=act_bits,
                     act_signed=act_signed, with_stats=with_stats, accumulation=accumulation,
                     op="conv", preferred_element_type=preferred_element_type,

@@ -11,8 +11,8 @@ from jax.experimental import checkify
 from ebsp_jax import arith
 from ebsp_jax.arith import fast
 from ebsp_jax.arith import numpy_reference as npref
-from ebsp_jax.arith._test_strategies import (act_array, act_formats, fast_settings, patterns,
-                                             weight_array)
+from ebsp_jax.arith._test_strategies import (act_array, act_formats, fast_settings,
+                                             int32_aliases, patterns, weight_array)
 from ebsp_jax.arith.config import Config
 from ebsp_jax.numerics import BitPattern
 
@@ -237,6 +237,84 @@ def test_checkify_under_jit():
   assert "outside [0, 15]" in err.get()
   # Plain jit: no checks, no error (the checks cost nothing).
   jax.jit(lambda a, w: arith.dot_general(a, w, MM, pattern=p))(ok, np.full((3, 2), 9, np.int32))
+
+
+@fast_settings(12)
+@given(pattern=patterns(max_bits=8), data=st.data())
+def test_checkify_catches_values_that_wrap_in_int32(pattern, data):
+  """Property: an off-grid weight / out-of-range activation that int32 arithmetic mistakes for
+  a valid one (INT32_MIN, whose abs wraps; uint32 / int64 / uint64 values congruent to a
+  valid one modulo 2**32) fails the traced checks under checkify(jit), as it fails eagerly.
+  They used to pass: the product was silently dropped or computed from the wrapped value."""
+  act_bits, act_signed = 8, data.draw(st.booleans())
+  lo, hi = (-128, 127) if act_signed else (0, 255)
+  f = checkify.checkify(jax.jit(lambda a, w: arith.dot_general(
+      a, w, MM, pattern=pattern, act_bits=act_bits, act_signed=act_signed)),
+                        errors=checkify.user_checks)
+  with jax.enable_x64(True):
+    value, dtype = data.draw(int32_aliases(pattern.levels, x64=True))
+    w = jnp.asarray(np.array([[value], [0]], dtype))
+    assert w.dtype == dtype
+    a = np.ones((1, 2), np.int8)
+    err, _ = f(a, w)
+    assert err.get() is not None and "not levels of" in err.get(), (value, dtype)
+    with pytest.raises(ValueError, match="not levels of"):
+      arith.dot_general(a, w, MM, pattern=pattern, act_bits=act_bits, act_signed=act_signed)
+    value, dtype = data.draw(int32_aliases(range(lo, hi + 1), x64=True))
+    a = jnp.asarray(np.array([[value, 0]], dtype))
+    assert a.dtype == dtype
+    w = np.zeros((2, 1), np.int32)
+    err, _ = f(a, w)
+    assert err.get() is not None and "outside" in err.get(), (value, dtype)
+    with pytest.raises(ValueError, match="outside"):
+      arith.dot_general(a, w, MM, pattern=pattern, act_bits=act_bits, act_signed=act_signed)
+
+
+def test_int32_min_weight_fails_checkify_and_encode_without_x64():
+  """The audit's repro: -2**31 passed on_grid (abs wraps) and its product was dropped."""
+  p = BitPattern(16, 4)
+  f = checkify.checkify(jax.jit(lambda a, w: arith.dot_general(a, w, MM, pattern=p)),
+                        errors=checkify.user_checks)
+  err, _ = f(jnp.ones((1, 2), jnp.int16), jnp.array([[-2**31], [8]], jnp.int32))
+  assert "not levels of 16b(L4)" in err.get()
+  err, _ = f(jnp.ones((1, 2), jnp.int16), jnp.array([[2**31], [8]], jnp.uint32))
+  assert "not levels of 16b(L4)" in err.get()
+  # uint32 2**32 - 5 casts to -5: inside the signed range, but not a signed 16-bit value.
+  err, _ = checkify.checkify(jax.jit(lambda a: arith.dot_general(
+      a, jnp.full((1, 1), 8, jnp.int32), MM, pattern=p, act_signed=True)),
+                             errors=checkify.user_checks)(jnp.array([[2**32 - 5]], jnp.uint32))
+  assert "outside [-32768, 32767]" in err.get()
+
+
+def test_64bit_numpy_activations_keep_their_default_format():
+  """uint64 used to be cast to int32 before the defaults were read: signed, so 40000 failed."""
+  p = BitPattern(6, 3)
+  for dt in (np.uint32, np.uint64):
+    np.testing.assert_array_equal(
+        np.asarray(arith.dot_general(np.array([[40000, 65535]], dt), np.int8([[8], [-1]]), MM,
+                                     pattern=p)), [[40000 * 8 - 65535]])
+  with pytest.raises(ValueError, match=r"outside the signed 16-bit range"):
+    arith.dot_general(np.array([[40000]], np.int64), np.int8([[8]]), MM, pattern=p)
+  with pytest.raises(ValueError, match=r"outside the unsigned 16-bit range"):
+    arith.dot_general(np.array([[70000]], np.uint64), np.int8([[8]]), MM, pattern=p)
+  out = arith.conv_general_dilated(np.full((1, 1, 3), 40000, np.uint64), np.int8([[[1, 2, 4]]]),
+                                   (1,), "VALID", pattern=p)
+  np.testing.assert_array_equal(np.asarray(out), [[[280000]]])
+
+
+def test_eager_vmap_skips_the_checks_as_documented():
+  """Plain eager vmap traces: the checks are checkify checks there, skipped silently; the
+  docstrings say so prominently."""
+  p = BitPattern(6, 3)
+  a, w = np.ones((2, 1, 3), np.uint8), np.full((2, 3, 1), 9, np.int32)   # 9: off grid
+  f = jax.vmap(lambda a, w: arith.dot_general(a, w, MM, pattern=p))
+  f(a, w)                                                                # no error
+  err, _ = checkify.checkify(f, errors=checkify.user_checks)(a, w)
+  assert "not levels of 6b(L3)" in err.get()
+  for fn in (arith.dot_general, arith.conv_general_dilated):
+    doc = " ".join(fn.__doc__.split())
+    assert "eager ``jax.vmap``" in doc and "skipped silently" in doc, fn.__name__
+  assert "skipped silently" in " ".join(arith.api.__doc__.split())
 
 
 def test_overflow_error_mode():

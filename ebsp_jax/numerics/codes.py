@@ -25,8 +25,20 @@ from jax.experimental import checkify
 from ebsp_jax.numerics.pattern import BitPattern, check_pattern
 
 
+def _integer(fn: str, name: str, x: chex.Array) -> jax.Array:
+  """``x`` as a jax array of its own integer dtype; a one-line ``TypeError`` otherwise."""
+  x = jnp.asarray(x)
+  if not jnp.issubdtype(x.dtype, jnp.integer):
+    raise TypeError(f"{fn}: {name} must have an integer dtype, got {x.dtype}; round floats "
+                    f"onto the grid first, e.g. with quantize(w, pattern, scale)")
+  return x
+
+
 def int_array(fn: str, name: str, x: chex.Array) -> jax.Array:
   """``x`` as an int32 jax array; a one-line ``TypeError`` unless its dtype is an integer.
+
+  The cast wraps values outside int32 (``uint32``, and ``int64``/``uint64`` with
+  ``jax_enable_x64``): range-test them in their own dtype first (:func:`in_range`).
 
   Args:
     fn: name of the calling function, for the message.
@@ -36,11 +48,23 @@ def int_array(fn: str, name: str, x: chex.Array) -> jax.Array:
   Raises:
     TypeError: ``x`` has a float, complex or bool dtype.
   """
-  x = jnp.asarray(x)
-  if not jnp.issubdtype(x.dtype, jnp.integer):
-    raise TypeError(f"{fn}: {name} must have an integer dtype, got {x.dtype}; round floats "
-                    f"onto the grid first, e.g. with quantize(w, pattern, scale)")
-  return x.astype(jnp.int32)
+  return _integer(fn, name, x).astype(jnp.int32)
+
+
+def in_range(x: jax.Array, lo: int, hi: int) -> jax.Array:
+  """Boolean mask ``lo <= x <= hi`` of integer ``x``, computed in ``x``'s own dtype.
+
+  No cast, so nothing wraps (``uint32`` ``2**31``, ``int64`` ``2**32 + 5`` stay out of range);
+  bounds beyond the dtype's range are dropped instead of being converted. Usable under
+  ``jax.jit``. Needs ``lo <= 0 <= hi``.
+  """
+  info = jnp.iinfo(x.dtype)
+  ok = jnp.ones(jnp.shape(x), jnp.bool_)
+  if lo > info.min:
+    ok &= x >= jnp.asarray(lo, x.dtype)
+  if hi < info.max:
+    ok &= x <= jnp.asarray(hi, x.dtype)
+  return ok
 
 
 def _leading_one(mag: jax.Array) -> jax.Array:
@@ -72,16 +96,20 @@ def on_grid(q: chex.Array, pattern: BitPattern) -> jax.Array:
     TypeError: ``q`` does not have an integer dtype, or ``pattern`` is not a ``BitPattern``.
   """
   check_pattern("on_grid", pattern)
-  return _on_grid(int_array("on_grid", "q", q), pattern)
+  return _on_grid(_integer("on_grid", "q", q), pattern)
 
 
 def _on_grid(q: jax.Array, pattern: BitPattern) -> jax.Array:
-  mag = jnp.abs(q)
+  """On-grid mask of integer ``q`` of any integer dtype.
+
+  The range is tested on the signed value in ``q``'s own dtype, before any cast or ``abs``:
+  ``abs(-2**31)`` wraps to ``-2**31`` in int32, and a cast to int32 wraps ``uint32``/``int64``
+  values (``2**31`` -> ``-2**31``, ``2**32 + 8`` -> ``8``).
+  """
+  ok = in_range(q, -pattern.max_level if pattern.signed else 0, pattern.max_level)
+  mag = jnp.abs(jnp.where(ok, q, 0).astype(jnp.int32))
   shift = jnp.maximum(_leading_one(mag) - (pattern.length - 1), 0)
-  ok = (((mag >> shift) << shift) == mag) & (mag <= pattern.max_level)
-  if not pattern.signed:
-    ok &= q >= 0
-  return ok
+  return ok & (((mag >> shift) << shift) == mag)
 
 
 def _is_concrete(*xs) -> bool:
@@ -113,14 +141,14 @@ def encode(q: chex.Array, pattern: BitPattern) -> Tuple[jax.Array, jax.Array, ja
   """
   check_pattern("encode", pattern)
   concrete = _is_concrete(q)
-  q = int_array("encode", "q", q)
+  q = _integer("encode", "q", q)
   if concrete:
     ok = np.asarray(_on_grid(q, pattern))
     if not ok.all():
       bad = np.asarray(q).reshape(-1)[~ok.reshape(-1)]
       raise ValueError(f"encode: {bad.size} value(s) are not levels of {pattern} "
                        f"(first: {int(bad[0])}); allowed magnitudes: {pattern.magnitudes.tolist()}")
-  return _split(q, pattern)
+  return _split(q.astype(jnp.int32), pattern)
 
 
 def checked_encode(q: chex.Array, pattern: BitPattern):
@@ -130,10 +158,10 @@ def checked_encode(q: chex.Array, pattern: BitPattern):
     TypeError: as :func:`encode` (integer dtype, ``BitPattern``), at trace time.
   """
   check_pattern("checked_encode", pattern)
-  q = int_array("checked_encode", "q", q)
+  q = _integer("checked_encode", "q", q)
   checkify.check(jnp.all(_on_grid(q, pattern)),
                  f"encode: some values are not levels of {pattern}")
-  return _split(q, pattern)
+  return _split(q.astype(jnp.int32), pattern)
 
 
 def decode(sign: chex.Array, shift: chex.Array, mantissa: chex.Array,
@@ -143,13 +171,14 @@ def decode(sign: chex.Array, shift: chex.Array, mantissa: chex.Array,
   Raises:
     TypeError: a field does not have an integer dtype, or ``pattern`` is not a ``BitPattern``.
     ValueError: eagerly, when a field is out of range or the code is not canonical
-      (``shift > 0`` needs ``mantissa >= 2**(length - 1)``).
+      (``shift > 0`` needs ``mantissa >= 2**(length - 1)``; zero has sign 0, no ``-0``).
   """
   check_pattern("decode", pattern)
-  sign, shift, mantissa = (int_array("decode", name, a) for name, a in
+  sign, shift, mantissa = (_integer("decode", name, a) for name, a in
                            (("sign", sign), ("shift", shift), ("mantissa", mantissa)))
   chex.assert_equal_shape([sign, shift, mantissa])
   if _is_concrete(sign, shift, mantissa):
+    # Checked in each field's own dtype (NumPy compares Python ints exactly): no int32 wrap.
     s, k, m = (np.asarray(a) for a in (sign, shift, mantissa))
     checks = [
         ((s == 0) | (s == 1), "sign must be 0 or 1"),
@@ -157,10 +186,12 @@ def decode(sign: chex.Array, shift: chex.Array, mantissa: chex.Array,
         ((m >= 0) & (m < (1 << pattern.length)), f"mantissa must be in [0, {(1 << pattern.length) - 1}]"),
         ((k == 0) | (m >= (1 << (pattern.length - 1))),
          f"a code with shift > 0 needs mantissa >= {1 << (pattern.length - 1)} (canonical)"),
+        ((s == 0) | (m != 0), "zero has sign 0 (-0 is not canonical)"),
         (pattern.signed | (s == 0), f"sign must be 0 for the unsigned {pattern}"),
     ]
     for ok, msg in checks:
       if not np.all(ok):
         raise ValueError(f"decode: invalid code for {pattern}: {msg}")
+  sign, shift, mantissa = (a.astype(jnp.int32) for a in (sign, shift, mantissa))
   mag = mantissa << shift
   return jnp.where(sign == 1, -mag, mag).astype(jnp.int32)

@@ -5,8 +5,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 from jax.experimental import checkify
+
+from ebsp_jax.arith._test_strategies import int32_aliases
 
 from ebsp_jax.numerics import reference_testing as ref
 from ebsp_jax.numerics.codes import checked_encode, decode, encode, leading_one, on_grid
@@ -69,10 +71,61 @@ def test_off_grid_raises_eagerly_and_checkify_under_jit():
     ((0, 3, 4), r"shift must be in \[0, 2\]"),
     ((0, 0, 8), r"mantissa must be in \[0, 7\]"),
     ((0, 1, 3), "canonical"),
+    ((1, 0, 0), r"zero has sign 0 \(-0 is not canonical\)"),
 ])
 def test_decode_rejects_invalid_codes(args, match):
   with pytest.raises(ValueError, match=match):
     decode(*(np.int32([a]) for a in args), BitPattern(6, 3))
+
+
+def test_decode_accepts_plus_zero_and_rejects_minus_zero_among_valid_codes():
+  p = BitPattern(6, 3)
+  np.testing.assert_array_equal(np.asarray(decode(np.int32([0, 1]), np.int32([0, 0]),
+                                                  np.int32([0, 3]), p)), [0, -3])
+  with pytest.raises(ValueError, match="-0"):
+    decode(np.int32([0, 1]), np.int32([0, 0]), np.int32([3, 0]), p)
+
+
+def test_decode_checks_fields_before_the_int32_cast():
+  """With x64 an int64 sign 2**32 + 1 used to wrap to 1 and pass."""
+  p = BitPattern(6, 3)
+  with jax.enable_x64(True):
+    with pytest.raises(ValueError, match="sign must be 0 or 1"):
+      decode(jnp.array([2**32 + 1], jnp.int64), jnp.int64([0]), jnp.int64([3]), p)
+    with pytest.raises(ValueError, match="mantissa must be"):
+      decode(jnp.int64([0]), jnp.int64([0]), jnp.array([2**32 + 3], jnp.int64), p)
+
+
+def _check_rejected(value, dtype, p: BitPattern):
+  """``value`` of ``dtype``: off grid for on_grid, encode and checked_encode under jit."""
+  q = jnp.asarray(np.array([value, 0], dtype))
+  assert q.dtype == dtype, (q.dtype, dtype)
+  np.testing.assert_array_equal(np.asarray(on_grid(q, p)), [False, True])
+  with pytest.raises(ValueError, match=f"not levels of .*first: {value}\\)"):
+    encode(q, p)
+  err, _ = checkify.checkify(jax.jit(lambda q: checked_encode(q, p)))(q)
+  assert err.get() is not None and "not levels" in err.get(), (value, dtype)
+
+
+@pytest.mark.parametrize("p", [BitPattern(16, 4), BitPattern(6, 3), BitPattern(16, 16, False)],
+                         ids=str)
+@pytest.mark.parametrize("value,dtype", [(-(2**31), np.int32), (2**31, np.uint32),
+                                         (2**32 - 8, np.uint32), (2**32 - 1, np.uint32)])
+def test_values_that_wrap_in_int32_are_off_grid(p, value, dtype):
+  """abs(-2**31) wraps to -2**31 in int32 and used to pass the magnitude test; uint32 2**31
+  and 2**32 - 8 wrapped to -2**31 and -8 (a level) in the cast to int32."""
+  _check_rejected(value, np.dtype(dtype), p)
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_int32_aliases_of_levels_are_off_grid(data):
+  """Property: no value that int32 arithmetic mistakes for a level (INT32_MIN, uint32 and,
+  with x64, int64/uint64 values congruent to a level modulo 2**32) is on the grid."""
+  p = data.draw(st.sampled_from([BitPattern(6, 3), BitPattern(8, 2, False), BitPattern(16, 15)]))
+  with jax.enable_x64(True):
+    value, dtype = data.draw(int32_aliases(p.levels, x64=True))
+    _check_rejected(value, dtype, p)
 
 
 class JitTest(chex.TestCase):

@@ -44,13 +44,14 @@ class NumberFormat(Protocol):
     ...
 
   def round_magnitude(self, mag: jax.Array) -> jax.Array:
-    """Rounds non-negative float32 magnitudes to the nearest representable magnitude.
+    """Rounds non-negative magnitudes to the nearest representable magnitude.
 
     Args:
-      mag: float32 array, finite, ``0 <= mag <= 2 * max_level``.
+      mag: float32 array (float64 for float64 inputs under ``jax_enable_x64``), finite,
+        ``0 <= mag <= 2 * max_level``.
 
     Returns:
-      float32 array of the same shape holding integral values (not yet saturated).
+      array of ``mag``'s shape and dtype holding integral values (not yet saturated).
     """
     ...
 
@@ -166,7 +167,7 @@ class BitPattern:
   # ----------------------------------------------------------------------------------------
   # NumberFormat protocol.
   def round_magnitude(self, mag: jax.Array) -> jax.Array:
-    """Nearest pattern magnitude of each float32 ``mag`` (not saturated), analytically.
+    """Nearest pattern magnitude of each float32/float64 ``mag`` (not saturated), analytically.
 
     With ``e = floor(log2(mag))`` read from the float exponent field, the pattern levels in
     the binade ``[2**e, 2**(e+1))`` are the multiples of ``2**k``, ``k = max(0, e - L + 1)``,
@@ -176,16 +177,22 @@ class BitPattern:
     number of levels.
 
     Args:
-      mag: float32 array, ``0 <= mag < 2**24`` (callers clamp), NaN-free.
+      mag: float32 or float64 array, ``0 <= mag < 2**24`` (callers clamp), NaN-free.
 
     Returns:
-      float32 array, same shape, integral values.
+      array of ``mag``'s shape and dtype, integral values.
     """
-    bits = jax.lax.bitcast_convert_type(mag, jnp.int32)
-    exponent = (bits >> 23) - 127          # floor(log2(mag)); -127 for 0 and subnormals
+    dtype = jnp.dtype(mag.dtype)
+    if dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
+      raise TypeError(f"round_magnitude: mag must be float32 or float64, got {dtype}")
+    finfo = jnp.finfo(dtype)
+    nmant, bias = finfo.nmant, finfo.maxexp - 1          # 23, 127 (f32); 52, 1023 (f64)
+    itype = jnp.int32 if dtype.itemsize == 4 else jnp.int64
+    bits = jax.lax.bitcast_convert_type(mag, itype)
+    exponent = (bits >> nmant) - bias      # floor(log2(mag)); -bias for 0 and subnormals
     k = jnp.maximum(exponent - (self.length - 1), 0)
-    inv_step = jax.lax.bitcast_convert_type((127 - k) << 23, jnp.float32)  # 2**-k, exact
-    step = jax.lax.bitcast_convert_type((127 + k) << 23, jnp.float32)      # 2**k, exact
+    inv_step = jax.lax.bitcast_convert_type((bias - k) << nmant, dtype)  # 2**-k, exact
+    step = jax.lax.bitcast_convert_type((bias + k) << nmant, dtype)      # 2**k, exact
     return jnp.round(mag * inv_step) * step
 
 

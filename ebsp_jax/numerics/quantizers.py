@@ -6,7 +6,10 @@ A real tensor is represented as ``w ≈ scale * q`` with integer levels ``q`` of
 
 Rules shared by every function here:
 
-* Division: ``x / scale`` is computed in float32 (inputs of lower precision are upcast).
+* Division: ``x / scale`` and the choice of the nearest level are computed in
+  ``result_type(x, float32)``: float32 for float32, bfloat16 and float16 inputs (upcast),
+  float64 for float64 inputs under ``jax_enable_x64`` (so ``9.000000001`` rounds to 10, not to
+  the float32 tie 9 -> 8, for ``6b(L3)``).
 * Nearest level, ties to the level with more trailing zero bits (half-to-even at the step of
   the binade; e.g. 2.5 → 2, 3.5 → 4, 9 → 8 for ``6b(L3)`` where the neighbours are 8 and 10).
 * Saturation at ``±max_level`` (unsigned formats saturate negative inputs at 0); ``±Inf``
@@ -15,8 +18,11 @@ Rules shared by every function here:
   ``jnp.isnan`` upstream), while ``project`` and ``fake_quant`` return NaN where the input is
   NaN, so a diverging training run stays visible.
 * Scale: every element must be finite and ``> 0`` (what :func:`fit_scale` returns: all-zero
-  slices get 1). A concrete scale (a Python number, NumPy or jax array) is checked eagerly and
-  a zero, negative, NaN or infinite one raises ``ValueError``. A traced scale (under
+  slices get 1), and it and its reciprocal normal numbers of the dtype the division runs in
+  (float32, or float64 for float64 inputs): in float32 ``[2**-126, 2**126]`` (``1e39`` is Inf
+  and ``1e-40`` a flushed denormal there). A concrete scale (a Python number, NumPy or jax
+  array) is checked eagerly, in that dtype, and a zero, negative, NaN, infinite or
+  out-of-range one raises ``ValueError``. A traced scale (under
   ``jax.jit``, ``grad``, ``vmap``) is not checked, to keep the jitted path free: there a bad
   scale gives meaningless levels (e.g. all ``max_level`` for 0), so check it upstream if it
   can be bad, e.g. ``checkify.check(jnp.all(scale > 0), ...)`` under ``checkify.checkify``.
@@ -39,8 +45,22 @@ from ebsp_jax.numerics.pattern import NumberFormat, check_format, short_repr
 Axis = Optional[Union[int, Sequence[int]]]
 
 
-def check_scale(fn: str, scale: chex.Numeric) -> None:
-  """Eagerly checks a concrete ``scale``: every element finite and ``> 0``.
+def compute_dtype(x: jax.Array) -> np.dtype:
+  """The dtype ``x / scale`` is computed in: ``result_type(x, float32)``.
+
+  float32 for float32, bfloat16, float16 and integer inputs; float64 for float64 inputs
+  (only under ``jax_enable_x64``: otherwise jax has no float64 arrays).
+  """
+  return np.dtype(jnp.result_type(x.dtype, jnp.float32))
+
+
+def check_scale(fn: str, scale: chex.Numeric, dtype=np.float32) -> None:
+  """Eagerly checks a concrete ``scale``: every element a finite, normal, positive ``dtype``.
+
+  The check runs in ``dtype``, the dtype of the division (:func:`compute_dtype`): a scale that
+  is finite in float64 but Inf (``1e39``) or denormal (``1e-40``, flushed to 0 on most
+  backends) in float32 would give level 0 / NaN or wrong levels; so would one above
+  ``1 / tiny`` (``2**126`` in float32), whose reciprocal is denormal.
 
   A traced ``scale`` (under ``jax.jit``/``grad``/``vmap``) is not checked: its values are not
   known, and a run-time check would cost on the hot path.
@@ -48,11 +68,14 @@ def check_scale(fn: str, scale: chex.Numeric) -> None:
   Args:
     fn: name of the calling function, for the message.
     scale: the scale, a number or an array.
+    dtype: the dtype the division runs in (float32 or float64).
 
   Raises:
     TypeError: ``scale`` is not a real number or array.
-    ValueError: some element is zero, negative, NaN or infinite (one line: the first such
-      value and how many there are).
+    ValueError: some element is zero, negative, NaN, infinite, or outside
+      ``[tiny, 1 / tiny]`` with ``tiny = finfo(dtype).tiny`` (the scale and its reciprocal
+      normal: XLA may divide by a scalar as a multiplication by its reciprocal); one line:
+      the first such value and how many there are.
   """
   if isinstance(scale, jax.core.Tracer):
     return
@@ -66,19 +89,30 @@ def check_scale(fn: str, scale: chex.Numeric) -> None:
     raise TypeError(f"{fn}: scale must be a positive real number or array, got "
                     f"{type(scale).__name__} {what}")
   s = np.atleast_1d(s.astype(np.float64))
-  bad = ~(np.isfinite(s) & (s > 0))
+  finfo = np.finfo(dtype)
+  with np.errstate(over="ignore"):
+    c = s.astype(dtype)                      # what the division sees: 1e39 -> inf in float32
+  # XLA may divide by a broadcast scalar as x * (1 / scale): 1/scale must be normal too.
+  hi = 1 / finfo.tiny                        # 2**126 (float32), 2**1022 (float64)
+  bad = ~(np.isfinite(c) & (c >= finfo.tiny) & (c <= hi))
   if bad.any():
     where = f" ({int(bad.sum())} of {s.size} elements)" if s.size > 1 else ""
-    raise ValueError(f"{fn}: scale must be finite and > 0, got {float(s[bad][0])}{where}; "
-                     f"fit it with fit_scale (all-zero slices get 1)")
+    normal = ""
+    if np.isfinite(s[bad][0]) and s[bad][0] > 0:
+      normal = (f" (scale and 1/scale must be normal {finfo.dtype} numbers, the dtype of the "
+                f"division: allowed [{finfo.tiny:.4g}, {hi:.4g}])")
+    raise ValueError(f"{fn}: scale must be finite and > 0, got {float(s[bad][0])}{where}"
+                     f"{normal}; fit it with fit_scale (all-zero slices get 1)")
 
 
 def _round_saturate(x, fmt: NumberFormat, scale):
-  """Returns (y, level): y = x/scale in float32, level = its nearest level as float32.
+  """Returns (y, level): y = x/scale, level = its nearest level, both in ``compute_dtype(x)``.
 
   NaN propagates (``level`` is NaN where ``y`` is); ``±Inf`` saturate.
   """
-  y = jnp.asarray(x, jnp.float32) / jnp.asarray(scale, jnp.float32)
+  x = jnp.asarray(x)
+  dtype = compute_dtype(x)
+  y = x.astype(dtype) / jnp.asarray(scale, dtype)
   sign = jnp.sign(y) if fmt.signed else jnp.ones_like(y)
   mag = jnp.abs(y) if fmt.signed else jnp.maximum(y, 0.0)
   # Clamp before rounding: keeps the exponent trick in range (Inf included); anything at or
@@ -102,10 +136,12 @@ def quantize(x: chex.Array, pattern: NumberFormat, scale: chex.Numeric) -> jax.A
 
   Raises:
     TypeError: ``pattern`` is not a ``NumberFormat`` (e.g. a string).
-    ValueError: a concrete ``scale`` has an element that is not finite and ``> 0``.
+    ValueError: a concrete ``scale`` has an element that is not finite and ``> 0``, or
+      outside the normal range of the division's dtype (see the module docstring).
   """
   check_format("quantize", pattern)
-  check_scale("quantize", scale)
+  x = jnp.asarray(x)
+  check_scale("quantize", scale, compute_dtype(x))
   return _quantize(x, pattern, scale)
 
 
@@ -128,10 +164,12 @@ def project(x: chex.Array, pattern: NumberFormat, scale: chex.Numeric) -> jax.Ar
 
   Raises:
     TypeError: ``pattern`` is not a ``NumberFormat`` (e.g. a string).
-    ValueError: a concrete ``scale`` has an element that is not finite and ``> 0``.
+    ValueError: a concrete ``scale`` has an element that is not finite and ``> 0``, or
+      outside the normal range of the division's dtype (see the module docstring).
   """
   check_format("project", pattern)
-  check_scale("project", scale)
+  x = jnp.asarray(x)
+  check_scale("project", scale, compute_dtype(x))
   return _project(x, pattern, scale)
 
 
@@ -139,7 +177,7 @@ def project(x: chex.Array, pattern: NumberFormat, scale: chex.Numeric) -> jax.Ar
 def _project(x, pattern: NumberFormat, scale):
   x = jnp.asarray(x)
   _, q = _round_saturate(x, pattern, scale)
-  return (q * jnp.asarray(scale, jnp.float32)).astype(x.dtype)
+  return (q * jnp.asarray(scale, q.dtype)).astype(x.dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -149,7 +187,7 @@ def _fake_quant(x, scale, fmt):
 
 def _fake_quant_fwd(x, scale, fmt):
   y, q = _round_saturate(x, fmt, scale)
-  out = (q * jnp.asarray(scale, jnp.float32)).astype(x.dtype)
+  out = (q * jnp.asarray(scale, q.dtype)).astype(x.dtype)
   lo = -fmt.max_level if fmt.signed else 0.0
   inside = (y >= lo) & (y <= fmt.max_level)
   # LSQ (Esser et al., ICLR 2020): d(scale * q(x/scale))/d scale = q - x/scale inside the
@@ -163,7 +201,7 @@ def _fake_quant_bwd(fmt, res, g):
   inside, dscale, scale = res
   scale_shape, scale_dtype = jnp.shape(scale), scale.dtype
   gx = jnp.where(inside, g, jnp.zeros_like(g))
-  g = g.astype(jnp.float32)
+  g = g.astype(dscale.dtype)
   gs = g * dscale
   # Reduce the scale cotangent to the scale's shape (undo broadcasting).
   extra = gs.ndim - len(scale_shape)
@@ -198,13 +236,24 @@ def fake_quant(x: chex.Array, pattern: NumberFormat, scale: chex.Numeric) -> jax
 
   Raises:
     TypeError: ``pattern`` is not a ``NumberFormat`` (e.g. a string).
-    ValueError: a concrete ``scale`` has an element that is not finite and ``> 0``.
+    ValueError: a concrete ``scale`` has an element that is not finite and ``> 0`` or
+      outside the normal range of the division's dtype (see the module docstring); the
+      shape of ``scale`` does not broadcast to ``x.shape`` (it would enlarge the result, and
+      the gradient could not be reduced to ``x``'s shape), also under ``jax.jit``.
   """
   check_format("fake_quant", pattern)
-  check_scale("fake_quant", scale)
   x = jnp.asarray(x)
+  check_scale("fake_quant", scale, compute_dtype(x))
   chex.assert_type(x, float)
   scale = jnp.asarray(scale, jnp.result_type(float))
+  try:
+    out_shape = jnp.broadcast_shapes(x.shape, scale.shape)
+  except ValueError:
+    out_shape = None
+  if out_shape != x.shape:
+    raise ValueError(f"fake_quant: scale of shape {scale.shape} must broadcast to x's shape "
+                     f"{x.shape} (per-channel scales keep x's rank with size-1 dims, e.g. "
+                     f"(1, {x.shape[-1] if x.ndim else 1}))")
   return _fake_quant(x, scale, pattern)
 
 

@@ -185,7 +185,13 @@ def test_fit_scale_per_channel_keepdims_and_zero_channels():
 
 BAD_SCALES = [(0.0, "got 0.0"), (-1.0, "got -1.0"), (float("nan"), "got nan"),
               (float("inf"), "got inf"), (np.float32([[1.0, 0.0, 2.0]]), r"got 0.0 \(1 of 3"),
-              (jnp.array([0.5, -0.5]), r"got -0.5 \(1 of 2"), (jnp.bfloat16(0), "got 0.0")]
+              (jnp.array([0.5, -0.5]), r"got -0.5 \(1 of 2"), (jnp.bfloat16(0), "got 0.0"),
+              # Finite in float64 but Inf / a flushed denormal in float32, the division's dtype.
+              (1e39, r"got 1e\+39 \(scale and 1/scale must be normal float32"),
+              (np.float64(6e38), "got 6e\\+38"), (np.float64(1e38), "got 1e\\+38"),
+              (1e-40, r"got 1e-40 \(scale and 1/scale must be normal float32"),
+              (np.float64(1e-46), "got 1e-46"),
+              (np.float64([1.0, 1e-39]), r"got 1e-39 \(1 of 2 elements\) \(scale and")]
 
 
 @pytest.mark.parametrize("fn", [quantize, project, fake_quant], ids=lambda f: f.__name__)
@@ -203,6 +209,78 @@ def test_concrete_bad_scale_raises_one_line_value_error(fn, scale, match):
 def test_non_numeric_scale_raises_type_error(fn, scale):
   with pytest.raises(TypeError, match=f"^{fn.__name__}: scale must be a positive real number"):
     fn(jnp.ones(3), BitPattern(6, 3), scale)
+
+
+def test_scale_range_is_that_of_the_division_dtype():
+  """float32 inputs divide in float32: the extremes of [2**-126, 2**126] pass and give the
+  right levels (above 2**126, XLA:CPU's x * (1/scale) flushes 1/scale to 0); float64 inputs
+  (x64) divide in float64, where 1e39 and 1e-300 are fine."""
+  p = BitPattern(6, 3)
+  tiny, big = np.finfo(np.float32).tiny, np.float32(2.0**126)
+  np.testing.assert_array_equal(np.asarray(quantize(np.float32([3 * tiny, 1.0]), p, tiny)),
+                                [3, 28])
+  np.testing.assert_array_equal(np.asarray(quantize(np.float32([3 * big, 1.0]), p, big)), [3, 0])
+  np.testing.assert_array_equal(np.asarray(project(np.float32([3 * big, -1.0]), p, big)),
+                                [3 * big, 0])
+  with jax.enable_x64(True):
+    x = jnp.array([1e40, 3e-300], jnp.float64)
+    np.testing.assert_array_equal(np.asarray(quantize(x, p, 1e39)), [10, 0])
+    np.testing.assert_array_equal(np.asarray(quantize(x, p, 1e-300)), [28, 3])
+    with pytest.raises(ValueError, match=r"must be normal float32"):
+      quantize(x.astype(jnp.float32), p, 1e39)
+
+
+def brute64(x, p, scale):
+  """Brute force with the division in float64 (the float64 path under x64)."""
+  y = np.asarray(x, np.float64) / np.asarray(scale, np.float64)
+  return ref.nearest_level(y, p.bits, p.length, p.signed).reshape(y.shape)
+
+
+def test_float64_input_rounds_in_float64():
+  """9.000000001 is 9.0 (a tie: 8) in float32; in float64 its nearest level is 10."""
+  p = BitPattern(6, 3)
+  with jax.enable_x64(True):
+    x = jnp.array([9.000000001, 8.999999999, -9.000000001, 26.0 + 1e-12], jnp.float64)
+    np.testing.assert_array_equal(np.asarray(quantize(x, p, 1.0)), [10, 8, -10, 28])
+    out = project(x, p, 0.5)
+    assert out.dtype == jnp.float64
+    np.testing.assert_array_equal(np.asarray(out), [10.0, 8.0, -10.0, 14.0])  # x / 0.5 ~ ±18
+    np.testing.assert_array_equal(np.asarray(fake_quant(x, p, 1.0)), [10, 8, -10, 28])
+    g = jax.grad(lambda s: jnp.sum(fake_quant(x, p, s)))(jnp.float64(1.0))
+    np.testing.assert_allclose(float(g), float(np.sum([10, 8, -10, 28] - np.asarray(x))))
+
+
+@given(p=patterns, data=st.data())
+def test_quantize_float64_matches_float64_brute_force(p, data):
+  """Property (x64): float64 inputs and scales give the float64 nearest level."""
+  x = np.array(data.draw(st.lists(st.floats(-1e4, 1e4), min_size=1, max_size=40)), np.float64)
+  scale = data.draw(st.floats(1e-3, 1e3))
+  # Points within float32 resolution of a tie, where a float32 division picks wrongly.
+  lv = p.levels.astype(np.float64)
+  mids = (lv[1:] + lv[:-1]) / 2 * scale
+  x = np.concatenate([x, mids * (1 + 1e-12), mids * (1 - 1e-12)])
+  with jax.enable_x64(True):
+    got = quantize(jnp.asarray(x, jnp.float64), p, scale)
+    np.testing.assert_array_equal(np.asarray(got), brute64(x, p, scale))
+
+
+@pytest.mark.parametrize("scale_shape", [(2, 3), (4, 1, 3), (2,), (1, 2)])
+def test_fake_quant_scale_must_not_enlarge_or_misfit_x(scale_shape):
+  """A scale broadcasting to more than x's shape used to return the larger shape (and fail in
+  the gradient with an opaque custom_vjp error)."""
+  p, x = BitPattern(6, 3), jnp.ones((3,))
+  s = jnp.ones(scale_shape)
+  with pytest.raises(ValueError, match=r"^fake_quant: scale of shape .* must broadcast to x's "
+                                       r"shape \(3,\)") as e:
+    fake_quant(x, p, s)
+  assert "\n" not in str(e.value)
+  with pytest.raises(ValueError, match="must broadcast to x's shape"):
+    jax.grad(lambda s: jnp.sum(fake_quant(x, p, s)))(s)
+  with pytest.raises(ValueError, match="must broadcast to x's shape"):
+    jax.jit(lambda x, s: fake_quant(x, p, s))(x, s)
+  # Scales that keep x's shape are fine: scalar, (1,), (3,), and (1, 3) for a (2, 3) x.
+  for shape, xs in (((), (3,)), ((1,), (3,)), ((3,), (3,)), ((1, 3), (2, 3))):
+    chex.assert_shape(fake_quant(jnp.ones(xs), p, jnp.ones(shape)), xs)
 
 
 def test_traced_scale_is_not_checked_and_good_scales_pass():
