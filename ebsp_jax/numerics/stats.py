@@ -37,7 +37,9 @@ def pattern_stats(q: chex.Array, pattern: BitPattern) -> Dict[str, jax.Array]:
     TypeError: ``q`` does not have an integer dtype, or ``pattern`` is not a ``BitPattern``.
   """
   check_pattern("pattern_stats", pattern)
+  raw = q
   q = int_array("pattern_stats", "q", q).reshape(-1)
+  grid = on_grid(raw, pattern).reshape(-1)   # in q's own dtype: int32-wrapping values are off
   n, length = pattern.magnitude_bits, pattern.length
   mag = jnp.abs(q)
   nonzero = mag != 0
@@ -55,6 +57,6 @@ def pattern_stats(q: chex.Array, pattern: BitPattern) -> Dict[str, jax.Array]:
       "mantissa": jnp.bincount(jnp.minimum(mantissa, (1 << length) - 1),
                                length=1 << length).astype(jnp.int32),
       "zero_fraction": jnp.sum(~nonzero) / denom,
-      "on_grid_fraction": jnp.sum(on_grid(q, pattern)) / denom,
+      "on_grid_fraction": jnp.sum(grid) / denom,
       "negative_fraction": jnp.sum(q < 0) / denom,
   }

@@ -45,3 +45,9 @@ def test_float_levels_and_pattern_strings_raise_type_error():
     pattern_stats(np.float32([1.5, 2.0]), BitPattern(6, 3))
   with pytest.raises(TypeError, match=r"pattern_stats: pattern must be a BitPattern, got str"):
     pattern_stats(np.int32([1, 2]), "6b(L3)")
+
+
+def test_values_that_wrap_in_int32_are_not_counted_on_grid():
+  p = BitPattern(6, 3)
+  q = np.array([8, 2**32 - 8], np.uint32)            # an int32 cast would give 8, -8
+  assert float(pattern_stats(q, p)["on_grid_fraction"]) == pytest.approx(1 / 2)
