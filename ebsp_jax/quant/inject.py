@@ -24,8 +24,9 @@ the ``'quant_stats'`` collection (:mod:`ebsp_jax.quant.calibration`):
 Dual-LOD-aware training (``fake_quant_injection(bits, dual_lod_length=L, dual_lod_rounding=r)``):
 the quantized activation level is further cut to its ``L`` significant bits exactly as the
 approximate datapath does (``ebsp_jax.arith.datapath.act_approx``: the integer mode with
-``mode='dual_lod', rounding=r``), with a straight-through gradient. The integer mode cuts each layer's input to that layer's
-own pattern ``length``: give one ``L`` when every quantized layer has the same length, or the
+``mode='dual_lod', rounding=r``), with a straight-through gradient. The integer mode cuts
+each layer's input to that layer's own pattern ``length``: give one ``L`` when every quantized
+layer has the same length, or the
 per-layer lengths ``dual_lod_lengths(rule, params)`` (``{layer: L or None}``; ``None`` for a
 layer the rule keeps in float, whose input is not cut) when they differ, e.g. 8-bit first and
 last layers.
@@ -202,12 +203,11 @@ def dual_lod_lengths(rule: Rule, params: PyTree) -> Dict[str, Optional[int]]:
   return out
 
 
-def _check_dual_lod_length(value: Any, activation_bits: int, name: str) -> None:
+def _check_dual_lod_length(value: Any, hi: int, name: str, why: str) -> None:
   if value is None:
     return
-  if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < activation_bits:
-    raise ValueError(f"{name}={value!r} must be None or an int in [1, {activation_bits - 1}] "
-                     f"(activation_bits={activation_bits})")
+  if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= hi:
+    raise ValueError(f"{name}={value!r} must be None or an int in [1, {hi}]{why}")
 
 
 def fake_quant_injection(activation_bits: int = 8, *, ema_decay: float = 0.99,
@@ -245,8 +245,8 @@ def check_dual_lod(dual_lod_length: DualLodLength, dual_lod_rounding: Optional[s
     tuple of (layer, L or None) pairs, dual_lod_rounding=...)``.
 
   Raises:
-    ValueError: a length out of range (an int: ``[1, activation_bits - 1]``; per layer any
-      ``L >= 1``, since an 8-bit first layer has ``L = 7`` whatever the activation bits), a
+    ValueError: a length out of range (an int: ``[1, activation_bits - 1]``; per layer
+      ``[1, 31]``, since an 8-bit first layer has ``L = 7`` whatever the activation bits), a
       missing (``None`` with a length) or unknown rounding.
   """
   if dual_lod_length is None:
@@ -259,10 +259,11 @@ def check_dual_lod(dual_lod_length: DualLodLength, dual_lod_rounding: Optional[s
                      "default: pass the same rounding to to_integer(mode='dual_lod'))")
   if isinstance(dual_lod_length, Mapping):
     for layer, length in dual_lod_length.items():
-      _check_dual_lod_length(length, max(activation_bits, 2**15), f"dual_lod_length['{layer}']")
+      _check_dual_lod_length(length, 31, f"dual_lod_length['{layer}']", "")
     dual_lod_length = tuple(sorted(dual_lod_length.items()))
   else:
-    _check_dual_lod_length(dual_lod_length, activation_bits, "dual_lod_length")
+    _check_dual_lod_length(dual_lod_length, activation_bits - 1, "dual_lod_length",
+                           f" (activation_bits={activation_bits})")
   if dual_lod_rounding not in ("truncate", "round"):
     raise ValueError(f"dual_lod_rounding={dual_lod_rounding!r} is not supported; allowed: "
                      "truncate, round")
