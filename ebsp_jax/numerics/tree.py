@@ -13,7 +13,7 @@ The default per-channel scale reduces every axis but the last (the output channe
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Iterable, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 import jax
 
@@ -97,6 +97,20 @@ def _map(fn, params: PyTree, *others: PyTree) -> PyTree:
 def tree_patterns(params: PyTree, rule: Rule) -> PyTree:
   """The pattern (or ``None``) the rule assigns to every leaf."""
   return _map(lambda path, leaf: rule(path, leaf), params)
+
+
+def layer_patterns(params: PyTree, rule: Rule) -> Dict[str, Optional[NumberFormat]]:
+  """``{layer_path: pattern or None}`` for every ``<layer_path>/kernel`` leaf of ``params``.
+
+  ``None`` where the rule keeps the kernel in float. ``params`` may hold arrays or
+  ``jax.ShapeDtypeStruct`` s (e.g. from ``jax.eval_shape(model.init, ...)``).
+  """
+  out: Dict[str, Optional[NumberFormat]] = {}
+  for p, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    path = path_str(p)
+    if path == "kernel" or path.endswith("/kernel"):
+      out[path[: -len("kernel")].rstrip("/")] = rule(path, leaf)
+  return out
 
 
 def tree_fit_scale(params: PyTree, rule: Rule, *, per_channel: bool = True,

@@ -79,3 +79,12 @@ def test_make_rule_rejects_pattern_strings_up_front():
   rule = tree.make_rule(None, overrides=(o for o in [("^head/", pat.uniform(8))]))  # generator ok
   assert tree.tree_patterns(_params(), rule)["head"]["kernel"] == pat.uniform(8)
   assert tree.tree_patterns(_params(), rule)["block"]["conv"]["kernel"] is None
+
+
+def test_layer_patterns_names_every_kernel_with_its_pattern_or_none():
+  params = {"conv_init": {"kernel": jnp.ones((3, 3, 1, 4)), "bias": jnp.ones(4)},
+            "stage/conv": {"kernel": jax.ShapeDtypeStruct((3, 3, 4, 4), jnp.float32)},
+            "head": {"kernel": jnp.ones((4, 2))}}
+  rule = tree.make_rule(pat.BitPattern(6, 3), overrides=[("^head/", None)])
+  assert tree.layer_patterns(params, rule) == {"conv_init": pat.BitPattern(6, 3),
+                                               "stage/conv": pat.BitPattern(6, 3), "head": None}

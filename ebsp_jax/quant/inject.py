@@ -43,7 +43,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ebsp_jax.numerics import fake_quant, uniform
-from ebsp_jax.numerics.tree import PyTree, Rule, path_str
+from ebsp_jax.numerics.tree import PyTree, Rule, layer_patterns
 from ebsp_jax.quant.calibration import (ACT_MODULE_NAME, STATS_COLLECTION, activation_scale,
                                         ema_update)
 
@@ -192,15 +192,10 @@ def dual_lod_lengths(rule: Rule, params: PyTree) -> Dict[str, Optional[int]]:
     ``{layer_path: L}`` for every ``<layer_path>/kernel`` leaf, ``None`` where the rule keeps
     the kernel in float (that layer's input is not cut, as in the integer mode).
   """
-  out: Dict[str, Optional[int]] = {}
-  for p, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-    path = path_str(p)
-    if path == "kernel" or path.endswith("/kernel"):
-      pattern = rule(path, leaf)
-      out[path[: -len("kernel")].rstrip("/")] = None if pattern is None else int(pattern.length)
-  if not out:
+  patterns = layer_patterns(params, rule)
+  if not patterns:
     raise ValueError("dual_lod_lengths: params hold no '<layer>/kernel' leaf")
-  return out
+  return {k: None if p is None else int(p.length) for k, p in patterns.items()}
 
 
 def _check_dual_lod_length(value: Any, hi: int, name: str, why: str) -> None:

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ebsp_jax.numerics import BitPattern, pattern_stats, quantize
-from ebsp_jax.numerics.tree import Rule, path_str
+from ebsp_jax.numerics.tree import Rule, layer_patterns, path_str
 from ebsp_jax.train import sharding as sharding_lib
 
 PyTree = Any
@@ -88,16 +88,6 @@ class IntegerResult(NamedTuple):
   float_ops: Tuple[str, ...] = ()
 
 
-def float_layers(params: PyTree, weight_rule: Rule) -> Tuple[str, ...]:
-  """The layers (``<layer>/kernel`` leaves) that ``weight_rule`` keeps in float."""
-  out = []
-  for p, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-    path = path_str(p)
-    if (path == "kernel" or path.endswith("/kernel")) and weight_rule(path, leaf) is None:
-      out.append(path[: -len("kernel")].rstrip("/"))
-  return tuple(out)
-
-
 def integer_top1(model_name: str, variables: Mapping[str, PyTree], weight_rule: Rule,
                  weight_scales: PyTree, activation_bits: int,
                  batches: Iterable[Mapping[str, np.ndarray]],
@@ -124,7 +114,7 @@ def integer_top1(model_name: str, variables: Mapping[str, PyTree], weight_rule: 
     return IntegerResult(None, "integer mode needs quantized activations (--activation_bits > 0)",
                          None)
   local = sharding_lib.to_local(variables)
-  float_kept = float_layers(local["params"], weight_rule)
+  float_kept = [k for k, p in layer_patterns(local["params"], weight_rule).items() if p is None]
   int_model = quant.to_integer(model_name, local, weight_rule=weight_rule,
                                weight_scales=sharding_lib.to_local(weight_scales),
                                activation_bits=activation_bits, strict=not float_kept,
