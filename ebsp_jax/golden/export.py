@@ -20,8 +20,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
+from ebsp_jax.arith import geometry as arith_geometry
 from ebsp_jax.arith.datapath import act_split, lut_fill, mantissa_table
 from ebsp_jax.golden.hexio import write_memh
 from ebsp_jax.numerics import encode
@@ -144,22 +144,18 @@ def _layout(spec: Sequence[int], first: str, second: str) -> str:
 
 def conv_geometry(kwargs: Dict[str, Any], in_shape: Sequence[int],
                   w_shape: Sequence[int]) -> Dict[str, Any]:
-  """Layouts and explicit padding of a ``conv_general_dilated`` (as ``jax.lax`` resolves it)."""
-  dn = lax.conv_dimension_numbers(tuple(in_shape), tuple(w_shape),
-                                  kwargs.get("dimension_numbers"))
-  lhs_spec, rhs_spec, out_spec = (tuple(int(i) for i in s) for s in dn)
-  pad = kwargs.get("padding", "VALID")
-  nsp = len(lhs_spec) - 2
-  rhs_dil = tuple(kwargs.get("rhs_dilation") or (1,) * nsp)
-  if isinstance(pad, str):
-    k = [(int(w_shape[a]) - 1) * d + 1 for a, d in zip(rhs_spec[2:], rhs_dil)]
-    pad = lax.padtype_to_pads([int(in_shape[a]) for a in lhs_spec[2:]], k,
-                              tuple(kwargs.get("window_strides") or (1,) * nsp), pad)
+  """Layouts and explicit padding of a ``conv_general_dilated`` (as ``jax.lax`` resolves it:
+  :func:`ebsp_jax.arith.geometry.conv_geometry`)."""
+  geo = arith_geometry.conv_geometry(
+      in_shape, w_shape, kwargs.get("window_strides"), kwargs.get("padding", "VALID"),
+      kwargs.get("lhs_dilation"), kwargs.get("rhs_dilation"), kwargs.get("dimension_numbers"),
+      kwargs.get("feature_group_count", 1))
+  lhs_spec, rhs_spec, out_spec = (tuple(int(i) for i in s) for s in geo.dnums)
   return {
       "input_layout": _layout(lhs_spec, "N", "C"),
       "kernel_layout": _layout(rhs_spec, "O", "I"),
       "output_layout": _layout(out_spec, "N", "C"),
-      "padding_pairs": [[int(lo), int(hi)] for lo, hi in pad],
+      "padding_pairs": [[lo, hi] for lo, hi in geo.padding],
   }
 
 
