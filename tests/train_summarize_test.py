@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -148,7 +150,6 @@ def test_aggregate_rejects_mixed_settings_and_repeated_seeds():
 
 
 def test_main(tmp_path, capsys):
-  assert summarize.main([]) == 2
   paths = [_write(tmp_path / f"seed{r['config']['seed']}", f"{summarize.method(r)}_{r['_run']}", r)
            for r in _sweep()]
   assert summarize.main(paths) == 0
@@ -156,3 +157,51 @@ def test_main(tmp_path, capsys):
   assert "| float model |" in out and "| admm | 4 | 5b(L2)" in out
   assert summarize.main(["--per_run"] + paths[:2]) == 0
   assert capsys.readouterr().out.startswith("| run | format |")
+
+
+def _cli(*args):
+  return subprocess.run([sys.executable, "-m", "ebsp_jax.train.summarize", *args],
+                        capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_cli_help_lists_arguments():
+  r = _cli("--help")
+  assert r.returncode == 0, r.stderr
+  assert "RESULTS.json" in r.stdout and "--per_run" in r.stdout and r.stderr == ""
+
+
+@pytest.mark.parametrize("bad, message", [
+    ([], "the following arguments are required: RESULTS.json"),
+    (["--bogus", "x.json"], "unrecognized arguments: --bogus"),
+])
+def test_main_bad_arguments_one_line_exit_2(bad, message, capsys):
+  with pytest.raises(SystemExit) as e:
+    summarize.main(bad)
+  assert e.value.code == 2
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and err.startswith("error: ") and message in err
+
+
+def test_main_bad_files_one_line_exit_2(tmp_path, capsys):
+  not_json = tmp_path / "notes.json"
+  not_json.write_text("not json")
+  not_results = tmp_path / "other.json"
+  not_results.write_text(json.dumps({"top1": 0.9}))
+  mixed = [_write(tmp_path / "s0", "a", _res(5, 2, 4, 15, 0, 0.9)),
+           _write(tmp_path / "s1", "b", _res(5, 2, 4, 15, 0, 0.91))]
+  for args, message in (([str(tmp_path / "missing.json")], "missing.json' does not exist"),
+                        ([str(not_json)], "notes.json' is not readable JSON"),
+                        ([str(not_results)], "other.json' is not a run's results"),
+                        (mixed, "both have seed 0")):
+    with pytest.raises(SystemExit) as e:
+      summarize.main(args)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+
+
+def test_cli_bad_file_is_one_line_not_a_traceback(tmp_path):
+  r = _cli(str(tmp_path / "missing.json"))
+  assert r.returncode == 2
+  assert r.stderr.strip().splitlines() == [
+      f"error: results file {str(tmp_path / 'missing.json')!r} does not exist"]

@@ -2,6 +2,7 @@
 
     python -m ebsp_jax.train.summarize runs/fmnist/seed*/*/results.json
     python -m ebsp_jax.train.summarize --per_run runs/fmnist/seed0/*/results.json
+    python -m ebsp_jax.train.summarize --help
 
 A file is either a run's ``results.json`` (its run name is the directory) or a copy named after
 the run (``docs/results/fashion_mnist/seed0/5b_L3.json``). Every run is classified from its
@@ -23,12 +24,13 @@ seed, EBSP minus uniform / power-of-two at equal storage bits, on the same float
 
 from __future__ import annotations
 
-import json
+import argparse
 import math
 import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ebsp_jax import cli
 from ebsp_jax.train.config import NON_SEMANTIC_FIELDS
 
 METHODS = ("float", "ptq", "admm")
@@ -61,11 +63,20 @@ def run_name(path: str) -> str:
 
 
 def load(paths: Sequence[str]) -> List[Dict[str, Any]]:
-  """Reads results files; each row gets ``_run`` (:func:`run_name`) and ``_path``."""
+  """Reads results files; each row gets ``_run`` (:func:`run_name`) and ``_path``.
+
+  Raises:
+    ValueError: a file is missing, is not JSON, or is not a run's results (no ``pattern`` with
+      ``bits`` and ``length``), naming the file.
+  """
   rows = []
   for path in paths:
-    with open(path) as f:
-      res = json.load(f)
+    res = cli.load_json(path, f"results file {path!r}")
+    pattern = res.get("pattern") if isinstance(res, dict) else None
+    if not (isinstance(pattern, dict) and "bits" in pattern and "length" in pattern):
+      raise ValueError(f"results file {path!r} is not a run's results: it has no "
+                       "'pattern' with 'bits' and 'length' (expected a results.json written by "
+                       "training)")
     res["_run"] = run_name(path)
     res["_path"] = path
     rows.append(res)
@@ -294,21 +305,43 @@ def comparisons_table(comps: Sequence[Dict[str, Any]], metric: str = "quant_top1
   return "\n".join(lines)
 
 
+def _parser() -> argparse.ArgumentParser:
+  parser = _OneLineErrorParser(
+      prog="python -m ebsp_jax.train.summarize",
+      description="Markdown tables of training runs from their results files: by default one "
+      "row per weight format (mean ± sample std over seeds of float / PTQ / ADMM top-1), then "
+      "the paired per-seed comparisons of EBSP against uniform and power-of-two formats at "
+      "equal storage bits.",
+      epilog="example: python -m ebsp_jax.train.summarize runs/fmnist/seed*/*/results.json")
+  parser.add_argument(
+      "results", nargs="+", metavar="RESULTS.json",
+      help="a run's results.json (its run name is the directory) or a copy named after the run "
+      "(e.g. docs/results/fashion_mnist/seed0/5b_L3.json)")
+  parser.add_argument("--per_run", action="store_true",
+                      help="one row per file instead of the aggregation over seeds")
+  return parser
+
+
+class _OneLineErrorParser(argparse.ArgumentParser):
+  """argparse with the project's user errors: ``error: <one line>`` on stderr, exit status 2."""
+
+  def error(self, message: str):
+    cli.fail(f"{message} (see --help)")
+
+
 def main(argv: Sequence[str]) -> int:
-  """CLI: the aggregated table and the paired comparisons (``--per_run``: one row per file);
-  2 without files."""
-  argv = list(argv)
-  per_run = "--per_run" in argv
-  paths = [a for a in argv if a != "--per_run"]
-  if not paths:
-    print("usage: python -m ebsp_jax.train.summarize [--per_run] RESULTS.json ...",
-          file=sys.stderr)
-    return 2
-  rows = load(paths)
-  if per_run:
-    print(table(rows))
-    return 0
-  groups = aggregate(rows)
+  """CLI (``--help`` lists the arguments): the aggregated table and the paired comparisons, or
+  with ``--per_run`` one row per file. A missing or unreadable file, a file that is not a run's
+  results, or runs that do not aggregate is one line on stderr and exit status 2."""
+  args = _parser().parse_args(list(argv))
+  try:
+    rows = load(args.results)
+    if args.per_run:
+      print(table(rows))
+      return 0
+    groups = aggregate(rows)
+  except ValueError as e:
+    cli.fail(cli.one_line(e))
   print(aggregate_table(groups))
   comps = comparisons(groups)
   if comps:
