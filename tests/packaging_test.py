@@ -53,20 +53,29 @@ def wheel(tmp_path_factory):
                                     if n.endswith(".dist-info/METADATA"))).decode()}
 
 
-def _source_modules() -> set[str]:
+def _source_files(python: bool) -> set[str]:
+  """Paths (from the repository root) of the package's .py files, or of its other files."""
   out = set()
   for dirpath, dirnames, filenames in os.walk(os.path.join(ROOT, "ebsp_jax")):
     dirnames[:] = [d for d in dirnames if d != "__pycache__"]
     for f in filenames:
-      if f.endswith(".py"):
-        out.add(os.path.relpath(os.path.join(dirpath, f), ROOT).replace(os.sep, "/"))
+      if f.endswith((".pyc", ".so")) or f.endswith(".py") != python:
+        continue
+      out.add(os.path.relpath(os.path.join(dirpath, f), ROOT).replace(os.sep, "/"))
   return out
+
+
+def _source_modules() -> set[str]:
+  return _source_files(python=True)
 
 
 def test_wheel_has_package_data_and_license(wheel):
   names = wheel["names"]
   for f in PACKAGE_DATA:
     assert f in names, f"{f} missing from the wheel"
+  data = _source_files(python=False)
+  assert data - names == set(), (f"{sorted(data - names)} missing from the wheel: list them in "
+                                 "pyproject.toml's [tool.setuptools.package-data]")
   assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
   assert "License-Expression: Apache-2.0" in wheel["metadata"]
 
