@@ -171,16 +171,40 @@ class IntegerModel:
     self.epilogues: Dict[str, list] = {}
     self._jitted = jax.jit(self._run, static_argnames=("capture", "with_stats"))
 
-  def _run(self, weights, x, capture: bool = False, with_stats: bool = False):
+  def interpret(self, x: jax.Array, *, weights: Optional[Mapping[str, jax.Array]] = None,
+                raw: bool = False, capture: bool = False, with_stats: bool = False,
+                **interpreter_kwargs: Any):
+    """Traces the model and runs its integer program on ``x`` (not jitted; traceable).
+
+    Args:
+      x: the float input.
+      weights: ``{layer: int32 levels}`` (default: this model's).
+      raw: return the interpreter's values (``IntTensor`` with int32 ``q``, ``m``, ``o``)
+        instead of the dequantized outputs.
+      capture, with_stats: as in :meth:`apply`.
+      **interpreter_kwargs: further :class:`~ebsp_jax.quant.lowering.Interpreter` options
+        (``contraction``, ``input_levels``).
+
+    Returns:
+      ``(outputs, out_shape, interpreter)``: the flat list of outputs, the output pytree's
+      shape (``jax.eval_shape`` form) and the :class:`Interpreter` (records, captured tensors,
+      overflow counts). Also updates :attr:`records`, :attr:`float_ops`, :attr:`epilogues`.
+    """
     fn = lambda xx: self.model.apply(self.variables, xx, **self.apply_kwargs)
     closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(
         jax.ShapeDtypeStruct(x.shape, x.dtype))
-    interp = Interpreter(self.layers, weights, config=self.config.datapath,
-                         strict=self.config.strict, capture=capture, with_stats=with_stats,
-                         float_inputs=self.float_inputs)
-    outs = interp.run(closed, x)
+    interp = Interpreter(self.layers, self.weights if weights is None else weights,
+                         config=self.config.datapath, strict=self.config.strict,
+                         capture=capture, with_stats=with_stats,
+                         float_inputs=self.float_inputs, **interpreter_kwargs)
+    outs = interp.run(closed, x, raw=raw)
     self.records, self.float_ops = interp.records, interp.float_ops
     self.epilogues = interp.epilogues
+    return outs, out_shape, interp
+
+  def _run(self, weights, x, capture: bool = False, with_stats: bool = False):
+    outs, out_shape, interp = self.interpret(x, weights=weights, capture=capture,
+                                             with_stats=with_stats)
     out = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), outs)
     extra = ((interp.captured,) if capture else ()) + ((interp.overflow,) if with_stats else ())
     return (out, *extra) if extra else out

@@ -287,13 +287,23 @@ class Interpreter:
     float_inputs: ``{layer_path: (activation format, scale)}`` of calibrated layers kept in
       float (``strict=False``): their input is fake-quantized as in the fake-quant model
       (the format's levels times the scale) before the float op.
+    contraction: the function that runs each quantized conv/dense on integers, with
+      :func:`~ebsp_jax.quant.datapath.int_op`'s signature (default: ``int_op``); e.g. a wrapper
+      that also marks the call for an exporter.
+    input_levels: ``{layer_path: int32 levels}``: for these layers, the levels of a float input
+      (the network input) are taken as given instead of ``quantize(x, ...)`` (to run the
+      integer program from the quantized input, e.g. for export).
   """
 
   def __init__(self, layers: Mapping[str, QuantLayer], weights: Mapping[str, jax.Array], *,
                config: DatapathConfig = DatapathConfig(), strict: bool = True,
                capture: bool = False, with_stats: bool = False,
-               float_inputs: Optional[Mapping[str, Tuple[BitPattern, float]]] = None):
+               float_inputs: Optional[Mapping[str, Tuple[BitPattern, float]]] = None,
+               contraction: Optional[Callable[..., Any]] = None,
+               input_levels: Optional[Mapping[str, Any]] = None):
     self.layers = layers
+    self.contraction = int_op if contraction is None else contraction
+    self.input_levels = dict(input_levels or {})
     self.float_inputs = dict(float_inputs or {})
     self.weights = weights
     self.config = config
@@ -308,11 +318,13 @@ class Interpreter:
     self.overflow: Dict[str, jax.Array] = {}
 
   # --- entry --------------------------------------------------------------------------------
-  def run(self, closed_jaxpr, *args) -> List[Any]:
-    """Runs the jaxpr on float inputs; returns float outputs (dequantized)."""
+  def run(self, closed_jaxpr, *args, raw: bool = False) -> List[Any]:
+    """Runs the jaxpr on float inputs; returns float outputs (dequantized), or with ``raw``
+    the interpreter's values themselves (:class:`IntTensor`: int32 ``q`` with its ``m``, ``o``;
+    :class:`FloatTensor`; numpy constants)."""
     outs = self._eval(closed_jaxpr.jaxpr, closed_jaxpr.consts,
                       [FloatTensor(jnp.asarray(a)) for a in args])
-    return [self._to_float(o) for o in outs]
+    return list(outs) if raw else [self._to_float(o) for o in outs]
 
   def _eval(self, jaxpr, consts, args):
     env: Dict[Any, Any] = {}
@@ -366,17 +378,17 @@ class Interpreter:
         reason = "no integer lowering"
       if self.strict:
         layers = sorted({x.layer for x in ins if isinstance(x, IntTensor)})
-        raise UnsupportedOp(f"integer mode: op '{name}' on an activation (after layer "
-                            f"{', '.join(layers)}) is not supported: {reason}; pass strict=False "
-                            "to evaluate it in float")
+        raise UnsupportedOp(f"integer mode: op '{name}'{_where(eqn)} on an activation (after "
+                            f"layer {', '.join(layers)}) is not supported: {reason}; pass "
+                            "strict=False to evaluate it in float")
       self.float_ops.append(f"{name} ({reason})")
     elif any(isinstance(x, FloatTensor) for x in ins):
       if self.strict and name in _CONTRACTIONS:
-        raise UnsupportedOp(f"integer mode: op '{name}' on an activation outside the hooked "
-                            "layers (a layer that does not use the injected dot_general / "
-                            "conv_general_dilated hooks, e.g. nnx.LinearGeneral, nn.Einsum, a "
-                            "model without the hook field) would run in float; pass "
-                            "strict=False to allow it")
+        raise UnsupportedOp(f"integer mode: op '{name}'{_where(eqn)} on an activation outside "
+                            "the hooked layers (a layer that does not use the injected "
+                            "dot_general / conv_general_dilated hooks, e.g. nnx.LinearGeneral, "
+                            "nn.Einsum, a model without the hook field) would run in float; "
+                            "pass strict=False to allow it")
       self.float_ops.append(name)
     vals = [self._to_float(x) if isinstance(x, (IntTensor, FloatTensor)) else x for x in ins]
     out = eqn.primitive.bind(*vals, **eqn.params)
@@ -524,13 +536,17 @@ class Interpreter:
       kind = "requant"
     else:
       x = lhs.x if isinstance(lhs, FloatTensor) else jnp.asarray(lhs)
-      q_in = quantize(x, act, info.act_scale)
+      if layer in self.input_levels:
+        q_in = jnp.asarray(self.input_levels[layer], jnp.int32)
+      else:
+        q_in = quantize(x, act, info.act_scale)
       acc_shift = bias = mult = shift = None
       kind = "float"
       pre = None
     w = self.weights[layer]
-    acc = int_op(op, q_in, w, dict(kwargs), pattern=info.weight_pattern, act_pattern=act,
-                 name=layer, config=self.config, with_stats=self.with_stats)
+    acc = self.contraction(op, q_in, w, dict(kwargs), pattern=info.weight_pattern,
+                           act_pattern=act, name=layer, config=self.config,
+                           with_stats=self.with_stats)
     if self.with_stats:
       acc, self.overflow[layer] = acc
     out_ndim = acc.ndim
@@ -844,6 +860,13 @@ class Interpreter:
 
   _op_copy_p = _op_copy
   _op_reduce_precision = _op_copy
+
+
+def _where(eqn) -> str:
+  """`` in '<module path>'`` from the equation's name stack (Flax linen names its modules'
+  scopes), or ``''``."""
+  stack = str(getattr(getattr(eqn, "source_info", None), "name_stack", "") or "")
+  return f" in '{stack}'" if stack else ""
 
 
 def _out_feature_axis(op: str, kwargs: Mapping[str, Any], rhs_ndim: int, out_ndim: int) -> int:
