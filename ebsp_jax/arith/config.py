@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-from typing import Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -45,6 +46,7 @@ class Config:
   method: str = "fast"
   accumulation: str = "int32"
   with_stats: bool = False
+  backend: str = "cpu"     # the target backend (:func:`backend`): "cpu", "gpu" or another
 
   @property
   def act_range(self) -> Tuple[int, int]:
@@ -123,10 +125,47 @@ def cpu_flags() -> frozenset:
   return frozenset()
 
 
-def on_gpu() -> bool:
-  """Whether jax's default backend is a GPU (CUDA or ROCm)."""
+_TARGET_BACKEND: Optional[str] = None
+TARGET_BACKENDS = ("cpu", "gpu", "tpu")
+
+
+def backend() -> str:
+  """The backend the datapath compiles for: ``"cpu"``, ``"gpu"`` (CUDA or ROCm), or another.
+
+  jax's default backend, unless :func:`target_backend` says otherwise.
+  """
+  if _TARGET_BACKEND is not None:
+    return _TARGET_BACKEND
   import jax
-  return jax.default_backend() in ("gpu", "cuda", "rocm")
+  b = jax.default_backend()
+  return "gpu" if b in ("gpu", "cuda", "rocm") else b
+
+
+@contextlib.contextmanager
+def target_backend(name: str) -> Iterator[None]:
+  """Plans the datapath for backend ``name`` instead of jax's default one (inside the block).
+
+  For lowering on a host without that backend, e.g. ``jax.jit(f).trace(...).lower(
+  lowering_platforms=("cuda",))`` inside ``target_backend("gpu")``: ``accumulation="auto"``
+  and the GPU-only choices of :mod:`ebsp_jax.arith.fast` (im2col for ``"int32"``
+  convolutions, float32 operands for the bfloat16 path) then follow the GPU rules. The backend
+  is part of every call's static configuration, so the datapath's own jit caches never mix the
+  two (a caller's ``jax.jit`` around it caches its first trace: create it inside the block).
+  Running such a program on the host's own backend computes the same (exact) values.
+  """
+  global _TARGET_BACKEND
+  if name not in TARGET_BACKENDS:
+    raise ValueError(f"target_backend: {name!r} is not one of {', '.join(TARGET_BACKENDS)}")
+  prev, _TARGET_BACKEND = _TARGET_BACKEND, name
+  try:
+    yield
+  finally:
+    _TARGET_BACKEND = prev
+
+
+def on_gpu() -> bool:
+  """Whether the datapath compiles for a GPU (:func:`backend`)."""
+  return backend() == "gpu"
 
 
 def resolve_accumulation(accumulation: str, op: str, conv_group_in: int = 0,
@@ -152,25 +191,24 @@ def resolve_accumulation(accumulation: str, op: str, conv_group_in: int = 0,
   ``"onednn"`` (:mod:`ebsp_jax.arith.onednn`) is accepted on the CPU backend where the kernel
   is available; otherwise a one-line ``ValueError`` says why.
   """
-  import jax
   from ebsp_jax.arith import onednn
+  target = backend()
   if accumulation == "onednn":
-    if jax.default_backend() != "cpu":
-      raise ValueError(f"accumulation='onednn' runs on the CPU backend only (default backend "
-                       f"is {jax.default_backend()}); use 'auto'")
+    if target != "cpu":
+      raise ValueError(f"accumulation='onednn' runs on the CPU backend only (the target "
+                       f"backend is {target}); use 'auto'")
     reason = onednn.status()
     if reason is not None:
       raise ValueError(f"accumulation='onednn' is unavailable here: {reason}")
   if accumulation != "auto":
     return accumulation
-  backend = jax.default_backend()
-  if op == "conv" and on_gpu():
+  if op == "conv" and target == "gpu":
     return "float32" if conv_group_in >= GPU_INT8_CONV_MIN_CHANNELS else "bfloat16"
-  if op == "conv" and backend == "cpu" and conv_k >= ONEDNN_CONV_MIN_K and onednn.available():
+  if op == "conv" and target == "cpu" and conv_k >= ONEDNN_CONV_MIN_K and onednn.available():
     return "onednn"
-  if op == "conv" and backend == "cpu" and conv_group_in < CPU_INT8_CONV_MIN_CHANNELS:
+  if op == "conv" and target == "cpu" and conv_group_in < CPU_INT8_CONV_MIN_CHANNELS:
     return "float32"
-  if op == "dot" and backend == "cpu":
+  if op == "dot" and target == "cpu":
     return "auto"
   return "int32"
 
@@ -220,7 +258,7 @@ def make_config(lhs_dtype, rhs_dtype, *, pattern, acc_bits, overflow, mode, meth
                rounding=rounding, act_bits=act_bits, act_signed=bool(act_signed), method=method,
                accumulation=resolve_accumulation(
                    accumulation, "dot" if conv_pointwise else op, conv_group_in, conv_k),
-               with_stats=bool(with_stats))
+               with_stats=bool(with_stats), backend=backend())
   if cfg.max_abs_product >= 1 << 31:
     raise ValueError(f"a product does not fit the 32-bit datapath: max |activation| "
                      f"{cfg.max_abs_act} x max |weight| {pattern.max_level} >= 2**31; use fewer "

@@ -16,7 +16,8 @@ where ``.`` is the contraction (matmul or convolution) and ``1`` an all-ones act
 matmul; for a convolution it is the convolution of a batch-1 image of ones (so padding and
 dilation holes are accounted for exactly) with one channel per group against ``omega`` summed
 over its input channels — ``C/G`` times cheaper than convolving a full image of ones — with
-float32 operands (exact by the 2**24 argument below) or int32 beyond that bound.
+float32 operands at ``HIGHEST`` precision (exact by the 2**24 argument below) or int32 beyond
+that bound.
 
 Activation planes (:class:`ActPlan`): a value in ``[lo, hi]`` that already fits a ``d``-bit
 signed digit is its own plane (``C = 0``; e.g. int8 activations). Otherwise ``u = a - lo`` is
@@ -42,8 +43,10 @@ convolution and cuDNN's integer convolutions accumulate into f32; also
 ``accumulation="bfloat16"``: bf16 operands, f32 accumulation, for CPUs with bf16 dot units)
 needs ``k_c * A * W <= 2**24``: every integer of
 magnitude ``<= 2**24`` is a float32, so every product and every partial sum — in any order,
-with any blocking, also with operands converted to bf16/f16/tf32 (int8 values are exact
-there) — is exact, and so is the result. The planner (:func:`plan`) picks digit widths and a
+with any blocking — is exact, and so is the result. This needs float32 products and sums:
+every float op requests ``lax.Precision.HIGHEST`` (:data:`FLOAT_PRECISION`), so XLA may not
+use TF32 or bf16 passes. (The digit planes, int8 or 9-bit values, would survive those; the
+summed kernel of the offset convolution, up to ``C/G * max|omega|``, would not.) The planner (:func:`plan`) picks digit widths and a
 chunking of the contraction (input channels, for convolutions) that satisfy the bound with the
 fewest native ops. (2) Combination: the exact chunk results are combined by (*) either in int32
 — exact modulo ``2**32`` because two's-complement addition and multiplication are ring
@@ -66,12 +69,23 @@ import jax.numpy as jnp
 from jax import lax
 
 from ebsp_jax.arith import datapath, onednn, wide
-from ebsp_jax.arith.config import Config, cpu_flags, on_gpu
+from ebsp_jax.arith.config import Config, cpu_flags
 from ebsp_jax.arith.geometry import ConvGeometry
 from ebsp_jax.numerics import BitPattern, encode
 
 INT32_BOUND = (1 << 31) - 1
 FLOAT32_BOUND = 1 << 24
+# Every native op with a float result asks for full float32 products and sums: never TF32
+# (XLA:GPU's default for float32 operands, 11 significant bits) nor bf16 passes. The 2**24
+# argument needs exact float32; with TF32 the offset convolution's summed kernel (up to
+# C/G * max|omega|, e.g. > 2**11 for a 6b(L3) layer with more than 73 input channels) would be
+# rounded. ``fast_test.py`` asserts it on the lowered StableHLO for CPU and CUDA.
+FLOAT_PRECISION = lax.Precision.HIGHEST
+
+
+def _precision(dtype):
+  """``FLOAT_PRECISION`` for a float result type, None (the default) for integer results."""
+  return None if jnp.issubdtype(dtype, jnp.integer) else FLOAT_PRECISION
 
 
 @dataclasses.dataclass(frozen=True)
@@ -310,8 +324,8 @@ def _native_dtype(accumulation: str):
 def _operand_dtype(accumulation: str, float_operands: bool = False):
   """Operand type of the native ops: int8, or bf16 (exact for integers of magnitude <= 256).
 
-  ``float_operands``: float32 instead of bf16 on the ``bfloat16`` path (same 9-bit digits, so
-  exact under any matmul precision: tf32, bf16 passes or full float32).
+  ``float_operands``: float32 instead of bf16 on the ``bfloat16`` path (same 9-bit digits; the
+  ops still request ``FLOAT_PRECISION``).
   """
   if accumulation == "bfloat16":
     return jnp.float32 if float_operands else jnp.bfloat16
@@ -411,7 +425,8 @@ def dot(a: jax.Array, w: jax.Array, cfg: Config):
       alpha, omega = alpha[:, :, u0:u1], omega[:, u0:u1, :]
     if p.accumulation == "onednn":
       return onednn.gemm(alpha, omega)
-    return _to_int32(lax.dot_general(alpha, omega, dims, preferred_element_type=dt))
+    return _to_int32(lax.dot_general(alpha, omega, dims, precision=_precision(dt),
+                                     preferred_element_type=dt))
 
   def native_ones(omega, u0, u1):
     # 1 . omega is a column sum: an exact int32 reduction (|sum| <= K * 127).
@@ -542,7 +557,8 @@ def conv(lhs: jax.Array, rhs: jax.Array, geo: ConvGeometry, cfg: Config):
   """
   if geo.pointwise and geo.k and 0 not in geo.out_shape:
     return pointwise_conv(lhs, rhs, geo, cfg)
-  im2col = cfg.accumulation == "onednn" or (cfg.accumulation == "int32" and on_gpu())
+  gpu = cfg.backend == "gpu"
+  im2col = cfg.accumulation == "onednn" or (cfg.accumulation == "int32" and gpu)
   if im2col and geo.k and 0 not in geo.out_shape:
     return im2col_conv(lhs, rhs, geo, cfg)
   cg = geo.group_in
@@ -553,7 +569,8 @@ def conv(lhs: jax.Array, rhs: jax.Array, geo: ConvGeometry, cfg: Config):
   lhs_feat, rhs_in = dn.lhs_spec[1], dn.rhs_spec[1]
   kwargs = dict(window_strides=geo.strides, padding=geo.padding, lhs_dilation=geo.lhs_dilation,
                 rhs_dilation=geo.rhs_dilation, dimension_numbers=dn,
-                feature_group_count=geo.groups, preferred_element_type=dt)
+                feature_group_count=geo.groups, preferred_element_type=dt,
+                precision=_precision(dt))
 
   def select(alpha, omega, u0, u1):
     if (u0, u1) == (0, cg):
@@ -581,14 +598,14 @@ def conv(lhs: jax.Array, rhs: jax.Array, geo: ConvGeometry, cfg: Config):
     exact_f32 = geo.taps * (u1 - u0) * max(p.weight.max_abs) <= FLOAT32_BOUND
     dtype = jnp.float32 if exact_f32 else jnp.int32
     out = lax.conv_general_dilated(jnp.ones(shape, dtype), summed.astype(dtype),
-                                   **dict(kwargs, preferred_element_type=dtype))
+                                   **dict(kwargs, preferred_element_type=dtype,
+                                          precision=_precision(dtype)))
     return _to_int32(out)
 
   empty = geo.k == 0 or 0 in geo.out_shape
   # XLA:GPU has no bf16 x bf16 -> f32 convolution (cuDNN): it would convert the operands to
-  # float32 itself; passing float32 operands keeps the result exact whatever precision XLA
-  # then picks (tf32, bf16 passes, float32).
-  float_operands = on_gpu()
+  # float32 itself; float32 operands holding the same 9-bit digits, at FLOAT_PRECISION.
+  float_operands = gpu
   value = None if empty else combine(p, lhs, rhs, cfg, native, native_ones, use_wide,
                                      float_operands)
   return finalize(value, geo.out_shape, cfg)
