@@ -1,4 +1,4 @@
-"""The bit-sparsity-pattern number format (EBSP_SPEC.md §2).
+"""The bit-sparsity-pattern number format (docs/method.md §2).
 
 A weight magnitude ``q`` fits the pattern ``BitPattern(bits=b, length=L)`` when all of its set
 bits lie in a window of ``L`` consecutive bit positions that starts at its leading one, i.e.
