@@ -1,4 +1,4 @@
-"""The bit-exact EBSP datapath ("non-multiplication engine", EBSP_SPEC.md §3) in ``jax.lax``.
+"""The bit-exact EBSP datapath ("non-multiplication engine", docs/method.md §3) in ``jax.lax``.
 
 Public API:
 
