@@ -1,6 +1,6 @@
 """``method="fast"``: the same integer sums with native low-precision matmuls and convolutions.
 
-Every product of the datapath is ``a * q`` exactly (EBSP_SPEC.md §3), so the accumulated sum is
+Every product of the datapath is ``a * q`` exactly (docs/method.md §3), so the accumulated sum is
 the bilinear form ``S = sum_k a_k q_k`` and any exact evaluation of it gives the datapath's
 result. The fast method splits both operands into int8 *planes*,
 
