@@ -1,4 +1,4 @@
-"""The pieces of the EBSP "non-multiplication engine" (EBSP_SPEC.md §3) on integer arrays.
+"""The pieces of the EBSP "non-multiplication engine" (docs/method.md §3) on integer arrays.
 
 Per product of an integer activation ``a`` and a weight ``q`` of a ``BitPattern(b, L)``:
 
