@@ -5,7 +5,7 @@ Every injected conv/dense keeps, in the ``'quant_stats'`` collection under its o
 and maximum of its INPUT activation (the ``lhs``). The first update sets the statistics to the
 batch values (so no bias correction is needed); later updates mix with ``ema_decay``.
 
-The activation format follows from the statistics, one scale per tensor (EBSP_SPEC.md §2):
+The activation format follows from the statistics, one scale per tensor (docs/method.md §2):
 
 * ``min >= 0`` (e.g. after a ReLU): unsigned ``uniform(bits, signed=False)``, levels
   ``0 .. 2**bits - 1``, ``scale = max / (2**bits - 1)``;
