@@ -1,4 +1,4 @@
-"""ADMM quantization-aware training as optax transformations (EBSP_SPEC.md §4).
+"""ADMM quantization-aware training as optax transformations (docs/method.md §6).
 
 ``admm(rule, rho, update_every)`` is the transformation; ``straight_through`` gives the weights
 the forward pass computes with, ``finalize`` hard-projects at the end, ``tree_scales`` and
