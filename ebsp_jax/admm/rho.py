@@ -1,7 +1,7 @@
 """Penalty-parameter (ρ) policies for :func:`ebsp_jax.admm.admm`.
 
 A policy says how ρ evolves at each Z-step of ADMM. Three families cover the method and its
-usual variants (EBSP_SPEC.md §4, Boyd et al. 2011 §3.4.1):
+usual variants (docs/method.md §6, Boyd et al. 2011 §3.4.1):
 
 * :func:`constant_rho` — ρ never changes.
 * :func:`geometric_rho` — ρ ← min(factor · ρ, max_value) at every Z-step (Leng et al. 2018 grow ρ
