@@ -1,4 +1,4 @@
-"""ADMM quantization as an optax transformation (EBSP_SPEC.md §4; Leng et al., AAAI 2018).
+"""ADMM quantization as an optax transformation (docs/method.md §6; Leng et al., AAAI 2018).
 
 Problem: minimise ``f(W)`` subject to ``W ∈ C``, the grid of a bit-sparsity pattern with a
 per-channel scale. ADMM splits it with an auxiliary ``Z ∈ C`` and a scaled dual ``U``:
