@@ -12,7 +12,7 @@ Designs (bit widths from the EBSP paper's Table, [ebsp_dac2022]):
 * **EBSP** (:func:`ebsp_pe`): per product ``q * a`` with ``q = +-m 2^s``: leading-one detector
   on the weight magnitude, mux that extracts the L-bit mantissa, a read of the 2^L-entry LUT
   (a 2^L:1 mux over the row's shared LUT registers), barrel shifter (max shift
-  ``magnitude_bits - L``), conditional negate and the accumulate adder (EBSP_SPEC §3). The LUT
+  ``magnitude_bits - L``), conditional negate and the accumulate adder (docs/method.md §3). The LUT
   itself (filled once per activation with shifts and adds) is shared by the PEs of a row; it
   is the activation's level-0 memory in :mod:`ebsp_jax.hw.arch`.
 * **Eyeriss** (:func:`eyeriss_pe`) [eyeriss_jssc2017]: 16-bit fixed-point multiplier and 16-bit
