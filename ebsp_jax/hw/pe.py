@@ -141,7 +141,7 @@ class PEModel:
 
 def ebsp_pe(bits: int = 6, length: int = 3, activation_bits: int = 8, acc_bits: int = 32,
             weight_format: str = "raw", signed: bool = True) -> PEModel:
-  """The EBSP LUT-plus-shift PE for weights ``BitPattern(bits, length)`` (EBSP_SPEC §3).
+  """The EBSP LUT-plus-shift PE for weights ``BitPattern(bits, length)`` (docs/method.md §3).
 
   Args:
     bits: weight bits (sign included when ``signed``).
