@@ -27,7 +27,7 @@ One definition per key, whoever produces the record; ``ebsp_jax.arith.events`` (
 datapath emulator) is the reference:
 
 * ``lod_uses``: leading-one detections that *encode* operands into ``(s, m)``: one per weight
-  element (weights are static, EBSP_SPEC §3: the code is computed once, when the weights are
+  element (weights are static, docs/method.md §3: the code is computed once, when the weights are
   encoded; a layer run ``repeat`` times counts its weights ``repeat`` times), plus one per
   activation element in the emulator's dual-LOD mode. It is not the per-product LOD activity
   of a ``weight_format='raw'`` PE (which re-detects the stored magnitude every product): the
