@@ -208,7 +208,7 @@ def split_codes(q: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray, np.
   """``(nonzero mask, shift, mantissa)`` of integer weights ``q`` under pattern length L.
 
   ``s = max(0, floor(log2|q|) - L + 1)``, ``m = |q| >> s`` (the canonical code of
-  EBSP_SPEC §2); zero weights get ``s = m = 0``.
+  docs/method.md §2); zero weights get ``s = m = 0``.
   """
   mag = np.abs(np.asarray(q).astype(np.int64))
   nz = mag > 0
