@@ -30,7 +30,7 @@ from ebsp_jax.hw.dataflow import LayerCost
 from ebsp_jax.hw.pe import Activity
 from ebsp_jax.hw.workload import Workload
 
-#: The one setting the paper's savings figures belong to (EBSP_SPEC §5: ResNet-50 on ImageNet,
+#: The setting the paper's savings figures belong to (docs/method.md §7: ResNet-50 on ImageNet,
 #: EBSP with 6-bit weights and pattern length 3, "6-bit (pattern 3)" in its table).
 PAPER_SETTING: Mapping[str, Any] = {"model": "resnet50", "dataset": "imagenet", "pattern": (6, 3)}
 #: EBSP paper, ResNet-50: EBSP's energy reduction vs each baseline, % [ebsp_dac2022].
