@@ -58,6 +58,10 @@ from ebsp_jax.hw.pe import Activity
 from ebsp_jax.hw.workload import Layer
 
 DIMS = ("B", "G", "K", "C", "OY", "OX", "FY", "FX")
+#: Energy categories of a layer cost (``overhead``: per-cycle chip energy such as the clock
+#: tree, 0 unless a design calibrates it).
+ENERGY_CATEGORIES = ("compute", "rf", "lut", "local_buffer", "buffer", "dram", "leakage",
+                     "overhead")
 OPERANDS = ("W", "I", "O")
 IRRELEVANT = {"W": frozenset({"B", "OY", "OX"}), "I": frozenset({"K"}),
               "O": frozenset({"C", "FY", "FX"})}
@@ -231,7 +235,8 @@ def _allocate(layer: Layer, acc: Accelerator, mapping: Mapping, prec: dict[str, 
           dims[d] = dims.get(d, 1) * s
           rem //= s
         bits = tensor_elems(op, dims, layer) * p
-        if bits > node.capacity_bits:
+        limit = node.capacity_for(op)
+        if bits > (node.capacity_bits if limit is None else limit):
           if i == 0:
             raise MappingError(f"{node.name} cannot hold the minimal {op} tile")
           break
@@ -243,8 +248,9 @@ def _allocate(layer: Layer, acc: Accelerator, mapping: Mapping, prec: dict[str, 
       options[op] = opts
     best, best_acc = None, math.inf
     cap = node.capacity_bits
-    if len(ops) == 1:
-      best = options[ops[0]][-1:]
+    if len(ops) == 1 or all(node.capacity_for(op) is not None for op in ops):
+      # One operand, or separate buffers per operand: each takes its longest fitting run.
+      best = tuple(options[op][-1] for op in ops)
     else:
       # Minimise the summed accesses under the shared capacity. For the last operand the best
       # choice is the longest run that still fits (its accesses fall as its run grows), so only
@@ -342,6 +348,7 @@ def evaluate_mapping(layer: Layer, acc: Accelerator, mapping: Mapping,
   out_elems = tensor_elems("O", layer.loop_dims(), layer)
   accesses: list[LevelAccess] = []
   level_bits: dict[str, float] = {}
+  op_bits: dict[tuple[str, str], float] = {}
   level_energy: dict[str, float] = {}
   for op in OPERANDS:
     hier = acc.hierarchy(op)
@@ -355,8 +362,16 @@ def evaluate_mapping(layer: Layer, acc: Accelerator, mapping: Mapping,
     raw = [total / v for v in ir11]
     raw2 = [total / v for v in ir12]
     if op == "I" and sliding_window:
-      raw = [r * _halo_factor(c11[: a + 1], layer) for a, r in enumerate(raw)]
-      raw2 = [r * _halo_factor(c12[: a + 1], layer) for a, r in enumerate(raw2)]
+      # A sliding level (shift register / sliding-window spad) keeps the overlap of
+      # consecutive windows when the loop just above its tile slides along OX or OY: the
+      # transfer into it is counted over the union of those windows.
+      slide = [[] for _ in range(n + 1)]
+      for a in range(1, n + 1):
+        if hier[a - 1].sliding and a < len(t_st) and t_st[a] and t_st[a][0][0] in ("OX", "OY"):
+          dim = t_st[a][0][0]
+          slide[a] = list(itertools.takewhile(lambda l, d=dim: l[0] == d, t_st[a]))
+      raw = [r * _halo_factor(c11[: a + 1] + [slide[a]], layer) for a, r in enumerate(raw)]
+      raw2 = [r * _halo_factor(c12[: a + 1] + [slide[a]], layer) for a, r in enumerate(raw2)]
     caal = [math.prod(_ir(c, op) for c in c11[a:]) for a in range(n + 1)] + [1.0, 1.0]
     for m, lvl in enumerate(hier):
       top = m == n - 1
@@ -377,34 +392,61 @@ def evaluate_mapping(layer: Layer, acc: Accelerator, mapping: Mapping,
         p_wr_low = prec["O"] if rd_low > 0 else prec["O_final"]
         p_wr_high = prec["O"]
         p_rd_high = prec["O"] if wr_high > 0 else prec["O_final"]
+      if m == 0 and op == "W" and acc.act_sparsity in ("gate", "skip"):
+        rd_low *= activity.act_density     # a zero activation does not read its weight
+      if lvl.kind == "dram" and acc.dram_codec == "rlc":
+        if op == "I" and activity.compress_input:
+          rd_low *= rlc_ratio(1.0 - activity.act_density, prec["I"])
+        if op == "O" and rd_low == 0:     # final outputs only
+          wr_low *= rlc_ratio(1.0 - activity.out_density, prec["O_final"])
       bits_r = rd_low * p_rd_low + rd_high * p_rd_high
       bits_w = wr_low * p_wr_low + wr_high * p_wr_high
-      e = (bits_r * lvl.read_pj + bits_w * lvl.write_pj) / lvl.word_bits * escale
+      rpj, wpj = lvl.energy_for(op)
+      # DRAM energy per bit is not scaled with the logic node.
+      e = (bits_r * rpj + bits_w * wpj) / lvl.word_bits * (1.0 if lvl.kind == "dram" else escale)
       tile = tensor_elems(op, _extent(t_st[: m + 1], su[op][: m + 1]), layer)
       accesses.append(LevelAccess(lvl.name, op, rd_low, wr_low, rd_high, wr_high, bits_r, bits_w,
                                   e, tile))
       level_bits[lvl.name] = level_bits.get(lvl.name, 0.0) + bits_r + bits_w
+      op_bits[(lvl.name, op)] = bits_r + bits_w
       level_energy[lvl.name] = level_energy.get(lvl.name, 0.0) + e
 
   # Cycles.
-  compute = math.prod(s for _, s in mapping.temporal) * acc.cycle_factor
+  density = activity.act_density if acc.act_sparsity == "skip" else 1.0
+  compute = math.prod(s for _, s in mapping.temporal) * acc.cycle_factor * density
   used = mapping.used_array
   cycles, bound = compute, "compute"
+  serial = 0.0
   for lvl in acc.levels:
     act = (1 if "D1" in lvl.served else used[0]) * (1 if "D2" in lvl.served else used[1])
-    c = level_bits.get(lvl.name, 0.0) / (lvl.bandwidth_bits * act)
-    if c > cycles:
-      cycles, bound = c, lvl.name
+    per_op_bw = dict(lvl.operand_bandwidth_bits)
+    shared = 0.0
+    for op in lvl.operands:
+      bits = op_bits.get((lvl.name, op), 0.0)
+      frac = lvl.serial_fraction(op)
+      if op in per_op_bw:     # its own port: its own bound
+        t = bits / (per_op_bw[op] * act)
+        serial += frac * t
+        if (1 - frac) * t > cycles:
+          cycles, bound = (1 - frac) * t, f"{lvl.name}:{op}"
+      else:
+        t = bits / (lvl.bandwidth_bits * act)
+        serial += frac * t
+        shared += (1 - frac) * t
+    if shared > cycles:
+      cycles, bound = shared, lvl.name
+  cycles += serial
   seconds = cycles / (acc.tech.clock_mhz * 1e6)
 
   # Energy by category.
-  energy = {k: 0.0 for k in ("compute", "rf", "lut", "local_buffer", "buffer", "dram",
-                             "leakage")}
-  energy["compute"] = macs * acc.pe.energy_per_mac_pj(activity) * escale
+  energy = {k: 0.0 for k in ENERGY_CATEGORIES}
+  gated = activity.act_density if acc.act_sparsity in ("gate", "skip") else 1.0
+  energy["compute"] = macs * acc.pe.energy_per_mac_pj(activity) * escale * gated
   for lvl in acc.levels:
     energy[lvl.category] += level_energy.get(lvl.name, 0.0)
   leak_mw = leakage_mw(acc)
   energy["leakage"] = leak_mw * 1e-3 * seconds * 1e12
+  energy["overhead"] = acc.overhead_pj_per_cycle * cycles
   energy["total"] = sum(energy.values())
   units = acc.mac_units
   return LayerCost(
@@ -414,6 +456,21 @@ def evaluate_mapping(layer: Layer, acc: Accelerator, mapping: Mapping,
       spatial_utilization=(used[0] * used[1] / units) * (
           macs / (math.prod(s for _, s in mapping.temporal) * used[0] * used[1])),
       energy=energy, level_energy=level_energy, accesses=tuple(accesses))
+
+
+def rlc_ratio(zero_fraction: float, value_bits: float = 16.0) -> float:
+  """Compressed / raw size of activations under Eyeriss's run-length code (derived).
+
+  Each non-zero value is one (run, level) pair of ``5 + value_bits`` bits, packed
+  ``floor(63 / (5 + value_bits))`` pairs per 64-bit word (three for 16-bit values, the last bit
+  marks the last word) [eyeriss_jssc2017, Fig. 8]; runs longer than 31 zeros need an extra pair
+  (i.i.d. zeros: ``z^32`` per element, included). Never above 1: data that would expand is
+  stored raw (the network's input image is, in Eyeriss).
+  """
+  z = float(zero_fraction)
+  pairs_per_word = max(1, math.floor(63 / (5 + value_bits)))
+  pairs = (1.0 - z) + z ** 32
+  return min(1.0, pairs * (64.0 / pairs_per_word) / value_bits)
 
 
 def _extent(t_levels, su_levels) -> dict[str, float]:
@@ -452,14 +509,16 @@ def spatial_options(layer: Layer, acc: Accelerator) -> list[tuple[tuple, tuple]]
   seen = set()
   for cand1, cand2 in acc.spatial:
     sp = []
+    left = dict(dims)     # a dim on both axes unrolls what the first axis left of it
     for arr_size, cand in ((acc.array[0], cand1), (acc.array[1], cand2)):
       rem = arr_size
       loops = []
       for d in cand:
-        f = _balanced(dims[d], rem)
+        f = _balanced(left[d], rem)
         if f > 1:
           loops.append((d, f))
           rem //= f
+          left[d] = math.ceil(left[d] / f)
       sp.append(tuple(loops))
     key = (sp[0], sp[1])
     if key not in seen:
@@ -558,6 +617,10 @@ def best_mapping(layer: Layer, acc: Accelerator, objective: str = "edp", lpf_lim
   """
   if objective not in OBJECTIVES:
     raise ValueError(f"objective must be one of {OBJECTIVES}; got {objective!r}")
+  if acc.layer_cost:      # a design-specific cost model (e.g. a paper's own simulator rules)
+    from ebsp_jax.hw.spec import LAYER_COSTS  # pylint: disable=import-outside-toplevel
+    cost = LAYER_COSTS[acc.layer_cost](layer, acc, activity)
+    return dataclasses.replace(cost, layer=layer.name)
   cost = _best_cached(_LayerKey(layer), acc, objective, lpf_limit, activity, boundary_io,
                       sliding_window, refine, refine_starts)
   return dataclasses.replace(cost, layer=layer.name)

@@ -1,5 +1,6 @@
 """Tests of the loop-nest dataflow model: hand-counted accesses, bounds, ceilings, search."""
 
+import dataclasses
 import math
 
 import pytest
@@ -142,3 +143,138 @@ def test_temporal_loops_and_spatial_options():
   assert len(loops8) == 8 and math.prod(s for _, s in loops8) == 2 * 4 * 56 * 56 * 9
   opts = dataflow.spatial_options(layer, arch.build_accelerator("eyeriss"))
   assert opts and all(isinstance(o[0], tuple) for o in opts)
+
+
+# ------------------------------------------------------------------------------------------
+# Structural features of the paper settings, on layers small enough to count by hand.
+
+
+def _toy_levels(t, spad_i_entries=1, sliding=False, dram_serial=(), dram_bw=64.0,
+                glb_operand_bw=()):
+  return (
+      arch.register_level("reg_w", ("W",), 1, 8, t),
+      arch.register_level("spad_i", ("I",), spad_i_entries, 8, t, sliding=sliding),
+      arch.register_level("reg_o", ("O",), 1, 32, t),
+      MemLevel("glb", ("W", "I", "O"), 1e6, ("D1", "D2"), 64, 6.4, 6.4, 1024, "sram", "buffer",
+               operand_bandwidth_bits=glb_operand_bw),
+      MemLevel("dram", ("W", "I", "O"), math.inf, ("D1", "D2"), 64, 640.0, 640.0, dram_bw,
+               "dram", "dram", serial=dram_serial),
+  )
+
+
+def _toy2(levels, t, **kw) -> Accelerator:
+  return Accelerator("toy", pe.wax_pe(8, 32), (1, 1), levels, ((("C",), ("K",)),), 1, 1.0, 1.0,
+                     "pe", tech=t, **kw)
+
+
+def test_sliding_window_spad_fetches_each_input_once_per_row():
+  # 1-D convolution: 8 outputs, a 3-tap filter, 10 inputs. The ifmap spad holds one 3-wide
+  # window; FX is innermost, OX slides the window. Without sliding reuse every window is
+  # fetched whole (8 x 3 = 24 writes); a sliding spad fetches only the new input per step:
+  # 3 + 7 = 10 = every input once.
+  layer = Layer("row", "conv", n=1, m=1, c=1, p=1, q=8, r=1, s=3, input_hw=(1, 10))
+  t = tech.TechParams(leakage_device="none")
+  m = Mapping((), (), (("FX", 3), ("OX", 8)))
+  plain = dataflow.evaluate_mapping(layer, _toy2(_toy_levels(t, 3), t), m)
+  slide = dataflow.evaluate_mapping(layer, _toy2(_toy_levels(t, 3, sliding=True), t), m)
+  assert _acc(plain, "spad_i", "I").wr_high == pytest.approx(24)
+  assert _acc(slide, "spad_i", "I").wr_high == pytest.approx(10)
+  assert _acc(slide, "glb", "I").rd_low == pytest.approx(10)
+  # The MACs still read the spad once per product: 24 reads either way.
+  assert _acc(slide, "spad_i", "I").rd_low == pytest.approx(24)
+
+
+def test_sliding_needs_the_sliding_loop_directly_above_the_tile():
+  # K between the window and OX: the spad is reused for 2 filters, then slides; the merge
+  # puts K (irrelevant to I) below, so OX is still the next loop: 10 writes. With C (relevant,
+  # not sliding) directly above, each (c, ox) window is fetched whole: 2 x 8 x 3 = 48.
+  layer = Layer("row", "conv", n=1, m=2, c=2, p=1, q=8, r=1, s=3, input_hw=(1, 10))
+  t = tech.TechParams(leakage_device="none")
+  a = _toy2(_toy_levels(t, 3, sliding=True), t)
+  k_then_ox = dataflow.evaluate_mapping(layer, a, Mapping((), (), (("FX", 3), ("K", 2),
+                                                                   ("OX", 8), ("C", 2))))
+  assert _acc(k_then_ox, "spad_i", "I").wr_high == pytest.approx(2 * 10)
+  c_then_ox = dataflow.evaluate_mapping(layer, a, Mapping((), (), (("FX", 3), ("C", 2),
+                                                                   ("OX", 8), ("K", 2))))
+  # The spad (3 entries) holds one window; C above it: 2 channels x 8 windows x 3, per filter
+  # pass K=2 outermost: 2 x 48 = 96.
+  assert _acc(c_then_ox, "spad_i", "I").wr_high == pytest.approx(2 * 2 * 8 * 3)
+
+
+def test_serial_dram_and_per_operand_bandwidth():
+  # Dense 1x4 -> 2: 8 MACs on one unit. DRAM at 64 b/cycle moves W (8 x 8 b) and I (4 x 8 b)
+  # and O (2 x 8 b). With the I and O transfers serial (not overlapped), the cycles are the
+  # compute cycles (8) plus (32 + 16) / 64 = 0.75.
+  layer = Layer("fc", "dense", n=1, m=2, c=4)
+  t = tech.TechParams(leakage_device="none")
+  m = Mapping((), (), (("C", 4), ("K", 2)))
+  a = _toy2(_toy_levels(t, 1, dram_serial=(("I", 1.0), ("O", 1.0))), t)
+  cost = dataflow.evaluate_mapping(layer, a, m)
+  assert cost.compute_cycles == 8 and cost.cycles == pytest.approx(8 + (32 + 16) / 64)
+  # A per-operand port narrower than the traffic bounds the layer on its own: the GLB's
+  # ifmap port at 1 b/cycle moves I 8 x 8 bits = 64 bits (reads to the array) + 32 (fill).
+  b = _toy2(_toy_levels(t, 1, glb_operand_bw=(("I", 1.0),)), t)
+  cost_b = dataflow.evaluate_mapping(layer, b, m)
+  i_bits = _acc(cost_b, "glb", "I").bits_read + _acc(cost_b, "glb", "I").bits_written
+  assert i_bits == pytest.approx(8 * 8 + 4 * 8)
+  assert cost_b.bound == "glb:I" and cost_b.cycles == pytest.approx(i_bits)
+
+
+def test_dram_energy_is_not_scaled_with_the_node():
+  layer = Layer("fc", "dense", n=1, m=2, c=3)
+  m = Mapping((), (), (("C", 3), ("K", 2)))
+  e45 = dataflow.evaluate_mapping(layer, _toy(), m)
+  t22 = tech.TechParams(leakage_device="none", node_nm=22, vdd=0.8)
+  a22 = dataclasses.replace(_toy(), tech=t22)
+  e22 = dataflow.evaluate_mapping(layer, a22, m)
+  assert e22.energy["dram"] == pytest.approx(e45.energy["dram"])
+  assert e22.energy["buffer"] == pytest.approx(e45.energy["buffer"] * t22.energy_scale)
+
+
+def test_zero_activation_gating_and_skipping():
+  layer = Layer("fc", "dense", n=1, m=4, c=8)
+  t = tech.TechParams(leakage_device="none")
+  m = Mapping((), (), (("C", 8), ("K", 4)))
+  half = pe.Activity(act_density=0.5)
+  base = _toy2(_toy_levels(t), t)
+  for mode, cycles in (("none", 32), ("gate", 32), ("skip", 16)):
+    a = dataclasses.replace(base, act_sparsity=mode)
+    full = dataflow.evaluate_mapping(layer, a, m)
+    sparse = dataflow.evaluate_mapping(layer, a, m, half)
+    scale = 1.0 if mode == "none" else 0.5
+    assert sparse.energy["compute"] == pytest.approx(full.energy["compute"] * scale), mode
+    assert sparse.compute_cycles == pytest.approx(cycles), mode
+    # The weight register is read once per non-zero activation (32 products -> 16).
+    assert _acc(sparse, "reg_w", "W").rd_low == pytest.approx(32 * scale), mode
+
+
+def test_rlc_ratio_and_dram_codec():
+  # Three (5-bit run, 16-bit level) pairs per 64-bit word: 21.33 bits per non-zero value.
+  assert dataflow.rlc_ratio(0.75) == pytest.approx(0.25 * 64 / 3 / 16 + 0.75 ** 32 * 64 / 3 / 16)
+  assert dataflow.rlc_ratio(0.0) == 1.0        # would expand: stored raw
+  assert dataflow.rlc_ratio(0.4) == pytest.approx(0.6 * 64 / 3 / 16, rel=1e-6)
+  layer = Layer("fc", "dense", n=1, m=2, c=4)
+  t = tech.TechParams(leakage_device="none")
+  m = Mapping((), (), (("C", 4), ("K", 2)))
+  a = dataclasses.replace(_toy2(_toy_levels(t), t), dram_codec="rlc")
+  act = pe.Activity(act_density=0.25, out_density=0.25)
+  cost = dataflow.evaluate_mapping(layer, a, m, act)
+  raw = dataflow.evaluate_mapping(layer, a, m)
+  # 8-bit values: four 13-bit pairs per 64-bit word, 16 bits per non-zero value: x0.5 here.
+  assert dataflow.rlc_ratio(0.75, 8) == pytest.approx(0.5, rel=1e-3)
+  assert _acc(cost, "dram", "I").rd_low == pytest.approx(4 * dataflow.rlc_ratio(0.75, 8))
+  assert _acc(cost, "dram", "O").wr_low == pytest.approx(2 * dataflow.rlc_ratio(0.75, 8))
+  assert _acc(cost, "dram", "W").rd_low == _acc(raw, "dram", "W").rd_low   # weights raw
+
+
+def test_a_dim_on_both_array_axes_splits_a_wide_pe_set():
+  # Eyeriss CONV2 of AlexNet: a 5 x 27 row-stationary PE set on 12 x 14 PEs is split into two
+  # segments (5 x 14 and 5 x 13) stacked along D1 [JSSC 2017, Fig. 5]: FY 5 and OY 2 on D1,
+  # OY 14 on D2, and no OY left in time.
+  layer = Layer("conv2", "conv", n=1, m=8, c=4, p=27, q=27, r=5, s=5, input_hw=(31, 31))
+  a = dataclasses.replace(arch.build_accelerator("eyeriss", pe_count=168), array=(12, 14),
+                          spatial=((("FY", "OY"), ("OY",)),))
+  (d1, d2), = dataflow.spatial_options(layer, a)
+  assert d1 == (("FY", 5), ("OY", 2)) and d2 == (("OY", 14),)
+  loops = dict(dataflow.temporal_loops(layer, d1, d2, lpf_limit=8))
+  assert "OY" not in loops

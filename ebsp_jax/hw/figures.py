@@ -22,7 +22,8 @@ from ebsp_jax import cli  # noqa: E402
 from ebsp_jax.hw.report import CATEGORIES, NetworkResult, per_unit  # noqa: E402
 
 _COLORS = {"compute": "#4c72b0", "rf": "#55a868", "lut": "#8172b2", "local_buffer": "#ccb974",
-           "buffer": "#64b5cd", "dram": "#c44e52", "leakage": "#8c8c8c"}
+           "buffer": "#64b5cd", "dram": "#c44e52", "leakage": "#8c8c8c",
+           "overhead": "#dd8452"}
 
 
 def _unit(results: Sequence[NetworkResult]) -> str:

@@ -79,12 +79,28 @@ class Activity:
   """Data-dependent activity of a layer (1.0 = every product does full work).
 
   Attributes:
-    nonzero_fraction: fraction of products whose weight is non-zero.
+    nonzero_fraction: fraction of products whose weight is non-zero (EBSP's data-aware mode).
     shifted_fraction: fraction of non-zero products whose shift is > 0.
+    act_density: fraction of the layer's input activations that are non-zero; used only by
+      designs that exploit zero activations (``Accelerator.act_sparsity``: Eyeriss gates, ZeNA
+      and OLAccel skip) and by DRAM codecs (Eyeriss's run-length code).
+    out_density: fraction of the layer's output activations that are non-zero (after its
+      ReLU: the next layer's ``act_density``); used by DRAM codecs only.
+    compress_input: whether the input may be stored compressed in DRAM (Eyeriss stores every
+      fmap run-length coded except the network's input image [eyeriss_jssc2017]).
   """
 
   nonzero_fraction: float = 1.0
   shifted_fraction: float = 1.0
+  act_density: float = 1.0
+  out_density: float = 1.0
+  compress_input: bool = True
+
+  def __post_init__(self):
+    for k in ("nonzero_fraction", "shifted_fraction", "act_density", "out_density"):
+      v = getattr(self, k)
+      if not 0.0 <= v <= 1.0:
+        raise ValueError(f"Activity.{k} must be in [0, 1]; got {v}")
 
 
 @dataclasses.dataclass(frozen=True)

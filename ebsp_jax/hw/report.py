@@ -40,7 +40,7 @@ PAPER_ENERGY_REDUCTION_PCT: Mapping[str, float] = {
 PAPER_PERF_GAIN_PCT: Mapping[str, float] = {
     "eyeriss": 93.8, "bitfusion": 83.7, "wax": 72.7, "olaccel": 49.5}
 #: Energy categories, in plotting order.
-CATEGORIES = ("compute", "rf", "lut", "local_buffer", "buffer", "dram", "leakage")
+CATEGORIES = dataflow.ENERGY_CATEGORIES
 #: Mapper presets: (lpf_limit, refine, refine_starts).
 SEARCH_PRESETS: Mapping[str, tuple[int, bool, int]] = {
     "fast": (3, True, 1), "default": (4, True, 3), "thorough": (6, True, 6)}
