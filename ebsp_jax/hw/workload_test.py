@@ -102,3 +102,28 @@ def test_bad_batch_size_is_one_line(batch_size):
   assert "\n" not in str(e.value)
   with pytest.raises(ValueError, match="batch_size must be a positive int"):
     workload.trace_model(_Small(), (16, 16, 3), batch_size=batch_size)
+
+
+def test_paper_networks_have_the_published_mac_counts():
+  from ebsp_jax.hw.workload import paper_workload
+  # Eyeriss JSSC 2017: AlexNet CONV1-5 "666 million MACs per 227x227 image", VGG-16 "15.3
+  # billion MACs per 224x224 image" (its 13 convolutions).
+  alex = paper_workload("alexnet_krizhevsky2012", conv_only=True)
+  assert round(alex.macs / 1e6) == 666 and len(alex.layers) == 5
+  vgg = paper_workload("vgg16_simonyan2015", conv_only=True)
+  assert round(vgg.macs / 1e8) == 153 and len(vgg.layers) == 13
+  # Bit Fusion's artifact (results/eyeriss_results.csv, column ALU = MACs of a batch of 16):
+  # AlexNet conv1_a 843321600 and conv2_a 1791590400 (one of the two halves), fc1 603979776;
+  # ResNet-18 conv1 1888223232, conv2_1_a 205520896, conv3_1_b 1849688064; LeNet-5 conv0
+  # 13107200, conv1 209715200, fc1 33554432.
+  def per_layer(key):
+    return {l.name: l.macs for l in paper_workload(key, batch_size=16).layers}
+  a = per_layer("alexnet_krizhevsky2012")
+  assert (a["conv1"], a["conv2"], a["fc1"]) == (2 * 843321600, 2 * 1791590400, 603979776)
+  r = per_layer("resnet18_bitfusion")
+  assert (r["conv1"], r["conv2_1_a"], r["conv3_1_b"]) == (1888223232, 205520896, 1849688064)
+  assert len(r) == 17
+  l5 = per_layer("lenet5_bitfusion")
+  assert (l5["conv0"], l5["conv1"], l5["fc1"]) == (13107200, 209715200, 33554432)
+  with pytest.raises(ValueError, match="unknown paper network 'x'"):
+    paper_workload("x")
