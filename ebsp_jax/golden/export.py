@@ -391,8 +391,10 @@ def _export_layer(imodel, layer: str, cap: Dict[str, jax.Array], rec, d: str,
     }
   else:
     entry["input_quantization"] = ("input = quantize(x, act_format, act_scale): the level "
-                                   "nearest to x / act_scale, clipped to [lo, hi] (float op on "
-                                   "the network input x.npy)")
+                                   "nearest to y = x * (1 / act_scale) (float32, each op "
+                                   "correctly rounded; ties to the level with more trailing "
+                                   "zero bits), clipped to [lo, hi] (float op on the network "
+                                   "input x.npy)")
   entry["files"] = _write(d, layer, arrays)
   np.savez(os.path.join(d, "golden.npz"), **{name: arr for name, arr, _, _ in arrays})
   with open(os.path.join(d, "manifest.json"), "w", encoding="utf-8") as f:

@@ -6,12 +6,20 @@ A real tensor is represented as ``w ≈ scale * q`` with integer levels ``q`` of
 
 Rules shared by every function here:
 
-* Division: ``x / scale`` and the choice of the nearest level are computed in
-  ``result_type(x, float32)``: float32 for float32, bfloat16 and float16 inputs (upcast),
-  float64 for float64 inputs under ``jax_enable_x64`` (so ``9.000000001`` rounds to 10, not to
-  the float32 tie 9 -> 8, for ``6b(L3)``).
-* Nearest level, ties to the level with more trailing zero bits (half-to-even at the step of
-  the binade; e.g. 2.5 → 2, 3.5 → 4, 9 → 8 for ``6b(L3)`` where the neighbours are 8 and 10).
+* Scaling, the one formula of every function here (and of the integer mode's input
+  quantization, which calls :func:`quantize`): ``y = x * r`` with ``r = 1 / scale``, both
+  correctly rounded in ``result_type(x, float32)``: float32 for float32, bfloat16 and float16
+  inputs (upcast), float64 for float64 inputs under ``jax_enable_x64`` (so ``9.000000001``
+  rounds to 10, not to the float32 tie 9 -> 8, for ``6b(L3)``). Not ``x / scale``: XLA
+  rewrites a division by a broadcast scalar into this multiplication but keeps a division by
+  a per-channel array, so ``x / scale`` would round differently per scale shape and per
+  program; the explicit reciprocal is the same op eagerly, under ``jit``, for scalar and
+  per-channel scales, on every backend. ``y`` can differ from the exact quotient by an ulp,
+  so a float32 ``x`` on an exact midpoint of ``scale * levels`` can round either way: the rule
+  is the nearest level of ``y``, not of ``x / scale``.
+* Nearest level of ``y``, ties to the level with more trailing zero bits (half-to-even at the
+  step of the binade; e.g. 2.5 → 2, 3.5 → 4, 9 → 8 for ``6b(L3)`` where the neighbours are
+  8 and 10).
 * Saturation at ``±max_level`` (unsigned formats saturate negative inputs at 0); ``±Inf``
   saturate like any large value.
 * NaN: ``quantize`` maps NaN to 0 (int32 has no NaN; count them with ``pattern_stats`` or
@@ -46,7 +54,7 @@ Axis = Optional[Union[int, Sequence[int]]]
 
 
 def compute_dtype(x: jax.Array) -> np.dtype:
-  """The dtype ``x / scale`` is computed in: ``result_type(x, float32)``.
+  """The dtype the scaling ``x * (1 / scale)`` is computed in: ``result_type(x, float32)``.
 
   float32 for float32, bfloat16, float16 and integer inputs; float64 for float64 inputs
   (only under ``jax_enable_x64``: otherwise jax has no float64 arrays).
@@ -105,14 +113,29 @@ def check_scale(fn: str, scale: chex.Numeric, dtype=np.float32) -> None:
                      f"{normal}; fit it with fit_scale (all-zero slices get 1)")
 
 
+def scaled(x: chex.Array, scale: chex.Numeric) -> jax.Array:
+  """``x * (1 / scale)`` in ``compute_dtype(x)``: the scaling rule of the module docstring.
+
+  Args:
+    x: float array; scale: positive scale broadcasting against ``x``.
+
+  Returns:
+    ``compute_dtype(x)`` array of the broadcast shape.
+  """
+  x = jnp.asarray(x)
+  dtype = compute_dtype(x)
+  reciprocal = jnp.asarray(1, dtype) / jnp.asarray(scale, dtype)
+  return x.astype(dtype) * reciprocal
+
+
 def _round_saturate(x, fmt: NumberFormat, scale):
-  """Returns (y, level): y = x/scale, level = its nearest level, both in ``compute_dtype(x)``.
+  """Returns (y, level): y = :func:`scaled` ``(x, scale)``, level = its nearest level, both in
+  ``compute_dtype(x)``.
 
   NaN propagates (``level`` is NaN where ``y`` is); ``±Inf`` saturate.
   """
   x = jnp.asarray(x)
-  dtype = compute_dtype(x)
-  y = x.astype(dtype) / jnp.asarray(scale, dtype)
+  y = scaled(x, scale)
   sign = jnp.sign(y) if fmt.signed else jnp.ones_like(y)
   mag = jnp.abs(y) if fmt.signed else jnp.maximum(y, 0.0)
   # Clamp before rounding: keeps the exponent trick in range (Inf included); anything at or
@@ -123,7 +146,8 @@ def _round_saturate(x, fmt: NumberFormat, scale):
 
 
 def quantize(x: chex.Array, pattern: NumberFormat, scale: chex.Numeric) -> jax.Array:
-  """Integer level nearest to ``x / scale`` (jitted, ``pattern`` static).
+  """Integer level nearest to ``x * (1 / scale)`` (jitted, ``pattern`` static; see the module
+  docstring for the exact formula).
 
   Args:
     x: float array of any shape (float32, bfloat16, float16, float64).
