@@ -345,6 +345,21 @@ def own_table(own, summary) -> str:
   return "\n".join(lines)
 
 
+def source_state() -> dict:
+  """The commit this ran from and the modified files of the model (None outside git)."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    commit = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "ebsp_jax/hw",
+                            "experiments/zigzag_crosscheck.py"], capture_output=True, text=True,
+                           check=True).stdout.split("\n")
+  except (OSError, subprocess.CalledProcessError):
+    return {"commit": None, "modified": None}
+  return {"commit": commit, "modified": [l[3:] for l in dirty if l.strip()]}
+
+
 def run() -> None:
   check_flags()
   start = time.time()
@@ -387,6 +402,7 @@ def run() -> None:
       "command": " ".join(["python", "experiments/zigzag_crosscheck.py"] + sys.argv[1:]),
       "date": datetime.date.today().isoformat(),
       "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+      "source": source_state(),
       "zigzag_version": metadata.version("zigzag-dse"),
       "settings": {"networks": FLAGS.networks, "designs": FLAGS.designs,
                    "max_layers": FLAGS.max_layers, "objective": FLAGS.objective,
