@@ -70,6 +70,9 @@ flags.DEFINE_enum("area_scope", "pe+local", ["arith", "pe", "pe+local"], "What t
 flags.DEFINE_integer("glb_kib", 108, "Global buffer, KiB.")
 flags.DEFINE_enum("objective", "edp", ["energy", "latency", "edp"], "Mapper objective.")
 flags.DEFINE_enum("mapper_search", "default", ["fast", "default", "thorough"], "Mapper effort.")
+flags.DEFINE_boolean("validate_sensitivity", False, "Also measure the loss increase of quantizing "
+                     "each layer alone in each format, and of the chosen and the reference "
+                     "networks, on the sensitivity sample (one forward pass per layer x format).")
 flags.DEFINE_string("cost_cache", None, "JSON file of cached per-layer costs (read and updated).")
 
 
@@ -307,21 +310,24 @@ def run() -> dict:
       sol = search.min_sensitivity(cost, sens, limit)
       budget = {"metric": metric, "fraction": frac, "limit": limit, "unit": unit,
                 "objective": "least sensitivity"}
-      front = search.pareto_frontier(cost, sens)
     else:
       limit = frac * ref_sens
       sol = search.min_cost(cost, sens, limit)
       budget = {"metric": "sensitivity", "fraction": frac, "limit": limit,
-                "objective": f"least {metric}", "minimized": metric, "unit": unit}
-      front = search.pareto_frontier(cost, sens)
+                "objective": f"least {metric}", "minimized": metric, "minimized_unit": unit}
   except search.InfeasibleError as e:
     what = (f"--budget={FLAGS.budget} ({frac} x the all-{reference} {metric}"
             if mode == "budget" else
             f"--max_sensitivity={frac} ({frac} x the all-{reference} sensitivity")
     raise UsageError(f"{what}): {e}") from None
+  front = search.pareto_frontier(cost, sens)
   t_solve = time.time() - t_solve
   choice = [cand_idx[k] for k in sol.choice]
   chosen = {l: str(all_formats[k]) for l, k in zip(layers, choice)}
+  validation = None
+  if FLAGS.validate_sensitivity:
+    validation = _validate(loss_fn, params, batches, layers, all_formats, choice, ref_idx,
+                           omega, sol.sensitivity, ref_sens)
   totals = table.totals(choice)
   max_length = max(all_formats[k].length for k in choice)
 
@@ -351,6 +357,7 @@ def run() -> dict:
           "quantization_error": {l: {str(f): float(errors[i, k])
                                      for k, f in enumerate(all_formats)}
                                  for i, l in enumerate(layers)},
+          **({"validation": validation} if validation is not None else {}),
       },
       "costs": {l: {str(f): {"energy_pj": float(table.energy_pj[i, k]),
                              "latency_s": float(table.latency_s[i, k]),
@@ -358,8 +365,11 @@ def run() -> dict:
                     for k, f in enumerate(all_formats)}
                 for i, l in enumerate(layers)},
       "candidates": [str(f) for f in candidates],
-      "frontier": {"metric": metric, "cost": front.cost.tolist(),
-                   "sensitivity": front.sensitivity.tolist()},
+      "frontier": {"metric": metric, "layers": list(layers), "cost": front.cost.tolist(),
+                   "sensitivity": front.sensitivity.tolist(),
+                   "choice": front.choice.tolist(),
+                   "what": "every Pareto-optimal (cost, sensitivity) over the candidates; choice "
+                           "holds indices into candidates, one per layer"},
       "hardware": {
           "design": "ebsp", **{k: v for k, v in design.items()}, "objective": FLAGS.objective,
           "mapper_search": FLAGS.mapper_search, "batch_size": FLAGS.batch_size,
@@ -385,6 +395,37 @@ def run() -> dict:
   return out
 
 
+def _validate(loss_fn, params, batches, layers, all_formats, choice, ref_idx, omega, total,
+              ref_total) -> dict:
+  """Measured loss increases on the sensitivity sample next to what Omega / 2 predicts."""
+  from ebsp_jax import search
+  from ebsp_jax.search import sensitivity as sens_lib
+  t = time.time()
+  delta = sens_lib.loss_increase(loss_fn, params, batches, layers, all_formats,
+                                 per_channel=FLAGS.per_channel)
+  base = sens_lib.mean_loss(loss_fn, params, batches)
+
+  def network_loss(ks):
+    fmts = {l: all_formats[k] for l, k in zip(layers, ks)}
+    q = search.sensitivity.replace_kernels(params, {
+        l: sens_lib.projected_kernels([w], fmts[l], per_channel=FLAGS.per_channel)[0]
+        for l, w in zip(layers, sens_lib.kernels(params, layers))})
+    return sens_lib.mean_loss(loss_fn, q, batches)
+
+  return {
+      "what": ("loss on the sensitivity sample with weights projected (no retraining): one "
+               "layer at a time (loss_increase, predicted by Omega/2) and whole networks"),
+      "loss_increase": {l: {str(f): float(delta[i, k]) for k, f in enumerate(all_formats)}
+                        for i, l in enumerate(layers)},
+      "rank_correlation": sens_lib.rank_correlation(omega, delta),
+      "float_loss": base,
+      "chosen_loss": network_loss(choice), "chosen_loss_predicted": base + total / 2,
+      "reference_loss": network_loss([ref_idx] * len(layers)),
+      "reference_loss_predicted": base + ref_total / 2,
+      "seconds": time.time() - t,
+  }
+
+
 def _print_summary(out: dict, layers, metric: str) -> None:
   ref = out["reference"]
   print(f"{out['model']} on {out['dataset']}: {out['budget']['objective']} with "
@@ -401,6 +442,12 @@ def _print_summary(out: dict, layers, metric: str) -> None:
         f"{c['latency_s']:>11.4g} {c['weight_bits']:>12.0f}")
   print(f"{'all-' + ref['format']:<24} {'':<8} {ref['sensitivity']:>12.4g} "
         f"{ref['energy_pj']:>12.4g} {ref['latency_s']:>11.4g} {ref['weight_bits']:>12.0f}")
+  v = out["sensitivity"].get("validation")
+  if v:
+    print(f"sample loss: float {v['float_loss']:.4f}; chosen {v['chosen_loss']:.4f} (predicted "
+          f"{v['chosen_loss_predicted']:.4f}); all-{ref['format']} {v['reference_loss']:.4f} "
+          f"(predicted {v['reference_loss_predicted']:.4f}); rank correlation of Omega with "
+          f"the one-layer loss increases {v['rank_correlation']:.3f}")
 
 
 def main(argv):

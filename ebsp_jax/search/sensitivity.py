@@ -110,17 +110,81 @@ def quantization_error(weights: Sequence[jax.Array], formats: Sequence[NumberFor
   weights = [jnp.asarray(w, jnp.float32) for w in weights]
   out = np.zeros((len(weights), len(formats)))
   for k, f in enumerate(formats):
-    out[:, k] = np.asarray(_errors(weights, f, bool(per_channel)), np.float64)
+    proj = _projected(weights, f, bool(per_channel))
+    out[:, k] = [float(jnp.sum(jnp.square(p - w))) for p, w in zip(proj, weights)]
   return out
 
 
+def projected_kernels(weights: Sequence[jax.Array], fmt: NumberFormat, *,
+                      per_channel: bool = True) -> list[jax.Array]:
+  """Every kernel projected onto ``fmt`` with its fitted scale (one compilation per format).
+
+  Args:
+    weights: float kernels (output channel last).
+    fmt: the format.
+    per_channel: per-output-channel scales (else per tensor), 16 ``fit_scale`` alternations.
+
+  Returns:
+    float32 arrays of the kernels' shapes.
+  """
+  return list(_projected([jnp.asarray(w, jnp.float32) for w in weights], fmt,
+                         bool(per_channel)))
+
+
 @functools.partial(jax.jit, static_argnums=(1, 2))
-def _errors(weights, fmt, per_channel):
-  """One compilation per format: the squared projection error of every kernel."""
-  def one(w):
+def _projected(weights, fmt, per_channel):
+  out = []
+  for w in weights:
     scale = fit_scale(w, fmt, channel_axes(w, per_channel), num_iters=16)
-    return jnp.sum(jnp.square(project(w, fmt, scale) - w))
-  return jnp.stack([one(w) for w in weights])
+    out.append(project(w, fmt, scale))
+  return out
+
+
+def replace_kernels(params: PyTree, new: Mapping[str, jax.Array]) -> PyTree:
+  """``params`` with the kernel of each layer in ``new`` replaced."""
+  kernel_paths(params, list(new))
+  want = {f"{l}/kernel": w for l, w in new.items()}
+  return jax.tree_util.tree_map_with_path(lambda p, x: want.get(path_str(p), x), params)
+
+
+def mean_loss(loss_fn: LossFn, params: PyTree, batches: Sequence[Batch]) -> float:
+  """The example-weighted mean of ``loss_fn`` over ``batches`` (``loss_fn`` jitted)."""
+  fn = jax.jit(loss_fn)
+  total, count = 0.0, 0
+  for b in batches:
+    n = _batch_size(b)
+    total += n * float(fn(params, b))
+    count += n
+  return total / count
+
+
+def loss_increase(loss_fn: LossFn, params: PyTree, batches: Sequence[Batch],
+                  layers: Sequence[str], formats: Sequence[NumberFormat], *,
+                  per_channel: bool = True) -> np.ndarray:
+  """Measured ``loss(W with W_i -> Q_k(W_i)) - loss(W)`` for every layer ``i`` and format
+  ``k``, one layer quantized at a time: what ``Omega[i, k] / 2`` predicts.
+
+  Returns:
+    float64 ``(L, K)``.
+  """
+  batches = list(batches)
+  base = mean_loss(loss_fn, params, batches)
+  ws = kernels(params, layers)
+  out = np.zeros((len(layers), len(formats)))
+  for k, f in enumerate(formats):
+    proj = projected_kernels(ws, f, per_channel=per_channel)
+    for i, l in enumerate(layers):
+      out[i, k] = mean_loss(loss_fn, replace_kernels(params, {l: proj[i]}), batches) - base
+  return out
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+  """Spearman's rank correlation of two equally shaped arrays (ties ranked by position)."""
+  a = np.asarray(a, np.float64).ravel()
+  b = np.asarray(b, np.float64).ravel()
+  ra = np.argsort(np.argsort(a, kind="stable"), kind="stable").astype(np.float64)
+  rb = np.argsort(np.argsort(b, kind="stable"), kind="stable").astype(np.float64)
+  return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def sensitivity_matrix(trace: TraceEstimate, error: np.ndarray) -> np.ndarray:

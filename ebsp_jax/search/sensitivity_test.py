@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ebsp_jax.numerics import BitPattern, fit_scale, uniform
+from ebsp_jax.numerics import BitPattern, fit_scale, project, uniform
 from ebsp_jax.numerics.tree import channel_axes
 from ebsp_jax.search import sensitivity as sens_lib
 
@@ -134,3 +134,27 @@ def test_sensitivity_matrix():
                                10, 8, "hessian")
   out = sens_lib.sensitivity_matrix(est, np.array([[1.0, 2.0], [3.0, 0.5]]))
   np.testing.assert_allclose(out, [[0.5, 1.0], [9.0, 1.5]])
+
+
+def test_loss_increase_quantizes_one_layer_at_a_time():
+  params = _mlp_params(jax.random.key(4))
+  batches = _batches(jax.random.key(5), [6, 2])
+  fmts = [BitPattern(3, 1), uniform(8)]
+  got = sens_lib.loss_increase(_mlp_loss, params, batches, ["head", "fc"], fmts)
+  x = jnp.concatenate([b["x"] for b in batches])
+  y = jnp.concatenate([b["y"] for b in batches])
+  base = float(_mlp_loss(params, {"x": x, "y": y}))
+  for i, l in enumerate(["head", "fc"]):
+    for k, f in enumerate(fmts):
+      w = params[l]["kernel"]
+      scale = fit_scale(w, f, channel_axes(w), num_iters=16)
+      q = dict(params, **{l: dict(params[l], kernel=project(w, f, scale))})
+      assert got[i, k] == pytest.approx(float(_mlp_loss(q, {"x": x, "y": y})) - base, abs=1e-6)
+  assert np.all(np.abs(got[:, 1]) < np.abs(got[:, 0]))      # 8-bit uniform hurts far less
+
+
+def test_rank_correlation():
+  a = np.array([1.0, 5.0, 2.0, 9.0])
+  assert sens_lib.rank_correlation(a, a * 3 + 1) == pytest.approx(1.0)
+  assert sens_lib.rank_correlation(a, -a) == pytest.approx(-1.0)
+  assert sens_lib.rank_correlation(a, np.exp(a)) == pytest.approx(1.0)

@@ -175,14 +175,7 @@ def min_sensitivity(cost, sensitivity, budget: float, allowed=None) -> Solution:
     InfeasibleError: even the cheapest choice costs more than ``budget``.
     ValueError: bad inputs (see :func:`pareto_frontier`).
   """
-  cost, sens, allowed = _check(cost, sensitivity, allowed)
-  budget = _check_limit("budget", budget)
-  front = pareto_frontier(cost, sens, allowed, max_cost=budget)
-  if not len(front):
-    raise InfeasibleError(f"budget {budget:.6g} is below the least achievable cost "
-                          f"{_least_total(cost, allowed):.6g} (every layer at its cheapest "
-                          "candidate)")
-  return _solution(front, len(front) - 1)
+  return _solve(cost, sensitivity, allowed, budget, limit_cost=True)
 
 
 def min_cost(cost, sensitivity, bound: float, allowed=None) -> Solution:
@@ -197,14 +190,26 @@ def min_cost(cost, sensitivity, bound: float, allowed=None) -> Solution:
     InfeasibleError: even the least sensitive choice exceeds ``bound``.
     ValueError: bad inputs (see :func:`pareto_frontier`).
   """
+  return _solve(cost, sensitivity, allowed, bound, limit_cost=False)
+
+
+def _solve(cost, sensitivity, allowed, limit, limit_cost: bool) -> Solution:
+  """The frontier point of least sensitivity within a cost limit, or least cost within a
+  sensitivity limit (the frontier is sorted by cost, so: its last / first point)."""
   cost, sens, allowed = _check(cost, sensitivity, allowed)
-  bound = _check_limit("sensitivity bound", bound)
-  front = pareto_frontier(cost, sens, allowed, max_sensitivity=bound)
+  if limit_cost:
+    name, values, quantity, how = "budget", cost, "cost", "cheapest"
+  else:
+    name, values, quantity, how = "sensitivity bound", sens, "sensitivity", "least sensitive"
+  limit = _check_limit(name, limit)
+  front = pareto_frontier(cost, sens, allowed, **{
+      "max_cost" if limit_cost else "max_sensitivity": limit})
   if not len(front):
-    raise InfeasibleError(f"sensitivity bound {bound:.6g} is below the least achievable "
-                          f"sensitivity {_least_total(sens, allowed):.6g} (every layer at its "
-                          "least sensitive candidate)")
-  return _solution(front, 0)
+    raise InfeasibleError(f"{name} {limit:.6g} is below the least achievable {quantity} "
+                          f"{_least_total(values, allowed):.6g} (every layer at its {how} "
+                          "candidate)")
+  i = len(front) - 1 if limit_cost else 0
+  return Solution(front.choice[i].copy(), float(front.cost[i]), float(front.sensitivity[i]))
 
 
 def _check_limit(name: str, value) -> float:
@@ -215,7 +220,3 @@ def _check_limit(name: str, value) -> float:
   if math.isnan(v):
     raise ValueError(f"{name} must be a real number; got nan")
   return v
-
-
-def _solution(front: Frontier, i: int) -> Solution:
-  return Solution(front.choice[i].copy(), float(front.cost[i]), float(front.sensitivity[i]))

@@ -76,36 +76,28 @@ def _limit(values, allowed, frac):
   return lo + frac * (hi - lo) if hi > lo else lo + frac - 0.5
 
 
-@given(problems())
-def test_min_sensitivity_matches_brute_force(p):
+@pytest.mark.parametrize("least", ["sensitivity", "cost"])
+@given(p=problems())
+def test_solvers_match_brute_force(least, p):
   cost, sens, allowed, frac = p
-  budget = _limit(cost, allowed, frac)
-  best = _brute_min_sensitivity(cost, sens, allowed, budget)
+  if least == "sensitivity":
+    limit = _limit(cost, allowed, frac)
+    best = _brute_min_sensitivity(cost, sens, allowed, limit)
+    solve = solver.min_sensitivity
+  else:
+    limit = _limit(sens, allowed, frac)
+    best = _brute_min_cost(cost, sens, allowed, limit)
+    solve = solver.min_cost
   if best is None:
     with pytest.raises(solver.InfeasibleError):
-      solver.min_sensitivity(cost, sens, budget, allowed)
+      solve(cost, sens, limit, allowed)
     return
-  sol = solver.min_sensitivity(cost, sens, budget, allowed)
-  assert (sol.sensitivity, sol.cost) == best[:2]
+  sol = solve(cost, sens, limit, allowed)
+  got = (sol.sensitivity, sol.cost) if least == "sensitivity" else (sol.cost, sol.sensitivity)
+  assert got == best[:2]
   assert all(allowed[i, k] for i, k in enumerate(sol.choice))
   assert _totals(cost, sens, sol.choice) == (sol.cost, sol.sensitivity)
-  assert sol.cost <= budget
-
-
-@given(problems())
-def test_min_cost_matches_brute_force(p):
-  cost, sens, allowed, frac = p
-  bound = _limit(sens, allowed, frac)
-  best = _brute_min_cost(cost, sens, allowed, bound)
-  if best is None:
-    with pytest.raises(solver.InfeasibleError):
-      solver.min_cost(cost, sens, bound, allowed)
-    return
-  sol = solver.min_cost(cost, sens, bound, allowed)
-  assert (sol.cost, sol.sensitivity) == best[:2]
-  assert all(allowed[i, k] for i, k in enumerate(sol.choice))
-  assert _totals(cost, sens, sol.choice) == (sol.cost, sol.sensitivity)
-  assert sol.sensitivity <= bound
+  assert (sol.cost if least == "sensitivity" else sol.sensitivity) <= limit
 
 
 @given(problems())
