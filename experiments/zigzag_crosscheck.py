@@ -277,9 +277,10 @@ def own_hardware_records(shapes, hw_name, log):
 
 
 def _clean(x):
-  """JSON-safe: non-finite floats become None (strict JSON has no Infinity/NaN)."""
+  """JSON-safe and compact: floats to 7 significant digits, non-finite ones to None (strict
+  JSON has no Infinity/NaN)."""
   if isinstance(x, float):
-    return x if math.isfinite(x) else None
+    return float(f"{x:.7g}") if math.isfinite(x) else None
   if isinstance(x, dict):
     return {str(k): _clean(v) for k, v in x.items()}
   if isinstance(x, (list, tuple)):
@@ -418,7 +419,7 @@ def run() -> None:
       "elapsed_s": elapsed,
   }
   with open(FLAGS.output, "w", encoding="utf-8") as f:
-    json.dump(_clean(result), f, indent=1, allow_nan=False)
+    json.dump(_clean(result), f, separators=(",", ":"), allow_nan=False)
   print(f"wrote {FLAGS.output}")
 
 
