@@ -5,6 +5,9 @@ as ``error: <one line>`` and exits with 2, never with a traceback; absl's own fl
 (e.g. a value outside an enum) included, through :func:`parse_flags`::
 
     app.run(main, flags_parser=cli.parse_flags)
+
+which also makes ``--help`` / ``-h`` / ``--helpfull`` exit with 0 after printing the help
+(absl exits with 1).
 """
 
 from __future__ import annotations
@@ -29,12 +32,33 @@ def fail(msg: str) -> NoReturn:
   sys.exit(2)
 
 
+#: absl's help flags (``--help``, ``-?``, ``--helpshort``, ``--helpfull``, ``--helpxml``).
+_HELP_FLAGS = ("help", "?", "helpshort", "helpfull", "helpxml")
+
+
+def _asks_for_help(argv: List[str]) -> bool:
+  for arg in argv[1:]:
+    if arg == "--":
+      return False
+    name = arg.lstrip("-").split("=", 1)[0]
+    if arg.startswith("-") and name in _HELP_FLAGS and arg.split("=", 1)[-1].lower() not in (
+        "false", "0"):
+      return True
+  return False
+
+
 def parse_flags(argv: List[str]) -> List[str]:
-  """absl's flag parser (``app.run(..., flags_parser=parse_flags)``) with one-line errors."""
+  """absl's flag parser (``app.run(..., flags_parser=parse_flags)``) with one-line errors;
+  a help request (``-h`` too) prints the help and exits with 0."""
+  argv = [argv[0]] + [a if a != "-h" else "--help" for a in argv[1:]]
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
     fail(one_line(e))
+  except SystemExit as e:  # absl prints the help, then exits with 1
+    if e.code == 1 and _asks_for_help(argv):
+      sys.exit(0)
+    raise
 
 
 def load_json(path: str, what: str) -> Any:

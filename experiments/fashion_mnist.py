@@ -2,7 +2,7 @@
 
     python experiments/fashion_mnist.py --flagfile=experiments/configs/fashion_mnist.flags --workdir=runs/fashion_mnist
 
-Flags: `python experiments/fashion_mnist.py --helpfull`; the pipeline is in ebsp_jax/train/trainer.py.
+Flags: `python experiments/fashion_mnist.py --help`; the pipeline is in ebsp_jax/train/trainer.py.
 """
 
 import os
@@ -10,9 +10,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from absl import flags  # noqa: E402
+
 from ebsp_jax.train import flags as train_flags  # noqa: E402
 
 train_flags.define_flags(model="lenet5")
+flags.adopt_module_key_flags(train_flags)  # --help lists them
 
 if __name__ == "__main__":
   train_flags.main("fashion_mnist")

@@ -173,3 +173,63 @@ def test_integer_eval_is_not_part_of_the_fingerprint():
   changed (e.g. --nointeger_eval after a failed integer evaluation)."""
   assert _cfg(integer_eval=True).fingerprint() == _cfg(integer_eval=False).fingerprint()
   assert "integer_eval" not in _cfg().fingerprint()
+
+
+@pytest.mark.parametrize("main, model", [("fashion_mnist", "lenet5"), ("cifar10", "resnet20"),
+                                         ("imagenet", "resnet18")])
+def test_help_lists_the_training_flags_and_exits_0(main, model):
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  for flag in ("--help", "-h") if main == "fashion_mnist" else ("--help",):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", f"{main}.py"), flag],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for name in ("--workdir", "--learning_rate", "--pattern_bits", "--[no]integer_eval",
+                 "--dual_lod", "--coordinator_address"):
+      assert name in out.stdout, (name, out.stdout[:2000])
+    assert f"(default: '{model}')" in out.stdout
+
+
+def _tree(path):
+  return sorted((os.path.relpath(os.path.join(r, n), path), open(os.path.join(r, n), "rb").read())
+                for r, _, names in os.walk(path) for n in names)
+
+
+def test_fresh_start_in_a_foreign_workdir_is_refused_and_nothing_is_deleted(tmp_path, fake_data):
+  work = tmp_path / "work"
+  (work / "tensorboard").mkdir(parents=True)
+  (work / "results.json").write_text('{"someone": "else"}\n')
+  (work / "metrics.jsonl").write_text('{"step": 1}\n')
+  (work / "tensorboard" / "events.out.tfevents.1.host").write_bytes(b"\x01\x02")
+  before = _tree(str(work))
+  line = _one_error_line(_run_main("--model=lenet5", "--batch_size=32", "--eval_batch_size=32",
+                                   f"--workdir={work}", f"--data_dir={fake_data}"))
+  assert line == (f"error: --workdir={work} is not empty (3 entries: metrics.jsonl, results.json, "
+                  "tensorboard) and holds no run of this program (no checkpoints, no run.json); "
+                  "use a new or empty directory (nothing was changed or deleted)")
+  assert _tree(str(work)) == before
+
+
+@pytest.mark.parametrize("kind", ["parent_is_a_file", "unwritable_parent"])
+def test_unusable_workdir_is_one_line_before_loading_data(tmp_path, kind):
+  if kind == "parent_is_a_file":
+    (tmp_path / "file").write_text("x")
+    work, match = tmp_path / "file" / "run", f"cannot be created: {tmp_path / 'file'} is a file"
+  else:
+    work, match = "/proc/ebsp_jax_test/run", "cannot be created in /proc ("
+  # The data directory does not exist: the workdir is checked first.
+  line = _one_error_line(_run_main("--model=lenet5", f"--workdir={work}",
+                                   "--data_dir=/nonexistent/fmnist"))
+  assert line.startswith(f"error: --workdir={work}: ") and match in line, line
+
+
+def test_malformed_tfds_info_is_one_line(tmp_path):
+  vdir = tmp_path / "tfds" / "cifar10" / "3.0.2"
+  vdir.mkdir(parents=True)
+  (vdir / "dataset_info.json").write_text('{"fileFormat": "array_record", "splits": "train"}')
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  out = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "cifar10.py"),
+                        f"--workdir={tmp_path / 'w'}", f"--data_dir={tmp_path / 'tfds'}"],
+                       capture_output=True, text=True, timeout=120, env=env)
+  line = _one_error_line(out)
+  assert f"malformed TFDS dataset info {vdir / 'dataset_info.json'}: 'splits' must be" in line
+  assert not (tmp_path / "w").exists()

@@ -159,11 +159,3 @@ def test_checkpointer_roundtrip_and_validation(tmp_path):
     ck.restore(5, dict(state, extra=jnp.zeros(1)))
   ck.close()
   assert ckpt_lib.config_difference({"a": 1, "b": 2}, {"a": 1, "b": 3}) == ["b: checkpoint 2, now 3"]
-
-
-def test_write_json_atomic(tmp_path):
-  path = str(tmp_path / "r.json")
-  ckpt_lib.write_json_atomic(path, {"x": 1})
-  ckpt_lib.write_json_atomic(path, {"x": 2})
-  assert json.load(open(path)) == {"x": 2}
-  assert os.listdir(tmp_path) == ["r.json"]

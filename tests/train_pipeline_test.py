@@ -48,9 +48,8 @@ def env(tmp_path_factory):
 
 
 def _cfg(env, workdir, **kw) -> TrainConfig:
-  flags = dict(testing.TINY_FLAGS, **kw)
-  return TrainConfig(dataset="fashion_mnist", workdir=str(workdir), data_dir=env["data_dir"],
-                     **flags)
+  flags = {**testing.TINY_FLAGS, "data_dir": env["data_dir"], **kw}
+  return TrainConfig(dataset="fashion_mnist", workdir=str(workdir), **flags)
 
 
 def _argv(env, workdir, **kw):
@@ -450,16 +449,202 @@ def test_failed_final_evaluation_keeps_the_training(env, tmp_path, monkeypatch):
   assert last.startswith("error: the final evaluation failed at step 16: RuntimeError: integer "
                          "lowering exploded") and "--nointeger_eval" in last, last
   assert "Traceback" not in r.stderr and "exploded" in (workdir / "evaluation_error.txt").read_text()
-  # As a run from before integer_eval left the fingerprint: its checkpoints record the field.
+  # As a run from before integer_eval left the fingerprint: its checkpoints record the field
+  # (and, older still, have neither checksums nor a data fingerprint: format 1).
   latest = max(int(n) for n in os.listdir(workdir / "checkpoints") if n.isdigit())
-  meta_file = workdir / "checkpoints" / str(latest) / "meta" / "metadata"
-  with open(meta_file) as f:
-    saved = json.load(f)
-  assert "integer_eval" not in saved["config"]
-  saved["config"]["integer_eval"] = True
-  with open(meta_file, "w") as f:
-    json.dump(saved, f)
-  res = Experiment(_cfg(env, workdir, integer_eval=False), stream=io.StringIO()).run()
+  _make_format_1(workdir / "checkpoints" / str(latest),
+                 lambda saved: saved["config"].update(integer_eval=True))
+  stream = io.StringIO()
+  res = Experiment(_cfg(env, workdir, integer_eval=False), stream=stream).run()
   assert res["steps"] == 16 and res["integer_top1"] is None
   assert res["integer_note"] == "disabled by --nointeger_eval"
   assert not (workdir / "evaluation_error.txt").exists()     # the failed try's traceback
+  # An old checkpoint resumes, and says what could not be checked.
+  out = stream.getvalue()
+  assert f"warning: checkpoint {latest} predates data fingerprints" in out
+  assert f"warning: checkpoint {latest} predates checksums (format 1)" in out
+  assert any("predates checksums" in w for w in res["warnings"])
+
+
+def _make_format_1(ckpt_path, edit=None):
+  """Rewrites a checkpoint's metadata as the first format wrote it: no checksums, no digest,
+  no data fingerprint (``edit`` may change it further)."""
+  meta_file = ckpt_path / "meta" / "metadata"
+  with open(meta_file) as f:
+    saved = json.load(f)
+  assert "integer_eval" not in saved["config"]
+  for k in ("checksums", "digest", "data_fingerprint"):
+    del saved[k]
+  saved["format"] = 1
+  if edit:
+    edit(saved)
+  with open(meta_file, "w") as f:
+    json.dump(saved, f)
+
+
+# ------------------------------------------------------------------------------------------
+# Reliability (issue 17): integrity, data identity, divergence, workdirs.
+def _copy_run(reference, dest):
+  shutil.copytree(reference["workdir"], dest)
+  return dest
+
+
+def _checkpoint_ids(workdir):
+  return sorted(int(n) for n in os.listdir(os.path.join(workdir, "checkpoints")) if n.isdigit())
+
+
+def _raw_orbax_leaves(ckpt_dir, ckpt_id):
+  """The arrays of a checkpoint as orbax alone returns them (no checks of ours), or None."""
+  import orbax.checkpoint as ocp
+  with open(os.path.join(ckpt_dir, str(ckpt_id), "meta", "metadata")) as f:
+    leaves = json.load(f)["leaves"]
+  dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = [jax.ShapeDtypeStruct(tuple(s), np.dtype(d), sharding=dev) for _, s, d in leaves]
+  mngr = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(
+      create=False, cleanup_tmp_directories=False, enable_async_checkpointing=False),
+      item_names=("state", "meta"))
+  try:
+    r = mngr.restore(ckpt_id, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+    return [np.asarray(x) for x in r.state]
+  except Exception:  # noqa: BLE001 - orbax itself noticed the damage
+    return None
+  finally:
+    mngr.close()
+
+
+def test_bit_rot_is_refused_naming_the_step_and_the_previous_checkpoint(env, reference):
+  """One bit flipped in the compressed array data of the latest checkpoint, at a position where
+  orbax alone returns altered weights without a word (searched for): the run refuses to resume
+  with one line naming the step and the previous checkpoint; following it finishes the run."""
+  workdir = _copy_run(reference, env["base"] / "bitrot")
+  ck_dir = str(workdir / "checkpoints")
+  ids = _checkpoint_ids(workdir)
+  latest, previous = ids[-1], ids[-2]
+  original = _raw_orbax_leaves(ck_dir, latest)
+  data_dir = os.path.join(ck_dir, str(latest), "state", "ocdbt.process_0", "d")
+  target = max((os.path.join(data_dir, n) for n in os.listdir(data_dir)), key=os.path.getsize)
+  size = os.path.getsize(target)
+  with open(target, "rb") as f:
+    pristine = f.read()
+  silent = None
+  for pos in range(size // 2, size - 64, 131):
+    damaged = bytearray(pristine)
+    damaged[pos] ^= 0x10
+    with open(target, "wb") as f:
+      f.write(damaged)
+    got = _raw_orbax_leaves(ck_dir, latest)
+    if got is not None and any(not np.array_equal(a, b) for a, b in zip(got, original)):
+      silent = pos
+      break
+  assert silent is not None, "no silently damaging flip found"
+  results_before = (workdir / "results.json").read_bytes()
+  with pytest.raises(ckpt_lib.CheckpointError) as e:
+    Experiment(_cfg(env, workdir), stream=io.StringIO()).run()
+  msg = str(e.value)
+  assert "\n" not in msg
+  assert msg.startswith(f"checkpoint {os.path.join(ck_dir, str(latest))} (step 16, phase "
+                        "'done') is corrupt: array '"), msg
+  assert "does not match its checksum" in msg
+  assert (f"the previous checkpoint is {previous} (step 16, phase 'finetune'): delete "
+          f"{os.path.join(ck_dir, str(latest))} to resume from it") in msg
+  assert (workdir / "results.json").read_bytes() == results_before   # nothing republished
+  shutil.rmtree(os.path.join(ck_dir, str(latest)))
+  os.remove(workdir / "results.json")
+  _assert_same_results(Experiment(_cfg(env, workdir), stream=io.StringIO()).run(),
+                       reference["results"])
+
+
+def test_resuming_on_other_data_is_refused(env, reference):
+  """The same files and sizes, labels shifted by one: refused with one line, nothing changed."""
+  workdir = _copy_run(reference, env["base"] / "other_data")
+  os.remove(workdir / "results.json")
+  keep = 4 * 6 + 1
+  for i in _checkpoint_ids(workdir):
+    if i > keep:
+      shutil.rmtree(workdir / "checkpoints" / str(i))
+  shifted = testing.copy_with_shifted_labels(env["data_dir"], str(env["base"] / "shifted_data"))
+  with pytest.raises(ckpt_lib.CheckpointError) as e:
+    Experiment(_cfg(env, workdir, data_dir=shifted), stream=io.StringIO()).run()
+  msg = str(e.value)
+  assert "\n" not in msg and f"holds a run trained on other data: with --data_dir={shifted}" in msg
+  assert "the test split differs from the one the run used" in msg
+  assert _checkpoint_ids(workdir)[-1] == keep
+  # A fresh start on the shifted data in that workdir is refused too (its run.json says so).
+  shutil.rmtree(workdir / "checkpoints")
+  with pytest.raises(ValueError, match="holds another run \\(the test split differs"):
+    Experiment(_cfg(env, workdir, data_dir=shifted), stream=io.StringIO()).run()
+
+
+def test_rerunning_a_finished_run_changes_nothing(env, reference):
+  workdir = _copy_run(reference, env["base"] / "rerun")
+  before = (workdir / "results.json").read_bytes()
+  params = dict(np.load(workdir / "params.npz"))
+  os.remove(workdir / "params.npz")                # republished from the verified state
+  res = Experiment(_cfg(env, workdir), stream=io.StringIO()).run()
+  assert (workdir / "results.json").read_bytes() == before
+  assert res == json.loads(before) and res["train_steps_per_second"] > 0
+  with np.load(workdir / "params.npz") as again:
+    assert sorted(again) == sorted(params)
+    for k in params:
+      np.testing.assert_array_equal(again[k], params[k])
+  # A finished run of the first checkpoint format (its final checkpoint held only the
+  # evaluations, not the final results): results.json is left as it is.
+  evaluations = ("float_top1", "float_loss", "projected_top1", "quant_top1", "quant_loss",
+                 "integer_top1", "integer_note", "integer_overflows", "integer_float_ops", "layers")
+  _make_format_1(workdir / "checkpoints" / str(_checkpoint_ids(workdir)[-1]),
+                 lambda m: m.update(results={k: m["results"][k] for k in evaluations}))
+  stream = io.StringIO()
+  Experiment(_cfg(env, workdir), stream=stream).run()
+  assert (workdir / "results.json").read_bytes() == before
+  assert "finished run of an older version" in stream.getvalue()
+
+
+def test_the_float_model_is_the_one_this_run_trained(env, reference):
+  """A float_model/ holding other weights is replaced (it was silently kept)."""
+  workdir = _copy_run(reference, env["base"] / "stale_float")
+  exp = Experiment(_cfg(env, workdir), stream=io.StringIO())
+  state = exp._init_jit(jax.random.PRNGKey(5))   # pylint: disable=protected-access
+  exp._save_float_model(state, 0.5)               # pylint: disable=protected-access
+  meta, leaves = _float_model_leaves(str(workdir))
+  assert meta["float_top1"] == 0.5
+  mine = jax.tree_util.tree_leaves({"params": state.params, "model_state": state.model_state})
+  assert len(leaves) == len(mine)
+  for a, b in zip(leaves, mine):
+    np.testing.assert_array_equal(a, np.asarray(b))
+
+
+def test_sgd_at_learning_rate_100_stops_with_one_line(env):
+  """NaN from step 3: exit 2 with one line naming the phase and the step, no results, the last
+  checkpoint finite (it was the integer evaluation's failure, or NaN in results.json)."""
+  workdir = env["base"] / "sgd100"
+  r = subprocess.run(_argv(env, workdir, learning_rate=100.0, float_epochs=2.0, admm_epochs=1.0,
+                           finetune_epochs=0.0, checkpoint_every=1, log_every=1),
+                     capture_output=True, text=True, env=env["env"], timeout=300)
+  assert r.returncode == 2, r.stderr[-2000:]
+  assert "Traceback" not in r.stderr
+  last = r.stderr.strip().splitlines()[-1]
+  m = re.match(r"error: training diverged at step (\d+) \(phase 'float'\): the loss is nan "
+               r"and the parameters or optimizer state are no longer finite; nothing from that "
+               r"step on was saved \(the last checkpoint \(step (\d+), phase 'float'\) in "
+               r"(\S+) holds finite values\) and no results were written; .*--learning_rate "
+               r"\(now 100\)$", last)
+  assert m, last
+  bad, kept = int(m.group(1)), int(m.group(2))
+  assert kept == bad - 1 and m.group(3) == str(workdir / "checkpoints")
+  assert not (workdir / "results.json").exists() and not (workdir / "params.npz").exists()
+  meta, leaves = _final_params(str(workdir))
+  assert meta["step"] == kept
+  assert all(np.isfinite(x).all() for x in leaves if np.issubdtype(x.dtype, np.floating))
+
+
+def test_adam_at_learning_rate_100_warns(env, tmp_path):
+  """A finite loss of ~1e16 runs to the end, with a warning on stdout and in results.json."""
+  stream = io.StringIO()
+  res = Experiment(_cfg(env, tmp_path / "adam100", optimizer="adam", learning_rate=100.0,
+                        float_epochs=2.0, admm_epochs=0.0, finetune_epochs=0.0,
+                        integer_eval=False), stream=stream).run()
+  assert len(res["warnings"]) == 1
+  assert re.match(r"the float loss grew to \S+ at step \d+, \S+ x its start", res["warnings"][0])
+  assert "warning: the float loss grew to" in stream.getvalue()
+  with open(tmp_path / "adam100" / "results.json") as f:
+    assert json.load(f)["warnings"] == res["warnings"]

@@ -24,6 +24,7 @@ dataset's mean/std, ``'label'`` int32 (B,).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from typing import Any, Iterator, Mapping
 
@@ -88,6 +89,10 @@ DATASETS: Mapping[str, DatasetSpec] = {
 }
 
 
+#: Examples a dataset fingerprint reads from a TFDS source (in-memory data are hashed whole).
+FINGERPRINT_SAMPLE = 128
+
+
 def get_spec(name: str) -> DatasetSpec:
   """The :class:`DatasetSpec` of ``name``; one-line ValueError listing known names otherwise."""
   if name not in DATASETS:
@@ -107,6 +112,13 @@ class _ArraySource:
   def get(self, indices: np.ndarray) -> tuple[Any, np.ndarray]:
     return self.images[indices], self.labels[indices]
 
+  def fingerprint(self, n: int) -> str:
+    """SHA-256 of the first ``n`` examples, every image and label."""
+    h = hashlib.sha256(f"array {n} {self.images.shape[1:]} {self.images.dtype.str}".encode())
+    h.update(np.ascontiguousarray(self.images[:n]).view(np.uint8).reshape(-1))
+    h.update(np.ascontiguousarray(self.labels[:n].astype("<i8")).view(np.uint8).reshape(-1))
+    return h.hexdigest()
+
 
 class _TfdsSource:
   """A TFDS array_record data source yielding {'image': uint8 HWC, 'label': int}."""
@@ -122,6 +134,19 @@ class _TfdsSource:
     images = [np.asarray(r["image"]) for r in records]
     labels = np.asarray([int(r["label"]) for r in records], np.int32)
     return images, labels
+
+  def fingerprint(self, n: int) -> str:
+    """SHA-256 of ``n`` and of :data:`FINGERPRINT_SAMPLE` evenly spaced examples of the first
+    ``n`` (decoded images and labels): reading every record of a large split would take
+    minutes."""
+    idx = np.unique(np.linspace(0, n - 1, min(n, FINGERPRINT_SAMPLE)).astype(np.int64))
+    images, labels = self.get(idx)
+    h = hashlib.sha256(f"sample {n} {idx.tolist()}".encode())
+    for im, label in zip(images, labels):
+      im = np.ascontiguousarray(im)
+      h.update(f"{im.shape} {im.dtype.str} {int(label)}".encode())
+      h.update(im.view(np.uint8).reshape(-1))
+    return h.hexdigest()
 
 
 def _open(spec: DatasetSpec, split: str, data_dir: str | None) -> tuple[Any, str]:
@@ -246,6 +271,15 @@ class Dataset:
     return {"image": aug.normalize(images, self._mean, self._std), "label": labels.astype(np.int32)}
 
   # ------------------------------------------------------------------------- access
+  def fingerprint(self) -> str:
+    """SHA-256 (hex) identifying the examples this dataset reads (its ``num_examples``).
+
+    Independent of where the data lie, the batch size, shuffling and augmentation: it changes
+    when an image or a label changes. Idx (in-memory) data are hashed whole; a TFDS split
+    through its size and :data:`FINGERPRINT_SAMPLE` evenly spaced examples.
+    """
+    return self._source.fingerprint(self.num_examples)
+
   def __getitem__(self, step: int) -> dict[str, np.ndarray]:
     """Global batch ``step`` (0-based, counting across epochs)."""
     if step < 0 or (self.total_steps is not None and step >= self.total_steps):

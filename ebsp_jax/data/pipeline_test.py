@@ -324,3 +324,63 @@ def test_rows_are_the_rows_of_the_whole_batch(tfds_dir):
   assert_batches_equal(whole, _concat_rows([data.get_dataset("imagenet", rows=r, **im)
                                             for r in ((0, 1), (1, 3))]))
   assert not np.array_equal(whole[0]["image"], whole[2]["image"])  # epochs differ (reshuffled)
+
+
+@pytest.mark.parametrize("info, match", [
+    ("[1, 2]", "expected a JSON object, found list"),
+    ('{"fileFormat": "array_record", "splits": "train"}',
+     "'splits' must be a list of objects with a string 'name'"),
+    ('{"fileFormat": "array_record", "splits": [{"name": 3}]}', "'splits' must be a list"),
+    ('{"fileFormat": ["array_record"]}', "'fileFormat' must be a string, found list"),
+    ('{"fileFormat": "array_record", "splits": [', "not valid JSON"),
+    (b"\xff\xfe{", "not valid JSON \\(UnicodeDecodeError"),
+])
+def test_malformed_dataset_info_is_one_line(tmp_path, info, match):
+  vdir = tmp_path / "cifar10" / "3.0.2"
+  vdir.mkdir(parents=True)
+  path = vdir / "dataset_info.json"
+  path.write_bytes(info if isinstance(info, bytes) else info.encode())
+  with pytest.raises(ValueError, match=f"malformed TFDS dataset info {path}: {match}") as e:
+    data.get_dataset("cifar10", data_dir=str(tmp_path))
+  assert "\n" not in str(e.value)
+
+
+def _write_idx_dir(d, images, labels):
+  from ebsp_jax.data.fashion_mnist_test import write_split  # pylint: disable=g-import-not-at-top
+  d.mkdir()
+  write_split(str(d), "train", images, labels)
+  write_split(str(d), "test", images[:7], labels[:7])
+  return str(d)
+
+
+def test_fingerprint_is_of_the_content(tmp_path):
+  """Same examples elsewhere: the same fingerprint, whatever the batching; labels shifted by
+  one, or one pixel changed: another; the --train_examples cap counts."""
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (40, 28, 28), dtype=np.uint8)
+  labels = rng.integers(0, 10, 40).astype(np.uint8)
+  a = _write_idx_dir(tmp_path / "a", images, labels)
+  b = _write_idx_dir(tmp_path / "b", images, labels)
+  shifted = _write_idx_dir(tmp_path / "shifted", images, (labels + 1) % 10)
+  pixel = images.copy()
+  pixel[39, 27, 27] ^= 1
+  one_pixel = _write_idx_dir(tmp_path / "pixel", pixel, labels)
+
+  def fp(d, **kw):
+    return data.get_dataset("fashion_mnist", data_dir=d, **kw).fingerprint()
+
+  ref = fp(a, batch_size=8)
+  assert len(ref) == 64 and fp(b, batch_size=5, seed=3, augment=True) == ref
+  assert fp(shifted, batch_size=8) != ref and fp(one_pixel, batch_size=8) != ref
+  assert fp(a, batch_size=8, num_examples=39) != ref
+  assert fp(one_pixel, batch_size=8, num_examples=39) == fp(a, batch_size=8, num_examples=39)
+  assert fp(a, split="test") != fp(a, batch_size=8)
+
+
+def test_tfds_fingerprint_reads_a_sample(tfds_dir):
+  ds = cifar(tfds_dir, split="test")
+  assert ds.fingerprint() == cifar(tfds_dir, split="test", batch_size=3).fingerprint()
+  assert ds.fingerprint() != cifar(tfds_dir, split="test", num_examples=N_TEST - 1).fingerprint()
+  assert ds.fingerprint() != cifar(tfds_dir, split="train").fingerprint()
+  assert len(data.get_dataset("imagenet", split="test", data_dir=tfds_dir,
+                              batch_size=2).fingerprint()) == 64

@@ -46,11 +46,37 @@ def _version_key(v: str) -> tuple[int, ...]:
     return (-1,)
 
 
+def _read_info(path: str) -> dict:
+  """The parts of a TFDS ``dataset_info.json`` used here, checked (one-line ValueError)."""
+  def bad(why: str):
+    raise ValueError(f"malformed TFDS dataset info {path}: {why}; rebuild the dataset or point "
+                     "--data_dir elsewhere")
+
+  try:
+    with open(path, encoding="utf-8") as f:
+      info = json.load(f)
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    bad(f"not valid JSON ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+  except OSError as e:
+    bad(f"unreadable ({e.strerror or type(e).__name__})")
+  if not isinstance(info, dict):
+    bad(f"expected a JSON object, found {type(info).__name__}")
+  for key in ("fileFormat", "name"):
+    if key in info and not isinstance(info[key], str):
+      bad(f"'{key}' must be a string, found {type(info[key]).__name__}")
+  splits = info.get("splits", [])
+  if not (isinstance(splits, list)
+          and all(isinstance(x, dict) and isinstance(x.get("name"), str) for x in splits)):
+    bad("'splits' must be a list of objects with a string 'name'")
+  return info
+
+
 def find_prepared(tfds_name: str, data_dir: str, split: str) -> str:
   """Directory of the newest prepared array_record version of ``tfds_name`` with ``split``.
 
   Fast (filesystem checks only). Raises a one-line FileNotFoundError naming the path looked at
-  and how to prepare the data, or ValueError if it exists in another file format / lacks split.
+  and how to prepare the data, or ValueError if it exists in another file format, lacks
+  ``split`` or has a malformed ``dataset_info.json``.
   """
   root = os.path.join(os.path.abspath(os.path.expanduser(data_dir)), tfds_name)
   versions = sorted(
@@ -64,8 +90,7 @@ def find_prepared(tfds_name: str, data_dir: str, split: str) -> str:
         f"{root}/<version>/dataset_info.json); {prepare_hint(tfds_name, data_dir)}"
     )
   vdir = os.path.join(root, versions[-1])
-  with open(os.path.join(vdir, "dataset_info.json")) as f:
-    info = json.load(f)
+  info = _read_info(os.path.join(vdir, "dataset_info.json"))
   fmt = info.get("fileFormat", "tfrecord")
   if fmt != "array_record":
     raise ValueError(
@@ -92,5 +117,11 @@ def open_source(tfds_name: str, data_dir: str, split: str) -> tuple[Any, Any]:
   vdir = find_prepared(tfds_name, data_dir, split)
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow import, lazy)
 
-  builder = tfds.builder_from_directory(vdir)
-  return builder.as_data_source(split=split), builder.info
+  try:
+    builder = tfds.builder_from_directory(vdir)
+    return builder.as_data_source(split=split), builder.info
+  except Exception as e:  # noqa: BLE001 - TFDS raises many types on a damaged directory
+    first = str(e).splitlines()[0][:200] if str(e).strip() else ""
+    raise ValueError(f"{tfds_name}: cannot open the prepared dataset in {vdir} "
+                     f"({type(e).__name__}{': ' + first if first else ''}); rebuild it ("
+                     f"{prepare_hint(tfds_name, data_dir)})") from None

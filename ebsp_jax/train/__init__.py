@@ -3,7 +3,10 @@
 * :mod:`.config` — :class:`TrainConfig` (frozen, validated).
 * :mod:`.steps` — :class:`TrainState`, pure ``train_step`` / ``eval_step``.
 * :mod:`.trainer` — the pipeline (float → ADMM → projection + fine-tune → evaluation), resumable.
-* :mod:`.checkpoint` — orbax checkpoints with validation; :mod:`.sharding` — data parallelism.
+* :mod:`.checkpoint` — orbax checkpoints, verified on restore (:mod:`.integrity` checksums);
+  :mod:`.sharding` — data parallelism.
+* :mod:`.workdir` — the workdir claim (``run.json``); :mod:`.divergence` — non-finite values stop
+  a run; :mod:`.files` — atomic, strict (no NaN) output files.
 * :mod:`.metrics` / :mod:`.tfevents` — TensorBoard events, metrics.jsonl, the progress line.
 * :mod:`.evaluation` — float / fake-quant / integer evaluation, pattern statistics.
 * :mod:`.reload` — :func:`load_run`: a run's experiment and latest state, read-only.

@@ -1,16 +1,20 @@
-"""Orbax checkpoints of the whole training state, validated on restore.
+"""Orbax checkpoints of the whole training state, verified on restore.
 
 A checkpoint holds every array leaf of the :class:`~ebsp_jax.train.state.TrainState` (params,
 batch-norm / activation statistics, the optimizer state including ADMM's Z, U, scales and ρ, the
 RNG key, the step, which is also the data position) as an orbax ``StandardSave`` list, and a JSON
-``meta`` item: the phase, the leaf signature (paths, shapes, dtypes), the run's configuration,
-the results measured so far and the wall time spent.
+``meta`` item: the phase, the leaf signature (paths, shapes, dtypes), the SHA-256 of every leaf,
+the run's configuration and data fingerprint, the results measured so far and the wall time
+spent, sealed with a SHA-256 of the metadata itself (:mod:`ebsp_jax.train.integrity`).
 
 Orbax writes each checkpoint into a temporary directory and renames it when complete, so a run
 killed at any moment leaves only complete checkpoints (plus temporaries that are ignored and
-cleaned up). On restore, a checkpoint whose signature or configuration differs from the run
-asking for it, or that cannot be read, raises :class:`CheckpointError` with what differs and what
-to do: a run never silently starts over.
+cleaned up). On restore, every array and the metadata are checked against their checksums: a
+checkpoint changed after it was written (bit rot, a torn copy, an edited file) raises
+:class:`CorruptCheckpointError`; one whose signature or configuration differs from the run asking
+for it raises :class:`CheckpointError` with what differs and what to do: a run never silently
+starts over or continues from altered values. Checkpoints of format 1 (written before checksums)
+are still read; :func:`is_verified` tells the caller that they could not be checked.
 
 Checkpoint ids are ``4 * step + phase_index`` so the same step can be saved in two phases
 (e.g. at a phase change) and ids grow with training progress.
@@ -18,7 +22,6 @@ Checkpoint ids are ``4 * step + phase_index`` so the same step can be saved in t
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -27,13 +30,41 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from ebsp_jax.numerics.tree import path_str
+from ebsp_jax.train import integrity
 
 PyTree = Any
-FORMAT_VERSION = 1
+#: 2: with per-leaf checksums and a sealed metadata digest; 1: without (still read, unverified).
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 
 
 class CheckpointError(RuntimeError):
   """A checkpoint cannot be used by this run (corrupt, or from a different configuration)."""
+
+
+class CorruptCheckpointError(CheckpointError):
+  """A checkpoint's files are unreadable or do not hold what was saved (checksum mismatch).
+
+  Attributes:
+    ckpt_id: the checkpoint.
+    path: its directory.
+    reason: what is wrong (one line, without advice).
+  """
+
+  def __init__(self, ckpt_id: int, path: str, reason: str):
+    self.ckpt_id, self.path, self.reason = ckpt_id, path, reason
+    super().__init__(f"checkpoint {path} is corrupt: {reason}; delete that directory to resume "
+                     "from an earlier checkpoint, or the workdir to start over")
+
+
+def is_verified(meta: Mapping[str, Any]) -> bool:
+  """True when the checkpoint of ``meta`` carries checksums (restore verified its arrays)."""
+  return meta.get("format", 0) >= 2
+
+
+def _first_line(e: BaseException) -> str:
+  text = str(e)
+  return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text.strip() else type(e).__name__
 
 
 def signature(tree: PyTree) -> List[List[Any]]:
@@ -59,10 +90,11 @@ def _first_difference(saved: Sequence, expected: Sequence) -> str:
   return "leaf order differs"
 
 
-def config_difference(saved: Mapping[str, Any], now: Mapping[str, Any]) -> List[str]:
-  """``['key: checkpoint X, now Y', ...]`` for every differing configuration field."""
+def config_difference(saved: Mapping[str, Any], now: Mapping[str, Any],
+                      source: str = "checkpoint") -> List[str]:
+  """``['key: <source> X, now Y', ...]`` for every differing configuration field."""
   keys = sorted(set(saved) | set(now))
-  return [f"{k}: checkpoint {saved.get(k, '<absent>')!r}, now {now.get(k, '<absent>')!r}"
+  return [f"{k}: {source} {saved.get(k, '<absent>')!r}, now {now.get(k, '<absent>')!r}"
           for k in keys if saved.get(k, "<absent>") != now.get(k, "<absent>")]
 
 
@@ -127,33 +159,65 @@ class Checkpointer:
     ids = self.all_ids()
     return max(ids) if ids else None
 
-  def save(self, ckpt_id: int, state: PyTree, meta: Mapping[str, Any]) -> bool:
-    """Saves ``state``'s array leaves and ``meta`` (JSON); False if ``ckpt_id`` exists."""
+  def save(self, ckpt_id: int, state: PyTree, meta: Mapping[str, Any],
+           replace: bool = False) -> bool:
+    """Saves ``state``'s array leaves, their checksums and ``meta`` (JSON, sealed).
+
+    Args:
+      ckpt_id: the checkpoint id.
+      state: a pytree of arrays.
+      meta: JSON-compatible metadata (NaN and infinities are refused with ``ValueError``).
+      replace: if ``ckpt_id`` exists and holds other arrays (or cannot be read), delete it and
+        save ``state`` instead; otherwise an existing ``ckpt_id`` is kept.
+
+    Returns:
+      True if written; False if ``ckpt_id`` exists (with ``replace``: and holds these arrays).
+    """
     if self.read_only:
       raise CheckpointError(f"checkpoint directory {self.directory} was opened read-only")
-    if ckpt_id in self.all_ids():
+    exists = ckpt_id in self.all_ids()
+    if exists and not replace:
       return False
     leaves = jax.tree_util.tree_leaves(state)
-    meta = dict(meta, format=FORMAT_VERSION, leaves=signature(state))
+    sums = integrity.digests(leaves)
+    if exists:
+      try:
+        old = self.read_meta(ckpt_id)
+      except CheckpointError:
+        old = None
+      if old is not None and old.get("checksums") == sums and old["leaves"] == signature(state):
+        return False
+      self._mngr.delete(ckpt_id)
+    meta = integrity.seal(dict(meta, format=FORMAT_VERSION, leaves=signature(state),
+                               checksums=sums))
     self._mngr.save(ckpt_id, args=ocp.args.Composite(
         state=ocp.args.StandardSave(leaves), meta=ocp.args.JsonSave(meta)), force=True)
     self._mngr.wait_until_finished()
     return True
 
   def read_meta(self, ckpt_id: int) -> Dict[str, Any]:
+    """The metadata of ``ckpt_id``, its seal verified (format 2).
+
+    Raises:
+      CorruptCheckpointError: unreadable, not valid metadata, or altered since it was saved.
+    """
     path = os.path.join(self.directory, str(ckpt_id))
     try:
       r = self._mngr.restore(ckpt_id, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
       meta = r.meta
     except Exception as e:  # noqa: BLE001
-      raise CheckpointError(
-          f"checkpoint {path} is unreadable ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-          "delete that directory to resume from an earlier checkpoint, or the workdir to start "
-          "over") from e
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION or "leaves" not in meta:
-      raise CheckpointError(f"checkpoint {path} has no valid metadata (format "
-                            f"{meta.get('format') if isinstance(meta, dict) else None!r}, "
-                            f"expected {FORMAT_VERSION}); delete it or use another --workdir")
+      raise CorruptCheckpointError(ckpt_id, path, f"its metadata is unreadable ({_first_line(e)})"
+                                   ) from e
+    fmt = meta.get("format") if isinstance(meta, dict) else None
+    if fmt not in READABLE_FORMATS or not isinstance(meta.get("leaves"), list):
+      raise CorruptCheckpointError(ckpt_id, path, f"it has no valid metadata (format {fmt!r}, "
+                                   f"expected one of {READABLE_FORMATS})")
+    if fmt >= 2 and not integrity.is_sealed_intact(meta):
+      raise CorruptCheckpointError(ckpt_id, path, "its metadata does not match its checksum "
+                                   "(changed after it was written)")
+    if fmt >= 2 and (not isinstance(meta.get("checksums"), list)
+                     or len(meta["checksums"]) != len(meta["leaves"])):
+      raise CorruptCheckpointError(ckpt_id, path, "its metadata has no checksum per array")
     return meta
 
   def restore(self, ckpt_id: int, template: PyTree, shardings: Optional[PyTree] = None
@@ -169,7 +233,9 @@ class Checkpointer:
       ``(state, meta)``.
 
     Raises:
-      CheckpointError: unreadable/corrupt checkpoint or a different leaf signature.
+      CorruptCheckpointError: unreadable, or an array or the metadata differs from what was
+        saved (checksums; checkpoints of format 1 have none, see :func:`is_verified`).
+      CheckpointError: a different leaf signature (another run's checkpoint).
     """
     path = os.path.join(self.directory, str(ckpt_id))
     meta = self.read_meta(ckpt_id)
@@ -191,17 +257,20 @@ class Checkpointer:
           state=ocp.args.StandardRestore(abstract)))
       restored = list(r.state)
     except Exception as e:  # noqa: BLE001
-      raise CheckpointError(
-          f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: "
-          f"{str(e).splitlines()[0][:200] if str(e) else ''}); delete that directory to resume "
-          "from an earlier checkpoint, or the workdir to start over") from e
+      raise CorruptCheckpointError(ckpt_id, path, f"its arrays are unreadable ({_first_line(e)})"
+                                   ) from e
     if len(restored) != len(leaves):
-      raise CheckpointError(f"checkpoint {path} holds {len(restored)} arrays, expected "
-                            f"{len(leaves)}")
+      raise CorruptCheckpointError(ckpt_id, path, f"it holds {len(restored)} arrays, expected "
+                                   f"{len(leaves)}")
     for x, a in zip(restored, abstract):
       if tuple(x.shape) != tuple(a.shape) or x.dtype != a.dtype:
-        raise CheckpointError(f"checkpoint {path} is corrupt: array {x.shape} {x.dtype} where "
-                              f"{a.shape} {a.dtype} was saved")
+        raise CorruptCheckpointError(ckpt_id, path, f"array {x.shape} {x.dtype} where "
+                                     f"{a.shape} {a.dtype} was saved")
+    if is_verified(meta):
+      bad = integrity.first_mismatch(restored, meta["checksums"])
+      if bad is not None:
+        raise CorruptCheckpointError(ckpt_id, path, f"array '{meta['leaves'][bad][0]}' does not "
+                                     "match its checksum (changed after it was written)")
     return jax.tree_util.tree_unflatten(treedef, restored), meta
 
   def close(self) -> None:
@@ -221,14 +290,3 @@ class Checkpointer:
 def has_checkpoint_files(directory: str) -> bool:
   """True when ``directory`` exists and holds anything (checkpoints, even broken ones)."""
   return os.path.isdir(directory) and any(os.scandir(directory))
-
-
-def write_json_atomic(path: str, obj: Any) -> None:
-  """Writes JSON via a temporary file and an atomic rename (safe against kills)."""
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-    f.write("\n")
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)

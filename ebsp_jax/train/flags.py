@@ -1,8 +1,10 @@
 """absl flags shared by the experiment mains, and the main function they all call.
 
-Each ``experiments/<dataset>.py`` is two lines: define the flags with its dataset's defaults and
-call :func:`main`. A bad flag value ends the program with a one-line ``error: ...`` on stderr and
-exit status 2 (absl's own parsing errors also exit non-zero).
+Each ``experiments/<dataset>.py`` is three lines: define the flags with its dataset's defaults,
+adopt them as its own (so ``--help`` lists them) and call :func:`main`. A bad flag value, an
+unusable workdir, data or checkpoint, a diverged run or a failed evaluation ends the program with
+a one-line ``error: ...`` on stderr and exit status 2 (absl's own parsing errors too); the
+workdir is checked before any data are loaded.
 """
 
 from __future__ import annotations
@@ -143,9 +145,11 @@ def main(dataset: str):
       cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS["verbosity"].present:
       logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    from ebsp_jax.train import workdir
     try:
       cfg = config_from_flags(dataset)
       distributed = distributed_from_flags(cfg)
+      workdir.check_writable(cfg.workdir)
     except (ValueError, TypeError) as e:
       cli.fail(cli.one_line(e))
     if cfg.multihost:
@@ -154,14 +158,15 @@ def main(dataset: str):
         sharding.initialize_distributed(**distributed)
       except (ValueError, TypeError, RuntimeError) as e:
         cli.fail(f"--multihost: {cli.one_line(e)}")
-    from ebsp_jax.train import checkpoint, trainer
+    from ebsp_jax.train import checkpoint, divergence, trainer
     try:
       experiment = trainer.Experiment(cfg)
-    except (checkpoint.CheckpointError, ValueError, FileNotFoundError) as e:
+    except (checkpoint.CheckpointError, ValueError, OSError) as e:  # FileNotFoundError: no data
       cli.fail(cli.one_line(e))
     try:
       experiment.run()
-    except (checkpoint.CheckpointError, trainer.EvaluationError) as e:
+    except (checkpoint.CheckpointError, trainer.EvaluationError, divergence.DivergenceError,
+            workdir.WorkdirError, OSError) as e:
       # EvaluationError: the trained state is checkpointed; the message says how to retry.
       cli.fail(cli.one_line(e))
 

@@ -5,12 +5,14 @@ global batch of training step ``t`` for any ``t`` (``start_step``: deterministic
 resumed run sees exactly the batches an uninterrupted run would) and the evaluation split in
 batches. In multi-host training each process loads only its rows of every global batch
 (``train_rows`` / ``eval_rows``, from :func:`ebsp_jax.train.sharding.process_rows`).
+``DataInfo.fingerprint`` identifies the examples of both splits (the content, not the path), so
+a run can refuse to resume on other data.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, Iterator, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -29,6 +31,7 @@ class DataInfo:
   input_shape: Tuple[int, int, int]
   steps_per_epoch: int
   source: str              # where the data were found
+  fingerprint: Mapping[str, str]  # split ('train', 'test') -> Dataset.fingerprint()
 
 
 class Data:
@@ -48,7 +51,8 @@ class Data:
     ev = self._eval()
     self.info = DataInfo(int(train.num_examples), int(ev.num_examples), int(train.num_classes),
                          tuple(train.input_shape), int(train.steps_per_epoch),
-                         str(getattr(train, "source_description", "")))
+                         str(getattr(train, "source_description", "")),
+                         {"train": train.fingerprint(), "test": ev.fingerprint()})
 
   def _train(self, start_step: int):
     c = self.cfg

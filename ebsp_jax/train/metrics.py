@@ -19,6 +19,7 @@ from typing import Dict, Mapping, Optional, TextIO
 
 import numpy as np
 
+from ebsp_jax.train import files
 from ebsp_jax.train.tfevents import EventWriter
 
 
@@ -50,10 +51,7 @@ class MetricWriter:
               kept.append(line)
           except json.JSONDecodeError:
             pass  # a line torn by a kill
-      tmp = self.jsonl_path + ".tmp"
-      with open(tmp, "w") as f:
-        f.writelines(kept)
-      os.replace(tmp, self.jsonl_path)
+      files.write_text_atomic(self.jsonl_path, "".join(kept))
     elif resume_step is None and os.path.exists(self.jsonl_path):
       os.remove(self.jsonl_path)
     tb_dir = os.path.join(workdir, "tensorboard")
@@ -72,8 +70,9 @@ class MetricWriter:
     values = {k: _to_float(v) for k, v in scalars.items()}
     self._events.scalars(step, values)
     rec = {"step": int(step), "phase": phase}
+    # NaN / infinities as the strings "nan" / "inf" / "-inf": JSON has no such numbers.
     rec.update({k: (v if math.isfinite(v) else str(v)) for k, v in values.items()})
-    self._jsonl.write(json.dumps(rec) + "\n")
+    self._jsonl.write(json.dumps(rec, allow_nan=False) + "\n")
 
   def flush(self) -> None:
     if self.enabled:

@@ -5,13 +5,15 @@
 
 The configuration comes from the checkpoint's metadata (what the run validated on resume), so
 the reloaded :class:`~ebsp_jax.train.trainer.Experiment` builds the same models, weight rule
-and evaluation data; nothing in the run's directory is created, changed or deleted.
+and evaluation data; the state is verified against its checksums and the data against the run's
+fingerprint, as on resume; nothing in the run's directory is created, changed or deleted.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import warnings
 from typing import Any, Optional, TextIO, Tuple
 
 from ebsp_jax.train import checkpoint as ckpt_lib
@@ -33,7 +35,9 @@ def load_run(workdir: str, *, data_dir: Optional[str] = None,
     ``(experiment, state)``; ``state.phase`` is ``'done'`` for a finished run.
 
   Raises:
-    CheckpointError: no checkpoint under ``workdir`` or an unreadable one (one line).
+    CheckpointError: no checkpoint under ``workdir``, an unreadable or corrupt one, or data
+      other than the run's (one line). A checkpoint too old to be verified gives a
+      ``UserWarning``.
   """
   from ebsp_jax.train.trainer import Experiment  # pylint: disable=import-outside-toplevel
   ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
@@ -52,4 +56,6 @@ def load_run(workdir: str, *, data_dir: Optional[str] = None,
                                      f"not fit this version's TrainConfig: {e}") from e
     exp = Experiment(cfg, stream=stream if stream is not None else io.StringIO())
     state = exp._restore(ckpt, latest)[0]  # pylint: disable=protected-access
+  for note in exp.notes:
+    warnings.warn(f"load_run({workdir}): {note}", UserWarning, stacklevel=2)
   return exp, state

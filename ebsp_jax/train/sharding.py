@@ -168,3 +168,10 @@ def sum_over_processes(values: Sequence[int]) -> np.ndarray:
   from jax.experimental import multihost_utils
   return np.asarray(multihost_utils.process_allgather(values)).reshape(
       (jax.process_count(),) + values.shape).sum(0)
+
+
+def barrier(name: str) -> None:
+  """Waits until every process gets here (a no-op with one process)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)

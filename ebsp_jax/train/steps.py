@@ -17,6 +17,7 @@ import optax
 from flax import struct
 
 from ebsp_jax import admm as admm_lib
+from ebsp_jax.train import divergence
 
 PyTree = Any
 
@@ -80,7 +81,8 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *,
 
   Returns:
     ``(new_state, metrics)`` with scalar ``loss``, ``accuracy``, ``grad_norm``, ``lr``-free
-    metrics and, during ADMM, ρ and the residuals.
+    metrics and, during ADMM, ρ and the residuals; the bools ``finite_loss`` and
+    ``finite_state`` (params, model and optimizer state) of :func:`.divergence.finite_flags`.
   """
   chex.assert_rank(batch["image"], 4)
   rng = jax.random.fold_in(state.rng, state.step)
@@ -107,6 +109,7 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *,
     metrics["admm/primal_residual_now"] = admm_lib.primal_residual(params, opt_state)
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                             model_state={**state.model_state, **new_model_state})
+  metrics.update(divergence.finite_flags(loss, params, new_state.model_state, opt_state))
   return new_state, metrics
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import struct
 from typing import Any, Dict
 
@@ -46,6 +47,18 @@ def write_fake_fashion_mnist(directory: str, num_train: int = 256, num_test: int
   _write_idx(os.path.join(directory, "t10k-images-idx3-ubyte.gz"), xte)
   _write_idx(os.path.join(directory, "t10k-labels-idx1-ubyte.gz"), yte)
   return directory
+
+
+def copy_with_shifted_labels(directory: str, out: str) -> str:
+  """Copies the idx dataset in ``directory`` to ``out`` with every label ``y`` -> ``(y+1) % 10``
+  (the same images and sizes: other data only a content check can tell apart). Returns ``out``."""
+  from ebsp_jax.data import fashion_mnist  # pylint: disable=import-outside-toplevel
+  os.makedirs(out, exist_ok=True)
+  for images, labels in fashion_mnist.FILES.values():
+    shutil.copyfile(os.path.join(directory, images), os.path.join(out, images))
+    y = fashion_mnist.read_idx(os.path.join(directory, labels))
+    _write_idx(os.path.join(out, labels), (y.astype(np.int64) + 1) % 10)
+  return out
 
 
 #: A 16-step run (4 float + 8 ADMM + 4 fine-tune steps of 32 examples) for pipeline tests.

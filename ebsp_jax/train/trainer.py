@@ -11,7 +11,10 @@ phase of step ``t`` follows from the configured epoch counts::
 
 A phase change is a pure function of the state (so a resumed run makes exactly the same change)
 followed by the evaluations due at that point and a checkpoint. Results measured so far travel in
-the checkpoint metadata, and ``results.json`` is written at the end (atomically).
+the checkpoint metadata; the final results are checkpointed with the final state, and
+``results.json`` and ``params.npz`` are written from them (atomically), so rerunning a finished
+run rewrites the same files from verified data. Workdir claims, checksums and data fingerprints:
+:mod:`.workdir`, :mod:`.checkpoint`; non-finite values stop the run: :mod:`.divergence`.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import os
 import sys
 import time
 import traceback
-from typing import Any, Dict, TextIO, Tuple
+from typing import Any, Dict, List, TextIO, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -30,12 +33,14 @@ import numpy as np
 import optax
 
 from ebsp_jax import admm as admm_lib
+from ebsp_jax import cli
 from ebsp_jax import models
 from ebsp_jax.numerics import make_rule
 from ebsp_jax.numerics.tree import Rule, path_str
 from ebsp_jax.train import checkpoint as ckpt_lib
-from ebsp_jax.train import evaluation
+from ebsp_jax.train import divergence, evaluation, files
 from ebsp_jax.train import sharding as sharding_lib
+from ebsp_jax.train import workdir as workdir_lib
 from ebsp_jax.train.config import NON_SEMANTIC_FIELDS, PHASES, TrainConfig
 from ebsp_jax.train.input_pipeline import Data
 from ebsp_jax.train.metrics import MetricWriter, Progress, format_duration
@@ -131,6 +136,12 @@ class Experiment:
     self._eval_fns: Dict[str, Any] = {}
     self.workdir = os.path.abspath(cfg.workdir)
     self.ckpt_dir = os.path.join(self.workdir, "checkpoints")
+    #: One-line notices of the last restore (e.g. a checkpoint too old to be verified).
+    self.notes: List[str] = []
+
+  def identity(self) -> Dict[str, Any]:
+    """What makes a workdir this run's: the configuration and data fingerprints."""
+    return workdir_lib.identity(self.cfg.fingerprint(), self.data.info.fingerprint)
 
   # ------------------------------------------------------------------------------------------
   # Phases.
@@ -269,10 +280,31 @@ class Experiment:
     return {"step": step, "phase": state.phase, "config": _jsonable(self.cfg.fingerprint()),
             "results": results, "wall_seconds": wall,
             "data": {"position": step, "steps_per_epoch": self.data.info.steps_per_epoch},
+            "data_fingerprint": dict(self.data.info.fingerprint),
             "total_steps": self.total_steps}
 
   def save(self, ckpt: ckpt_lib.Checkpointer, state: TrainState, results, wall: float) -> None:
+    """Checkpoints ``state`` with ``results`` (``DivergenceError`` if either is not finite)."""
+    where = f"at step {int(state.step)} (phase '{state.phase}')"
+    if not divergence.host_all_finite(state):
+      raise divergence.DivergenceError(f"the training state {where} is not finite; "
+                                       f"{self._divergence_advice(ckpt, state.phase)}")
+    divergence.check_finite_results(results, f"the results {where}",
+                                    self._divergence_advice(ckpt, state.phase))
     ckpt.save(_ckpt_id(state), state, self._meta(state, results, wall))
+
+  def _divergence_advice(self, ckpt: ckpt_lib.Checkpointer, phase: str) -> str:
+    """What a diverged run kept and what to do (the tail of a ``DivergenceError``)."""
+    latest = ckpt.latest_id()
+    kept = (f"the last checkpoint ({_describe(latest)}) in {self.ckpt_dir} holds finite values"
+            if latest is not None else "no checkpoint was saved")
+    flag, lr = {"float": ("learning_rate", self.cfg.learning_rate),
+                "admm": ("admm_learning_rate", self.cfg.effective_admm_lr),
+                "finetune": ("finetune_learning_rate", self.cfg.effective_finetune_lr)
+                }.get(phase, ("learning_rate", self.cfg.learning_rate))
+    return (f"nothing from that step on was saved ({kept}) and no results were written; the same "
+            f"command would diverge again: start over in another --workdir with a lower "
+            f"--{flag} (now {lr:g})")
 
   def restore_or_init(self, ckpt: ckpt_lib.Checkpointer, pretrained=None
                       ) -> Tuple[TrainState, Dict, float, bool]:
@@ -297,25 +329,56 @@ class Experiment:
 
   def _restore(self, ckpt: ckpt_lib.Checkpointer, latest: int
                ) -> Tuple[TrainState, Dict, float, bool]:
-    """Checkpoint ``latest`` of ``ckpt``, validated against this run's configuration."""
-    meta = ckpt.read_meta(latest)
-    saved = {k: v for k, v in meta.get("config", {}).items() if k not in NON_SEMANTIC_FIELDS}
-    diff = ckpt_lib.config_difference(saved, _jsonable(self.cfg.fingerprint()))
-    if diff:
-      raise ckpt_lib.CheckpointError(
-          f"{self.workdir} holds a run with a different configuration ({'; '.join(diff[:4])}"
-          f"{'; ...' if len(diff) > 4 else ''}); use another --workdir, or delete it to start over")
-    phase = meta.get("phase")
-    if phase not in PHASES:
-      raise ckpt_lib.CheckpointError(f"checkpoint {latest} in {self.ckpt_dir} has unknown "
-                                     f"phase {phase!r}")
-    template = self.template(phase)
-    shardings = jax.tree_util.tree_map(lambda _: self.repl, template)
-    state, meta = ckpt.restore(latest, template, shardings)
+    """Checkpoint ``latest`` of ``ckpt``, verified, and validated against this run's
+    configuration and data (notices about old checkpoints go to :attr:`notes`)."""
+    try:
+      meta = ckpt.read_meta(latest)
+      saved = {k: v for k, v in meta.get("config", {}).items() if k not in NON_SEMANTIC_FIELDS}
+      diff = ckpt_lib.config_difference(saved, _jsonable(self.cfg.fingerprint()))
+      if diff:
+        raise ckpt_lib.CheckpointError(
+            f"{self.workdir} holds a run with a different configuration ({'; '.join(diff[:4])}"
+            f"{'; ...' if len(diff) > 4 else ''}); use another --workdir, or delete it to start "
+            "over")
+      self.notes = []
+      if "data_fingerprint" in meta:
+        data_diff = workdir_lib.data_difference(meta["data_fingerprint"],
+                                                self.data.info.fingerprint)
+        if data_diff:
+          raise ckpt_lib.CheckpointError(
+              f"{self.workdir} holds a run trained on other data: with --data_dir="
+              f"{self.cfg.data_dir or '<default>'}, {data_diff}; resume with the run's data, or "
+              "use another --workdir")
+      else:
+        self.notes.append(f"checkpoint {latest} predates data fingerprints: the data cannot be "
+                          "checked against the run's (from now on they are)")
+      phase = meta.get("phase")
+      if phase not in PHASES:
+        raise ckpt_lib.CheckpointError(f"checkpoint {latest} in {self.ckpt_dir} has unknown "
+                                       f"phase {phase!r}")
+      template = self.template(phase)
+      shardings = jax.tree_util.tree_map(lambda _: self.repl, template)
+      state, meta = ckpt.restore(latest, template, shardings)
+    except ckpt_lib.CorruptCheckpointError as e:
+      raise ckpt_lib.CheckpointError(self._corrupt_message(ckpt, e)) from e
+    if not ckpt_lib.is_verified(meta):
+      self.notes.append(f"checkpoint {latest} predates checksums (format {meta.get('format')}): "
+                        "its arrays could not be verified")
     if int(state.step) != meta["step"]:
       raise ckpt_lib.CheckpointError(f"checkpoint {latest} is inconsistent: step leaf "
                                      f"{int(state.step)} vs metadata {meta['step']}")
     return state, dict(meta.get("results", {})), float(meta.get("wall_seconds", 0.0)), True
+
+  def _corrupt_message(self, ckpt: ckpt_lib.Checkpointer,
+                       e: ckpt_lib.CorruptCheckpointError) -> str:
+    """One line: which checkpoint is corrupt, why, and how to resume from the one before."""
+    earlier = [i for i in ckpt.all_ids() if i < e.ckpt_id]
+    if earlier:
+      offer = (f"the previous checkpoint is {max(earlier)} ({_describe(max(earlier))}): delete "
+               f"{e.path} to resume from it")
+    else:
+      offer = f"there is no earlier checkpoint: delete {self.workdir} to start over"
+    return f"checkpoint {e.path} ({_describe(e.ckpt_id)}) is corrupt: {e.reason}; {offer}"
 
   def _pretrained_dir(self) -> str:
     """The directory of the --pretrained float model (``CheckpointError`` if there is none)."""
@@ -360,37 +423,59 @@ class Experiment:
     return state.replace(params=loaded["params"], model_state=loaded["model_state"])
 
   def _save_float_model(self, state: TrainState, float_top1: float) -> None:
+    """Saves the float model for ``--pretrained``, replacing one that holds other weights."""
     path = os.path.join(self.workdir, "float_model")
     with ckpt_lib.Checkpointer(path, max_to_keep=1) as fm:
       fm.save(0, {"params": state.params, "model_state": state.model_state},
               {"model": self.cfg.model, "dataset": self.cfg.dataset, "float_top1": float_top1,
-               "step": int(state.step)})
+               "step": int(state.step), "data_fingerprint": dict(self.data.info.fingerprint)},
+              replace=True)
 
   # ------------------------------------------------------------------------------------------
-  def run(self) -> Dict[str, Any]:
-    """Runs (or resumes) the whole pipeline; returns the results (also in results.json)."""
-    t_start = time.time()
+  def _open(self) -> Tuple[ckpt_lib.Checkpointer, TrainState, Dict, float, bool]:
+    """Claims the workdir and opens its checkpoints: ``(ckpt, state, results, wall, resumed)``.
+
+    Everything is checked before anything is created: the workdir (writable; a fresh start
+    only in an empty directory or one whose ``run.json`` records this run) and --pretrained.
+    With several processes, each checks the same directory state before process 0 writes.
+    """
     cfg = self.cfg
-    # A fresh run checks --pretrained before it creates anything in the workdir. With several
-    # processes only the directory check comes first: another process may already have made
-    # the workdir, and the orbax managers must be opened in the same order in every process.
+    workdir_lib.check_writable(self.workdir)
+    resuming = ckpt_lib.has_checkpoint_files(self.ckpt_dir)
+    ident = self.identity()
+    if not resuming:
+      workdir_lib.check_fresh_start(self.workdir, ident)
+    # With several processes only the --pretrained directory check comes first: the orbax
+    # managers must be opened in the same order in every process.
     pretrained = None
-    if cfg.pretrained and not ckpt_lib.has_checkpoint_files(self.ckpt_dir):
+    if cfg.pretrained and not resuming:
       self._pretrained_dir()
       if jax.process_count() == 1:
         pretrained = self._open_pretrained()
     try:
+      sharding_lib.barrier("ebsp_jax.trainer.workdir_checked")
       os.makedirs(self.workdir, exist_ok=True)
+      if self.primary and not resuming:
+        workdir_lib.write_marker(self.workdir, ident)  # before anything else is created
       ckpt = ckpt_lib.Checkpointer(self.ckpt_dir, cfg.keep_checkpoints)
     except BaseException:
       if pretrained is not None:
         pretrained[0].close()
       raise
     try:
-      state, results, wall_before, resumed = self.restore_or_init(ckpt, pretrained)
+      opened = self.restore_or_init(ckpt, pretrained)
+      if self.primary and resuming and workdir_lib.read_marker(self.workdir) != ident:
+        workdir_lib.write_marker(self.workdir, ident)   # a run from before markers, or moved
     except BaseException:
       ckpt.close()
       raise
+    return (ckpt,) + opened
+
+  def run(self) -> Dict[str, Any]:
+    """Runs (or resumes) the whole pipeline; returns the results (also in results.json)."""
+    t_start = time.time()
+    cfg = self.cfg
+    ckpt, state, results, wall_before, resumed = self._open()
     step = int(state.step)
     writer = MetricWriter(self.workdir, resume_step=step if resumed else None,
                           enabled=self.primary)
@@ -403,6 +488,10 @@ class Experiment:
         f"activations {cfg.activation_bits or 'float'}, {jax.device_count()} device(s)"
         + (f" in {jax.process_count()} processes" if jax.process_count() > 1 else "")
         + (f"; resumed at step {step} ({state.phase})" if resumed else ""))
+    for note in self.notes if resumed else ():
+      progress.message(f"warning: {note}")
+      if not _is_final(results):
+        results.setdefault("warnings", []).append(note)
     self._loop_time, self._loop_steps = 0.0, 0
 
     def wall():
@@ -416,28 +505,34 @@ class Experiment:
           # evaluation below then loses no training, and rerunning repeats only the change.
           self.save(ckpt, state, results, wall())
           try:
-            state, results = self._change_phase(state, results, writer, progress)
-          except ckpt_lib.CheckpointError:
+            state, results = self._change_phase(state, results, writer, progress, ckpt)
+          except (ckpt_lib.CheckpointError, divergence.DivergenceError):
             raise
           except Exception as e:  # noqa: BLE001 - re-raised as one line, traceback in a file
             raise self._evaluation_error(state, want, e) from e
+          if state.phase == "done":   # checkpointed with the final state: a rerun rewrites them
+            results = self._final_results(state, results, wall())
           self.save(ckpt, state, results, wall())
           continue
         if want == "done":
           break
         state = self._train_phase(state, ckpt, writer, progress, results, wall)
-      self.save(ckpt, state, results, wall())
-      results = self._final_results(state, results, wall())
+      path = os.path.join(self.workdir, RESULTS_FILE)
+      if not _is_final(results):  # a done checkpoint of an older version, without them
+        old = _load_json(path)
+        if old is not None:
+          progress.message(f"finished run of an older version: {path} left as it is")
+          return old
+        results = self._final_results(state, results, wall())
       if self.primary:
-        ckpt_lib.write_json_atomic(os.path.join(self.workdir, RESULTS_FILE), results)
+        files.write_json_atomic(path, results)
         _write_params_npz(os.path.join(self.workdir, PARAMS_FILE), state.params)
         if os.path.exists(os.path.join(self.workdir, ERROR_FILE)):   # an earlier try's
           os.remove(os.path.join(self.workdir, ERROR_FILE))
       progress.message(
           f"done in {format_duration(results['wall_seconds'])}: float_top1 "
           f"{_fmt(results.get('float_top1'))}, quant_top1 {_fmt(results.get('quant_top1'))}, "
-          f"integer_top1 {_fmt(results.get('integer_top1'))} -> "
-          f"{os.path.join(self.workdir, RESULTS_FILE)}")
+          f"integer_top1 {_fmt(results.get('integer_top1'))} -> {path}")
       return results
     finally:
       writer.close()
@@ -447,8 +542,8 @@ class Experiment:
     """The one-line error of a failed phase change (its traceback goes to ``ERROR_FILE``)."""
     path = os.path.join(self.workdir, ERROR_FILE)
     if self.primary:
-      with open(path, "w") as f:
-        f.write("".join(traceback.format_exception(type(e), e, e.__traceback__)))
+      files.write_text_atomic(path, "".join(traceback.format_exception(type(e), e,
+                                                                       e.__traceback__)))
     what = "the final evaluation" if want == "done" else f"entering phase '{want}'"
     first = str(e).splitlines()[0] if str(e) else ""
     hint = (", or add --nointeger_eval to skip the integer mode"
@@ -458,11 +553,13 @@ class Experiment:
         f"{': ' + first if first else ''} (traceback in {path}); the trained state is "
         f"checkpointed in {self.ckpt_dir}: rerun the same command to retry{hint}")
 
-  def _change_phase(self, state, results, writer, progress):
+  def _change_phase(self, state, results, writer, progress, ckpt):
     results = dict(results)
     step = int(state.step)
     if state.phase == "float":
       ev = self.evaluate(state, "float")
+      divergence.check_finite_results(ev, f"the float model's evaluation at step {step}",
+                                      self._divergence_advice(ckpt, "float"))
       results["float_top1"] = ev["top1"]
       results["float_loss"] = ev["loss"]
       writer.write(step, {"eval/float_top1": ev["top1"], "eval/float_loss": ev["loss"]}, "float")
@@ -511,11 +608,15 @@ class Experiment:
     progress.start(step)
     t_phase, n_phase = time.perf_counter(), 0
     first = True
+    monitor = divergence.Monitor(phase, divergence.uniform_loss(self.data.info.num_classes),
+                                 functools.partial(self._divergence_advice, ckpt, phase))
     while step < end:
       batch = sharding_lib.shard_local_batch(next(batches), self.mesh, cfg.batch_size)
       state, metrics = fn(state, batch)
+      metrics, finite = divergence.pop_flags(metrics)
       step += 1
       n_phase += 1
+      monitor.record(step, metrics["loss"], finite)
       if first:  # the first step compiles: time the rate from the second on
         first = False
         jax.block_until_ready(state.step)
@@ -523,17 +624,24 @@ class Experiment:
         t_phase, n_phase = time.perf_counter(), 0
         last_print = t_phase
       now = time.perf_counter()
-      if step % cfg.log_every == 0 or step == end or now - last_print > cfg.progress_every_seconds:
+      sync = step % cfg.log_every == 0 or step == end
+      save_now = step % cfg.checkpoint_every == 0 and step < end
+      if sync or save_now:  # the same steps in every process; raises at a non-finite step
+        warning = monitor.check()
+        if warning:
+          progress.message(f"warning: {warning}")
+          results.setdefault("warnings", []).append(warning)
+      if sync or now - last_print > cfg.progress_every_seconds:
         scalars = dict(jax.device_get(metrics))
         if phase == "admm":  # on local copies: a time-triggered collective could deadlock
           scalars.update(jax.device_get(self._telemetry_fn(
               sharding_lib.to_local(state.params), sharding_lib.to_local(state.opt_state))))
-        if step % cfg.log_every == 0 or step == end:
+        if sync:
           writer.write(step, {f"train/{k}" if "/" not in k else k: v for k, v in scalars.items()},
                        phase)
         progress.line(step, phase, scalars)
         last_print = time.perf_counter()
-      if step % cfg.checkpoint_every == 0 and step < end:
+      if save_now:
         self.save(ckpt, state, results, wall())
         writer.flush()
     jax.block_until_ready(state.params)
@@ -571,16 +679,35 @@ class Experiment:
         "platform": jax.devices()[0].platform,
         "jax_version": jax.__version__,
         "config": _jsonable(dict(cfg.fingerprint())),
+        "data_fingerprint": dict(self.data.info.fingerprint),
+        "warnings": list(results.get("warnings", [])),
     })
     return out
 
 
 def _write_params_npz(path: str, params: PyTree) -> None:
-  flat = {path_str(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(params)[0]}
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
-    np.savez(f, **flat)
-  os.replace(tmp, path)
+  local = sharding_lib.to_local(params)
+  files.write_npz_atomic(path, {path_str(p): np.asarray(v) for p, v in
+                                jax.tree_util.tree_flatten_with_path(local)[0]})
+
+
+def _is_final(results: Dict[str, Any]) -> bool:
+  """Whether ``results`` are a run's final results (only :meth:`Experiment._final_results`
+  records the wall time in them)."""
+  return "wall_seconds" in results
+
+
+def _load_json(path: str):
+  """The JSON content of ``path``, or None if it is missing or unreadable."""
+  try:
+    return cli.load_json(path, path)
+  except ValueError:
+    return None
+
+
+def _describe(ckpt_id: int) -> str:
+  """``step S, phase 'P'`` of a checkpoint id (``4 * step + phase index``)."""
+  return f"step {ckpt_id // 4}, phase '{PHASES[ckpt_id % 4]}'"
 
 
 def _z_tree(opt_state):
