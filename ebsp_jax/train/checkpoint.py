@@ -23,7 +23,7 @@ Checkpoint ids are ``4 * step + phase_index`` so the same step can be saved in t
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
@@ -55,6 +55,17 @@ class CorruptCheckpointError(CheckpointError):
     self.ckpt_id, self.path, self.reason = ckpt_id, path, reason
     super().__init__(f"checkpoint {path} is corrupt: {reason}; delete that directory to resume "
                      "from an earlier checkpoint, or the workdir to start over")
+
+  def with_offer(self, ids: Sequence[int], describe: Callable[[int], str], workdir: str) -> str:
+    """One line: the checkpoint (``describe(id)``, e.g. its step), why it is corrupt, and how
+    to resume from the previous one of ``ids`` (or to start over in ``workdir``)."""
+    earlier = [i for i in ids if i < self.ckpt_id]
+    if earlier:
+      offer = (f"the previous checkpoint is {max(earlier)} ({describe(max(earlier))}): delete "
+               f"{self.path} to resume from it")
+    else:
+      offer = f"there is no earlier checkpoint: delete {workdir} to start over"
+    return f"checkpoint {self.path} ({describe(self.ckpt_id)}) is corrupt: {self.reason}; {offer}"
 
 
 def is_verified(meta: Mapping[str, Any]) -> bool:

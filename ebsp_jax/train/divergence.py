@@ -111,14 +111,35 @@ class Monitor:
     return warning
 
 
-def check_finite_results(results: Mapping[str, Any], where: str, advice: str) -> None:
-  """Raises :class:`DivergenceError` if ``results`` (JSON-like) holds NaN or an infinity."""
+def check_finite_results(results: Mapping[str, Any], where: str,
+                         advice: Callable[[], str]) -> None:
+  """Raises :class:`DivergenceError` (``where``, the key, ``advice()``) if ``results``
+  (JSON-like) holds NaN or an infinity."""
   bad = files.first_nonfinite(results)
   if bad is not None:
     value = results
     for k in bad.split("/"):
       value = value[int(k)] if isinstance(value, (list, tuple)) else value[k]
-    raise DivergenceError(f"{where}: '{bad}' is {value}; {advice}")
+    raise DivergenceError(f"{where}: '{bad}' is {value}; {advice()}")
+
+
+def advice(cfg: Any, phase: str, last_checkpoint: Optional[str], ckpt_dir: str) -> str:
+  """The tail of a :class:`DivergenceError`: what was kept and what to do.
+
+  Args:
+    cfg: the run's ``TrainConfig`` (its learning rates).
+    phase: the phase that diverged.
+    last_checkpoint: a description of the last checkpoint (None: none was saved).
+    ckpt_dir: where the checkpoints are.
+  """
+  kept = (f"the last checkpoint ({last_checkpoint}) in {ckpt_dir} holds finite values"
+          if last_checkpoint else "no checkpoint was saved")
+  flag, lr = {"admm": ("admm_learning_rate", cfg.effective_admm_lr),
+              "finetune": ("finetune_learning_rate", cfg.effective_finetune_lr)
+              }.get(phase, ("learning_rate", cfg.learning_rate))
+  return (f"nothing from that step on was saved ({kept}) and no results were written; the same "
+          f"command would diverge again: start over in another --workdir with a lower --{flag} "
+          f"(now {lr:g})")
 
 
 def uniform_loss(num_classes: int) -> float:

@@ -56,8 +56,19 @@ def test_monitor_warns_once_when_the_loss_runs_away():
 
 
 def test_check_finite_results():
-  divergence.check_finite_results({"top1": 0.5, "layers": {"a": {"z": 0.1}}}, "x", "y")
+  divergence.check_finite_results({"top1": 0.5, "layers": {"a": {"z": 0.1}}}, "x", None)
   with pytest.raises(divergence.DivergenceError,
                      match="^the results at step 3: 'quant_loss' is nan; start over$"):
     divergence.check_finite_results({"quant_loss": float("nan")}, "the results at step 3",
-                                    "start over")
+                                    lambda: "start over")
+
+
+def test_advice_names_the_phase_learning_rate_and_what_was_kept():
+  from ebsp_jax.train.config import TrainConfig  # pylint: disable=g-import-not-at-top
+  cfg = TrainConfig(dataset="fashion_mnist", model="lenet5", workdir="/w", learning_rate=100.0)
+  assert divergence.advice(cfg, "admm", "step 3, phase 'admm'", "/w/c") == (
+      "nothing from that step on was saved (the last checkpoint (step 3, phase 'admm') in /w/c "
+      "holds finite values) and no results were written; the same command would diverge again: "
+      "start over in another --workdir with a lower --admm_learning_rate (now 10)")
+  assert "(no checkpoint was saved)" in divergence.advice(cfg, "float", None, "/w/c")
+  assert divergence.advice(cfg, "float", None, "/w/c").endswith("--learning_rate (now 100)")

@@ -289,22 +289,14 @@ class Experiment:
     if not divergence.host_all_finite(state):
       raise divergence.DivergenceError(f"the training state {where} is not finite; "
                                        f"{self._divergence_advice(ckpt, state.phase)}")
-    divergence.check_finite_results(results, f"the results {where}",
-                                    self._divergence_advice(ckpt, state.phase))
+    divergence.check_finite_results(results, f"the results {where}", functools.partial(
+        self._divergence_advice, ckpt, state.phase))
     ckpt.save(_ckpt_id(state), state, self._meta(state, results, wall))
 
   def _divergence_advice(self, ckpt: ckpt_lib.Checkpointer, phase: str) -> str:
-    """What a diverged run kept and what to do (the tail of a ``DivergenceError``)."""
     latest = ckpt.latest_id()
-    kept = (f"the last checkpoint ({_describe(latest)}) in {self.ckpt_dir} holds finite values"
-            if latest is not None else "no checkpoint was saved")
-    flag, lr = {"float": ("learning_rate", self.cfg.learning_rate),
-                "admm": ("admm_learning_rate", self.cfg.effective_admm_lr),
-                "finetune": ("finetune_learning_rate", self.cfg.effective_finetune_lr)
-                }.get(phase, ("learning_rate", self.cfg.learning_rate))
-    return (f"nothing from that step on was saved ({kept}) and no results were written; the same "
-            f"command would diverge again: start over in another --workdir with a lower "
-            f"--{flag} (now {lr:g})")
+    return divergence.advice(self.cfg, phase, None if latest is None else _describe(latest),
+                             self.ckpt_dir)
 
   def restore_or_init(self, ckpt: ckpt_lib.Checkpointer, pretrained=None
                       ) -> Tuple[TrainState, Dict, float, bool]:
@@ -360,7 +352,8 @@ class Experiment:
       shardings = jax.tree_util.tree_map(lambda _: self.repl, template)
       state, meta = ckpt.restore(latest, template, shardings)
     except ckpt_lib.CorruptCheckpointError as e:
-      raise ckpt_lib.CheckpointError(self._corrupt_message(ckpt, e)) from e
+      raise ckpt_lib.CheckpointError(e.with_offer(ckpt.all_ids(), _describe, self.workdir)
+                                     ) from e
     if not ckpt_lib.is_verified(meta):
       self.notes.append(f"checkpoint {latest} predates checksums (format {meta.get('format')}): "
                         "its arrays could not be verified")
@@ -368,17 +361,6 @@ class Experiment:
       raise ckpt_lib.CheckpointError(f"checkpoint {latest} is inconsistent: step leaf "
                                      f"{int(state.step)} vs metadata {meta['step']}")
     return state, dict(meta.get("results", {})), float(meta.get("wall_seconds", 0.0)), True
-
-  def _corrupt_message(self, ckpt: ckpt_lib.Checkpointer,
-                       e: ckpt_lib.CorruptCheckpointError) -> str:
-    """One line: which checkpoint is corrupt, why, and how to resume from the one before."""
-    earlier = [i for i in ckpt.all_ids() if i < e.ckpt_id]
-    if earlier:
-      offer = (f"the previous checkpoint is {max(earlier)} ({_describe(max(earlier))}): delete "
-               f"{e.path} to resume from it")
-    else:
-      offer = f"there is no earlier checkpoint: delete {self.workdir} to start over"
-    return f"checkpoint {e.path} ({_describe(e.ckpt_id)}) is corrupt: {e.reason}; {offer}"
 
   def _pretrained_dir(self) -> str:
     """The directory of the --pretrained float model (``CheckpointError`` if there is none)."""
@@ -559,7 +541,7 @@ class Experiment:
     if state.phase == "float":
       ev = self.evaluate(state, "float")
       divergence.check_finite_results(ev, f"the float model's evaluation at step {step}",
-                                      self._divergence_advice(ckpt, "float"))
+                                      functools.partial(self._divergence_advice, ckpt, "float"))
       results["float_top1"] = ev["top1"]
       results["float_loss"] = ev["loss"]
       writer.write(step, {"eval/float_top1": ev["top1"], "eval/float_loss": ev["loss"]}, "float")
