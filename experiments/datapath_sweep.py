@@ -1,7 +1,7 @@
 """Integer-mode accuracy of trained runs under other datapath settings (no retraining).
 
     python experiments/datapath_sweep.py --workdirs='runs/fmnist/seed*/6b_L3' \\
-        --acc_bits=14,16,18,20,32 --overflows=wrap,saturate \\
+        --acc_bits=14,16,18,20,32 --overflows=wrap,saturate,clip \\
         --modes=exact,dual_lod:truncate,dual_lod:round --output=sweep.json
 
 For every workdir (glob patterns allowed) the run's latest checkpoint is reloaded read-only
@@ -13,8 +13,15 @@ table row per (model, weight format, setting): top-1 mean ± std over the runs (
 paired difference to the exact 32-bit datapath, and the accumulator outputs that overflowed per
 image (``--columns``: one row per format, one column per setting instead). ``--output`` gets
 every measurement as JSON; ``--from_json`` prints the table of such files again. Errors print
-one line and exit with 2; every option and every workdir (a finished run with quantized
-activations) is checked before the first evaluation.
+one line and exit with 2; every option, the output path and every workdir (a finished run with
+quantized activations) are checked before the first evaluation.
+
+Overflow policies (``ebsp_jax.arith.dot_general``): ``wrap`` keeps the low ``acc_bits`` bits
+of the exact sum; ``saturate`` is a register that clamps after every add, in the datapath's K
+order (convolutions: kernel tap by tap, within a tap the input channels ascending), and its
+"overflows" are the outputs whose register clamped at least once; ``clip`` clips the exact sum
+once. Files written before ``saturate`` became the per-add register (no ``"format"`` key) had
+``clip`` semantics under the name ``saturate``: ``--from_json`` reads their rows as ``clip``.
 """
 
 from __future__ import annotations
@@ -38,7 +45,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("workdirs", None, "Training workdirs (glob patterns allowed).")
 flags.DEFINE_list("acc_bits", ["32"], "Accumulator widths to evaluate (2..32, "
                   "ebsp_jax.arith.ACC_BITS_RANGE).")
-flags.DEFINE_list("overflows", ["wrap"], "Overflow policies: wrap, saturate.")
+flags.DEFINE_list("overflows", ["wrap"], "Overflow policies: wrap, saturate (register "
+                  "clamping after every add, in K order), clip (the exact sum clipped once).")
 flags.DEFINE_list("modes", ["exact"], "Datapath modes: exact, dual_lod:truncate, dual_lod:round.")
 flags.DEFINE_string("data_dir", None, "Dataset directory (default: the dataset's own).")
 flags.DEFINE_string("output", None, "Write every measurement here (JSON).")
@@ -49,7 +57,13 @@ flags.DEFINE_list("columns", None, "Compact table: one row per weight format, on
                   "dual_lod:32:wrap:round): paired change vs exact 32-bit, overflows per image.")
 
 EXACT = ("exact", "truncate", 32, "wrap")
-OVERFLOWS = ("wrap", "saturate")
+OVERFLOWS = ("wrap", "saturate", "clip")
+# Version of the --output JSON; files without it are from before "saturate" was the per-add
+# register (their "saturate" rows are "clip").
+FORMAT = 2
+ROW_KEYS = {"workdir": str, "model": str, "pattern": str, "mode": str, "rounding": str,
+            "acc_bits": int, "overflow": str, "top1": float, "overflows": int,
+            "examples": int}
 
 
 def _acc_bits(flag: str, value: str) -> int:
@@ -216,6 +230,49 @@ def pivot_table(rows: Sequence[Dict[str, Any]], columns: Sequence[Tuple[str, str
   return "\n".join(lines)
 
 
+def read_rows(path: str) -> List[Dict[str, Any]]:
+  """The rows of an earlier ``--output`` file; a malformed one is a one-line ``ValueError``."""
+  what = f"--from_json={path}"
+  data = cli.load_json(path, what)
+  rows = data.get("rows") if isinstance(data, dict) else None
+  if not isinstance(rows, list):
+    raise ValueError(f"{what}: not a datapath_sweep output (expected an object with a "
+                     f"'rows' list)")
+  legacy = "format" not in data
+  out = []
+  for i, r in enumerate(rows):
+    if not isinstance(r, dict):
+      raise ValueError(f"{what}: rows[{i}] is not an object")
+    for key, typ in ROW_KEYS.items():
+      v = r.get(key)
+      ok = (isinstance(v, (int, float)) and not isinstance(v, bool) if typ is float else
+            isinstance(v, typ) and not isinstance(v, bool))
+      if not ok:
+        raise ValueError(f"{what}: rows[{i}].{key} is missing or not a {typ.__name__} "
+                         f"(got {v!r:.40})")
+    if r["overflow"] not in OVERFLOWS:
+      raise ValueError(f"{what}: rows[{i}].overflow {r['overflow']!r} is not one of "
+                       f"{', '.join(OVERFLOWS)}")
+    if legacy and r["overflow"] == "saturate":
+      r = dict(r, overflow="clip")
+    out.append(r)
+  if legacy and any(r["overflow"] == "clip" for r in out):
+    print(f"note: {path} predates the per-add saturating register: its 'saturate' rows are "
+          f"read as 'clip' (the exact sum clipped once)", file=sys.stderr)
+  return out
+
+
+def check_output(path: str) -> None:
+  """``--output``: a writable file path (not a directory) in an existing directory."""
+  if os.path.isdir(path):
+    raise ValueError(f"--output={path}: is a directory; give the path of a JSON file")
+  out_dir = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(out_dir):
+    raise ValueError(f"--output={path}: no such directory {out_dir}")
+  if not os.access(out_dir, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+    raise ValueError(f"--output={path}: not writable")
+
+
 def main(argv):
   logging.set_verbosity(logging.WARNING)   # orbax logs every restore at INFO
   if len(argv) > 1:
@@ -227,8 +284,7 @@ def main(argv):
         raise ValueError("--from_json prints earlier results: pass it without --workdirs")
       rows = []
       for path in FLAGS.from_json:
-        with open(path) as f:
-          rows += json.load(f)["rows"]
+        rows += read_rows(path)
       print(pivot_table(rows, columns) if columns else table(rows))
       return 0
     if not FLAGS.workdirs:
@@ -243,12 +299,7 @@ def main(argv):
     if FLAGS.data_dir and not os.path.isdir(FLAGS.data_dir):
       raise ValueError(f"--data_dir={FLAGS.data_dir}: no such directory")
     if FLAGS.output:
-      out_dir = os.path.dirname(os.path.abspath(FLAGS.output))
-      if not os.path.isdir(out_dir):
-        raise ValueError(f"--output={FLAGS.output}: no such directory {out_dir}")
-      if not os.access(out_dir, os.W_OK) or (os.path.exists(FLAGS.output)
-                                             and not os.access(FLAGS.output, os.W_OK)):
-        raise ValueError(f"--output={FLAGS.output}: not writable")
+      check_output(FLAGS.output)
     for wd in workdirs:     # every run, before the first (minutes-long) evaluation
       check_run(wd)
     rows = sweep(workdirs, settings, FLAGS.data_dir)
@@ -259,7 +310,8 @@ def main(argv):
   print(pivot_table(rows, columns) if columns else table(rows))
   if FLAGS.output:
     with open(FLAGS.output, "w") as f:
-      json.dump({"settings": [list(s) for s in settings], "rows": rows}, f, indent=1)
+      json.dump({"format": FORMAT, "settings": [list(s) for s in settings], "rows": rows}, f,
+                indent=1)
   return 0
 
 

@@ -4,7 +4,8 @@ Public API:
 
 * :func:`dot_general`, :func:`conv_general_dilated` — ``lax``-compatible contractions of integer
   activations with pattern weights, int32 result, ``acc_bits`` accumulator with
-  ``wrap``/``saturate``/``error`` overflow, ``mode="exact"|"dual_lod"`` (``rounding``),
+  ``wrap``/``saturate`` (per-add clamping register)/``clip``/``error`` overflow,
+  ``mode="exact"|"dual_lod"`` (``rounding``),
   ``method="fast"|"reference"`` (bit-identical), ``with_stats=True`` for overflow counts
   (see :mod:`ebsp_jax.arith.api` for the exact semantics).
 * :mod:`ebsp_jax.arith.datapath` — the hardware pieces (LOD, weight split, LUT fill/read,

@@ -14,16 +14,25 @@ int32. Semantics, for every method:
     sign-extended). Order-independent: a register that wraps at every add holds the exact
     partial sum modulo ``2**acc_bits`` after every step (two's-complement addition is addition
     in ``Z / 2**acc_bits``), so its final value is ``S mod 2**acc_bits`` whatever the order.
-  - ``overflow="saturate"``: ``clip(S, -2**(acc_bits-1), 2**(acc_bits-1) - 1)``: the
-    accumulator adds exactly (guard bits) and saturates once, when the result is written out.
-    Order-independent by definition. (A register that saturates at every add would give a
-    result depending on the order; this model equals it whenever no partial sum leaves the
-    range.)
+  - ``overflow="saturate"``: a saturating register: ``acc = clip(acc + p_k, -2**(acc_bits-1),
+    2**(acc_bits-1) - 1)`` after every add, from ``acc = 0``, in the datapath's K order:
+    for dot_general the contracting dims flattened row-major in the order the dimension
+    numbers list them; for convolutions kernel tap by tap (row-major over the kernel's
+    spatial dims, in ``rhs_spec`` order), within a tap the group's input channels ascending.
+    The result depends on that order where a partial sum leaves the range: for
+    ``a = [100, 100, 100]``, ``w = [1, 1, -1]``, ``acc_bits = 8`` the register clamps at 200
+    -> 127 and ends at 27 (S = 100). A *clamp event* is an add whose exact result was outside
+    the range.
+  - ``overflow="clip"``: ``clip(S, -2**(acc_bits-1), 2**(acc_bits-1) - 1)``: exact adds with
+    guard bits, one saturation when the result is written out (order-independent; what
+    ``"saturate"`` meant before 2026-12-06).
   - ``overflow="error"``: as ``wrap``, and an overflow raises ``OverflowError`` eagerly or a
     ``checkify`` error under ``checkify.checkify``.
 
   An *overflow* is an output whose exact ``S`` does not fit ``acc_bits`` bits (exactly the
-  outputs where the result differs from ``S``). ``with_stats=True`` returns the count.
+  outputs where the wrap/clip result differs from ``S``); with ``saturate``, an output whose
+  register clamped at least once. ``with_stats=True`` returns their number
+  (``overflow_count``) and, with ``saturate``, the number of clamp events (``clamp_count``).
 * Checks: weights must be levels of ``pattern`` and activations must lie in the range of
   ``act_bits``/``act_signed``. Eagerly (concrete inputs) a violation raises ``ValueError``;
   on traced inputs (under ``jax.jit``, ``jax.vmap`` -- eager ``vmap`` included --, ``lax.scan``
@@ -120,38 +129,46 @@ def _dot_impl(lhs, rhs, geo: DotGeometry, cfg: Config):
   _traced_checks(lhs, rhs, cfg)
   a, w = dot_canonical(lhs, rhs, geo)
   if cfg.method == "reference":
-    out, overflowed, _ = reference.dot(a, w, cfg)
+    out, overflowed, state = reference.dot(a, w, cfg)
+    clamps = state.get("clamps")
   else:
-    out, overflowed = fast.dot(a, w, cfg)
-  return _finish(out.reshape(geo.out_shape), overflowed, geo, cfg)
+    out, overflowed, clamps = fast.dot(a, w, cfg)
+  return _finish(out.reshape(geo.out_shape), overflowed, clamps, geo, cfg)
 
 
-def _finish(out, overflowed, geo, cfg: Config):
-  """Shared epilogue of the dot and conv implementations: shape/dtype checks, overflow count."""
+def _finish(out, overflowed, clamps, geo, cfg: Config):
+  """Shared epilogue of the dot and conv implementations: shape/dtype checks, overflow and
+  clamp counts."""
   chex.assert_shape(out, geo.out_shape)
   chex.assert_type(out, jnp.int32)
   count = None if overflowed is None else _count(overflowed)
   if cfg.overflow == "error":
     checkify.debug_check(count == 0, "overflow: {n} output(s) overflow the accumulator", n=count)
-  return out, count
+  clamp_count = None if clamps is None else jnp.sum(clamps, dtype=jnp.int32)
+  return out, (count, clamp_count)
 
 
 @functools.partial(jax.jit, static_argnames=("geo", "cfg"))
 def _conv_impl(lhs, rhs, geo: ConvGeometry, cfg: Config):
   _traced_checks(lhs, rhs, cfg)
   if cfg.method == "reference":
-    out, overflowed, _ = reference.conv(lhs, rhs, geo, cfg)
+    out, overflowed, state = reference.conv(lhs, rhs, geo, cfg)
+    clamps = state.get("clamps")
   else:
-    out, overflowed = fast.conv(lhs, rhs, geo, cfg)
-  return _finish(out, overflowed, geo, cfg)
+    out, overflowed, clamps = fast.conv(lhs, rhs, geo, cfg)
+  return _finish(out, overflowed, clamps, geo, cfg)
 
 
-def _result(out, count, cfg: Config):
+def _result(out, counts, cfg: Config):
+  count, clamp_count = counts
   if cfg.overflow == "error" and count is not None and not _is_tracer(count) and int(count) > 0:
     raise OverflowError(f"overflow: {int(count)} output(s) do not fit the {cfg.acc_bits}-bit "
                         f"accumulator (overflow='error')")
   if cfg.with_stats:
-    return out, {"overflow_count": count}
+    stats = {"overflow_count": count}
+    if cfg.overflow == "saturate":
+      stats["clamp_count"] = clamp_count
+    return out, stats
   return out
 
 
@@ -170,7 +187,8 @@ def dot_general(lhs, rhs, dimension_numbers, *, pattern: BitPattern, acc_bits: i
       ``lax.dot_general``.
     pattern: the weights' ``BitPattern``.
     acc_bits: accumulator width in bits, 2..32 (two's complement).
-    overflow: ``"wrap"``, ``"saturate"`` or ``"error"`` (see the module docstring).
+    overflow: ``"wrap"``, ``"saturate"`` (a register clamping at every add, in K order),
+      ``"clip"`` (the exact sum clipped once) or ``"error"`` (see the module docstring).
     mode: ``"exact"`` (LUT datapath, ``a * q``) or ``"dual_lod"`` (approximate: the activation
       keeps its ``pattern.length`` significant bits, constant mantissa-product LUT).
     method: ``"fast"`` (native int8 matmuls, provably identical) or ``"reference"`` (the
@@ -181,7 +199,8 @@ def dot_general(lhs, rhs, dimension_numbers, *, pattern: BitPattern, acc_bits: i
     act_signed: signed (two's complement) activations; default: the signedness of
       ``lhs.dtype``.
     with_stats: also return ``{"overflow_count": int32 scalar}``, the number of outputs whose
-      exact sum does not fit ``acc_bits`` bits.
+      exact sum does not fit ``acc_bits`` bits (``saturate``: whose register clamped at
+      least once), and with ``saturate`` ``"clamp_count"``, the number of clamping adds.
     accumulation: native path of ``method="fast"``: ``"int32"`` (int8 x int8 -> int32),
       ``"float32"`` (int8 x int8 -> float32, exact by the 2**24 bound, see
       :mod:`ebsp_jax.arith.fast`), ``"bfloat16"`` (the int8 planes as bf16 operands, float32
@@ -227,8 +246,8 @@ def dot_general(lhs, rhs, dimension_numbers, *, pattern: BitPattern, acc_bits: i
   events.maybe_record("dot", lhs, rhs, name, (dims,),
                       dict(pattern=pattern, mode=mode, rounding=rounding, act_bits=cfg.act_bits,
                            act_signed=cfg.act_signed))
-  out, count = _dot_impl(lhs, rhs, geo=geo, cfg=cfg)
-  return _result(out, count, cfg)
+  out, counts = _dot_impl(lhs, rhs, geo=geo, cfg=cfg)
+  return _result(out, counts, cfg)
 
 
 def conv_general_dilated(lhs, rhs, window_strides: Sequence[int],
@@ -285,5 +304,5 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int],
                        feature_group_count),
                       dict(pattern=pattern, mode=mode, rounding=rounding, act_bits=cfg.act_bits,
                            act_signed=cfg.act_signed))
-  out, count = _conv_impl(lhs, rhs, geo=geo, cfg=cfg)
-  return _result(out, count, cfg)
+  out, counts = _conv_impl(lhs, rhs, geo=geo, cfg=cfg)
+  return _result(out, counts, cfg)

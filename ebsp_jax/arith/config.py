@@ -11,7 +11,7 @@ import numpy as np
 
 from ebsp_jax.numerics import BitPattern
 
-OVERFLOWS = ("wrap", "saturate", "error")
+OVERFLOWS = ("wrap", "saturate", "clip", "error")
 MODES = ("exact", "dual_lod")
 METHODS = ("fast", "reference")
 ROUNDINGS = ("truncate", "round")

@@ -81,9 +81,12 @@ def expected(lhs, rhs, prob, kw, pattern):
   a = lhs.astype(np.int64)
   if kw.get("mode") == "dual_lod":
     a = npref.dual_lod_approx(a, pattern.length, kw.get("rounding", "truncate"))
+  bits, overflow = kw.get("acc_bits", 32), kw.get("overflow", "wrap")
+  if overflow == "saturate":      # per-add register: a Python loop in window order
+    out, clamps = npref.conv_register(a, rhs, **geometry_args(prob), acc_bits=bits)
+    return out, int(np.count_nonzero(clamps))
   s = npref.conv(a, rhs, **geometry_args(prob))
-  return npref.accumulator(s, kw.get("acc_bits", 32),
-                           "saturate" if kw.get("overflow") == "saturate" else "wrap")
+  return npref.accumulator(s, bits, "clip" if overflow == "clip" else "wrap")
 
 
 def run_both(lhs, rhs, prob, methods=("fast", "reference"), **kw):
@@ -119,7 +122,7 @@ def _assert_methods_match_model(lhs, rhs, prob, pattern, **kw):
 
 @fast_settings(12)
 @given(conv_problems(), patterns(max_bits=8), act_formats(max_bits=10), st.integers(2, 32),
-       st.sampled_from(["wrap", "saturate"]), st.sampled_from(["exact", "dual_lod"]),
+       st.sampled_from(["wrap", "saturate", "clip"]), st.sampled_from(["exact", "dual_lod"]),
        st.sampled_from(["truncate", "round"]),
        st.sampled_from(["auto", "int32", "float32", "bfloat16", "onednn"]),
        st.integers(0, 2**31 - 1))
@@ -158,7 +161,7 @@ def pointwise_problems(draw):
 
 @fast_settings(12)
 @given(pointwise_problems(), patterns(max_bits=8), act_formats(max_bits=10), st.integers(2, 32),
-       st.sampled_from(["wrap", "saturate"]), st.sampled_from(["exact", "dual_lod"]),
+       st.sampled_from(["wrap", "saturate", "clip"]), st.sampled_from(["exact", "dual_lod"]),
        st.sampled_from(["auto", "int32", "float32", "bfloat16", "onednn"]),
        st.integers(0, 2**31 - 1))
 def test_pointwise_conv_matches_int64_model(prob, pattern, act, acc_bits, overflow, mode,
@@ -228,7 +231,7 @@ def test_long_conv_contraction_beyond_int32():
   lhs[..., :32] = -(1 << 15)
   rhs = weight_array(rng, prob["rshape"], pattern, extreme=0.9)
   rhs[:, :, :32, 0] = -pattern.max_level
-  for overflow, acc_bits in (("wrap", 32), ("saturate", 20)):
+  for overflow, acc_bits in (("wrap", 32), ("saturate", 20), ("clip", 20)):
     kw = dict(pattern=pattern, acc_bits=acc_bits, overflow=overflow)
     want, count = expected(lhs, rhs, prob, kw, pattern)
     assert count > 0
@@ -275,7 +278,7 @@ def test_conv_jit_vmap_and_checks():
 @pytest.mark.slow
 @fast_settings(150)
 @given(conv_problems(max_spatial=8), patterns(max_bits=16), act_formats(max_bits=16),
-       st.integers(2, 32), st.sampled_from(["wrap", "saturate"]),
+       st.integers(2, 32), st.sampled_from(["wrap", "saturate", "clip"]),
        st.sampled_from(["exact", "dual_lod"]), st.sampled_from(["truncate", "round"]),
        st.sampled_from(["int32", "float32", "bfloat16", "onednn"]),
        st.integers(0, 2**31 - 1))
@@ -294,7 +297,7 @@ def test_conv_matches_int64_model_many(prob, pattern, act, acc_bits, overflow, m
 
 @fast_settings(20)
 @given(conv_problems(), patterns(max_bits=8), act_formats(max_bits=12), st.integers(2, 32),
-       st.sampled_from(["wrap", "saturate"]), st.integers(0, 2**31 - 1))
+       st.sampled_from(["wrap", "saturate", "clip"]), st.integers(0, 2**31 - 1))
 def test_im2col_with_xla_int8_gemm_matches_int64_model(prob, pattern, act, acc_bits, overflow,
                                                        seed):
   """The GPU route of ``accumulation="int32"`` (im2col + XLA int8 -> int32 dot), run here on
@@ -313,6 +316,6 @@ def test_im2col_with_xla_int8_gemm_matches_int64_model(prob, pattern, act, acc_b
   assume(geo.k and 0 not in geo.out_shape)
   cfg = make_config(lhs.dtype, rhs.dtype, mode="exact", method="fast", rounding="truncate",
                     with_stats=True, accumulation="int32", op="conv", **kw)
-  out, overflowed = fast.im2col_conv(jnp.asarray(lhs), jnp.asarray(rhs), geo, cfg)
+  out, overflowed, _ = fast.im2col_conv(jnp.asarray(lhs), jnp.asarray(rhs), geo, cfg)
   np.testing.assert_array_equal(np.asarray(out), want)
   assert int(np.sum(np.asarray(overflowed))) == count

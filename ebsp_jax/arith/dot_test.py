@@ -47,9 +47,12 @@ def expected(lhs, rhs, dims, cfg_kw, pattern):
   a = lhs.astype(np.int64)
   if cfg_kw.get("mode") == "dual_lod":
     a = npref.dual_lod_approx(a, pattern.length, cfg_kw.get("rounding", "truncate"))
+  bits, overflow = cfg_kw.get("acc_bits", 32), cfg_kw.get("overflow", "wrap")
+  if overflow == "saturate":      # per-add register: a Python loop in K order
+    out, clamps = npref.dot_register(a, rhs, dims, bits)
+    return out, int(np.count_nonzero(clamps))
   s = npref.dot(a, rhs, dims)
-  return npref.accumulator(s, cfg_kw.get("acc_bits", 32),
-                           "saturate" if cfg_kw.get("overflow") == "saturate" else "wrap")
+  return npref.accumulator(s, bits, "clip" if overflow == "clip" else "wrap")
 
 
 def run_both(lhs, rhs, dims, **kw):
@@ -63,7 +66,7 @@ def run_both(lhs, rhs, dims, **kw):
 
 @fast_settings(12)
 @given(dot_problems(), patterns(max_bits=8), act_formats(max_bits=12), st.integers(2, 32),
-       st.sampled_from(["wrap", "saturate"]), st.sampled_from(["exact", "dual_lod"]),
+       st.sampled_from(["wrap", "saturate", "clip"]), st.sampled_from(["exact", "dual_lod"]),
        st.sampled_from(["truncate", "round"]),
        st.sampled_from(["auto", "int32", "float32", "bfloat16", "onednn"]),
        st.integers(0, 2**31 - 1))
@@ -85,7 +88,7 @@ def test_dot_general_matches_int64_model(problem, pattern, act, acc_bits, overfl
 
 @pytest.mark.parametrize("pattern,acc_bits,overflow", [
     (BitPattern(16, 15), 32, "wrap"), (BitPattern(16, 3), 20, "saturate"),
-    (BitPattern(12, 1), 24, "wrap"), (BitPattern(16, 16, signed=False), 31, "saturate")])
+    (BitPattern(12, 1), 24, "clip"), (BitPattern(16, 16, signed=False), 31, "saturate")])
 def test_wide_patterns_and_16bit_activations(pattern, acc_bits, overflow):
   """Multi-plane weights (bands/digits) and multi-plane activations, worst-case magnitudes."""
   rng = np.random.default_rng(0)
@@ -102,7 +105,7 @@ def test_wide_patterns_and_16bit_activations(pattern, acc_bits, overflow):
 
 
 def test_long_contraction_overflows_beyond_int32():
-  """|sum| ~ 2**42: wrap, saturate and the overflow count need the exact 64-bit sum."""
+  """|sum| ~ 2**42: wrap, clip, saturate and the overflow count need the exact 64-bit sum."""
   pattern = BitPattern(16, 15)
   k = 4096
   lhs = np.full((3, k), -(1 << 15), np.int16)
@@ -110,7 +113,7 @@ def test_long_contraction_overflows_beyond_int32():
   lhs[2] = np.random.default_rng(1).integers(-(1 << 15), 1 << 15, k)
   rhs = np.full((k, 2), -pattern.max_level, np.int32)
   rhs[::3, 1] = pattern.max_level
-  for overflow, acc_bits in (("wrap", 32), ("saturate", 24)):
+  for overflow, acc_bits in (("wrap", 32), ("saturate", 24), ("clip", 24), ("saturate", 32)):
     kw = dict(pattern=pattern, acc_bits=acc_bits, overflow=overflow)
     want, count = expected(lhs, rhs, MM, kw, pattern)
     assert count >= 4
@@ -125,7 +128,7 @@ def test_small_accumulator_overflows_in_int32_range():
   lhs = act_array(rng, (4, 3, 300), 8, False, extreme=0.5)
   rhs = weight_array(rng, (4, 300, 5), pattern, extreme=0.5)
   dims = (((2,), (1,)), ((0,), (0,)))
-  for overflow in ("wrap", "saturate"):
+  for overflow in ("wrap", "saturate", "clip"):
     kw = dict(pattern=pattern, acc_bits=16, overflow=overflow)
     want, count = expected(lhs, rhs, dims, kw, pattern)
     assert count > 10
@@ -145,7 +148,7 @@ def test_float32_accumulation_is_exact_with_chunks():
   lhs[0] = 255
   rhs = weight_array(rng, (5000, 4), pattern, extreme=0.9)
   rhs[:, 0] = 127
-  for overflow, acc_bits in (("wrap", 32), ("saturate", 24)):
+  for overflow, acc_bits in (("wrap", 32), ("saturate", 24), ("clip", 24)):
     kw = dict(pattern=pattern, acc_bits=acc_bits, overflow=overflow)
     want, count = expected(lhs, rhs, MM, kw, pattern)
     res, stats = arith.dot_general(lhs, rhs, MM, accumulation="float32", with_stats=True, **kw)
@@ -211,7 +214,7 @@ def test_eager_checks_raise_value_error():
     arith.dot_general(lhs * 16, w, MM, pattern=p, act_bits=4)
   with pytest.raises(ValueError, match="acc_bits=33 is out of range"):
     arith.dot_general(lhs, w, MM, pattern=p, acc_bits=33)
-  for kw, msg in ((dict(overflow="clip"), "overflow='clip'"), (dict(mode="approx"), "mode="),
+  for kw, msg in ((dict(overflow="clamp"), "overflow='clamp'"), (dict(mode="approx"), "mode="),
                   (dict(method="slow"), "method="), (dict(rounding="up"), "rounding="),
                   (dict(accumulation="f16"), "accumulation="), (dict(act_bits=17), "act_bits=17")):
     with pytest.raises(ValueError, match=msg):
@@ -347,7 +350,7 @@ def test_flax_style_call():
 @pytest.mark.slow
 @fast_settings(150)
 @given(dot_problems(), patterns(max_bits=16), act_formats(max_bits=16), st.integers(2, 32),
-       st.sampled_from(["wrap", "saturate"]), st.sampled_from(["exact", "dual_lod"]),
+       st.sampled_from(["wrap", "saturate", "clip"]), st.sampled_from(["exact", "dual_lod"]),
        st.sampled_from(["truncate", "round"]),
        st.sampled_from(["int32", "float32", "bfloat16", "onednn"]), st.integers(0, 2**31 - 1))
 def test_dot_general_matches_int64_model_many(problem, pattern, act, acc_bits, overflow, mode,

@@ -68,7 +68,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ebsp_jax.arith import datapath, onednn, wide
+from ebsp_jax.arith import datapath, onednn, reference, wide
 from ebsp_jax.arith.config import Config, cpu_flags
 from ebsp_jax.arith.geometry import ConvGeometry
 from ebsp_jax.numerics import BitPattern, encode
@@ -380,30 +380,154 @@ def combine(p: Plan, lhs: jax.Array, rhs: jax.Array, cfg: Config,
   return total.value
 
 
-def finalize(value, out_shape, cfg: Config):
-  """Applies the overflow policy; returns ``(out int32, overflowed bool mask or None)``.
+def finalize(value, out_shape, cfg: Config, register=None):
+  """Applies the overflow policy; returns ``(out int32, overflowed bool mask or None,
+  clamps int32 per-output count or None)``.
 
   ``value`` is a :class:`wide.Wide` (the exact sum), an int32 array holding the exact sum
   (when the plan guarantees ``|S| < 2**31``) or, when ``cfg`` needs no exact value, the sum
-  modulo ``2**32``; None for an empty contraction.
+  modulo ``2**32``; None for an empty contraction. ``overflow="saturate"`` is
+  ``register(value)`` (see :func:`saturating_register`).
   """
   if value is None:
     value = jnp.zeros(out_shape, jnp.int32)
+  if cfg.overflow == "saturate":
+    return register(value)
   if isinstance(value, wide.Wide):
     value = wide.Wide(*(jnp.broadcast_to(t, out_shape) for t in value))
     overflowed = ~wide.in_range(value, cfg.acc_bits)
-    if cfg.overflow == "saturate":
-      return wide.saturate(value, cfg.acc_bits), overflowed
-    return wide.wrap_low_bits(wide.low32(value), cfg.acc_bits), overflowed
+    if cfg.overflow == "clip":
+      return wide.saturate(value, cfg.acc_bits), overflowed, None
+    return wide.wrap_low_bits(wide.low32(value), cfg.acc_bits), overflowed, None
   value = jnp.broadcast_to(value, out_shape)
   wrapped = wide.wrap_low_bits(value, cfg.acc_bits)
   if not cfg.needs_exact:
-    return wrapped, None
+    return wrapped, None, None
   overflowed = wrapped != value
-  if cfg.overflow == "saturate":
+  if cfg.overflow == "clip":
     lo, hi = -(1 << (cfg.acc_bits - 1)), (1 << (cfg.acc_bits - 1)) - 1
-    return jnp.clip(value, lo, hi), overflowed
-  return wrapped, overflowed
+    return jnp.clip(value, lo, hi), overflowed, None
+  return wrapped, overflowed, None
+
+
+# ------------------------------------------------------------------------------------------
+# overflow="saturate": the saturating register, exactly.
+#
+# The register clamps after every add, in the datapath's K order (dot: the contracting dims
+# flattened row-major in dimension-number order; convolution: kernel taps row-major, within a
+# tap the group's input channels ascending — the order of ebsp_jax.arith.reference). Its
+# result depends on that order only where some partial sum leaves the range. Bound: with
+# P = sum of the positive products of an output and N = sum of its negative ones, every
+# partial sum (any prefix, any order) lies in [N, P]. So where N >= lo and P <= hi the register
+# never clamps and holds the exact sum S = P + N at the end. P and N come from S and
+# T = sum |p_k| (one more exact contraction, |a| x |q|): P = (S + T) / 2, N = (S - T) / 2; the
+# test is S + T <= 2 hi and S - T >= 2 lo, in exact 64-bit arithmetic. Where it fails ("unsafe"
+# outputs), the register is run literally, add by add in K order, on those outputs only
+# (gathered rows of activations and weights, products a * q exact in int32), or, when there
+# are more than the gather capacity, on the whole call by the reference method. Statically,
+# K * max|p| <= hi rules out any clamp and skips all of this.
+
+# Unsafe outputs whose K products are gathered at once (elements); more -> the reference.
+REGISTER_CAP_ELEMENTS = 1 << 22
+
+
+def register_static_safe(cfg: Config, k: int) -> bool:
+  """Whether no partial sum of ``k`` products can leave the ``acc_bits`` range."""
+  return k * cfg.max_abs_product <= (1 << (cfg.acc_bits - 1)) - 1
+
+
+def _abs_config(cfg: Config) -> Config:
+  """Config of the exact contraction ``|a| x |q|`` (exact mode, unsigned activations)."""
+  return dataclasses.replace(cfg, mode="exact", act_signed=False,
+                             act_bits=max(1, cfg.max_abs_act.bit_length()), overflow="wrap",
+                             with_stats=False)
+
+
+def _abs_acts(a: jax.Array, cfg: Config) -> jax.Array:
+  """``|a|`` (dual-LOD: of the cut activation) as int32."""
+  a = a.astype(jnp.int32)
+  if cfg.mode == "dual_lod":
+    a = datapath.act_approx(a, cfg.pattern.length, cfg.rounding)
+  return jnp.abs(a)
+
+
+def register_rows(acts: jax.Array, weights: jax.Array, cfg: Config):
+  """The saturating register literally, one add per step in K order, on rows of products.
+
+  Args:
+    acts, weights: int32 ``(M, K)``: the K activations (before any dual-LOD cut) and weights
+      of M outputs in K order.
+
+  Returns:
+    ``(out, clamps)``: int32 ``(M,)`` register values and numbers of clamping adds.
+  """
+  a = acts.astype(jnp.int32)
+  if cfg.mode == "dual_lod":
+    a = datapath.act_approx(a, cfg.pattern.length, cfg.rounding)
+  prods = jnp.moveaxis(a * weights.astype(jnp.int32), -1, 0)        # (K, M), exact int32
+
+  def body(carry, p):
+    acc, n = carry
+    acc, clipped = datapath.saturating_accumulate(acc, p, cfg.acc_bits)
+    return (acc, n + clipped.astype(jnp.int32)), None
+
+  m = acts.shape[0]
+  init = (jnp.zeros((m,), jnp.int32), jnp.zeros((m,), jnp.int32))
+  if prods.shape[0] == 0:
+    return init
+  (out, clamps), _ = lax.scan(body, init, prods)
+  return out, clamps
+
+
+def saturating_register(value, abs_sum: Callable[[], object], gather, full_reference,
+                        out_shape, k: int, cfg: Config):
+  """``overflow="saturate"`` from the exact sums ``value`` (see the comment above).
+
+  Args:
+    value: the exact sums S (:class:`wide.Wide` or exact int32) of shape ``out_shape``.
+    abs_sum: () -> the exact sums T of ``|a| x |q|`` (Wide or exact int32).
+    gather: flat output indices (M,) -> ``(acts, weights)`` int32 ``(M, K)`` in K order.
+    full_reference: () -> ``(out, clamps)`` of the whole call by the reference method.
+    out_shape: the (logical) output shape; ``k``: products per output.
+
+  Returns:
+    ``(out, overflowed, clamps)``: int32 register values, bool "clamped at least once" and
+    int32 clamp counts, all of ``out_shape``.
+  """
+  as_wide = lambda v: wide.Wide(*(jnp.broadcast_to(t, out_shape) for t in (
+      v if isinstance(v, wide.Wide) else wide.from_int32(v))))
+  s = as_wide(value)
+  zeros = jnp.zeros(out_shape, jnp.int32)
+  if register_static_safe(cfg, k):
+    return wide.low32(s), zeros != 0, zeros
+  t = as_wide(abs_sum())
+  lo, hi = -(1 << (cfg.acc_bits - 1)), (1 << (cfg.acc_bits - 1)) - 1
+  over_hi = wide.is_positive(wide.sub(wide.add(s, t), wide.constant(2 * hi)))
+  under_lo = wide.is_negative(wide.sub(wide.sub(s, t), wide.constant(2 * lo)))
+  unsafe = (over_hi | under_lo).reshape(-1)
+  fast_out = wide.low32(s)          # exact where safe: S lies in [N, P], inside the range
+  n = int(unsafe.size)
+  cap = max(1, min(n, REGISTER_CAP_ELEMENTS // max(k, 1)))
+  count = jnp.sum(unsafe, dtype=jnp.int32)
+
+  def none(_):
+    return fast_out, zeros
+
+  def gathered(_):
+    idx = jnp.nonzero(unsafe, size=cap, fill_value=n)[0]
+    acts, weights = gather(jnp.minimum(idx, n - 1))
+    r, c = register_rows(acts, weights, cfg)
+    out = fast_out.reshape(-1).at[idx].set(r, mode="drop").reshape(out_shape)
+    clamps = zeros.reshape(-1).at[idx].set(c, mode="drop").reshape(out_shape)
+    return out, clamps
+
+  def reference_all(_):
+    out, clamps = full_reference()
+    return out.astype(jnp.int32), clamps.astype(jnp.int32)
+
+  branch = jnp.where(count == 0, 0, jnp.where(count <= cap, 1, 2))
+  out, clamps = lax.switch(branch, [none, gathered, reference_all], None)
+  return out, clamps > 0, clamps
 
 
 def _to_int32(t: jax.Array) -> jax.Array:
@@ -411,12 +535,13 @@ def _to_int32(t: jax.Array) -> jax.Array:
   return t if t.dtype == jnp.int32 else t.astype(jnp.int32)
 
 
-def dot(a: jax.Array, w: jax.Array, cfg: Config):
-  """Fast ``(G, X, K) x (G, K, Y) -> (G, X, Y)``; returns ``(out, overflowed or None)``."""
-  g, x, k = a.shape
-  y = w.shape[-1]
+def _dot_sum(a: jax.Array, w: jax.Array, cfg: Config, need_exact: bool):
+  """The sums of ``(G, X, K) x (G, K, Y)``: Wide or int32 (exact, or mod 2**32), or None."""
+  k = a.shape[-1]
+  if not k:
+    return None
   p = plan(cfg, k)
-  use_wide = cfg.needs_exact and not p.exact_int32
+  use_wide = need_exact and not p.exact_int32
   dt = _native_dtype(p.accumulation)
   dims = (((2,), (1,)), ((0,), (0,)))
 
@@ -432,13 +557,36 @@ def dot(a: jax.Array, w: jax.Array, cfg: Config):
     # 1 . omega is a column sum: an exact int32 reduction (|sum| <= K * 127).
     return jnp.sum(omega[:, u0:u1, :].astype(jnp.int32), axis=1, keepdims=True)
 
-  value = combine(p, a, w, cfg, native, native_ones, use_wide) if k else None
-  return finalize(value, (g, x, y), cfg)
+  return combine(p, a, w, cfg, native, native_ones, use_wide)
+
+
+def dot(a: jax.Array, w: jax.Array, cfg: Config):
+  """Fast ``(G, X, K) x (G, K, Y) -> (G, X, Y)``; returns ``(out, overflowed or None,
+  clamps or None)`` (clamps: per-output clamping adds of ``overflow="saturate"``)."""
+  g, x, k = a.shape
+  y = w.shape[-1]
+  value = _dot_sum(a, w, cfg, cfg.needs_exact)
+
+  def register(value):
+    def abs_sum():
+      return _dot_sum(_abs_acts(a, cfg), jnp.abs(w.astype(jnp.int32)), _abs_config(cfg), True)
+
+    def gather(idx):
+      gi, xi, yi = idx // (x * y), (idx // y) % x, idx % y
+      return a[gi, xi, :].astype(jnp.int32), w[gi, :, yi].astype(jnp.int32)
+
+    def full_reference():
+      out, _, state = reference.dot(a, w, cfg)
+      return out, state["clamps"]
+
+    return saturating_register(value, abs_sum, gather, full_reference, (g, x, y), k, cfg)
+
+  return finalize(value, (g, x, y), cfg, register)
 
 
 def pointwise_conv(lhs: jax.Array, rhs: jax.Array, geo: ConvGeometry, cfg: Config):
   """A :attr:`ConvGeometry.pointwise` convolution as one :func:`dot` (the same products and
-  sums: ``out[n, o, p] = sum_c lhs[n, c, p * stride] * rhs[o, c]``)."""
+  sums, in the same order: ``out[n, o, p] = sum_c lhs[n, c, p * stride] * rhs[o, c]``)."""
   x = geo.lhs_logical(lhs)                                      # (N, C, *S)
   x = lax.slice(x, (0,) * x.ndim,
                 x.shape[:2] + tuple((o - 1) * s + 1 for o, s in zip(geo.out_spatial,
@@ -446,15 +594,53 @@ def pointwise_conv(lhs: jax.Array, rhs: jax.Array, geo: ConvGeometry, cfg: Confi
                 (1, 1) + tuple(geo.strides))
   x = jnp.moveaxis(x, 1, -1).reshape(1, -1, geo.in_features)   # (1, N * S_out, C)
   w = geo.rhs_logical(rhs).reshape(geo.out_features, geo.in_features).T[None]   # (1, C, O)
-  out, overflowed = dot(x, w, cfg)
-  back = lambda t: _rows_to_out(t, geo)
-  return back(out), None if overflowed is None else back(overflowed)
+  back = lambda t: None if t is None else _rows_to_out(t, geo)
+  return tuple(back(t) for t in dot(x, w, cfg))
 
 
 def _rows_to_out(t: jax.Array, geo: ConvGeometry) -> jax.Array:
   """Output rows ``(..., N * prod(out_spatial), O)`` (images, then positions) -> ``out_spec``."""
   t = t.reshape((geo.batch,) + tuple(geo.out_spatial) + (geo.out_features,))
   return geo.out_physical(jnp.moveaxis(t, -1, 1))
+
+
+def _logical_out(t, geo: ConvGeometry):
+  """An ``out_spec`` (physical) output array, or a Wide of them, as ``(N, O, *out_spatial)``."""
+  if isinstance(t, wide.Wide):
+    return wide.Wide(*(_logical_out(u, geo) for u in t))
+  return jnp.transpose(t, tuple(geo.dnums.out_spec))
+
+
+def conv_rows(lhs: jax.Array, rhs: jax.Array, geo: ConvGeometry, idx: jax.Array):
+  """The activations and weights of logical outputs ``idx`` in the datapath's K order.
+
+  Args:
+    lhs, rhs: the convolution's operands (physical layouts of ``geo``).
+    idx: int32 ``(M,)`` flat indices into the logical output ``(N, O, *out_spatial)``.
+
+  Returns:
+    ``(acts, weights)`` int32 ``(M, taps * C/G)``: for output ``m``, kernel tap by tap
+    (row-major over the kernel's spatial dims), within a tap the group's input channels
+    ascending; zero activations at padding and dilation holes.
+  """
+  cg, og = geo.group_in, geo.group_out
+  x = geo.lhs_logical(lhs).astype(jnp.int32)                     # (N, C, *S)
+  pads = [(0, 0, 0), (0, 0, 0)] + [(lo, hi, d - 1) for (lo, hi), d in
+                                   zip(geo.padding, geo.lhs_dilation)]
+  x_pad = lax.pad(x, jnp.int32(0), pads)
+  eff = tuple((k - 1) * r + 1 for k, r in zip(geo.kernel, geo.rhs_dilation))
+  coords = jnp.unravel_index(idx, (geo.batch, geo.out_features) + tuple(geo.out_spatial))
+  n, o, pos = coords[0], coords[1], coords[2:]
+  starts = [n, (o // og) * cg] + [p * s for p, s in zip(pos, geo.strides)]
+
+  def one(*start):
+    return lax.dynamic_slice(x_pad, start, (1, cg) + eff)[0]       # (Cg, *eff)
+
+  win = jax.vmap(one)(*starts)                                     # (M, Cg, *eff)
+  win = win[(slice(None), slice(None)) + tuple(slice(None, None, r) for r in geo.rhs_dilation)]
+  w = geo.rhs_logical(rhs).astype(jnp.int32)[o]                    # (M, Cg, *kernel)
+  to_k = lambda t: jnp.moveaxis(t, 1, -1).reshape(t.shape[0], geo.k)
+  return to_k(win), to_k(w)
 
 
 # Largest im2col patch matrix materialised at once (bytes); larger batches are cut in chunks.
@@ -505,18 +691,11 @@ def _int8_gemm(p: Plan, a: jax.Array, b: jax.Array) -> jax.Array:
   return lax.dot_general(a, b, (((2,), (1,)), ((0,), (0,))), preferred_element_type=jnp.int32)
 
 
-def im2col_conv(lhs: jax.Array, rhs: jax.Array, geo: ConvGeometry, cfg: Config):
-  """A convolution as int8 GEMMs of its im2col patches.
-
-  Used for ``accumulation="onednn"`` (CPU: oneDNN's GEMM) and for ``"int32"`` on GPUs (XLA's
-  int8 -> int32 dot, cuBLASLt: XLA:GPU has no int8 -> int32 convolution). The same products
-  and sums as the convolution (each output is the sum over its receptive field of ``a * q``;
-  padding contributes nothing), evaluated by :func:`combine` over the ``taps * C/G``
-  contraction. Patches are built per chunk of images (at most ``IM2COL_CHUNK_BYTES`` each).
-  Returns ``(out, overflowed or None)``.
-  """
+def _im2col_sum(lhs: jax.Array, rhs: jax.Array, geo: ConvGeometry, cfg: Config,
+                need_exact: bool):
+  """The sums of :func:`im2col_conv`, logical layout ``(N, O, *out)`` (Wide or int32)."""
   p = plan(cfg, geo.k)
-  use_wide = cfg.needs_exact and not p.exact_int32
+  use_wide = need_exact and not p.exact_int32
   x = jnp.moveaxis(geo.lhs_logical(lhs), 1, -1)                          # (N, *S, C)
   w = im2col_weights(rhs, geo)                                           # (G, K, O/G)
   out_sp = math.prod(geo.out_spatial)
@@ -540,30 +719,36 @@ def im2col_conv(lhs: jax.Array, rhs: jax.Array, geo: ConvGeometry, cfg: Config):
         (geo.groups, 1, out_sp, geo.group_out))
 
   value = combine(p, x, w, cfg, native, native_ones, use_wide)
-  out, overflowed = finalize(value, shape4, cfg)
 
-  # (G, N, P, O/G) -> (N, P, G, O/G): rows of the O = G * O/G output features.
-  back = lambda t: _rows_to_out(jnp.transpose(t, (1, 2, 0, 3)), geo)
-  return back(out), None if overflowed is None else back(overflowed)
+  # (G, N, P, O/G) -> (N, G, O/G, P) -> (N, O, *out).
+  def logical(t):
+    t = jnp.broadcast_to(t, shape4)
+    return jnp.transpose(t, (1, 0, 3, 2)).reshape((geo.batch, geo.out_features)
+                                                  + tuple(geo.out_spatial))
+  return wide.Wide(*(logical(t) for t in value)) if isinstance(value, wide.Wide) else \
+      logical(value)
 
 
-def conv(lhs: jax.Array, rhs: jax.Array, geo: ConvGeometry, cfg: Config):
-  """Fast convolution in ``lax`` semantics; returns ``(out, overflowed or None)``.
+def im2col_conv(lhs: jax.Array, rhs: jax.Array, geo: ConvGeometry, cfg: Config):
+  """A convolution as int8 GEMMs of its im2col patches.
 
-  Pointwise (1x1) convolutions run as one matmul (:func:`pointwise_conv`): XLA:GPU has int8
-  matmuls with int32 results but no such convolutions. With ``accumulation="onednn"`` (CPU)
-  every other convolution runs as im2col + oneDNN GEMMs, with ``"int32"`` on GPUs as im2col +
-  XLA int8 -> int32 matmuls (:func:`im2col_conv`; not yet timed on a GPU).
+  Used for ``accumulation="onednn"`` (CPU: oneDNN's GEMM) and for ``"int32"`` on GPUs (XLA's
+  int8 -> int32 dot, cuBLASLt: XLA:GPU has no int8 -> int32 convolution). The same products
+  and sums as the convolution (each output is the sum over its receptive field of ``a * q``;
+  padding contributes nothing), evaluated by :func:`combine` over the ``taps * C/G``
+  contraction. Patches are built per chunk of images (at most ``IM2COL_CHUNK_BYTES`` each).
+  Returns ``(out, overflowed or None, clamps or None)`` as :func:`conv`.
   """
-  if geo.pointwise and geo.k and 0 not in geo.out_shape:
-    return pointwise_conv(lhs, rhs, geo, cfg)
-  gpu = cfg.backend == "gpu"
-  im2col = cfg.accumulation == "onednn" or (cfg.accumulation == "int32" and gpu)
-  if im2col and geo.k and 0 not in geo.out_shape:
-    return im2col_conv(lhs, rhs, geo, cfg)
+  return _conv_finish(_im2col_sum(lhs, rhs, geo, cfg, cfg.needs_exact), lhs, rhs, geo, cfg,
+                      _im2col_sum)
+
+
+def _xla_conv_sum(lhs: jax.Array, rhs: jax.Array, geo: ConvGeometry, cfg: Config,
+                  need_exact: bool):
+  """The sums of a convolution by XLA convolutions of the planes, logical layout."""
   cg = geo.group_in
   p = plan(cfg, cg, geo.taps)
-  use_wide = cfg.needs_exact and not p.exact_int32
+  use_wide = need_exact and not p.exact_int32
   dt = _native_dtype(p.accumulation)
   dn = geo.dnums
   lhs_feat, rhs_in = dn.lhs_spec[1], dn.rhs_spec[1]
@@ -588,8 +773,8 @@ def conv(lhs: jax.Array, rhs: jax.Array, geo: ConvGeometry, cfg: Config):
     # conv(1, omega) over channels [u0, u1) of each group equals a convolution of a one-channel
     # (per group) image of ones, batch 1, with the kernel summed over those channels: C/G times
     # cheaper than convolving a full image of ones. The summed kernel leaves int8, so the
-    # operands are float32 (exact while taps * channels * max|omega| <= 2**24: every partial
-    # sum is then an integer <= 2**24) or, beyond that bound, int32 (CPU/TPU).
+    # operands are float32 at HIGHEST precision (exact while taps * channels * max|omega| <=
+    # 2**24: every partial sum is then an integer <= 2**24) or, beyond that bound, int32.
     shape = list(lhs.shape)
     shape[dn.lhs_spec[0]] = 1
     shape[lhs_feat] = geo.groups
@@ -602,10 +787,54 @@ def conv(lhs: jax.Array, rhs: jax.Array, geo: ConvGeometry, cfg: Config):
                                           precision=_precision(dtype)))
     return _to_int32(out)
 
-  empty = geo.k == 0 or 0 in geo.out_shape
   # XLA:GPU has no bf16 x bf16 -> f32 convolution (cuDNN): it would convert the operands to
   # float32 itself; float32 operands holding the same 9-bit digits, at FLOAT_PRECISION.
-  float_operands = gpu
-  value = None if empty else combine(p, lhs, rhs, cfg, native, native_ones, use_wide,
-                                     float_operands)
-  return finalize(value, geo.out_shape, cfg)
+  float_operands = cfg.backend == "gpu"
+  value = combine(p, lhs, rhs, cfg, native, native_ones, use_wide, float_operands)
+  return _logical_out(wide.Wide(*(jnp.broadcast_to(t, geo.out_shape) for t in value))
+                      if isinstance(value, wide.Wide) else jnp.broadcast_to(value, geo.out_shape),
+                      geo)
+
+
+def _conv_finish(value, lhs, rhs, geo: ConvGeometry, cfg: Config, conv_sum):
+  """Overflow policy on logical sums ``value``; ``(out, overflowed, clamps)`` in ``out_spec``.
+
+  ``conv_sum(lhs, rhs, geo, cfg, need_exact)``: the path that made ``value`` (for the
+  ``|a| x |q|`` sums of ``overflow="saturate"``).
+  """
+  logical_shape = (geo.batch, geo.out_features) + tuple(geo.out_spatial)
+
+  def register(value):
+    def abs_sum():
+      return conv_sum(_abs_acts(lhs, cfg), jnp.abs(rhs.astype(jnp.int32)), geo,
+                      _abs_config(cfg), True)
+
+    def full_reference():
+      out, _, state = reference.conv(lhs, rhs, geo, cfg)
+      return _logical_out(out, geo), _logical_out(state["clamps"], geo)
+
+    return saturating_register(value, abs_sum, lambda idx: conv_rows(lhs, rhs, geo, idx),
+                               full_reference, logical_shape, geo.k, cfg)
+
+  res = finalize(value, logical_shape, cfg, register)
+  return tuple(None if t is None else geo.out_physical(t) for t in res)
+
+
+def conv(lhs: jax.Array, rhs: jax.Array, geo: ConvGeometry, cfg: Config):
+  """Fast convolution in ``lax`` semantics; returns ``(out, overflowed or None, clamps or
+  None)`` in the ``out_spec`` layout.
+
+  Pointwise (1x1) convolutions run as one matmul (:func:`pointwise_conv`): XLA:GPU has int8
+  matmuls with int32 results but no such convolutions. With ``accumulation="onednn"`` (CPU)
+  every other convolution runs as im2col + oneDNN GEMMs, with ``"int32"`` on GPUs as im2col +
+  XLA int8 -> int32 matmuls (:func:`im2col_conv`; not yet timed on a GPU).
+  """
+  empty = geo.k == 0 or 0 in geo.out_shape
+  if geo.pointwise and not empty:
+    return pointwise_conv(lhs, rhs, geo, cfg)
+  gpu = cfg.backend == "gpu"
+  im2col = cfg.accumulation == "onednn" or (cfg.accumulation == "int32" and gpu)
+  if im2col and not empty:
+    return im2col_conv(lhs, rhs, geo, cfg)
+  value = None if empty else _xla_conv_sum(lhs, rhs, geo, cfg, cfg.needs_exact)
+  return _conv_finish(value, lhs, rhs, geo, cfg, _xla_conv_sum)

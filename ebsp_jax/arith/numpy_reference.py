@@ -110,16 +110,72 @@ def conv(lhs: np.ndarray, rhs: np.ndarray, window_strides, padding, lhs_dilation
 
 
 def accumulator(s: np.ndarray, acc_bits: int, overflow: str) -> Tuple[np.ndarray, int]:
-  """``(result, overflow_count)`` of exact sums ``s`` (int64 or object) in an ``acc_bits`` register."""
+  """``(result, overflow_count)`` of exact sums ``s`` (int64 or object) in an ``acc_bits``
+  register: ``overflow`` ``"wrap"`` (modulo) or ``"clip"`` (the exact sum clipped once).
+  The per-add ``"saturate"`` register needs the products: :func:`register`."""
+  if overflow not in ("wrap", "clip"):
+    raise ValueError(f"accumulator: overflow={overflow!r}; use register() for 'saturate'")
   s = np.asarray(s, dtype=object)
   lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
   over = np.vectorize(lambda v: v < lo or v > hi, otypes=[bool])(s) if s.size else np.zeros(s.shape, bool)
-  if overflow == "saturate":
+  if overflow == "clip":
     res = np.vectorize(lambda v: min(max(v, lo), hi), otypes=[object])(s) if s.size else s
   else:
     mod = 1 << acc_bits
     res = np.vectorize(lambda v: (v - lo) % mod + lo, otypes=[object])(s) if s.size else s
   return np.asarray(res, dtype=np.int64).reshape(s.shape), int(over.sum())
+
+
+def register(a_slots: np.ndarray, w_slots: np.ndarray, acc_bits: int) -> Tuple[np.ndarray,
+                                                                               np.ndarray]:
+  """A saturating ``acc_bits`` register, one Python-integer add at a time, per output.
+
+  Args:
+    a_slots, w_slots: ``(outputs, K)`` activations and weights in the order of the adds (e.g.
+      from :func:`dot_slots` / :func:`conv_slots`).
+
+  Returns:
+    ``(result, clamps)`` int64 ``(outputs,)``: the register after the last add, starting from
+    0 and clamped to ``[-2**(acc_bits-1), 2**(acc_bits-1) - 1]`` after every add, and the
+    number of adds whose exact result lay outside that range.
+  """
+  lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
+  out = np.zeros(a_slots.shape[0], np.int64)
+  clamps = np.zeros(a_slots.shape[0], np.int64)
+  for i, (ar, wr) in enumerate(zip(a_slots.tolist(), w_slots.tolist())):
+    acc = n = 0
+    for a, w in zip(ar, wr):
+      acc += a * w
+      if acc > hi or acc < lo:
+        acc = hi if acc > hi else lo
+        n += 1
+    out[i], clamps[i] = acc, n
+  return out, clamps
+
+
+def dot_register(lhs, rhs, dimension_numbers, acc_bits: int):
+  """:func:`register` of a dot_general in its K order, shaped as ``lax``'s output."""
+  a_slots, w_slots = dot_slots(lhs, rhs, dimension_numbers)
+  shape = dot(np.zeros(lhs.shape, np.int64), np.zeros(rhs.shape, np.int64),
+              dimension_numbers).shape
+  out, clamps = register(a_slots, w_slots, acc_bits)
+  return out.reshape(shape), clamps.reshape(shape)
+
+
+def conv_register(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                  dimension_numbers=None, feature_group_count: int = 1, *, acc_bits: int):
+  """:func:`register` of a convolution in window order (taps row-major, then the group's input
+  channels ascending), in ``lax``'s output layout."""
+  args = (window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+          feature_group_count)
+  a_slots, w_slots = conv_slots(lhs, rhs, *args)
+  logical_out = conv(np.zeros(lhs.shape, np.int64), np.zeros(rhs.shape, np.int64), *args)
+  _, _, ospec = _specs(dimension_numbers, lhs.ndim)
+  logical_shape = tuple(logical_out.shape[d] for d in ospec)
+  out, clamps = register(a_slots, w_slots, acc_bits)
+  inv = np.argsort(ospec)
+  back = lambda t: np.transpose(t.reshape(logical_shape), inv)
+  return back(out), back(clamps)
 
 
 def dual_lod_approx(a: np.ndarray, length: int, rounding: str = "truncate") -> np.ndarray:

@@ -9,19 +9,21 @@ both shifts). Memory is bounded by scanning (``lax.scan``) over the contraction:
 the LUTs of one activation slice and one output-sized block of products, never a
 ``(outputs x contraction)`` tensor, so a ResNet-50 layer needs a few output-sized buffers.
 
-Accumulation order (it only matters for event telemetry such as the high-water mark; all
-overflow modes are order-independent, see :mod:`ebsp_jax.arith.api`):
+Accumulation order, the datapath's K order (it decides the ``saturate`` result and the
+high-water mark; ``wrap`` and ``clip`` are order-independent, see :mod:`ebsp_jax.arith.api`):
 
 * dot_general: the contracting dims flattened row-major in the order the dimension numbers
   list them;
 * conv: kernel taps in row-major order of the kernel's spatial dims (in ``rhs_spec`` order),
   and within a tap the input channels of the group in ascending order.
 
-The accumulator is modelled twice when needed: an ``acc_bits``-bit two's-complement register
-that wraps at every add (the ``wrap`` result), and the exact sum as a 64-bit pair
-(:mod:`ebsp_jax.arith.wide`) from which saturation, the overflow count and the high-water mark
-are read. By the ring property of two's complement the wrapped register equals the exact sum
-modulo ``2**acc_bits`` after every step, whatever the order.
+The accumulator is modelled by up to three registers: an ``acc_bits``-bit two's-complement
+register that wraps at every add (the ``wrap`` result), for ``overflow="saturate"`` one that
+clamps at every add (:func:`ebsp_jax.arith.datapath.saturating_accumulate`) with its count of
+clamping adds, and the exact sum as a 64-bit pair (:mod:`ebsp_jax.arith.wide`) from which
+``clip``, the overflow count and the high-water mark are read. By the ring property of two's
+complement the wrapped register equals the exact sum modulo ``2**acc_bits`` after every step,
+whatever the order.
 """
 
 from __future__ import annotations
@@ -73,9 +75,13 @@ def products(a: jax.Array, w_sign: jax.Array, w_shift: jax.Array, w_mant: jax.Ar
 
 
 def init_state(shape, cfg: Config, high_water: bool = False) -> Dict[str, object]:
-  """Accumulator state of the reference scan: int32 ``acc`` (+ exact wide sum, + high-water bits)."""
+  """Accumulator state of the reference scan: int32 ``acc`` (+ exact wide sum, + high-water
+  bits, + for ``saturate`` the saturating register ``sat`` and its ``clamps`` count)."""
   state = {"acc": jnp.zeros(shape, jnp.int32)}
-  if cfg.needs_exact or high_water:
+  if cfg.overflow == "saturate":
+    state["sat"] = jnp.zeros(shape, jnp.int32)
+    state["clamps"] = jnp.zeros(shape, jnp.int32)
+  if (cfg.needs_exact and cfg.overflow != "saturate") or high_water:
     state["exact"] = wide.zeros(shape)
   if high_water:
     state["high_water"] = jnp.ones(shape, jnp.int32)   # 0 needs 1 bit
@@ -85,6 +91,9 @@ def init_state(shape, cfg: Config, high_water: bool = False) -> Dict[str, object
 def step(state, p: jax.Array, cfg: Config):
   """Adds one block of products into the accumulator state."""
   out = {"acc": datapath.accumulate(state["acc"], p, cfg.acc_bits)}
+  if "sat" in state:
+    out["sat"], clipped = datapath.saturating_accumulate(state["sat"], p, cfg.acc_bits)
+    out["clamps"] = state["clamps"] + clipped.astype(jnp.int32)
   if "exact" in state:
     out["exact"] = wide.add_int32(state["exact"], p)
   if "high_water" in state:
@@ -93,12 +102,18 @@ def step(state, p: jax.Array, cfg: Config):
 
 
 def finalize(state, cfg: Config) -> Tuple[jax.Array, Optional[jax.Array]]:
-  """The accumulator's output under ``cfg.overflow`` and the per-output overflow mask."""
+  """The accumulator's output under ``cfg.overflow`` and the per-output overflow mask.
+
+  The mask: for ``saturate``, outputs whose register clamped at least once (the counts are
+  ``state["clamps"]``); otherwise outputs whose exact sum does not fit ``acc_bits`` bits.
+  """
+  if cfg.overflow == "saturate":
+    return state["sat"], state["clamps"] > 0
   if "exact" not in state:
     return state["acc"], None
   exact = state["exact"]
   overflowed = ~wide.in_range(exact, cfg.acc_bits)
-  if cfg.overflow == "saturate":
+  if cfg.overflow == "clip":
     return wide.saturate(exact, cfg.acc_bits), overflowed
   return state["acc"], overflowed
 

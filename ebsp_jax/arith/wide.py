@@ -9,7 +9,8 @@ exact while the value stays in ``[-2**63, 2**63)``; the datapath never comes nea
 The accumulator of ``acc_bits <= 32`` bits is then modelled from the exact value:
 
 * wrap: the low ``acc_bits`` bits, sign-extended (:func:`wrap_low_bits` of :func:`low32`);
-* saturate: :func:`saturate` clips to ``[-2**(acc_bits-1), 2**(acc_bits-1) - 1]``;
+* clip: :func:`saturate` clips to ``[-2**(acc_bits-1), 2**(acc_bits-1) - 1]`` (also the
+  single step of a saturating register, :func:`ebsp_jax.arith.datapath.saturating_accumulate`);
 * overflow: :func:`in_range` tells whether the exact value fits.
 """
 
@@ -69,6 +70,31 @@ def neg(a: Wide) -> Wide:
   """Exact ``-a`` (two's complement of the pair)."""
   lo = ~a.lo + jnp.uint32(1)
   return Wide(~a.hi + (lo == 0).astype(jnp.int32), lo)
+
+
+def constant(c: int, shape=()) -> Wide:
+  """The Python integer ``c`` (``-2**63 <= c < 2**63``) as a :class:`Wide` of ``shape``."""
+  c = int(c)
+  if not -(1 << 63) <= c < (1 << 63):
+    raise ValueError(f"wide.constant: {c} does not fit 64 bits")
+  hi, lo = c >> 32, c & 0xFFFFFFFF
+  hi = hi - (1 << 32) if hi >= 1 << 31 else hi
+  return Wide(jnp.full(shape, hi, jnp.int32), jnp.full(shape, lo, jnp.uint32))
+
+
+def sub(a: Wide, b: Wide) -> Wide:
+  """Exact ``a - b``."""
+  return add(a, neg(b))
+
+
+def is_negative(a: Wide) -> jax.Array:
+  """True where the value is ``< 0``."""
+  return a.hi < 0
+
+
+def is_positive(a: Wide) -> jax.Array:
+  """True where the value is ``> 0``."""
+  return (a.hi > 0) | ((a.hi == 0) & (a.lo != 0))
 
 
 def add_int32(a: Wide, x: jax.Array) -> Wide:

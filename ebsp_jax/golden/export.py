@@ -27,7 +27,7 @@ from ebsp_jax.golden.hexio import write_memh
 from ebsp_jax.numerics import encode
 from ebsp_jax.quant.lowering import FloatTensor, Interpreter, IntTensor
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 FORMAT_DOC = "ebsp_jax/golden/FORMAT.md"
 
 #: Definitions the formulas of the manifests use.
@@ -49,10 +49,16 @@ DEFINITIONS = {
 ACC_SEMANTICS = {
     "wrap": "acc = S mod 2**acc_bits, centred: the low acc_bits bits of the exact sum S of the "
             "products, sign-extended (equal to a register that wraps on every add, in any order)",
-    "saturate": "acc = clip(S, -2**(acc_bits-1), 2**(acc_bits-1) - 1): clip of the exact sum S "
-                "(the adds are exact with guard bits, one saturation when the result is written "
-                "out), NOT per-add saturation (a register that saturates on every add is "
-                "order-dependent and can differ wherever a partial sum leaves the range)",
+    "saturate": "acc = the saturating register: r = 0; for each product p in K order: "
+                "r = clip(r + p, -2**(acc_bits-1), 2**(acc_bits-1) - 1); acc = r. K order: "
+                "dot_general: the contracting dims flattened row-major (dimension-number "
+                "order); conv: kernel taps row-major (in rhs_spec order, e.g. KH then KW), "
+                "within a tap the group's input channels ascending; padding products are 0 "
+                "and are added too (they cannot clamp). Order-dependent where a partial sum "
+                "leaves the range",
+    "clip": "acc = clip(S, -2**(acc_bits-1), 2**(acc_bits-1) - 1): clip of the exact sum S "
+            "(the adds are exact with guard bits, one saturation when the result is written "
+            "out), NOT per-add saturation",
     "error": "acc = S exactly (the export raises OverflowError if some S does not fit acc_bits; "
              "otherwise identical to wrap)",
 }

@@ -18,6 +18,7 @@ from ebsp_jax.quant import testing
 CONFIGS = {
     "exact_wrap32": {},
     "exact_sat12": {"overflow": "saturate", "acc_bits": 12},
+    "exact_clip12": {"overflow": "clip", "acc_bits": 12},
     "dual_truncate_wrap32": {"mode": "dual_lod", "rounding": "truncate"},
     "dual_round_sat14": {"mode": "dual_lod", "rounding": "round", "overflow": "saturate",
                          "acc_bits": 14},
@@ -88,11 +89,33 @@ def _operands(meta, x, w_fields):
   return x, w_fields, (x.shape[0], w_fields[0].shape[1])
 
 
+def _register(prods, bits):
+  """FORMAT.md §7 saturate: per output (column pair), clip after every add in K order.
+
+  ``prods``: Python-int products ``(rows, K, cols)`` with K in the datapath's order.
+  Returns ``(acc (rows, cols), clamp events)``.
+  """
+  lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+  rows, k, cols = prods.shape
+  acc = np.empty((rows, cols), dtype=object)
+  events = 0
+  for i in range(rows):
+    for j in range(cols):
+      r = 0
+      for t in range(k):
+        r += prods[i, t, j]
+        if r < lo or r > hi:
+          r, events = min(max(r, lo), hi), events + 1
+      acc[i, j] = r
+  return acc, events
+
+
 def _accumulate(s, meta):
-  """The exported accumulator from the exact sums ``s`` (manifest's acc_semantics)."""
+  """The exported accumulator from the exact sums ``s`` (wrap, clip: manifest's
+  acc_semantics)."""
   bits = meta["acc_bits"]
   lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-  if meta["overflow"] == "saturate":
+  if meta["overflow"] == "clip":
     assert meta["acc_semantics"].startswith("acc = clip(S, ")
     assert "NOT per-add saturation" in meta["acc_semantics"]
     return np.vectorize(lambda v: min(max(v, lo), hi), otypes=[object])(s)
@@ -176,7 +199,7 @@ def test_manifest_and_npz_roundtrip(exported):
 def test_rerun_layers_bit_exactly_from_hex(exported):
   """acc recomputed from the hex files only (weight codes, input, LUT or cut + mantissa table)."""
   out, manifest, _, _ = exported
-  clipped = step_sat_differs = 0
+  clipped = step_sat_differs = clamp_events = 0
   for layer, meta in manifest["layers"].items():
     d = os.path.join(out, meta["dir"])
     code = meta["weight_code"]
@@ -218,20 +241,25 @@ def test_rerun_layers_bit_exactly_from_hex(exported):
       a = a.astype(np.int64)
       prods = np.where(sw[None] == 1, -1, 1) * ((a[:, :, None] * mw[None]) << kw[None])
     s = prods.astype(object).sum(axis=1)
-    acc = _accumulate(s, meta).reshape(oshape)
-    np.testing.assert_array_equal(acc.astype(np.int64), _read(d, meta, "acc").astype(np.int64),
-                                  err_msg=layer)
     bits = meta["acc_bits"]
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    if meta["overflow"] == "saturate":
+      assert meta["acc_semantics"].startswith("acc = the saturating register")
+      acc, events = _register(prods.astype(object), bits)
+      clamp_events += events
+      step_sat_differs += int(np.sum(acc != np.vectorize(lambda v: min(max(v, lo), hi),
+                                                         otypes=[object])(s)))
+      acc = acc.reshape(oshape)
+    else:
+      acc = _accumulate(s, meta).reshape(oshape)
+    np.testing.assert_array_equal(acc.astype(np.int64), _read(d, meta, "acc").astype(np.int64),
+                                  err_msg=layer)
     clipped += int(np.sum((s < lo) | (s > hi)))
-    if meta["overflow"] == "saturate":   # a per-add saturating register (K order) differs
-      for row in prods.astype(object).transpose(0, 2, 1).reshape(-1, prods.shape[1]):
-        r = 0
-        for p in row:
-          r = min(max(r + p, lo), hi)
-        step_sat_differs += int(r != min(max(sum(row), lo), hi))
   if manifest["datapath"]["overflow"] == "saturate":
-    assert clipped > 0 and step_sat_differs > 0, (clipped, step_sat_differs)
+    # The register clamped, and somewhere its result differs from the clip of the sum.
+    assert clamp_events > 0 and step_sat_differs > 0, (clamp_events, step_sat_differs)
+  if manifest["datapath"]["overflow"] == "clip":
+    assert clipped > 0
 
 
 def test_requant_epilogue_and_logits_from_files(exported):

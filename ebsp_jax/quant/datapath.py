@@ -29,8 +29,13 @@ class DatapathConfig:
 
   Attributes:
     acc_bits: accumulator width (two's complement).
-    overflow: ``'wrap'``, ``'saturate'`` or ``'error'`` (computes as ``'wrap'``; the integer
-      model's ``apply`` then raises ``OverflowError`` naming the layers that overflowed).
+    overflow: ``'wrap'``, ``'saturate'`` (a register that clamps after every add, in the
+      datapath's K order: for convolutions kernel tap by tap, within a tap the input channels
+      ascending; see ``ebsp_jax.arith.dot_general``), ``'clip'`` (the exact sum clipped once)
+      or ``'error'`` (computes as ``'wrap'``; the integer model's ``apply`` then raises
+      ``OverflowError`` naming the layers that overflowed). The overflow counts
+      (``with_stats``) are outputs whose exact sum did not fit, for ``'saturate'`` outputs
+      whose register clamped at least once.
     mode: ``'exact'`` or ``'dual_lod'`` (approximate; see ``ebsp_jax.arith``).
     rounding: how ``'dual_lod'`` cuts an activation to the pattern's ``length`` significant
       bits: ``'truncate'`` or ``'round'``.
