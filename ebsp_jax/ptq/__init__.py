@@ -14,3 +14,4 @@ from ebsp_jax.ptq.calibrate import METHODS as CALIBRATION_METHODS
 from ebsp_jax.ptq.hooks import CannotQuantize
 from ebsp_jax.ptq.quantize import LayerQuant, QuantizedModel, quantize, weight_rule
 from ebsp_jax.ptq.onnx_export import ExportError, export_onnx
+from ebsp_jax.ptq.jax_export import export_jax

@@ -249,12 +249,16 @@ class _Converter:
       return [np.asarray(_NP_FOLD[name](*ins)).astype(eqn.outvars[0].aval.dtype)]
     if name == "convert_element_type":
       return [np.asarray(ins[0]).astype(eqn.params["new_dtype"])]
+    if name == "select_n" and len(ins) == 3:
+      return [np.where(np.asarray(ins[0]).astype(bool), ins[2], ins[1]).astype(
+          eqn.outvars[0].aval.dtype)]
     if name == "broadcast_in_dim":
       return [_broadcast_compact(ins[0], eqn.params["shape"],
                                  eqn.params["broadcast_dimensions"])]
     full = [np.broadcast_to(x, v.aval.shape) if hasattr(v, "aval") else x
             for x, v in zip(ins, eqn.invars)]
-    with jax.ensure_compile_time_eval(), jax.default_device(cpu_device()):
+    # 64-bit types on (the requantizer's constants are int64), on the CPU backend.
+    with jax.enable_x64(True), jax.ensure_compile_time_eval(), jax.default_device(cpu_device()):
       out = eqn.primitive.bind(*full, **eqn.params)
     outs = out if eqn.primitive.multiple_results else [out]
     return [np.asarray(o) for o in outs]

@@ -383,7 +383,7 @@ def quantize(model: Any, variables: Optional[Mapping[str, Any]], calibration_bat
   # Weights: patterns, fitted scales, levels (offline constants on the CPU backend).
   with jax.default_device(cpu_device()):
     keyed = {f"{layer}/kernel": kernels[layer] for layer in ops}
-    scales = tree_fit_scale(keyed, rule, per_channel=per_channel)
+    scales = jax.jit(lambda k: tree_fit_scale(k, rule, per_channel=per_channel))(keyed)
     qweights = quantize_weights(keyed, rule, scales)
   for layer, (_, pattern, _) in qweights.items():
     if not isinstance(pattern, BitPattern):
