@@ -23,6 +23,17 @@ build goes to ``EBSP_JAX_CACHE`` (default ``~/.cache/ebsp_jax``), keyed by the s
 jaxlib version and the library path. :func:`status` says why the kernel is unavailable;
 ``accumulation="auto"`` then uses XLA's own ops (logged once), an explicit
 ``accumulation="onednn"`` raises.
+
+Trust. Loading a shared library runs its code, so only a library this user built is loaded:
+the cache directory must be a real directory (no symbolic link) owned by this user and not
+writable by group or others (created ``0700``); the library and its ``.sha256`` record (the
+SHA-256 of the library, written by :func:`build` when it compiled it) must be regular files
+owned by this user, not group/world-writable, and the library's content must match the
+record. A cached library that fails these checks is never loaded: it is rebuilt in place (the
+directory is this user's), or, when the directory itself is not private, the kernel is
+unavailable. Any failure to build, verify, load or register the library (a missing symbol
+included) makes :func:`status` return its one-line reason, logged once as a warning, and the
+datapath falls back to XLA's ops; it never raises from ``accumulation="auto"``.
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ import functools
 import hashlib
 import logging
 import os
+import stat
 import subprocess
 import sys
 import tempfile
@@ -79,14 +91,11 @@ def _cache_dir() -> str:
                                                           "ebsp_jax")
 
 
-def build(lib: Optional[str] = None) -> str:
-  """Compiles ``gemm.cc`` against ``lib`` (default :func:`library_path`); returns the ``.so``.
-
-  Reuses an earlier build with the same source, jaxlib version and library. Atomic (a temporary
-  file renamed into place), so concurrent processes (pytest-xdist) can build at once.
+def cache_path(lib: Optional[str] = None) -> str:
+  """Where :func:`build` puts the library for ``lib`` (default :func:`library_path`).
 
   Raises:
-    RuntimeError: oneDNN not found, or the compiler failed (its message attached).
+    RuntimeError: oneDNN not found.
   """
   import jaxlib
   lib = lib or library_path()
@@ -95,11 +104,82 @@ def build(lib: Optional[str] = None) -> str:
                        "(requirements.txt) or set EBSP_JAX_DNNL to the library's path")
   with open(_SOURCE, "rb") as f:
     key = hashlib.sha256(f.read() + jaxlib.__version__.encode() + lib.encode()).hexdigest()[:16]
-  out_dir = _cache_dir()
-  out = os.path.join(out_dir, f"onednn_gemm_{key}.so")
-  if os.path.isfile(out):
-    return out
-  os.makedirs(out_dir, exist_ok=True)
+  return os.path.join(_cache_dir(), f"onednn_gemm_{key}.so")
+
+
+def _private(path: str, directory: bool) -> None:
+  """Raises ``RuntimeError`` unless ``path`` is a real directory / regular file (not a symbolic
+  link) owned by this user and not writable by group or others."""
+  kind = "cache directory" if directory else "file"
+  st = os.lstat(path)
+  if stat.S_ISLNK(st.st_mode):
+    raise RuntimeError(f"{kind} {path} is a symbolic link: not trusted")
+  if not (stat.S_ISDIR(st.st_mode) if directory else stat.S_ISREG(st.st_mode)):
+    raise RuntimeError(f"{path} is not a {'directory' if directory else 'regular file'}")
+  if st.st_uid != os.geteuid():
+    raise RuntimeError(f"{kind} {path} belongs to uid {st.st_uid}, not to this user (uid "
+                       f"{os.geteuid()}): not trusted")
+  if st.st_mode & 0o022:
+    raise RuntimeError(f"{kind} {path} is writable by group or others (mode "
+                       f"{stat.S_IMODE(st.st_mode):04o}): not trusted; set EBSP_JAX_CACHE to "
+                       f"a directory only you can write")
+
+
+def _sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      h.update(chunk)
+  return h.hexdigest()
+
+
+def verify(so: str) -> Optional[str]:
+  """None when ``so`` may be loaded (see the module docstring), else the one-line reason."""
+  record = so + ".sha256"
+  try:
+    _private(os.path.dirname(so), directory=True)
+    _private(so, directory=False)
+    _private(record, directory=False)
+    with open(record, encoding="ascii") as f:
+      want = f.read().strip()
+    if _sha256(so) != want:
+      return f"{so} does not match its recorded SHA-256 ({record}): not trusted"
+  except FileNotFoundError as e:
+    return f"{e.filename} does not exist (no build record)"
+  except (OSError, RuntimeError, UnicodeDecodeError) as e:
+    return str(e).splitlines()[0]
+  return None
+
+
+def _write_private(path: str, text: str, directory: str) -> None:
+  fd, tmp = tempfile.mkstemp(dir=directory)
+  with os.fdopen(fd, "w", encoding="ascii") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def build(lib: Optional[str] = None) -> str:
+  """Compiles ``gemm.cc`` against ``lib`` (default :func:`library_path`); returns the ``.so``.
+
+  Reuses an earlier build with the same source, jaxlib version and library when it passes
+  :func:`verify`; otherwise (none, or a file that fails the checks) compiles it again and
+  records its SHA-256. Atomic (temporary files renamed into place), so concurrent processes
+  (pytest-xdist) can build at once.
+
+  Raises:
+    RuntimeError: oneDNN not found, the cache directory is not private to this user, or the
+      compiler failed (its message attached).
+  """
+  lib = lib or library_path()
+  out = cache_path(lib)
+  out_dir = os.path.dirname(out)
+  os.makedirs(out_dir, mode=0o700, exist_ok=True)
+  _private(out_dir, directory=True)
+  if os.path.lexists(out):
+    reason = verify(out)
+    if reason is None:
+      return out
+    _log.warning("ebsp_jax.arith.onednn: cached kernel not used (%s); rebuilding it", reason)
   fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
   os.close(fd)
   cmd = [os.environ.get("CXX", "g++"), "-O2", "-std=c++17", "-shared", "-fPIC", "-w",
@@ -113,22 +193,35 @@ def build(lib: Optional[str] = None) -> str:
   if proc.returncode != 0:
     os.unlink(tmp)
     raise RuntimeError(f"building {_SOURCE} failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+  os.chmod(tmp, stat.S_IMODE(os.stat(tmp).st_mode) & ~0o022)
+  _write_private(out + ".sha256", _sha256(tmp) + "\n", out_dir)
   os.replace(tmp, out)
   return out
 
 
-@functools.lru_cache(maxsize=None)
-def _load() -> Optional[str]:
-  """Builds, loads and registers the handlers; returns None or the reason they are unavailable."""
+def _load_library() -> Optional[str]:
+  """Builds, verifies, loads and registers the handlers; None or the one-line reason why not."""
   if not sys.platform.startswith("linux"):
     return f"oneDNN kernel is built for Linux only (this is {sys.platform})"
   try:
-    so = ctypes.cdll.LoadLibrary(build())
-  except (RuntimeError, OSError) as e:
-    return str(e).splitlines()[0]
-  for target, symbol in _TARGETS.values():
-    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(so, symbol)), platform="cpu")
+    so_path = build()
+    reason = verify(so_path)       # again, right before loading (a concurrent build)
+    if reason is not None:
+      raise RuntimeError(reason)
+    so = ctypes.cdll.LoadLibrary(so_path)
+    capsules = {target: jax.ffi.pycapsule(getattr(so, symbol))
+                for target, symbol in _TARGETS.values()}
+    for target, capsule in capsules.items():
+      jax.ffi.register_ffi_target(target, capsule, platform="cpu")
+  except Exception as e:  # noqa: BLE001 - any failure is a fallback to XLA's ops, never a crash
+    reason = (str(e).splitlines() or [""])[0] or type(e).__name__
+    _log.warning("ebsp_jax.arith: oneDNN int8 GEMM unavailable (%s: %s); the datapath uses "
+                 "XLA's ops on CPU (bit-identical, slower)", type(e).__name__, reason)
+    return f"{type(e).__name__}: {reason}" if isinstance(e, AttributeError) else reason
   return None
+
+
+_load = functools.lru_cache(maxsize=None)(_load_library)
 
 
 def status() -> Optional[str]:
@@ -142,6 +235,7 @@ def available() -> bool:
 
 @functools.lru_cache(maxsize=None)
 def warn_unavailable_once() -> None:
+  """Logs (once) that ``accumulation="auto"`` falls back to XLA's ops, and why."""
   _log.warning("ebsp_jax.arith: oneDNN int8 GEMM unavailable (%s); accumulation='auto' uses "
                "XLA's ops on CPU (bit-identical, slower)", status())
 
