@@ -226,6 +226,28 @@ def _triton_ir_text(call) -> str:
     return str(ir.Module.parse(code))
 
 
+def _copy_kernel(x_ref, o_ref):
+  o_ref[...] = x_ref[...] + 1
+
+
+def _triton_lowering_of_this_jaxlib():
+  """``(call target, None)`` of a trivial Pallas/Triton kernel lowered for CUDA, or
+  ``(None, reason)`` when this jaxlib cannot lower Pallas for CUDA at all (an environment
+  limit, unlike a failure of the kernels under test)."""
+  from jax.experimental import pallas as pl
+  from jax.experimental.pallas import triton as pltriton
+  fn = jax.jit(lambda x: pl.pallas_call(
+      _copy_kernel, out_shape=jax.ShapeDtypeStruct((16, 16), jnp.int32),
+      compiler_params=pltriton.CompilerParams(num_warps=4, num_stages=1))(x))
+  try:
+    lowered = fn.trace(jax.ShapeDtypeStruct((16, 16), jnp.int32)).lower(
+        lowering_platforms=("cuda",))
+  except Exception as e:  # noqa: BLE001 - whatever this jaxlib raises: reported as the reason
+    return None, f"this jaxlib does not lower Pallas for cuda: {e!r}"[:500]
+  calls = _custom_calls(lowered)
+  return (calls[0].attributes["call_target_name"].value if calls else None), None
+
+
 def test_lowers_for_cuda_to_triton_int8_dot():
   """Lowering for CUDA on a CPU-only jaxlib: one Triton custom call; its IR has the i8 dot.
 
@@ -247,16 +269,18 @@ def test_lowers_for_cuda_to_triton_int8_dot():
     plain = jax.jit(lambda x, y, kw=kw: pg.int8_matmul(x, y, **kw))
     fused = jax.jit(lambda x, y, kw=kw: pg.int8_matmul_folded(x, y, f, **kw))
     cases += [(plain, False, transposed), (fused, True, transposed)]
+  # Skips only for what this jaxlib cannot do with any kernel; a lowering failure of the
+  # kernels under test fails the test.
+  trivial_target, reason = _triton_lowering_of_this_jaxlib()
+  if reason:
+    pytest.skip(reason)
   for fn, epilogue, transposed in cases:
-    try:
-      lowered = fn.trace(a, b_t if transposed else b).lower(lowering_platforms=("cuda",))
-    except Exception as e:  # pragma: no cover - depends on the installed jaxlib
-      pytest.skip(f"lowering for cuda is not possible with this jaxlib: {e!r}"[:500])
+    lowered = fn.trace(a, b_t if transposed else b).lower(lowering_platforms=("cuda",))
     calls = _custom_calls(lowered)
     targets = [c.attributes["call_target_name"].value for c in calls]
-    assert len(calls) == 1, targets
-    if targets[0] != "__gpu$xla.gpu.triton":
-      pytest.skip(f"custom call {targets[0]}: Triton IR not inspectable on this jaxlib")
+    assert len(calls) == 1 and targets == [trivial_target], (targets, trivial_target)
+    if trivial_target != "__gpu$xla.gpu.triton":
+      continue                # newer jaxlibs: the Triton module is not inspectable here
     text = _triton_ir_text(calls[0])
     dots = re.findall(r"tt\.dot .*: tensor<(\d+)x(\d+)xi8> \* tensor<(\d+)x(\d+)xi8> -> "
                       r"tensor<(\d+)x(\d+)xi32>", text)
