@@ -14,10 +14,13 @@ with the hardware model (EBSP at equal area, ``ebsp_jax.hw``), and solves exactl
 * ``--max_sensitivity=F --minimize=METRIC``: least METRIC with the total sensitivity at most
   F x that of the all-reference network.
 
+``--fixed=conv_init=8b(L7),head=8b(L7)`` keeps layers out of the search (their costs and
+sensitivity still count).
+
 The output JSON: ``layers`` ({layer: format}, the parameter tree's layer names, the file
 ``--layer_formats`` of training and ``experiments/hardware.py`` take), ``cost`` (energy_pj,
 latency_s, weight_bits), ``budget``, ``reference``, ``sensitivity`` (method, per-layer traces,
-the whole matrix), ``costs`` (every layer x candidate), ``frontier``, ``hardware``. Every flag,
+the whole matrix), ``costs`` (every layer x candidate), ``fixed``, ``frontier``, ``hardware``. Every flag,
 the pretrained model and the output path are checked before any computation; errors print one
 line and exit with 2. Method: ``ebsp_jax/search`` and ``docs/results/search/README.md``.
 """
@@ -53,6 +56,8 @@ flags.DEFINE_enum("minimize", None, ["energy", "latency", "bits"],
 flags.DEFINE_string("reference_format", "6b(L3)", "The format budgets are fractions of.")
 flags.DEFINE_string("candidates", "default", "Comma-separated formats ('5b(L3)') and sets "
                     "(default, ebsp, uniform, power_of_two).")
+flags.DEFINE_list("fixed", [], "LAYER=FORMAT pairs kept out of the search (e.g. "
+                  "conv_init=8b(L7),head=8b(L7)); their costs and sensitivity still count.")
 flags.DEFINE_string("output", None, "Write the search result JSON here.")
 flags.DEFINE_enum("sensitivity", "hessian", ["hessian", "fisher"],
                   "Trace: Hessian (Hutchinson) or empirical Fisher.")
@@ -209,10 +214,22 @@ def run() -> dict:
     candidates = search.parse_formats(FLAGS.candidates)
   except ValueError as e:
     raise UsageError(f"--candidates: {e}") from None
+  fixed = {}
+  for item in FLAGS.fixed:
+    layer, sep, name = item.partition("=")
+    if not sep or not layer:
+      raise UsageError(f"--fixed entries are LAYER=FORMAT (e.g. conv_init=8b(L7)); got {item!r}")
+    if layer in fixed:
+      raise UsageError(f"--fixed: layer {layer} is given twice")
+    try:
+      fixed[layer] = search.parse_format(name)
+    except ValueError as e:
+      raise UsageError(f"--fixed: {layer}: {e}") from None
   design = dict(activation_bits=FLAGS.activation_bits, acc_bits=FLAGS.acc_bits,
                 weight_format=FLAGS.weight_format, area_mm2=FLAGS.area_mm2,
                 area_scope=FLAGS.area_scope, glb_bytes=FLAGS.glb_kib * 1024)
-  for what, fmts in (("--reference_format", [reference]), ("--candidates", candidates)):
+  for what, fmts in (("--reference_format", [reference]), ("--candidates", candidates),
+                     ("--fixed", list(fixed.values()))):
     for f in fmts:
       if not f.signed:
         raise UsageError(f"{what}: {f}: the EBSP hardware model has signed weights only")
@@ -254,22 +271,30 @@ def run() -> dict:
   layers = search.costs.workload_layer_names(workload)
   kernel_layers = list(layer_patterns(params, lambda path, leaf: None))
   search.check_layer_names(layers, kernel_layers, f"{FLAGS.model} workload")
-  all_formats = tuple(candidates) + ((reference,) if reference not in candidates else ())
+  unknown = [l for l in fixed if l not in layers]
+  if unknown:
+    raise UsageError(f"--fixed: unknown layer(s) {', '.join(unknown)}; the {FLAGS.model} layers "
+                     f"are: {', '.join(layers)}")
+  columns = tuple(dict.fromkeys(list(candidates) + list(fixed.values())))  # the solver's
+  all_formats = columns + ((reference,) if reference not in columns else ())
+  # allowed[i, c]: a fixed layer takes its format only, the others any candidate.
+  allowed = np.array([[f == fixed[l] if l in fixed else f in candidates for f in columns]
+                      for l in layers])
   t_cost = time.time()
   table = search.layer_costs(workload, all_formats, objective=FLAGS.objective,
                              search=FLAGS.mapper_search, cache=cache, **design)
   t_cost = time.time() - t_cost
   if FLAGS.cost_cache:
     search.save_cache(FLAGS.cost_cache, cache)
-  cand_idx = [all_formats.index(f) for f in candidates]
+  cand_idx = [all_formats.index(f) for f in columns]
   ref_idx = all_formats.index(reference)
   ref_totals = table.totals([ref_idx] * len(layers))
   attr, unit = search.METRICS[metric]
   if mode == "budget":  # infeasible before the (slower) sensitivity pass
     limit = frac * ref_totals[attr]
     least = 0.0
-    for row in table.metric(metric)[:, cand_idx]:
-      least += float(row.min())
+    for row, ok in zip(table.metric(metric)[:, cand_idx], allowed):
+      least += float(row[ok].min())
     if least > limit:
       raise UsageError(f"--budget={FLAGS.budget}: {frac:g} x the all-{reference} {metric} is "
                        f"{limit:.6g} {unit}, below the least the candidates reach, {least:.6g} "
@@ -307,12 +332,12 @@ def run() -> dict:
   t_solve = time.time()
   try:
     if mode == "budget":
-      sol = search.min_sensitivity(cost, sens, limit)
+      sol = search.min_sensitivity(cost, sens, limit, allowed)
       budget = {"metric": metric, "fraction": frac, "limit": limit, "unit": unit,
                 "objective": "least sensitivity"}
     else:
       limit = frac * ref_sens
-      sol = search.min_cost(cost, sens, limit)
+      sol = search.min_cost(cost, sens, limit, allowed)
       budget = {"metric": "sensitivity", "fraction": frac, "limit": limit,
                 "objective": f"least {metric}", "minimized": metric, "minimized_unit": unit}
   except search.InfeasibleError as e:
@@ -320,7 +345,7 @@ def run() -> dict:
             if mode == "budget" else
             f"--max_sensitivity={frac} ({frac} x the all-{reference} sensitivity")
     raise UsageError(f"{what}): {e}") from None
-  front = search.pareto_frontier(cost, sens)
+  front = search.pareto_frontier(cost, sens, allowed)
   t_solve = time.time() - t_solve
   choice = [cand_idx[k] for k in sol.choice]
   chosen = {l: str(all_formats[k]) for l, k in zip(layers, choice)}
@@ -365,11 +390,13 @@ def run() -> dict:
                     for k, f in enumerate(all_formats)}
                 for i, l in enumerate(layers)},
       "candidates": [str(f) for f in candidates],
+      "fixed": {l: str(f) for l, f in fixed.items()},
       "frontier": {"metric": metric, "layers": list(layers), "cost": front.cost.tolist(),
                    "sensitivity": front.sensitivity.tolist(),
                    "choice": front.choice.tolist(),
+                   "formats": [str(f) for f in columns],
                    "what": "every Pareto-optimal (cost, sensitivity) over the candidates; choice "
-                           "holds indices into candidates, one per layer"},
+                           "holds indices into formats, one per layer"},
       "hardware": {
           "design": "ebsp", **{k: v for k, v in design.items()}, "objective": FLAGS.objective,
           "mapper_search": FLAGS.mapper_search, "batch_size": FLAGS.batch_size,

@@ -76,7 +76,8 @@ def _brute_force(out, metric_key, limit, minimize_sensitivity=True):
   layers = list(out["layers"])
   cands = out["candidates"]
   best = None
-  for choice in itertools.product(cands, repeat=len(layers)):
+  options = [[out["fixed"][l]] if l in out["fixed"] else cands for l in layers]
+  for choice in itertools.product(*options):
     c = s = 0.0
     for l, f in zip(layers, choice):
       c += out["costs"][l][f][metric_key]
@@ -131,10 +132,14 @@ def test_least_energy_under_a_sensitivity_bound_with_fisher(float_run, tmp_path)
   out_path = tmp_path / "s.json"
   r = _run("--model=lenet5", "--dataset=fashion_mnist", f"--pretrained={workdir}/float_model",
            "--max_sensitivity=1.0", "--minimize=bits", "--sensitivity=fisher",
-           "--candidates=4b(L2),6b(L3)", f"--output={out_path}", *FAST)
+           "--candidates=4b(L2),6b(L3)", "--fixed=conv_init=8b(L7),head=8b(L7)",
+           f"--output={out_path}", *FAST)
   assert r.returncode == 0, r.stderr
   out = json.loads(out_path.read_text())
   assert out["sensitivity"]["method"] == "fisher" and out["budget"]["minimized"] == "bits"
+  assert out["fixed"] == {"conv_init": "8b(L7)", "head": "8b(L7)"}
+  assert out["layers"]["conv_init"] == out["layers"]["head"] == "8b(L7)"
+  assert set(out["layers"].values()) <= {"4b(L2)", "6b(L3)", "8b(L7)"}
   limit = out["sensitivity"]["reference_total"]
   assert out["sensitivity"]["total"] <= limit
   assert (out["cost"]["weight_bits"], out["sensitivity"]["total"]) == pytest.approx(
@@ -160,6 +165,9 @@ def test_least_energy_under_a_sensitivity_bound_with_fisher(float_run, tmp_path)
     (["--budget=energy:0.8", "--output="], "--output is required"),
     (["--budget=energy:0.8", "--output=/"], "is a directory"),
     (["--budget=energy:0.000001"], "budget"),
+    (["--budget=energy:0.8", "--fixed=conv_init"], "--fixed entries are LAYER=FORMAT"),
+    (["--budget=energy:0.8", "--fixed=fc9=4b(L2)"], "--fixed: unknown layer(s) fc9; the lenet5 "
+                                                    "layers are: conv_init, conv1, fc1"),
 ])
 def test_bad_flags_are_one_line_errors(float_run, tmp_path, extra, needle):
   workdir, _ = float_run
