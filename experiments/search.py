@@ -22,7 +22,8 @@ The output JSON: ``layers`` ({layer: format}, the parameter tree's layer names, 
 latency_s, weight_bits), ``budget``, ``reference``, ``sensitivity`` (method, per-layer traces,
 the whole matrix), ``costs`` (every layer x candidate), ``fixed``, ``frontier``, ``hardware``.
 Every flag, the pretrained model and the output path are checked before any computation;
-errors print one line and exit with 2. Method: ``ebsp_jax/search`` and ``docs/results/search/README.md``.
+errors print one line and exit with 2. Method: ``ebsp_jax/search`` and
+``docs/results/search/README.md``.
 """
 
 from __future__ import annotations

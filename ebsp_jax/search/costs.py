@@ -64,7 +64,8 @@ class CostTable:
   def index(self, fmt: BitPattern) -> int:
     """Column of ``fmt``."""
     if fmt not in self.formats:
-      raise ValueError(f"format {fmt} is not in the cost table ({', '.join(map(str, self.formats))})")
+      raise ValueError(f"format {fmt} is not in the cost table "
+                       f"({', '.join(map(str, self.formats))})")
     return self.formats.index(fmt)
 
   def totals(self, choice: Sequence[int]) -> dict[str, float]:

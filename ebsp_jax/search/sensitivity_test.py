@@ -54,7 +54,8 @@ def test_hutchinson_matches_the_exact_hessian_of_the_mean_loss():
   x = jnp.concatenate([b["x"] for b in batches])
   y = jnp.concatenate([b["y"] for b in batches])
   exact = _exact_block_traces(lambda p: _mlp_loss(p, {"x": x, "y": y}), params, ["fc", "head"])
-  est = sens_lib.hessian_traces(_mlp_loss, params, batches, ["fc", "head"], num_probes=1000, probe_chunk=250)
+  est = sens_lib.hessian_traces(_mlp_loss, params, batches, ["fc", "head"], num_probes=1000,
+                                probe_chunk=250)
   assert est.method == "hessian" and est.num_examples == 10 and est.num_probes == 1000
   assert est.num_weights.tolist() == [12, 6]
   assert np.all(est.stderr > 0) and np.all(est.stderr < 0.1 * np.abs(exact))
