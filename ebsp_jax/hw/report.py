@@ -85,6 +85,7 @@ class NetworkResult:
 def evaluate_network(workload: Workload, accelerators: Mapping[str, Accelerator], *,
                      dataset: str = "", objective: str = "edp", search: str = "default",
                      activities: Mapping[str, Activity] | None = None,
+                     activation_stats: Mapping[str, Activity] | None = None,
                      sliding_window: bool = True) -> NetworkResult:
   """Maps and costs every layer of ``workload`` on every design.
 
@@ -97,6 +98,9 @@ def evaluate_network(workload: Workload, accelerators: Mapping[str, Accelerator]
     activities: per-layer data-aware activity for EBSP (``{layer name: Activity}``); when
       given, its names must be exactly the workload's layer names (see
       :func:`check_activity_names`).
+    activation_stats: per-layer activation statistics (``Activity.act_density``,
+      ``out_density``, ``compress_input``) for every design that uses them (zero gating or
+      skipping, DRAM compression; the others ignore them); names as for ``activities``.
     sliding_window: per-tile input counting (see :mod:`ebsp_jax.hw.dataflow`).
 
   Returns:
@@ -109,6 +113,8 @@ def evaluate_network(workload: Workload, accelerators: Mapping[str, Accelerator]
     raise ValueError(f"search must be one of {sorted(SEARCH_PRESETS)}; got {search!r}")
   if activities:
     check_activity_names(activities, workload)
+  if activation_stats:
+    check_activity_names(activation_stats, workload, source="activation_stats")
   lpf, refine, starts = SEARCH_PRESETS[search]
   results = {}
   for name, acc in accelerators.items():
@@ -117,8 +123,14 @@ def evaluate_network(workload: Workload, accelerators: Mapping[str, Accelerator]
     cycles = 0.0
     for layer in workload.layers:
       act = Activity()
+      if activation_stats:
+        a = activation_stats[layer.name]
+        act = dataclasses.replace(act, act_density=a.act_density, out_density=a.out_density,
+                                  compress_input=a.compress_input)
       if activities and acc.name == "ebsp":
-        act = activities[layer.name]
+        w = activities[layer.name]
+        act = dataclasses.replace(act, nonzero_fraction=w.nonzero_fraction,
+                                  shifted_fraction=w.shifted_fraction)
       c = dataflow.best_mapping(layer, acc, objective, lpf, act, sliding_window=sliding_window,
                                 refine=refine, refine_starts=starts)
       costs.append(c)
@@ -129,6 +141,11 @@ def evaluate_network(workload: Workload, accelerators: Mapping[str, Accelerator]
     results[name] = AcceleratorResult(acc, tuple(costs), energy, cycles,
                                       cycles / (acc.tech.clock_mhz * 1e6))
   notes = []
+  if activation_stats:
+    mean = sum(1 - activation_stats[l.name].act_density for l in workload.layers) / max(
+        1, len(workload.layers))
+    notes.append(f"activation sparsity given for all {len(workload.layers)} layers (mean "
+                 f"{100 * mean:.1f}% zero inputs); used by designs that exploit it")
   if activities:
     notes.append(f"EBSP energy uses data-aware activity for all {len(workload.layers)} layers "
                  "(zero weights gated, shift-0 bypass)")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Mapping
+from typing import Callable
 
 from ebsp_jax.hw import pe as pe_mod
 from ebsp_jax.hw import tech as tech_mod
@@ -170,6 +170,9 @@ class Accelerator:
       control of the whole chip, at the design's node); 0 unless calibrated.
     layer_cost: name of a design-specific cost function (registered in
       :mod:`ebsp_jax.hw.designs`) that replaces the generic loop-nest model, or ``''``.
+    mapping_generator: name of a design-specific generator of candidate mappings (e.g. the
+      row-stationary schedules of Eyeriss) that the mapper evaluates besides its generic
+      search, or ``''``.
     params: extra design parameters ``((key, value), ...)`` read by ``layer_cost``.
   """
 
@@ -191,6 +194,7 @@ class Accelerator:
   dram_codec: str = "none"
   overhead_pj_per_cycle: float = 0.0
   layer_cost: str = ""
+  mapping_generator: str = ""
   params: tuple[tuple[str, object], ...] = ()
 
   def __post_init__(self):
@@ -260,6 +264,26 @@ def register_level(name: str, operands: tuple[str, ...], entries: int, width: in
                   **extra)
 
 
+def shift_register_level(name: str, operands: tuple[str, ...], entries: int, width: int,
+                         tech: TechParams, served: tuple[str, ...], category: str = "rf",
+                         **extra) -> MemLevel:
+  """A shift register of ``entries x width`` bits shared by the MACs it serves (WAX's A row).
+
+  Each MAC reads its own stage (a wire: read energy 0; every stage readable each cycle, plus one
+  element shifted in: ``(entries + 1) * width`` bits per cycle); every element shifted in moves
+  all ``entries`` stages (``entries * width`` DFF toggles per write). No read mux (area: the
+  DFFs).
+  Sliding (consecutive windows overlap) unless ``sliding=False`` is given.
+  """
+  a = entries * width * tech_mod.cell_area_um2("DFF_X1")
+  extra.setdefault("sliding", True)
+  return MemLevel(name, operands, float(entries * width), served, width, 0.0,
+                  entries * width * tech_mod.cell_energy_pj("DFF_X1"),
+                  float((entries + 1) * width), "register",
+                  category, a, _logic_leak(a, tech),
+                  "derived (NanGate45 DFF x logic energy density; shift of every stage)", **extra)
+
+
 def sram_level(name: str, operands: tuple[str, ...], size_bytes: float, word_bits: int,
                bandwidth_bits: float, tech: TechParams, served: tuple[str, ...],
                category: str, **extra) -> MemLevel:
@@ -308,8 +332,10 @@ def register_layer_cost(name: str, fn: LayerCostFn) -> None:
   LAYER_COSTS[name] = fn
 
 
-def merge(base: Mapping, **over) -> dict:
-  """``dict(base)`` updated with ``over`` (small helper for design parameters)."""
-  out = dict(base)
-  out.update(over)
-  return out
+#: Registered design-specific mapping generators ``(layer, acc) -> iterable of Mapping``.
+MAPPING_GENERATORS: dict[str, Callable[..., object]] = {}
+
+
+def register_mapping_generator(name: str, fn: Callable[..., object]) -> None:
+  """Registers ``fn`` as the candidate-mapping generator ``name``."""
+  MAPPING_GENERATORS[name] = fn

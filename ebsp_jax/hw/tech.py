@@ -70,6 +70,20 @@ SOURCES: Mapping[str, str] = {
         "Fusion: Bit-level dynamically composable architecture for accelerating deep neural "
         "networks\", ISCA 2018 (BitBricks: 2-bit multipliers fused into Fusion Units of 16; "
         "45 nm, 500 MHz; weight-stationary systolic array)"),
+    "bitfusion_artifact": (
+        "Bit Fusion ISCA 2018 artifact, github.com/hsharma35/bitfusion (commit 04ec1c8): "
+        "bf_e_conf.ini, results/systolic_array_synth.csv (per-array synthesis at 45 nm, 500 MHz), "
+        "results/bitfusion-eyeriss-sim-sweep.csv, results/eyeriss_results.csv, "
+        "src/optimizer/optimizer.py and src/simulator/stats.py (cycle and energy rules), "
+        "bitfusion-generate-graphs.ipynb (saved outputs: Eyeriss comparison, CACTI energies)"),
+    "wrpn_iclr2018": (
+        "A. Mishra, E. Nurvitadhi, J. J. Cook, D. Marr, \"WRPN: Wide reduced-precision "
+        "networks\", ICLR 2018 (2x-wide low-precision networks; Bit Fusion's artifact simulates "
+        "its AlexNet and ResNet-18 variants)"),
+    "zena_dt2018": (
+        "D. Kim, J. Ahn, S. Yoo, \"ZeNA: Zero-aware neural network accelerator\", IEEE Design "
+        "& Test 35(1), 2018 (the 16- and 8-bit zero-skipping baseline of OLAccel)"),
+    "calibrated": "set from a calibration figure by experiments/validate_baselines.py",
     "wax_micro2019": (
         "S. Gudaparthi, S. Narayanan, R. Balasubramonian, E. Giacomin, H. Kambalasubramanyam, "
         "P.-E. Gaillardon, \"Wire-aware architecture and dataflow for CNN accelerators\", "

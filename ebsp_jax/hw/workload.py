@@ -482,6 +482,41 @@ def _lenet5_bitfusion(b: int) -> list[Layer]:
           _dense("fc1", 4096, 512, b), _dense("fc2", 512, 10, b)]
 
 
+def _alexnet_wrpn_bitfusion(b: int) -> list[Layer]:
+  # The AlexNet Bit Fusion's artifact actually simulated for its Eyeriss comparison: the sweep
+  # (src/sweep/sweep.py) builds every benchmark with WRPN=True, i.e. get_alex_net_wrpn, twice
+  # as wide (96/256/384/384/256 filters per half, 8192-wide FCs); results/
+  # bitfusion-eyeriss-sim-sweep.csv holds these layers. Halves are listed as the artifact runs
+  # them (two layers each).
+  out = []
+  for half in ("a", "b"):
+    out.append(_conv(f"conv1_{half}", 3, 96, 227, 11, 4, batch=b))
+  for half in ("a", "b"):
+    out.append(_conv(f"conv2_{half}", 96, 256, 27, 5, 1, 2, batch=b))
+  for half in ("a", "b"):
+    out.append(_conv(f"conv3_{half}", 512, 384, 13, 3, 1, 1, batch=b))
+  for half in ("a", "b"):
+    out.append(_conv(f"conv4_{half}", 384, 384, 13, 3, 1, 1, batch=b))
+  for half in ("a", "b"):
+    out.append(_conv(f"conv5_{half}", 384, 256, 13, 3, 1, 1, batch=b))
+  return out + [_dense("fc1", 18432, 8192, b), _dense("fc2", 8192, 8192, b),
+                _dense("fc3", 8192, 1000, b)]
+
+
+def _resnet18_wrpn_bitfusion(b: int) -> list[Layer]:
+  # get_resnet_18_wrpn (the sweep's WRPN=True ResNet-18): _resnet18_bitfusion twice as wide.
+  layers = [_conv("conv1", 3, 128, 224, 7, 2, 3, batch=b)]
+  cin, hw = 128, 56
+  for stage, width in ((2, 128), (3, 256), (4, 512), (5, 1024)):
+    for i in (1, 2):
+      stride = 2 if (stage > 2 and i == 1) else 1
+      layers.append(_conv(f"conv{stage}_{i}_a", cin, width, hw, 1, stride, 0, batch=b))
+      hw = (hw - 1) // stride + 1
+      layers.append(_conv(f"conv{stage}_{i}_b", width, width, hw, 3, 1, 1, batch=b))
+      cin = width
+  return layers
+
+
 #: key -> (registry model name, description with source, layer builder(batch)).
 PAPER_NETWORKS: dict[str, tuple[str, str, Callable[[int], list[Layer]]]] = {
     "alexnet_krizhevsky2012": (
@@ -493,6 +528,12 @@ PAPER_NETWORKS: dict[str, tuple[str, str, Callable[[int], list[Layer]]]] = {
     "resnet18_bitfusion": (
         "resnet18", "ResNet-18 of Bit Fusion's artifact (benchmarks.py get_resnet_18_twn)",
         _resnet18_bitfusion),
+    "alexnet_wrpn_bitfusion": (
+        "alexnet", "AlexNet-WRPN (2x wide) that Bit Fusion's artifact simulated "
+        "(sweep.py: get_bench_nn(..., WRPN=True))", _alexnet_wrpn_bitfusion),
+    "resnet18_wrpn_bitfusion": (
+        "resnet18", "ResNet-18-WRPN (2x wide) that Bit Fusion's artifact simulated",
+        _resnet18_wrpn_bitfusion),
     "lenet5_bitfusion": (
         "lenet5", "LeNet-5 of Bit Fusion's artifact (benchmarks.py get_lenet_5_twn), 32x32",
         _lenet5_bitfusion),
