@@ -19,6 +19,8 @@ def test_finite_flags_and_tree_all_finite():
   f = divergence.finite_flags(jnp.float32(np.inf), {"w": jnp.array([1.0, np.nan])})
   assert not bool(f["finite_loss"]) and not bool(f["finite_state"])
   assert bool(divergence.tree_all_finite({}))                   # nothing to check
+  assert not bool(divergence.tree_all_finite([jnp.float32(np.inf), -jnp.ones(2) * np.inf]))
+  assert not bool(divergence.tree_all_finite({"b": jnp.array([1.0, np.nan], jnp.bfloat16)}))
   assert divergence.host_all_finite({"a": jnp.ones(2), "k": jnp.uint32(3)})
   assert not divergence.host_all_finite({"a": jnp.array([0.0, -np.inf])})
   metrics, flags = divergence.pop_flags({"loss": 1.0, **f})
