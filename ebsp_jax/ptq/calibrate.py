@@ -13,14 +13,14 @@ calibration batch (:func:`range_stats`, :func:`histogram`, summed on the host), 
 :func:`choose_format` turns them into the format:
 
 * ``'minmax'``: ``clip = absmax`` (signed) or ``max`` (unsigned): exactly
-  :func:`~ebsp_jax.quant.calibration.activation_scale`, the format an EMA-calibrated
-  fake-quant model uses.
+  :func:`~ebsp_jax.quant.calibration.activation_scale` (jitted, as ``activation_formats``
+  runs it), the format an EMA-calibrated fake-quant model uses.
 * ``'percentile'``: ``clip`` = the ``percentile``-th percentile of ``|x|`` (zeros included),
   read as the upper edge of the histogram bin where the cumulative count reaches it.
 * ``'mse'``: the ``clip`` among the bin edges ``>= absmax / 16`` that minimises the
-  histogram estimate of ``E[(x - Q(x))^2]`` (bin centres, quantizer: round half to even,
-  saturate at ``max_level``; zeros quantize exactly and are left out), as TensorRT's and
-  Brevitas' MSE observers do.
+  histogram estimate of ``E[(x - Q(x))^2]`` (values spread uniformly within each bin, the
+  error integrated exactly over each bin: round to nearest, saturate at ``max_level``; zeros
+  quantize exactly and are left out), as the MSE observers of TensorRT or Brevitas do.
 
 Where the percentile or the MSE search gives 0 (almost every value is 0) the clip is the
 absmax; a tensor of zeros only gets scale 1, as in training.
@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ebsp_jax.numerics import BitPattern, uniform
-from ebsp_jax.quant.calibration import activation_scale
+from ebsp_jax.quant.calibration import _activation_scale_jit
 
 METHODS = ("minmax", "percentile", "mse")
 #: The smallest clip the MSE search tries, as a fraction of the calibrated absmax.
@@ -100,31 +100,57 @@ def _format(signed: bool, bits: int) -> BitPattern:
 
 
 def percentile_clip(hist: Histogram, percentile: float) -> float:
-  """The ``percentile``-th percentile of ``|x|`` (zeros included), from the histogram."""
+  """The ``percentile``-th percentile of ``|x|`` (zeros included), from the histogram: the
+  upper edge of the bin holding the smallest value with at least ``percentile`` % of the
+  values at or below it (``numpy.percentile(..., method='inverted_cdf')`` to one bin)."""
   counts = np.asarray(hist.counts, np.int64)
   total = int(counts.sum()) + int(hist.zeros)
   if total == 0 or not counts.any():
     return 0.0
-  target = percentile / 100.0 * total - hist.zeros
-  if target <= 0:
+  need = int(np.ceil(percentile / 100.0 * total - 1e-9)) - int(hist.zeros)
+  if need <= 0:
     return 0.0
-  k = int(np.searchsorted(np.cumsum(counts), target))
-  k = min(k, counts.size - 1)
+  k = min(int(np.searchsorted(np.cumsum(counts), need)), counts.size - 1)
   return float(hist.absmax) * (k + 1) / counts.size
 
 
-def mse_errors(hist: Histogram, max_level: int, clips: np.ndarray) -> np.ndarray:
+def _error_integral(x: np.ndarray, s: np.ndarray, max_level: int) -> np.ndarray:
+  """``∫_0^x (t - Q(t))^2 dt`` for ``Q(t) = s * min(round(t / s), max_level)`` (``x >= 0``).
+
+  With ``u = t / s``: below ``max_level + 1/2`` the integrand is periodic in ``u`` (each
+  rounding cell contributes ``s^3 / 12``); above, ``Q = c = s * max_level`` (saturation).
+  """
+  top = max_level + 0.5
+  u = np.minimum(x / s, top)
+  k = np.floor(u + 0.5)                     # the level u rounds to (half up)
+  w = u - k                                 # in [-1/2, 1/2)
+  g = np.where(u < 0.5, u ** 3 / 3.0, 1.0 / 24 + (k - 1) / 12.0 + (w ** 3 + 0.125) / 3.0)
+  inner = s ** 3 * g
+  c = s * max_level
+  sat = np.where(x / s > top, ((x - c) ** 3 - (0.5 * s) ** 3) / 3.0, 0.0)
+  return inner + sat
+
+
+def mse_errors(hist: Histogram, max_level: int, clips: np.ndarray,
+               chunk: int = 128) -> np.ndarray:
   """Histogram estimate of ``sum (|x| - Q_c(|x|))^2`` for each clip ``c`` (float64 array).
 
-  ``Q_c`` rounds ``|x| / s`` half to even and saturates at ``max_level``, ``s = c / max_level``;
-  each bin's values sit at its centre.
+  ``Q_c`` rounds ``|x| / s`` to the nearest level and saturates at ``max_level``,
+  ``s = c / max_level``; each bin's values are taken as uniformly spread over the bin, whose
+  expected error is integrated exactly (:func:`_error_integral`), so the estimate holds when
+  a bin is as wide as a quantization step or wider.
   """
   counts = np.asarray(hist.counts, np.float64)
   n = counts.size
-  centres = (np.arange(n) + 0.5) * (float(hist.absmax) / n)
-  s = np.asarray(clips, np.float64)[:, None] / max_level
-  q = np.minimum(np.round(centres[None, :] / s), max_level) * s
-  return np.sum(counts[None, :] * np.square(centres[None, :] - q), axis=1)
+  edges = np.arange(n + 1) * (float(hist.absmax) / n)
+  width = edges[1] - edges[0]
+  clips = np.asarray(clips, np.float64)
+  out = np.empty(clips.size)
+  for i in range(0, clips.size, chunk):
+    s = clips[i:i + chunk, None] / max_level
+    f = _error_integral(edges[None, :], s, max_level)
+    out[i:i + chunk] = np.sum(counts[None, :] * (f[:, 1:] - f[:, :-1]) / width, axis=1)
+  return out
 
 
 def mse_clip(hist: Histogram, max_level: int) -> float:
@@ -156,8 +182,8 @@ def choose_format(method: str, rng: RangeStats, bits: int, *,
   check_method(method)
   signed = rng.min < 0
   pattern = _format(signed, bits)
-  if method == "minmax":
-    _, scale = activation_scale(np.float32(rng.min), np.float32(rng.max), bits)
+  if method == "minmax" or max(-rng.min, rng.max) <= 0:
+    _, scale = _activation_scale_jit(np.float32(rng.min), np.float32(rng.max), bits)
     return pattern, float(np.asarray(scale))
   if hist is None:
     raise ValueError(f"calibration={method!r} needs the histogram of the activation")

@@ -39,6 +39,7 @@ its calibrated format (the integer model lists it in ``float_ops``; ONNX export 
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import jax
@@ -52,8 +53,8 @@ from ebsp_jax.quant.datapath import DatapathConfig
 from ebsp_jax.quant.inject import _check_bits, dual_lod_activation
 from ebsp_jax.quant.integer import (IntegerConfig, IntegerModel, dual_lod_rounding, integer_layers,
                                     quantize_weights)
-from ebsp_jax.quant.lowering import (FloatTensor, IntTensor, canonical_kwargs, cpu_device,
-                                     quantized_op_p)
+from ebsp_jax.quant.lowering import (FloatTensor, IntTensor, UnsupportedOp, canonical_kwargs,
+                                     cpu_device, quantized_op_p)
 
 Weights = Union[NumberFormat, Rule]
 
@@ -317,7 +318,7 @@ def quantize(model: Any, variables: Optional[Mapping[str, Any]], calibration_bat
              bias_correction: bool = False, per_channel: bool = True, acc_bits: int = 32,
              overflow: str = "wrap", mode: str = "exact", rounding: Optional[str] = None,
              method: str = "fast", accumulation: str = "auto",
-             apply_kwargs: Optional[Mapping[str, Any]] = None,
+             strict: bool = True, apply_kwargs: Optional[Mapping[str, Any]] = None,
              batch_size: int = 256) -> QuantizedModel:
   """Post-training quantization of an unmodified Flax model (see the module docstring).
 
@@ -341,6 +342,9 @@ def quantize(model: Any, variables: Optional[Mapping[str, Any]], calibration_bat
     acc_bits, overflow, mode, rounding, method, accumulation: the datapath
       (:class:`~ebsp_jax.quant.datapath.DatapathConfig`); with ``mode='dual_lod'`` the
       fake-quant mode also cuts each layer input to its weight pattern's length.
+    strict: refuse (one line naming it) any op on an activation that the integer lowering
+      cannot handle; ``False`` evaluates such ops in float in integer mode (listed in
+      ``qm.integer_model.float_ops``). A layer the rule keeps float always runs in float.
     apply_kwargs: keyword arguments of every model call (default ``train=False`` when the
       model's ``__call__`` takes ``train``).
     batch_size: chunk size when ``calibration_batches`` is one array.
@@ -372,17 +376,20 @@ def quantize(model: Any, variables: Optional[Mapping[str, Any]], calibration_bat
                                "(nnx.Linear / nnx.Conv) layer: nothing to quantize")
   ops = {c.layer: c.op for c in calls}       # call order, first call of each layer
 
-  # Pass 1: kernels (as used by the layers) and input ranges.
-  kernels = _kernels(forward, batches[0])
-  observe = jax.jit(lambda x: _ranges(forward, x))
+  # Pass 1: input ranges, and the kernels as the layers use them (masks, dtype promotion).
+  observe = jax.jit(lambda x: _ranges_and_kernels(forward, x))
   ranges: Dict[str, calibrate.RangeStats] = {}
-  for b in batches:
-    for layer, (lo, hi) in jax.device_get(observe(b)).items():
+  kernels: Dict[str, np.ndarray] = {}
+  for i, b in enumerate(batches):
+    rng_out, kern_out = observe(b)
+    if i == 0:
+      kernels = {k: np.asarray(v, np.float32) for k, v in kern_out.items()}
+    for layer, (lo, hi) in jax.device_get(rng_out).items():
       ranges[layer] = calibrate.merge_range(ranges.get(layer), lo, hi)
 
   # Weights: patterns, fitted scales, levels (offline constants on the CPU backend).
   with jax.default_device(cpu_device()):
-    keyed = {f"{layer}/kernel": kernels[layer] for layer in ops}
+    keyed = {f"{layer}/kernel" if layer else "kernel": kernels[layer] for layer in ops}
     scales = jax.jit(lambda k: tree_fit_scale(k, rule, per_channel=per_channel))(keyed)
     qweights = quantize_weights(keyed, rule, scales)
   for layer, (_, pattern, _) in qweights.items():
@@ -427,49 +434,44 @@ def quantize(model: Any, variables: Optional[Mapping[str, Any]], calibration_bat
 
   ilayers, iweights = integer_layers(qweights, formats, True, "ptq calibration")
   float_layers = [k for k in ops if k not in ilayers]
-  config = IntegerConfig(activation_bits, datapath, strict=not float_layers)
+  config = IntegerConfig(activation_bits, datapath, strict=strict and not float_layers)
   corrections = {k: v.bias_correction for k, v in layers.items()
                  if v.bias_correction is not None}
   imodel = IntegerModel(_Marked(hooked, corrections), hooked.variables, ilayers, iweights,
                         kwargs, config, {k: formats[k] for k in float_layers})
   qm = QuantizedModel(hooked, kwargs, layers, fq_weights, imodel)
   # Lower once now (abstractly), so that an unsupported op fails here, naming it.
-  jax.eval_shape(qm._codes_impl if not float_layers else imodel.apply,  # pylint: disable=protected-access
-                 jax.ShapeDtypeStruct(batches[0].shape, batches[0].dtype))
+  spec = jax.ShapeDtypeStruct(batches[0].shape, batches[0].dtype)
+  if config.strict:
+    jax.eval_shape(qm._codes_impl, spec)  # pylint: disable=protected-access
+  else:
+    jax.eval_shape(imodel.apply, spec)
+    # With float layers the lowering runs non-strict; unsupported ops on integer activations
+    # (listed as "<op> (<reason>)", unlike float layers and ops on their float outputs) are
+    # still refused when strict.
+    bad = [e for e in imodel.float_ops if re.match(r"^[\w.]+ \(", e)]
+    if strict and bad:
+      raise UnsupportedOp(f"ptq: integer mode cannot lower {', '.join(bad)}; pass strict=False "
+                          "to evaluate it in float")
   return qm
 
 
-def _kernels(forward, x) -> Dict[str, np.ndarray]:
-  """``{layer: kernel}`` as each layer passes it to its op (first call), as numpy."""
-  found: Dict[str, Any] = {}
-
-  def handler(layer, op, lhs, rhs, args, kwargs):
-    found.setdefault(layer, rhs)
-    return hooks.lax_call(op, lhs, rhs, args, kwargs)
-
-  def run(xx):
-    found.clear()
-    with hooks.handling(handler):
-      forward(xx)
-    return dict(found)
-
-  out = jax.jit(run)(x[:1])
-  return {k: np.asarray(v, np.float32) for k, v in out.items()}
-
-
-def _ranges(forward, x) -> Dict[str, Tuple[jax.Array, jax.Array]]:
-  rec: Dict[str, Tuple[jax.Array, jax.Array]] = {}
+def _ranges_and_kernels(forward, x):
+  """``({layer: (min, max) of its input}, {layer: kernel as passed to its op})``."""
+  ranges: Dict[str, Tuple[jax.Array, jax.Array]] = {}
+  kernels: Dict[str, jax.Array] = {}
 
   def handler(layer, op, lhs, rhs, args, kwargs):
     lo, hi = calibrate.range_stats(lhs)
-    if layer in rec:
-      lo, hi = jnp.minimum(rec[layer][0], lo), jnp.maximum(rec[layer][1], hi)
-    rec[layer] = (lo, hi)
+    if layer in ranges:
+      lo, hi = jnp.minimum(ranges[layer][0], lo), jnp.maximum(ranges[layer][1], hi)
+    ranges[layer] = (lo, hi)
+    kernels.setdefault(layer, rhs)
     return hooks.lax_call(op, lhs, rhs, args, kwargs)
 
   with hooks.handling(handler):
     forward(x)
-  return rec
+  return ranges, kernels
 
 
 def _histograms_and_errors(forward, x, absmax, num_bins, fq_weights, need_hist: bool):
