@@ -123,7 +123,8 @@ def build_accelerator(name: str, *, area_mm2: float = area_mod.PAPER_AREA_MM2,
                       area_scope: str = "pe+local", tech: TechParams = TechParams(),
                       pattern_bits: int = 6, pattern_length: int = 3, activation_bits: int = 8,
                       acc_bits: int = 32, weight_format: str = "raw",
-                      glb_bytes: int = tech_mod.DEFAULT_GLB_BYTES, glb_bandwidth_bits: int = 1024,
+                      glb_bytes: int = tech_mod.DEFAULT_GLB_BYTES,
+                      glb_bandwidth_bits: int = tech_mod.DEFAULT_GLB_BANDWIDTH_BITS,
                       outlier_fraction: float = 0.03, pe_count: int | None = None,
                       wax_subarray_bytes: int = 8192, bitfusion_bits: int = 4) -> Accelerator:
   """Builds design ``name`` at an equal area budget.
@@ -197,7 +198,8 @@ def build_accelerator(name: str, *, area_mm2: float = area_mod.PAPER_AREA_MM2,
                     pe_count=n, pe_area_um2=breakdown["total"], area_mm2=area_mm2,
                     area_scope=area_scope, pe_area_breakdown=tuple(sorted(breakdown.items())),
                     cycle_factor=design.cycle_factor(f), tech=tech, label=design.label(f, pe),
-                    act_sparsity=design.act_sparsity)
+                    act_sparsity=design.act_sparsity, dram_codec=design.dram_codec,
+                    mapping_generator=design.mapping_generator)
   acc.validate()
   return acc
 

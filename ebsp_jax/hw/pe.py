@@ -275,7 +275,7 @@ def wax_pe(bits: int = 8, acc_bits: int = 32) -> PEModel:
 
 def olaccel_pe(bits: int = 4, outlier_bits: int = 16, outlier_fraction: float = 0.03,
                lanes: int = 16, act_group: int = 16, acc_bits: int = 32,
-               outlier_index_bits: int = 8) -> PEModel:
+               outlier_index_bits: int = 4) -> PEModel:
   """OLAccel 4-bit PE with its shares of the outlier MACs [olaccel_isca2018].
 
   Args:
@@ -285,7 +285,9 @@ def olaccel_pe(bits: int = 4, outlier_bits: int = 16, outlier_fraction: float = 
     lanes: SIMD lanes per extra outlier-weight MAC (``outlier_bits x bits``).
     act_group: PEs per dedicated outlier-activation MAC (``outlier_bits x outlier_bits``).
     acc_bits: accumulator width.
-    outlier_index_bits: bits of the position stored with each sparse outlier.
+    outlier_index_bits: bits of the position stored with each sparse outlier (derived: its
+      lane within a ``lanes``-wide SIMD group, log2 16 = 4; the group is implied by the list's
+      order).
 
   Returns:
     PE whose ``weight_bits``/``act_bits`` are the *average* stored bits per element:

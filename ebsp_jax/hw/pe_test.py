@@ -70,7 +70,7 @@ def test_baseline_pes():
   assert ol0.energy_per_mac_pj() == pytest.approx(tech.int_mult_energy_pj(4) + 0.1)
   ol = pe.olaccel_pe(outlier_fraction=0.03)
   assert ol.energy_per_mac_pj() > ol0.energy_per_mac_pj()
-  assert ol.weight_bits == pytest.approx(4 + 0.03 * 24)
+  assert ol.weight_bits == pytest.approx(4 + 0.03 * (16 + 4))   # 16-bit value + 4-bit lane
   with pytest.raises(ValueError):
     pe.olaccel_pe(outlier_fraction=1.0)
 

@@ -197,6 +197,14 @@ DEFAULT_DRAM_BYTES_PER_CYCLE = 16.0
 #: Default global-buffer capacity, bytes: Eyeriss's 108 KB [eyeriss_jssc2017], given to every
 #: design so that only the PE arrays differ (assumption).
 DEFAULT_GLB_BYTES = 108 * 1024
+#: Default global-buffer bandwidth, bits per cycle (derived: Eyeriss's 108 KB are 27 banks of
+#: 512 x 64 b [eyeriss_jssc2017, Sec. V-A], 27 x 64 b per cycle when every bank is accessed;
+#: replaces an uncited 1024).
+DEFAULT_GLB_BANDWIDTH_BITS = 27 * 64
+#: Accumulator width of the 4/6/8-bit designs (derived: the smallest power-of-two width that
+#: holds ResNet-50's longest contraction, 3x3x512 = 4608 products, of 8 x 8-bit products:
+#: 16 + ceil(log2 4608) = 29 bits -> 32; Bit Fusion's artifact also keeps 32-bit psums).
+DEFAULT_ACC_BITS = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -511,4 +519,8 @@ def tech_table(tech: TechParams = TechParams()) -> list[dict[str, object]]:
       "assumption: one DDR3-1066 x64 channel")
   add("global buffer", DEFAULT_GLB_BYTES, "B", "eyeriss_jssc2017",
       "assumption: every design gets Eyeriss's 108 KB")
+  add("global-buffer bandwidth", DEFAULT_GLB_BANDWIDTH_BITS, "b/cycle", "derived",
+      "Eyeriss's 27 banks x 64 b")
+  add("accumulator (4/6/8-bit designs)", DEFAULT_ACC_BITS, "b", "derived",
+      "16 + ceil(log2 4608) = 29 -> 32")
   return rows

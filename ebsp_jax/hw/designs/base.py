@@ -65,6 +65,9 @@ class Design:
     settings: ``{setting: builder(**kwargs) -> Accelerator}``: the design in its own (or a
       comparison) paper's configuration; the first is the design's own paper.
     in_paper_table: whether the EBSP paper compares against it (the default design set).
+    dram_codec: DRAM compression of activations (:data:`ebsp_jax.hw.spec.DRAM_CODECS`).
+    mapping_generator: the design's own schedule generator (registered in
+      :mod:`ebsp_jax.hw.spec`), replacing the generic mapping search, or ``''``.
   """
 
   name: str
@@ -82,6 +85,8 @@ class Design:
   paper_bits: str | None = None
   settings: Mapping[str, Callable[..., Accelerator]] = dataclasses.field(default_factory=dict)
   in_paper_table: bool = True
+  dram_codec: str = "none"
+  mapping_generator: str = ""
 
 
 #: name -> Design, in registration order.

@@ -7,6 +7,7 @@ weight, input and psum; weight-stationary systolic array (C on D1, K on D2).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
@@ -33,15 +34,21 @@ def check_bits(bits: int) -> None:
 
 
 def make_pe(f: Formats):
+  """A BitBrick costed from the authors' synthesis of a Fusion Unit (:func:`fusion_unit_pe`)."""
   check_bits(f.bitfusion_bits)
-  return pe_mod.bitfusion_pe(f.bitfusion_bits, f.bitfusion_bits, f.acc_bits)
+  return fusion_unit_pe(f.bitfusion_bits)
 
 
 def local_levels(pe, tech, f: Formats, opts):
+  """Weight, input and psum registers; their area and energy are part of the synthesised
+  Fusion Unit (:data:`FU_AREA_UM2`, :data:`FU_DYNAMIC_PJ_PER_CYCLE`), so they cost 0 here."""
   del f, opts
   w, a, p = math.ceil(pe.weight_bits), math.ceil(pe.act_bits), pe.psum_bits
-  return [register_level("reg_w", ("W",), 1, w, tech), register_level("reg_i", ("I",), 1, a, tech),
-          register_level("reg_o", ("O",), 1, p, tech)]
+  free = dict(read_pj=0.0, write_pj=0.0, area_um2=0.0, leakage_mw=0.0,
+              source="included in the Fusion Unit synthesis (bitfusion_artifact)")
+  return [dataclasses.replace(register_level("reg_w", ("W",), 1, w, tech), **free),
+          dataclasses.replace(register_level("reg_i", ("I",), 1, a, tech), **free),
+          dataclasses.replace(register_level("reg_o", ("O",), 1, p, tech), **free)]
 
 
 def _label(f: Formats, pe) -> str:

@@ -33,11 +33,12 @@ def make_pe(f: Formats):
 
 
 def local_levels(pe, tech, f: Formats, opts):
+  """The PE's spads [eyeriss_jssc2017]; the ifmap spad slides (row-stationary reuse)."""
   del f, opts
   w, a, p = math.ceil(pe.weight_bits), math.ceil(pe.act_bits), pe.psum_bits
   return [
       sram_level("spad_w", ("W",), 224 * w / 8, w, 2 * w, tech, (), "rf"),
-      register_level("spad_i", ("I",), 12, a, tech),
+      register_level("spad_i", ("I",), 12, a, tech, sliding=True),
       register_level("spad_o", ("O",), 24, p, tech),
   ]
 
@@ -123,7 +124,6 @@ def jssc2017(*, overhead_pj_per_cycle: float | None = None, ramp: float | None =
   # to and from the network besides the MAC's one read and one write per spad and cycle
   # (assumption: a third access per cycle).
   local = [dataclasses.replace(l, bandwidth_bits=3 * l.word_bits) for l in local]
-  local[1] = dataclasses.replace(local[1], sliding=True)
   e = tech_mod.dram_energy_pj_per_bit(tech) * 64
   dram = dram_level(tech, serial=(("I", 1.0), ("O", 1.0)),
                     operand_energy=(("W", e + _filter_staging_pj_per_64b(tech),
@@ -198,7 +198,8 @@ def bitfusion2018(*, array: tuple[int, int] = (12, 16), clock_mhz: float = 500.0
 DESIGN = register(Design(
     name="eyeriss", title="Eyeriss (JSSC 2017)", source="eyeriss_jssc2017", make_pe=make_pe,
     local_levels=local_levels, spatial=SPATIAL, accumulated_product=lambda f: None,
-    label=lambda f, pe: "16-bit", paper_pes=224, paper_bits="16-bit",
+    label=lambda f, pe: "16-bit", paper_pes=224, paper_bits="16-bit", act_sparsity="gate",
+    dram_codec="rlc", mapping_generator="row_stationary",
     settings={"eyeriss_jssc2017": jssc2017, "eyeriss_bitfusion2018": bitfusion2018}))
 
 

@@ -37,7 +37,8 @@ def cycle_factor(outlier_fraction: float, lanes: int = 16, act_group: int = 16) 
 
 
 def make_pe(f: Formats):
-  return pe_mod.olaccel_pe(4, 16, f.outlier_fraction, acc_bits=f.acc_bits)
+  return pe_mod.olaccel_pe(4, 16, f.outlier_fraction, acc_bits=f.acc_bits,
+                           outlier_index_bits=OUTLIER_INDEX_BITS)
 
 
 def local_levels(pe, tech, f: Formats, opts):
@@ -112,4 +113,5 @@ DESIGN = register(Design(
     name="olaccel", title="OLAccel (ISCA 2018)", source="olaccel_isca2018", make_pe=make_pe,
     local_levels=local_levels, spatial=SPATIAL, accumulated_product=lambda f: (4, 4),
     label=lambda f, pe: "4 & 16-bit", cycle_factor=lambda f: cycle_factor(f.outlier_fraction),
-    paper_pes=2499, paper_bits="4 & 16-bit", settings={"olaccel_isca2018": isca2018}))
+    paper_pes=2499, paper_bits="4 & 16-bit", act_sparsity="skip",
+    settings={"olaccel_isca2018": isca2018}))
