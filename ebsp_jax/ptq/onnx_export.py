@@ -39,7 +39,9 @@ levels ``+128`` with ``w_zero_point = 128``. The int32 result is then the exact 
 ``S = Σ a·w`` whenever the static bound ``max_channel Σ|w| · max|a|`` is below ``2**31``
 (checked; a larger bound is refused). The datapath's accumulator is reproduced on ``S``:
 ``acc_bits < 32`` with ``wrap`` (or ``error``) as ``((S + 2**(b-1)) mod 2**b) - 2**(b-1)``,
-with ``saturate`` as ``Clip``; nothing for ``acc_bits = 32`` (no overflow below the bound).
+with ``clip`` (the clamped exact sum) as ``Clip``; nothing for ``acc_bits = 32`` or wherever
+the bound shows that no overflow can happen. ``saturate`` (a register that clamps after every
+add, in the datapath's order) is exported only where it cannot clamp.
 
 Refused with a one-line error: activations or weights wider than 8 bits, the ``dual_lod``
 datapath, a layer kept in float or any float op on an activation, input dilation, and
@@ -511,6 +513,12 @@ class _Converter:
     if b < 32 and bound >= (1 << (b - 1)):
       half, full = 1 << (b - 1), 1 << b
       if config.overflow == "saturate":
+        raise self.fail(f"layer '{p['layer']}': overflow='saturate' (a register clamping after "
+                        f"every add, in the datapath's order) at acc_bits={b} can overflow "
+                        f"here (bound {bound}) and has no ConvInteger/MatMulInteger form; "
+                        "export 'clip' (the clamped exact sum), 'wrap', or a wider "
+                        "accumulator")
+      if config.overflow == "clip":
         y = self.node("Clip", [y, self.const(np.asarray(-half, np.int32)),
                                self.const(np.asarray(half - 1, np.int32))])
       else:   # wrap (and 'error', which computes as wrap)
