@@ -33,6 +33,10 @@ The ImageNet models equal torchvision's published parameter counts exactly. Smal
 (``min(H, W) <= 64``, or ``small_inputs=True``): resnet18/50 use a 3x3 stride-1 stem without
 max pool, alexnet a 3x3 stride-1 stem with 2x2 pools, mobilenet_v2 stride 1 in the stem and in
 stage 2; param paths stay the same.
+
+Pretrained weights: :func:`load_torchvision` reads a torchvision ``state_dict`` saved as
+safetensors into resnet18 / resnet50 / mobilenet_v2 / alexnet / vgg16 (layout conventions in
+:mod:`ebsp_jax.models.torchvision`).
 """
 
 from ebsp_jax.models.alexnet import AlexNet
@@ -52,11 +56,15 @@ from ebsp_jax.models.registry import (
     kernel_paths,
 )
 from ebsp_jax.models.resnet import ResNet, ResNet18, ResNet50
+from ebsp_jax.models.torchvision import (IMAGENET_MEAN, IMAGENET_STD, TorchvisionLoadError,
+                                         load_torchvision)
 from ebsp_jax.models.vgg import VGG, VGG16
 
 __all__ = [
-    "AlexNet", "CifarResNet", "EbspModel", "FIRST_LAYER", "INPUT_SHAPES", "LAST_LAYER",
+    "AlexNet", "CifarResNet", "EbspModel", "FIRST_LAYER", "IMAGENET_MEAN", "IMAGENET_STD",
+    "INPUT_SHAPES", "LAST_LAYER",
     "LayerProfile", "Layers", "LeNet5", "MODELS", "MobileNetV2", "ResNet", "ResNet18",
     "ResNet20", "ResNet50", "ResNet56", "SMALL_INPUT_MAX_SIDE", "VGG", "VGG16", "count_macs",
-    "default_input_shape", "first_and_last_layer", "get_model", "kernel_paths", "profile_model",
+    "TorchvisionLoadError", "default_input_shape", "first_and_last_layer", "get_model",
+    "kernel_paths", "load_torchvision", "profile_model",
 ]
