@@ -198,7 +198,17 @@ def accumulate(acc: chex.Array, p: chex.Array, acc_bits: int) -> jax.Array:
 def saturating_accumulate(acc: chex.Array, p: chex.Array, acc_bits: int) -> Tuple[jax.Array, jax.Array]:
   """One saturating add: ``clip(acc + p)`` to ``acc_bits`` bits, and whether it clipped.
 
-  ``acc`` must hold an in-range value and ``p`` any int32; the sum is formed exactly.
+  ``acc`` must hold an in-range value and ``p`` any int32. Exact in int32 arithmetic: the
+  wrapped sum ``s = acc + p`` is the true sum unless both operands have one sign and ``s`` the
+  other (then the true sum lies beyond int32, hence beyond the range, on that side).
   """
-  s = wide.add(wide.from_int32(acc), wide.from_int32(p))
-  return wide.saturate(s, acc_bits), ~wide.in_range(s, acc_bits)
+  lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
+  acc = jnp.asarray(acc).astype(jnp.int32)
+  p = jnp.asarray(p).astype(jnp.int32)
+  s = acc + p                                               # modulo 2**32
+  pos_ovf = (acc >= 0) & (p > 0) & (s < 0)                  # true sum >= 2**31
+  neg_ovf = (acc < 0) & (p < 0) & (s >= 0)                  # true sum < -2**31
+  above = pos_ovf | (~neg_ovf & (s > hi))                   # true sum > hi
+  below = neg_ovf | (~pos_ovf & (s < lo))                   # true sum < lo
+  out = jnp.where(above, jnp.int32(hi), jnp.where(below, jnp.int32(lo), s))
+  return out, above | below

@@ -95,6 +95,25 @@ def test_accumulate_wraps_and_saturates():
   np.testing.assert_array_equal(np.asarray(datapath.barrel_shift(np.int32(3), np.arange(4))), [3, 6, 12, 24])
 
 
+@fast_settings(60)
+@given(st.integers(2, 32), st.data())
+def test_saturating_accumulate_is_exact(bits, data):
+  """One saturating add on in-range registers and any int32 product, vs Python integers
+  (int32 sums that wrap included)."""
+  lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+  extremes = st.sampled_from([lo, hi, 0, -1, lo + 1, hi - 1])
+  acc = data.draw(st.lists(st.one_of(st.integers(lo, hi), extremes), min_size=1, max_size=20))
+  p = data.draw(st.lists(st.one_of(st.integers(-2**31, 2**31 - 1),
+                                   st.sampled_from([-2**31, 2**31 - 1, 1, -1, 0])),
+                         min_size=len(acc), max_size=len(acc)))
+  out, clipped = datapath.saturating_accumulate(np.array(acc, np.int32), np.array(p, np.int32),
+                                                bits)
+  want = [min(max(a + q, lo), hi) for a, q in zip(acc, p)]
+  np.testing.assert_array_equal(np.asarray(out), want)
+  np.testing.assert_array_equal(np.asarray(clipped), [not lo <= a + q <= hi
+                                                      for a, q in zip(acc, p)])
+
+
 @fast_settings(30)
 @given(st.lists(st.tuples(st.integers(-2**31, 2**31 - 1), st.integers(0, 31),
                           st.booleans()), min_size=1, max_size=12),

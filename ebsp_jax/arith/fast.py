@@ -68,7 +68,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ebsp_jax.arith import datapath, onednn, reference, wide
+from ebsp_jax.arith import datapath, onednn, wide
 from ebsp_jax.arith.config import Config, cpu_flags
 from ebsp_jax.arith.geometry import ConvGeometry
 from ebsp_jax.numerics import BitPattern, encode
@@ -422,13 +422,13 @@ def finalize(value, out_shape, cfg: Config, register=None):
 # never clamps and holds the exact sum S = P + N at the end. P and N come from S and
 # T = sum |p_k| (one more exact contraction, |a| x |q|): P = (S + T) / 2, N = (S - T) / 2; the
 # test is S + T <= 2 hi and S - T >= 2 lo, in exact 64-bit arithmetic. Where it fails ("unsafe"
-# outputs), the register is run literally, add by add in K order, on those outputs only
-# (gathered rows of activations and weights, products a * q exact in int32), or, when there
-# are more than the gather capacity, on the whole call by the reference method. Statically,
+# outputs), the register is run literally, add by add in K order, on those outputs only:
+# their activations and weights gathered in K order, products a * q (exact in int32, as the
+# LUT datapath's), in rounds of at most REGISTER_CAP_ELEMENTS gathered products. Statically,
 # K * max|p| <= hi rules out any clamp and skips all of this.
 
-# Unsafe outputs whose K products are gathered at once (elements); more -> the reference.
-REGISTER_CAP_ELEMENTS = 1 << 22
+# Products of unsafe outputs gathered per round (elements of each int32 (M, K) array).
+REGISTER_CAP_ELEMENTS = 1 << 23
 
 
 def register_static_safe(cfg: Config, k: int) -> bool:
@@ -479,15 +479,14 @@ def register_rows(acts: jax.Array, weights: jax.Array, cfg: Config):
   return out, clamps
 
 
-def saturating_register(value, abs_sum: Callable[[], object], gather, full_reference,
-                        out_shape, k: int, cfg: Config):
+def saturating_register(value, abs_sum: Callable[[], object], gather, out_shape, k: int,
+                        cfg: Config):
   """``overflow="saturate"`` from the exact sums ``value`` (see the comment above).
 
   Args:
     value: the exact sums S (:class:`wide.Wide` or exact int32) of shape ``out_shape``.
     abs_sum: () -> the exact sums T of ``|a| x |q|`` (Wide or exact int32).
     gather: flat output indices (M,) -> ``(acts, weights)`` int32 ``(M, K)`` in K order.
-    full_reference: () -> ``(out, clamps)`` of the whole call by the reference method.
     out_shape: the (logical) output shape; ``k``: products per output.
 
   Returns:
@@ -505,28 +504,24 @@ def saturating_register(value, abs_sum: Callable[[], object], gather, full_refer
   over_hi = wide.is_positive(wide.sub(wide.add(s, t), wide.constant(2 * hi)))
   under_lo = wide.is_negative(wide.sub(wide.sub(s, t), wide.constant(2 * lo)))
   unsafe = (over_hi | under_lo).reshape(-1)
-  fast_out = wide.low32(s)          # exact where safe: S lies in [N, P], inside the range
   n = int(unsafe.size)
   cap = max(1, min(n, REGISTER_CAP_ELEMENTS // max(k, 1)))
-  count = jnp.sum(unsafe, dtype=jnp.int32)
+  slots = -(-n // cap) * cap
+  # The unsafe outputs first (ascending), then the out-of-range index n (dropped on write).
+  order = jnp.nonzero(unsafe, size=slots, fill_value=n)[0]
+  rounds = -(-jnp.sum(unsafe, dtype=jnp.int32) // cap)
 
-  def none(_):
-    return fast_out, zeros
-
-  def gathered(_):
-    idx = jnp.nonzero(unsafe, size=cap, fill_value=n)[0]
+  def round_body(r, carry):
+    out, clamps = carry
+    idx = lax.dynamic_slice(order, (r * cap,), (cap,))
     acts, weights = gather(jnp.minimum(idx, n - 1))
-    r, c = register_rows(acts, weights, cfg)
-    out = fast_out.reshape(-1).at[idx].set(r, mode="drop").reshape(out_shape)
-    clamps = zeros.reshape(-1).at[idx].set(c, mode="drop").reshape(out_shape)
-    return out, clamps
+    reg, c = register_rows(acts, weights, cfg)
+    return out.at[idx].set(reg, mode="drop"), clamps.at[idx].set(c, mode="drop")
 
-  def reference_all(_):
-    out, clamps = full_reference()
-    return out.astype(jnp.int32), clamps.astype(jnp.int32)
-
-  branch = jnp.where(count == 0, 0, jnp.where(count <= cap, 1, 2))
-  out, clamps = lax.switch(branch, [none, gathered, reference_all], None)
+  # Exact where safe: S lies in [N, P], inside the range.
+  init = (wide.low32(s).reshape(-1), zeros.reshape(-1))
+  out, clamps = lax.fori_loop(jnp.int32(0), rounds, round_body, init)
+  out, clamps = out.reshape(out_shape), clamps.reshape(out_shape)
   return out, clamps > 0, clamps
 
 
@@ -575,11 +570,7 @@ def dot(a: jax.Array, w: jax.Array, cfg: Config):
       gi, xi, yi = idx // (x * y), (idx // y) % x, idx % y
       return a[gi, xi, :].astype(jnp.int32), w[gi, :, yi].astype(jnp.int32)
 
-    def full_reference():
-      out, _, state = reference.dot(a, w, cfg)
-      return out, state["clamps"]
-
-    return saturating_register(value, abs_sum, gather, full_reference, (g, x, y), k, cfg)
+    return saturating_register(value, abs_sum, gather, (g, x, y), k, cfg)
 
   return finalize(value, (g, x, y), cfg, register)
 
@@ -809,12 +800,8 @@ def _conv_finish(value, lhs, rhs, geo: ConvGeometry, cfg: Config, conv_sum):
       return conv_sum(_abs_acts(lhs, cfg), jnp.abs(rhs.astype(jnp.int32)), geo,
                       _abs_config(cfg), True)
 
-    def full_reference():
-      out, _, state = reference.conv(lhs, rhs, geo, cfg)
-      return _logical_out(out, geo), _logical_out(state["clamps"], geo)
-
     return saturating_register(value, abs_sum, lambda idx: conv_rows(lhs, rhs, geo, idx),
-                               full_reference, logical_shape, geo.k, cfg)
+                               logical_shape, geo.k, cfg)
 
   res = finalize(value, logical_shape, cfg, register)
   return tuple(None if t is None else geo.out_physical(t) for t in res)

@@ -3,9 +3,9 @@
 The expected values come from :func:`numpy_reference.register`: plain Python integers, one add
 at a time over the product slots of :func:`numpy_reference.dot_slots` / ``conv_slots`` (an
 einsum / explicit-loop model that shares no code with the JAX implementation). Both methods
-are checked, the fast one on all three of its routes: no partial sum can leave the range
-(static bound), unsafe outputs gathered and run add by add, and more unsafe outputs than the
-gather capacity (the whole call by the reference method).
+are checked, the fast one on all of its routes: no partial sum can leave the range (static
+bound), unsafe outputs gathered and run add by add in one round, and in several rounds (more
+unsafe outputs than the gather capacity).
 """
 
 from __future__ import annotations
@@ -133,9 +133,8 @@ def _mixed_sign_dot(rng, m, k, n):
 
 @pytest.mark.parametrize("cap", [None, 64, 1])
 def test_every_fast_route(cap, monkeypatch):
-  """Default capacity (gathered unsafe outputs), a small one and a capacity of one output
-  (more unsafe outputs than that: the reference method for the whole call); plus a
-  configuration the static bound proves clamp-free."""
+  """Default capacity (the unsafe outputs gathered in one round), 64 outputs and one output
+  per round (several rounds); plus a configuration the static bound proves clamp-free."""
   _set_capacity(monkeypatch, None if cap is None else cap * 40)
   rng = np.random.default_rng(4)
   lhs, rhs = _mixed_sign_dot(rng, 6, 40, 5)
