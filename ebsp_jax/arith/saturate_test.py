@@ -172,3 +172,20 @@ def test_conv_routes_and_window_order(cap, monkeypatch):
                          accumulation=accumulation)
     assert np.count_nonzero(clamps) > 0
   jax.clear_caches()
+
+
+@pytest.mark.parametrize("method", ["fast", "reference"])
+def test_register_under_jit_and_vmap(method):
+  """Batched: each vmapped call has its own unsafe outputs and gather rounds."""
+  rng = np.random.default_rng(6)
+  lhs = rng.integers(0, 256, (3, 4, 40)).astype(np.uint8)
+  rhs = rng.choice([7, -7, 0], (40, 5)).astype(np.int32)
+  rhs[:20] = 7
+  f = jax.jit(jax.vmap(lambda x: arith.dot_general(x, rhs, MM, pattern=BitPattern(4, 3),
+                                                   acc_bits=10, overflow="saturate",
+                                                   method=method)))
+  got = np.asarray(f(lhs))
+  for i in range(3):
+    want, clamps = npref.dot_register(lhs[i].astype(np.int64), rhs, MM, 10)
+    assert clamps.any()
+    np.testing.assert_array_equal(got[i], want)
