@@ -26,12 +26,14 @@ The model and its sources: ``ebsp_jax/hw`` and ``docs/hardware.md``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The cost model only traces shapes: keep JAX on the CPU (and quiet about absent TPUs/GPUs).
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("MPLBACKEND", "Agg")     # figures are written to files, never shown
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
@@ -53,11 +55,24 @@ flags.DEFINE_float("area_mm2", 0.32, "Equal-area budget of every PE array, mm^2.
 flags.DEFINE_enum("area_scope", "pe+local", ["arith", "pe", "pe+local"],
                   "What the area budget covers (see ebsp_jax/hw/area.py).")
 flags.DEFINE_boolean("paper_pe_counts", False, "Use the paper's PE counts instead of area.")
+flags.DEFINE_enum("setting", "equal_area", ["equal_area", "paper_table", "own"],
+                  "equal_area: every design fills --area_mm2 (the EBSP paper's setting, "
+                  "bottom-up PE counts); paper_table: the EBSP paper's PE counts (same as "
+                  "--paper_pe_counts); own: each baseline as in its own paper (docs/hardware.md "
+                  "section 'Each baseline in its own paper's setting'; EBSP at the paper's count).")
+flags.DEFINE_float("act_zero_fraction", None,
+                   "Assumed fraction of zero input activations of every layer but the first, "
+                   "for the designs that exploit them (Eyeriss gating and RLC, OLAccel "
+                   "skipping); default: none (dense).")
+flags.DEFINE_string("act_stats", None,
+                    "JSON {layer: zero fraction of its input} captured from a trained model "
+                    "(ebsp_jax.hw.activations); exclusive with --act_zero_fraction.")
 flags.DEFINE_list("accelerators", ["eyeriss", "bitfusion", "wax", "olaccel", "ebsp"],
                   "Designs to evaluate.")
 flags.DEFINE_integer("batch_size", 1, "Images per inference (totals are per batch).")
 flags.DEFINE_integer("glb_kib", 108, "Global buffer per design, KiB.")
-flags.DEFINE_integer("glb_bandwidth_bits", 1024, "Global-buffer bandwidth, bits/cycle.")
+flags.DEFINE_integer("glb_bandwidth_bits", 1728,
+                     "Global-buffer bandwidth, bits/cycle (Eyeriss's 27 banks x 64 b).")
 flags.DEFINE_float("dram_bytes_per_cycle", 16.0, "DRAM bandwidth, bytes/cycle.")
 flags.DEFINE_float("dram_pj_per_64b", 1300.0, "DRAM energy per 64 bits, pJ (1300-2600).")
 flags.DEFINE_float("clock_mhz", 500.0, "Clock, MHz.")
@@ -95,11 +110,19 @@ def _tech():
     raise UsageError(str(e)) from None
 
 
+def _paper_counts() -> bool:
+  return FLAGS.paper_pe_counts or FLAGS.setting == "paper_table"
+
+
 def _build(names, tech, bits=None, length=None):
-  from ebsp_jax.hw import arch
+  from ebsp_jax.hw import arch, designs
   from ebsp_jax.hw.area import PAPER_PE_COUNTS
   out = {}
   for n in names:
+    own = designs.get(n).settings if FLAGS.setting == "own" else {}
+    if own:
+      out[n] = next(iter(own.values()))()
+      continue
     out[n] = arch.build_accelerator(
         n, area_mm2=FLAGS.area_mm2, area_scope=FLAGS.area_scope, tech=tech,
         pattern_bits=bits or FLAGS.pattern_bits, pattern_length=length or FLAGS.pattern_length,
@@ -107,7 +130,8 @@ def _build(names, tech, bits=None, length=None):
         weight_format=FLAGS.weight_format, glb_bytes=FLAGS.glb_kib * 1024,
         glb_bandwidth_bits=FLAGS.glb_bandwidth_bits, outlier_fraction=FLAGS.outlier_fraction,
         bitfusion_bits=FLAGS.bitfusion_bits,
-        pe_count=PAPER_PE_COUNTS[n] if FLAGS.paper_pe_counts else None)
+        pe_count=(PAPER_PE_COUNTS[n] if (_paper_counts() or FLAGS.setting == "own")
+                  else None))
   return out
 
 
@@ -212,11 +236,12 @@ def run() -> dict:
   from ebsp_jax import models
   from ebsp_jax.hw import arch, events, report, workload
 
+  from ebsp_jax.hw import designs
   names = [a.strip().lower() for a in FLAGS.accelerators if a.strip()]
-  unknown = [n for n in names if n not in arch.ACCELERATORS]
+  unknown = [n for n in names if n not in designs.DESIGNS]
   if unknown or not names:
     raise UsageError(f"unknown accelerator(s) {', '.join(unknown) or '(none given)'}; known: "
-                     f"{', '.join(arch.ACCELERATORS)}")
+                     f"{', '.join(designs.DESIGNS)}")
   if FLAGS.model not in models.MODELS:
     raise UsageError(f"unknown model {FLAGS.model!r}; known: {', '.join(sorted(models.MODELS))}")
   if FLAGS.dataset not in models.INPUT_SHAPES:
@@ -224,6 +249,18 @@ def run() -> dict:
                      f"{', '.join(sorted(models.INPUT_SHAPES))}")
   if FLAGS.batch_size < 1:
     raise UsageError(f"batch_size must be >= 1; got {FLAGS.batch_size}")
+  if not (math.isfinite(FLAGS.area_mm2) and FLAGS.area_mm2 > 0):
+    raise UsageError(f"--area_mm2 must be a finite number > 0; got {FLAGS.area_mm2}")
+  if FLAGS.act_stats and FLAGS.act_zero_fraction is not None:
+    raise UsageError("--act_stats and --act_zero_fraction are mutually exclusive; give one")
+  if FLAGS.act_zero_fraction is not None and not 0.0 <= FLAGS.act_zero_fraction < 1.0:
+    raise UsageError(f"--act_zero_fraction must be in [0, 1); got {FLAGS.act_zero_fraction}")
+  if FLAGS.setting == "paper_table" and FLAGS.paper_pe_counts:
+    pass  # the same thing said twice
+  elif FLAGS.setting == "own" and FLAGS.paper_pe_counts:
+    raise UsageError("--paper_pe_counts applies to --setting=equal_area (it is "
+                     "--setting=paper_table); --setting=own uses each paper's own counts")
+  _check_output()
   if FLAGS.params and FLAGS.events:
     raise UsageError("--params and --events are mutually exclusive (both give the data-aware "
                      "EBSP statistics); give one")
@@ -242,12 +279,15 @@ def run() -> dict:
   wl = workload.model_workload(FLAGS.model, FLAGS.dataset, FLAGS.batch_size)
   ev = _data_aware_events(wl)
   acts = events.activities(ev) if ev else None
+  stats = _activation_stats(wl)
   result = report.evaluate_network(wl, accs, dataset=FLAGS.dataset, objective=FLAGS.objective,
-                                   search=FLAGS.search, activities=acts)
+                                   search=FLAGS.search, activities=acts, activation_stats=stats)
   print(report.format_table(result))
   extra = {"pattern": {"bits": FLAGS.pattern_bits, "length": FLAGS.pattern_length},
-           "activation_bits": FLAGS.activation_bits,
+           "activation_bits": FLAGS.activation_bits, "setting": FLAGS.setting,
            "pe_counts": report.pe_count_table(accs)}
+  if stats:
+    extra["activation_zero_fraction"] = {n: 1 - a.act_density for n, a in stats.items()}
   if ev:
     extra["events_summary"] = events.summarize_events(list(ev.values()))
     extra["events_source"] = FLAGS.events or FLAGS.params
@@ -309,9 +349,48 @@ def run() -> dict:
     d = os.path.dirname(os.path.abspath(FLAGS.output))
     os.makedirs(d, exist_ok=True)
     with open(FLAGS.output, "w", encoding="utf-8") as f:
-      json.dump(out, f, indent=1, default=float)
+      json.dump(_finite(out), f, indent=1, default=float, allow_nan=False)
     print(f"report: {FLAGS.output}")
   return out
+
+
+def _finite(x):
+  """``x`` with every non-finite float replaced by ``None`` (JSON has no NaN/Infinity)."""
+  if isinstance(x, float) and not math.isfinite(x):
+    return None
+  if isinstance(x, dict):
+    return {k: _finite(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_finite(v) for v in x]
+  if hasattr(x, "item") and getattr(x, "shape", None) == ():
+    return _finite(x.item())
+  return x
+
+
+def _check_output() -> None:
+  """--output must be a writable file path (checked before any evaluation)."""
+  if not FLAGS.output:
+    return
+  if os.path.isdir(FLAGS.output):
+    raise UsageError(f"--output={FLAGS.output} is a directory; give a file path")
+  probe = os.path.dirname(os.path.abspath(FLAGS.output))
+  while not os.path.exists(probe):
+    probe = os.path.dirname(probe)
+  if not os.path.isdir(probe) or not os.access(probe, os.W_OK):
+    raise UsageError(f"--output={FLAGS.output}: {probe} is not a writable directory")
+
+
+def _activation_stats(wl):
+  """Per-layer activation statistics from --act_zero_fraction or --act_stats (or None)."""
+  from ebsp_jax.hw import activations
+  if FLAGS.act_stats:
+    try:
+      return activations.activation_stats(wl, activations.load_zero_fractions(FLAGS.act_stats))
+    except ValueError as e:
+      raise UsageError(f"--act_stats: {e}") from None
+  if FLAGS.act_zero_fraction is not None:
+    return activations.uniform_stats(wl, FLAGS.act_zero_fraction)
+  return None
 
 
 def main(argv):

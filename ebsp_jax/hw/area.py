@@ -96,8 +96,8 @@ def pe_count(area_budget_mm2: float, pe_area: float) -> int:
   Raises:
     AreaError: non-positive inputs, or the budget is smaller than one PE.
   """
-  if not area_budget_mm2 > 0 or math.isnan(area_budget_mm2):
-    raise AreaError(f"area budget must be > 0 mm^2; got {area_budget_mm2}")
+  if not (area_budget_mm2 > 0 and math.isfinite(area_budget_mm2)):
+    raise AreaError(f"area budget must be a finite number > 0 mm^2; got {area_budget_mm2}")
   if not pe_area > 0:
     raise AreaError(f"PE area must be > 0 um^2; got {pe_area}")
   n = int(math.floor(area_budget_mm2 * 1e6 / pe_area + 1e-9))

@@ -63,6 +63,21 @@ def _run(*args, timeout=300):
      "--events: events file '/nonexistent.json' does not exist"),
     (["--model=lenet5", "--dataset=fashion_mnist", "--params=/nonexistent.npz"],
      "--params: params checkpoint '/nonexistent.npz' does not exist"),
+    # Non-finite numbers are refused in one line, before any evaluation.
+    (["--model=lenet5", "--dataset=fashion_mnist", "--area_mm2=inf"],
+     "--area_mm2 must be a finite number > 0; got inf"),
+    (["--model=lenet5", "--dataset=fashion_mnist", "--clock_mhz=inf"],
+     "clock_mhz must be a finite number; got inf"),
+    (["--model=lenet5", "--dataset=fashion_mnist", "--dram_bytes_per_cycle=inf"],
+     "dram_bytes_per_cycle must be a finite number; got inf"),
+    (["--model=lenet5", "--dataset=fashion_mnist", "--output=/tmp"],
+     "--output=/tmp is a directory; give a file path"),
+    (["--model=lenet5", "--dataset=fashion_mnist", "--act_zero_fraction=0.5",
+      "--act_stats=/tmp/x.json"], "--act_stats and --act_zero_fraction are mutually exclusive"),
+    (["--model=lenet5", "--dataset=fashion_mnist", "--act_zero_fraction=1"],
+     "--act_zero_fraction must be in [0, 1); got 1.0"),
+    (["--model=lenet5", "--dataset=fashion_mnist", "--setting=own", "--paper_pe_counts"],
+     "--paper_pe_counts applies to --setting=equal_area"),
 ])
 def test_errors_are_one_line_without_traceback(args, needle):
   r = _run(*args)
@@ -153,3 +168,29 @@ def test_report_runs_and_writes_the_contract_json(tmp_path):
   assert rep["events_summary"]["acc_bound_bits"] > 8
   assert 0 < rep["events_summary"]["shifted_fraction"] < 1
   assert all(os.path.exists(p) for p in rep["figures"])
+
+
+def test_params_with_non_finite_kernels_are_refused(tmp_path):
+  import numpy as np
+  params = _lenet_params()
+  params["params/fc1/kernel"][0, 0] = np.nan
+  params["params/fc1/kernel"][1, 0] = np.inf
+  ckpt = tmp_path / "nan.npz"
+  np.savez(ckpt, **params)
+  line = _one_error_line(_run("--model=lenet5", "--dataset=fashion_mnist", f"--params={ckpt}"))
+  assert "the kernel of layer fc1 has 2 NaN/inf value(s)" in line
+
+
+def test_activation_sparsity_and_own_setting_reports(tmp_path):
+  out = tmp_path / "r.json"
+  r = _run("--model=lenet5", "--dataset=fashion_mnist", "--search=fast", "--setting=own",
+           "--act_zero_fraction=0.5", f"--output={out}")
+  assert r.returncode == 0, r.stderr
+  text = out.read_text()
+  assert "NaN" not in text and "Infinity" not in text
+  rep = json.loads(text)
+  assert rep["setting"] == "own"
+  assert rep["activation_zero_fraction"]["conv_init"] == 0.0      # the input image
+  assert rep["activation_zero_fraction"]["fc1"] == 0.5
+  assert rep["accelerators"]["eyeriss"]["pes"] == 168              # the JSSC chip
+  assert rep["accelerators"]["bitfusion"]["pes"] == 512 * 16        # 16 x 32 Fusion Units

@@ -395,6 +395,9 @@ def events_from_params(flat: Mapping[str, np.ndarray], workload: Workload, bits:
   have no entry (callers that cost a whole network must check coverage).
   ``signed_activation_layers`` names the layers whose input activations are signed (their
   ``acc_bound_bits`` uses ``2^(a-1) - 1``; the others the larger unsigned ``2^a - 1``).
+
+  Raises:
+    ValueError: a float kernel with NaN or infinite values (one line naming the layer).
   """
   out = {}
   for layer in workload.layers:
@@ -404,6 +407,10 @@ def events_from_params(flat: Mapping[str, np.ndarray], workload: Workload, bits:
     if np.issubdtype(k.dtype, np.integer):
       q = k
     else:
+      bad = int(np.size(k) - np.count_nonzero(np.isfinite(k)))
+      if bad:
+        raise ValueError(f"the kernel of layer {layer.name} has {bad} NaN/inf value(s) of "
+                         f"{np.size(k)}; a trained checkpoint has finite weights only")
       q = quantize_kernel(k, bits, length, per_channel)
     out[layer.name] = events_from_codes(
         q, layer, bits, length, activation_bits,

@@ -1,7 +1,13 @@
-"""Figures (matplotlib, Agg backend; each saved as PNG and SVG).
+"""Figures (matplotlib; each saved as PNG and SVG).
+
+The module does not choose a matplotlib backend (importing it leaves an interactive session's
+backend alone); scripts that run headless set ``MPLBACKEND=Agg`` (``experiments/*.py`` do).
 
 * :func:`plot_energy_breakdown`: stacked energy by category, per network and design.
 * :func:`plot_latency`: latency per network and design (log scale).
+* :func:`plot_layer_energy`: per-layer energy by category, one panel per design.
+* :func:`plot_roofline`: every layer's achieved MAC rate against its arithmetic intensity,
+  under each design's compute and DRAM roofs.
 * :func:`plot_pareto`: EBSP bit-width x pattern-length sweep, energy against accuracy with the
   Pareto front; accuracy comes from training ``results.json`` files (keys ``pattern.bits``,
   ``pattern.length``, ``quant_top1``/``integer_top1``); without them, energy only (the title
@@ -13,13 +19,10 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping, Sequence
 
-import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=wrong-import-position
-
-from ebsp_jax import cli  # noqa: E402
-from ebsp_jax.hw.report import CATEGORIES, NetworkResult, per_unit  # noqa: E402
+from ebsp_jax import cli
+from ebsp_jax.hw.report import CATEGORIES, NetworkResult, per_unit
 
 _COLORS = {"compute": "#4c72b0", "rf": "#55a868", "lut": "#8172b2", "local_buffer": "#ccb974",
            "buffer": "#64b5cd", "dram": "#c44e52", "leakage": "#8c8c8c",
@@ -190,4 +193,88 @@ def plot_pareto(points: Sequence[Mapping[str, Any]], path_prefix: str,
       ax.text(e * 1e-6, ax.get_ylim()[1], name, rotation=90, fontsize=7, va="top")
   if have_acc:
     ax.legend(fontsize=7)
+  return _save(fig, path_prefix)
+
+
+def plot_layer_energy(result: NetworkResult, path_prefix: str,
+                      designs: Sequence[str] | None = None) -> list[str]:
+  """Per-layer energy by category (uJ), one panel per design, layers in execution order.
+
+  Args:
+    result: one network on several designs.
+    path_prefix: output path without extension.
+    designs: the designs to draw (default: all in ``result``).
+  """
+  designs = list(designs or result.results)
+  unit = per_unit(result.workload)
+  layers = result.workload.layers
+  fig, axes = plt.subplots(len(designs), 1, figsize=(max(6.0, 0.16 * len(layers) + 2),
+                                                     1.9 * len(designs) + 0.6),
+                           sharex=True, squeeze=False)
+  xs = list(range(len(layers)))
+  top = max(max(c.energy_pj * l.repeat for c, l in zip(result.results[d].layers, layers))
+            for d in designs) * 1e-6 * 1.05
+  for ax, d in zip([a for row in axes for a in row], designs):
+    r = result.results[d]
+    bottom = [0.0] * len(layers)
+    for cat in CATEGORIES:
+      vals = [c.energy[cat] * l.repeat * 1e-6 for c, l in zip(r.layers, layers)]
+      if not any(vals):
+        continue
+      ax.bar(xs, vals, bottom=bottom, color=_COLORS[cat], label=cat, width=0.85)
+      bottom = [b + v for b, v in zip(bottom, vals)]
+    ax.set_ylim(0, top)
+    ax.set_ylabel(f"{d}\n(uJ)", fontsize=8)
+    ax.tick_params(labelsize=7)
+  axes[0][0].legend(fontsize=6, ncol=4, loc="upper right")
+  axes[-1][0].set_xticks(xs)
+  axes[-1][0].set_xticklabels([l.name for l in layers], rotation=90, fontsize=5)
+  fig.suptitle(f"{result.workload.name} ({result.dataset}): energy per layer {unit}",
+               fontsize=10)
+  fig.tight_layout()
+  return _save(fig, path_prefix)
+
+
+def plot_roofline(result: NetworkResult, path_prefix: str,
+                  designs: Sequence[str] | None = None) -> list[str]:
+  """Roofline: achieved GMAC/s of every layer against its MACs per DRAM byte.
+
+  Each design's roofs: peak ``MAC units x clock`` and the DRAM bandwidth line
+  ``intensity x bytes/s``; points below both are bound by an on-chip level or by the
+  mapping's utilisation.
+  """
+  designs = list(designs or result.results)
+  fig, ax = plt.subplots(figsize=(6.4, 4.4))
+  cmap = plt.get_cmap("tab10")
+  xs_all = []
+  for i, d in enumerate(designs):
+    r = result.results[d]
+    a = r.accelerator
+    clock = a.tech.clock_mhz * 1e6
+    xs, ys = [], []
+    for c in r.layers:
+      dram_bytes = sum(x.bits_read + x.bits_written for x in c.accesses if x.level == "dram") / 8
+      if dram_bytes <= 0 or c.cycles <= 0:
+        continue
+      xs.append(c.macs / dram_bytes)
+      ys.append(c.macs / (c.cycles / clock) * 1e-9)
+    if not xs:
+      continue
+    xs_all += xs
+    color = cmap(i % 10)
+    ax.scatter(xs, ys, s=10, color=color, label=d, alpha=0.8)
+    peak = a.mac_units * clock * 1e-9
+    bw = a.tech.dram_bytes_per_cycle * clock
+    knee = peak * 1e9 / bw
+    lo, hi = min(xs) / 3, max(xs) * 3
+    ax.plot([lo, knee, max(hi, knee * 3)], [lo * bw * 1e-9, peak, peak], color=color, lw=1,
+            ls="--")
+  ax.set_xscale("log")
+  ax.set_yscale("log")
+  ax.set_xlabel("arithmetic intensity (MACs per DRAM byte)")
+  ax.set_ylabel("achieved GMAC/s")
+  ax.legend(fontsize=7)
+  ax.set_title(f"{result.workload.name} ({result.dataset}): roofline per layer "
+               "(dashed: DRAM and peak roofs)", fontsize=9)
+  fig.tight_layout()
   return _save(fig, path_prefix)

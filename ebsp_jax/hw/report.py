@@ -375,6 +375,10 @@ def pe_count_table(accelerators: Mapping[str, Accelerator]) -> list[dict[str, An
   rows = []
   for name, a in accelerators.items():
     b = dict(a.pe_area_breakdown)
+    if not b:       # a paper's own configuration: its PE count is given, not derived from area
+      rows.append({"design": name, "label": a.label, "pes": a.pe_count,
+                   "paper_pes": area_mod.PAPER_PE_COUNTS.get(name), "setting": a.setting})
+      continue
     counts = {}
     for scope in area_mod.AREA_SCOPES:
       total = b["arith"]

@@ -210,3 +210,17 @@ def test_load_accuracies_reports_skipped_files(tmp_path):
     figures.load_accuracies([str(bad)])
   with pytest.raises(ValueError, match="does not exist"):
     figures.load_accuracies([str(tmp_path / "none.json")])
+
+
+def test_figures_module_leaves_the_backend_alone_and_draws_layers_and_roofline(lenet_result,
+                                                                               tmp_path):
+  import subprocess
+  import sys
+  env = dict(os.environ, MPLBACKEND="svg", JAX_PLATFORMS="cpu")
+  r = subprocess.run([sys.executable, "-c", "import ebsp_jax.hw.figures, matplotlib; "
+                      "print(matplotlib.get_backend())"], capture_output=True, text=True,
+                     env=env, timeout=120)
+  assert r.returncode == 0 and r.stdout.strip() == "svg", r.stderr
+  paths = figures.plot_layer_energy(lenet_result, str(tmp_path / "layers"))
+  paths += figures.plot_roofline(lenet_result, str(tmp_path / "roof"))
+  assert len(paths) == 4 and all(os.path.getsize(p) > 1000 for p in paths)

@@ -234,6 +234,10 @@ class TechParams:
   clock_mhz: float = DEFAULT_CLOCK_MHZ
 
   def __post_init__(self):
+    for k in ("node_nm", "vdd", "dram_pj_per_64b", "dram_bytes_per_cycle", "clock_mhz"):
+      v = getattr(self, k)
+      if not (isinstance(v, (int, float)) and math.isfinite(v)):
+        raise ValueError(f"{k} must be a finite number; got {v}")
     if self.sram_energy not in ("horowitz", "cacti"):
       raise ValueError(f"sram_energy must be 'horowitz' or 'cacti'; got {self.sram_energy!r}")
     if self.leakage_device not in ("itrs-hp", "itrs-lop", "none"):
