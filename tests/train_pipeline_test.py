@@ -360,7 +360,7 @@ def test_load_run_and_datapath_sweep(env, reference, tmp_path):
     (["--acc_bits=16,40"], "--acc_bits: 40 is out of range: accumulator widths are 2..32"),
     (["--acc_bits=1"], "--acc_bits: 1 is out of range"),
     (["--columns=exact:64:wrap"], "--columns: 'exact:64:wrap': 64 is out of range"),
-    (["--columns=exact:16:clip"], "the overflow 'clip' is not one of wrap, saturate"),
+    (["--columns=exact:16:wrapp"], "the overflow 'wrapp' is not one of wrap, saturate, clip"),
     (["--output=/nonexistent/dir/sweep.json"], "--output=/nonexistent/dir/sweep.json: no such "
                                                "directory"),
     (["--data_dir=/nonexistent/fmnist"], "--data_dir=/nonexistent/fmnist: no such directory"),
