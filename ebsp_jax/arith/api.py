@@ -25,7 +25,7 @@ int32. Semantics, for every method:
     the range.
   - ``overflow="clip"``: ``clip(S, -2**(acc_bits-1), 2**(acc_bits-1) - 1)``: exact adds with
     guard bits, one saturation when the result is written out (order-independent; what
-    ``"saturate"`` meant before 2026-12-06).
+    ``"saturate"`` computed in earlier versions).
   - ``overflow="error"``: as ``wrap``, and an overflow raises ``OverflowError`` eagerly or a
     ``checkify`` error under ``checkify.checkify``.
 
