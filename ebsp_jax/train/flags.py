@@ -107,6 +107,8 @@ def define_flags(flag_values: flags.FlagValues = FLAGS, **defaults: Any) -> None
                        flag_values=flag_values)
   flags.DEFINE_integer("process_id", None, _DISTRIBUTED_HELP["process_id"], lower_bound=0,
                        flag_values=flag_values)
+  from ebsp_jax.train import ptq_run  # pylint: disable=import-outside-toplevel
+  ptq_run.define_flags(flag_values)   # --ptq and its options (post-training quantization)
 
 
 def distributed_from_flags(cfg: TrainConfig, flag_values: flags.FlagValues = FLAGS
@@ -152,6 +154,9 @@ def main(dataset: str):
       workdir.check_writable(cfg.workdir)
     except (ValueError, TypeError) as e:
       cli.fail(cli.one_line(e))
+    from ebsp_jax.train import ptq_run
+    if ptq_run.main(cfg, FLAGS):   # --ptq: post-training quantization instead of training
+      return
     if cfg.multihost:
       from ebsp_jax.train import sharding
       try:
