@@ -1,79 +1,144 @@
-"""TensorBoard event files, the metrics log, the progress line and checkpoint validation."""
+"""TensorBoard event files (tensorboardX), histograms of the weights, the metrics log, the
+progress line and checkpoint validation."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
-import struct
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tensorboardX.proto.event_pb2 import SessionLog
 
+from ebsp_jax.numerics import BitPattern, make_rule
 from ebsp_jax.train import checkpoint as ckpt_lib
-from ebsp_jax.train import metrics, tfevents
+from ebsp_jax.train import evaluation, metrics
 
 
-def test_crc32c_known_vectors():
-  assert tfevents.crc32c(b"123456789") == 0xE3069283
-  assert tfevents.crc32c(b"") == 0
+def _event_file(workdir) -> str:
+  (name,) = os.listdir(os.path.join(workdir, "tensorboard"))
+  assert name.startswith("events.out.tfevents.")
+  return os.path.join(workdir, "tensorboard", name)
 
 
 def test_event_file_roundtrip(tmp_path):
-  w = tfevents.EventWriter(str(tmp_path))
-  w.scalars(1, {"a": 1.5, "b/c": -2.0})
-  w.scalars(2, {"a": float("nan")})
-  w.close()
-  (name,) = os.listdir(tmp_path)
-  assert name.startswith("events.out.tfevents.")
-  got = tfevents.read_scalars(str(tmp_path / name))
-  assert got["a"][0] == (1, 1.5) and got["b/c"] == [(2 - 1, -2.0)]
+  w = metrics.MetricWriter(str(tmp_path))
+  w.write(1, {"a": 1.5, "b/c": -2.0}, "float")
+  w.write(2, {"a": float("nan")}, "float")
+  w.flush()   # synchronous: the events are on disk after flush, before close
+  got = metrics.read_scalars(_event_file(tmp_path))
+  assert got["a"][0] == (1, 1.5) and got["b/c"] == [(1, -2.0)]
   assert got["a"][1][0] == 2 and np.isnan(got["a"][1][1])
-  # The first record is the file-version header TensorBoard expects.
-  first = next(tfevents.read_records(str(tmp_path / name)))
-  assert b"brain.Event:2" in first
+  w.close()
+  events = list(metrics.read_events(_event_file(tmp_path)))
+  assert events[0].file_version == "brain.Event:2"   # the header TensorBoard expects
+  assert [e.step for e in events[1:]] == [1, 2]
+  assert [(v.tag, v.simple_value) for v in events[1].summary.value] == [("a", 1.5), ("b/c", -2.0)]
+  # The same scalars in metrics.jsonl, NaN as a string.
+  with open(tmp_path / "metrics.jsonl") as f:
+    assert [json.loads(line) for line in f] == [
+        {"step": 1, "phase": "float", "a": 1.5, "b/c": -2.0},
+        {"step": 2, "phase": "float", "a": "nan"}]
   # A flipped byte is detected.
-  data = bytearray((tmp_path / name).read_bytes())
+  path = _event_file(tmp_path)
+  data = bytearray(open(path, "rb").read())
   data[-6] ^= 0xFF
-  (tmp_path / name).write_bytes(bytes(data))
+  open(path, "wb").write(bytes(data))
   with pytest.raises(ValueError, match="CRC"):
-    tfevents.read_scalars(str(tmp_path / name))
+    metrics.read_scalars(path)
+  open(path, "wb").write(bytes(data[:-3]))
+  with pytest.raises(ValueError, match="truncated"):
+    metrics.read_scalars(path)
 
 
-def test_event_encoding_matches_protobuf_wire_format():
-  """Hand-checked bytes of Event{wall_time=1.0, step=3, summary{value{tag='x', simple_value=2}}}."""
-  ev = tfevents.encode_event(3, 1.0, {"x": 2.0})
-  expected = (b"\x09" + struct.pack("<d", 1.0) + b"\x10\x03" + b"\x2a\x0a"
-              + b"\x0a\x08" + b"\x0a\x01x" + b"\x15" + struct.pack("<f", 2.0))
-  assert ev == expected
+def test_disabled_writer_writes_nothing(tmp_path):
+  """Non-primary processes: no file, no directory."""
+  w = metrics.MetricWriter(str(tmp_path / "run"), enabled=False)
+  w.write(1, {"a": 1.0})
+  w.histograms(1, {"h": (np.arange(3), np.ones(3))})
+  w.flush()
+  w.close()
+  assert not (tmp_path / "run").exists()
 
 
-def test_event_parses_with_protobuf():
-  """The bytes parse as tensorflow.Event with the real protobuf runtime (schema built here)."""
-  from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-  fdp = descriptor_pb2.FileDescriptorProto(name="ev_test.proto", package="tftest")
-  F = descriptor_pb2.FieldDescriptorProto
-  def msg(name, fields):
-    m = fdp.message_type.add(name=name)
-    for fname, num, typ, label, type_name in fields:
-      f = m.field.add(name=fname, number=num, type=typ, label=label)
-      if type_name:
-        f.type_name = type_name
-  opt, rep = F.LABEL_OPTIONAL, F.LABEL_REPEATED
-  msg("Value", [("tag", 1, F.TYPE_STRING, opt, None), ("simple_value", 2, F.TYPE_FLOAT, opt, None)])
-  msg("Summary", [("value", 1, F.TYPE_MESSAGE, rep, ".tftest.Value")])
-  msg("Event", [("wall_time", 1, F.TYPE_DOUBLE, opt, None), ("step", 2, F.TYPE_INT64, opt, None),
-                ("file_version", 3, F.TYPE_STRING, opt, None),
-                ("summary", 5, F.TYPE_MESSAGE, opt, ".tftest.Summary")])
-  pool = descriptor_pool.DescriptorPool()
-  pool.Add(fdp)
-  Event = message_factory.GetMessageClass(pool.FindMessageTypeByName("tftest.Event"))
-  ev = Event.FromString(tfevents.encode_event(123456789, 17.25, {"train/loss": 0.5, "b": -3.0}))
-  assert ev.step == 123456789 and ev.wall_time == 17.25
-  assert [(v.tag, v.simple_value) for v in ev.summary.value] == [("train/loss", 0.5), ("b", -3.0)]
-  assert Event.FromString(tfevents.encode_event(0, 1.0, file_version="brain.Event:2")).file_version == "brain.Event:2"
+def test_discrete_histogram_buckets():
+  h = metrics.discrete_histogram([-4, -2, 0, 1, 2, 8], [0, 3, 0, 2, 1, 0])
+  # Leading/trailing empty values are dropped, inner ones kept; one bucket per value reaching
+  # halfway to the next one; min/max/num/sum/sum_squares exact.
+  assert list(h.bucket) == [3, 0, 2, 1]
+  assert list(h.bucket_limit) == [-1.0, 0.5, 1.5, 2.5]
+  assert (h.min, h.max, h.num, h.sum, h.sum_squares) == (-2, 2, 6, -6 + 2 + 2, 12 + 2 + 4)
+  # More values than max_buckets: equal-width buckets, the same totals.
+  v = np.arange(-100, 101)
+  c = np.arange(201) % 3 + 1
+  h = metrics.discrete_histogram(v, c, max_buckets=10)
+  assert len(h.bucket) == 10 and sum(h.bucket) == c.sum() == h.num
+  assert h.sum == float(np.dot(v, c)) and h.bucket_limit[-1] == 100
+  assert list(h.bucket) == [np.sum(c[(v >= lo) & ((v < lo + 20) | (lo == 80))])
+                            for lo in range(-100, 100, 20)]
+  for bad in (([0, 1], [1]), ([1, 0], [1, 1]), ([0, 1], [1, -1]), ([0, 1], [0, 0])):
+    with pytest.raises(ValueError, match="histogram"):
+      metrics.discrete_histogram(*bad)
+
+
+def _is_level(v: int, pattern: BitPattern) -> bool:
+  """Independent definition: |v| <= max magnitude and its set bits lie within a window of L bits
+  starting at the leading one (Python integers)."""
+  mag = abs(v)
+  if mag >= 1 << pattern.magnitude_bits:
+    return False
+  shift = max(0, mag.bit_length() - pattern.length)
+  return (mag >> shift) << shift == mag
+
+
+def test_weight_histograms_of_a_known_tensor(tmp_path):
+  pattern = BitPattern(5, 2)
+  levels = [v for v in range(-15, 16) if _is_level(v, pattern)]
+  assert levels == [-12, -8, -6, -4, -3, -2, -1, 0, 1, 2, 3, 4, 6, 8, 12]
+  rng = np.random.default_rng(0)
+  scale = np.array([[0.5, 0.25, 0.125]], np.float32)       # per output channel
+  target = rng.choice(levels, size=(40, 3))                  # the level each weight is near
+  target[:3, 0] = [12, -12, 0]
+  noise = rng.uniform(-0.2, 0.2, size=target.shape)         # < half the smallest gap (1)
+  w = ((target + noise) * scale).astype(np.float32)
+  w[0, 0] = 20 * scale[0, 0]                                 # beyond the largest level: 12
+  params = {"Dense_0": {"kernel": jnp.asarray(w), "bias": jnp.zeros(3)}}
+  scales = {"Dense_0": {"kernel": jnp.asarray(scale), "bias": None}}
+  hists = evaluation.weight_histograms(params, make_rule(pattern), scales)
+  assert set(hists) == {"weights/levels/Dense_0/kernel", "weights/shift/Dense_0/kernel",
+                        "weights/mantissa/Dense_0/kernel"}
+  # Expected counts, computed here with Python integers.
+  flat = [int(t) for t in target.reshape(-1)]
+  want_levels = [flat.count(v) for v in levels]
+  shifts, mantissas = [0] * (pattern.magnitude_bits - pattern.length + 1), [0] * 4
+  for v in flat:
+    mag = abs(v)
+    shift = max(0, mag.bit_length() - pattern.length)
+    mantissas[mag >> shift] += 1
+    if mag:
+      shifts[shift] += 1
+  values, counts = hists["weights/levels/Dense_0/kernel"]
+  assert list(values) == levels and list(counts) == want_levels
+  assert list(hists["weights/shift/Dense_0/kernel"][1]) == shifts
+  assert list(hists["weights/mantissa/Dense_0/kernel"][1]) == mantissas
+  # Written and read back as TensorBoard histograms at step 7.
+  w = metrics.MetricWriter(str(tmp_path))
+  w.histograms(7, hists)
+  w.close()
+  got = metrics.read_histograms(_event_file(tmp_path))
+  (step, h), = got["weights/levels/Dense_0/kernel"]
+  nz = [i for i, c in enumerate(want_levels) if c]
+  assert step == 7 and list(h.bucket) == want_levels[nz[0]:nz[-1] + 1]
+  assert h.num == 120 and h.min == levels[nz[0]] and h.max == levels[nz[-1]]
+  assert h.sum == sum(flat) and h.sum_squares == sum(v * v for v in flat)
+  (_, h), = got["weights/shift/Dense_0/kernel"]
+  assert list(h.bucket) == shifts and h.num == sum(1 for v in flat if v)
+  (_, h), = got["weights/mantissa/Dense_0/kernel"]
+  assert list(h.bucket) == mantissas and list(h.bucket_limit) == [0.5, 1.5, 2.5, 3.5]
+  assert metrics.read_scalars(str(tmp_path / "tensorboard")) == {}   # histograms only
 
 
 def test_metric_writer_truncates_on_resume(tmp_path):
@@ -81,7 +146,7 @@ def test_metric_writer_truncates_on_resume(tmp_path):
   for s in (1, 2, 3, 4):
     w.write(s, {"loss": 1.0 / s}, "float")
   w.close()
-  w = metrics.MetricWriter(str(tmp_path), resume_step=2)
+  w = metrics.MetricWriter(str(tmp_path), resume_step=2)   # within the same second
   w.write(3, {"loss": 0.5}, "float")
   w.close()
   with open(tmp_path / "metrics.jsonl") as f:
@@ -90,9 +155,12 @@ def test_metric_writer_truncates_on_resume(tmp_path):
   assert rows[-1]["loss"] == 0.5
   files = sorted(os.listdir(tmp_path / "tensorboard"))
   assert len(files) == 2
-  # The resumed file starts with SessionLog{START} at step 3 (field 6, status 1).
-  recs = list(tfevents.read_records(str(tmp_path / "tensorboard" / files[1])))
-  assert recs[1].endswith(b"\x32\x02\x08\x01") and b"\x10\x03" in recs[1]
+  # The resumed file starts with SessionLog{START} at step 3: TensorBoard then drops the earlier
+  # files' events from step 3 on.
+  first, second = (list(metrics.read_events(str(tmp_path / "tensorboard" / f))) for f in files)
+  assert [e.step for e in first if e.summary.value] == [1, 2, 3, 4]
+  assert second[1].session_log.status == SessionLog.START and second[1].step == 3
+  assert metrics.read_scalars(str(tmp_path / "tensorboard"))["loss"][-1] == (3, 0.5)
   # A fresh start removes stale event files.
   metrics.MetricWriter(str(tmp_path)).close()
   assert len(os.listdir(tmp_path / "tensorboard")) == 1

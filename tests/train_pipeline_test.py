@@ -23,7 +23,7 @@ import pytest
 
 from ebsp_jax import models
 from ebsp_jax.train import checkpoint as ckpt_lib
-from ebsp_jax.train import testing, tfevents
+from ebsp_jax.train import metrics, testing
 from ebsp_jax.train.config import TrainConfig
 from ebsp_jax.train.trainer import Experiment
 
@@ -111,16 +111,24 @@ def test_results_json_and_metrics(reference):
   assert res["integer_overflows"] == 0     # LeNet-5 sums stay far below 2**31
   # TensorBoard events: readable, CRCs valid, the expected tags.
   tb = os.path.join(workdir, "tensorboard")
-  tags = {}
-  for name in os.listdir(tb):
-    for tag, vals in tfevents.read_scalars(os.path.join(tb, name)).items():
-      tags.setdefault(tag, []).extend(vals)
+  tags = metrics.read_scalars(tb)
   for tag in ("train/loss", "train/accuracy", "admm/rho", "admm/primal_residual",
               "pattern/zero_fraction", "pattern/shift_0", "eval/float_top1", "eval/quant_top1"):
     assert tag in tags, tag
   assert [s for s, _ in tags["train/loss"]] == sorted(s for s, _ in tags["train/loss"])
   rhos = [v for _, v in sorted(tags["admm/rho"])]
   assert rhos[-1] > rhos[0]  # geometric growth
+  # Histograms per quantized layer: during ADMM (log steps 6, 8, 10, 12) and at the end (16);
+  # the final levels histogram counts every weight of the layer, on its grid.
+  hists = metrics.read_histograms(tb)
+  for key, layer in res["layers"].items():
+    for kind in ("levels", "shift", "mantissa"):
+      assert [s for s, _ in hists[f"weights/{kind}/{key}"]] == [6, 8, 10, 12, 16], (kind, key)
+    final = hists[f"weights/levels/{key}"][-1][1]
+    assert final.num == layer["size"] == sum(final.bucket)
+    shift = np.trim_zeros(layer["shift_hist"])   # results.json's shift counts, same weights
+    assert [int(c) for c in hists[f"weights/shift/{key}"][-1][1].bucket] == list(shift)
+    assert sum(shift) == layer["size"] - round(layer["size"] * layer["zero_fraction"])
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     lines = [json.loads(line) for line in f]
   assert {"step", "phase", "train/loss"} <= set(lines[0])

@@ -7,7 +7,8 @@
   :mod:`.sharding` — data parallelism.
 * :mod:`.workdir` — the workdir claim (``run.json``); :mod:`.divergence` — non-finite values stop
   a run; :mod:`.files` — atomic, strict (no NaN) output files.
-* :mod:`.metrics` / :mod:`.tfevents` — TensorBoard events, metrics.jsonl, the progress line.
+* :mod:`.metrics` — TensorBoard events (tensorboardX: scalars, weight histograms),
+  metrics.jsonl, the progress line.
 * :mod:`.evaluation` — float / fake-quant / integer evaluation, pattern statistics.
 * :mod:`.reload` — :func:`load_run`: a run's experiment and latest state, read-only.
 """

@@ -8,7 +8,11 @@
   (``quant.to_integer``): top-1, the number of accumulator overflows and the ops run in float
   (the layers the weight rule keeps in float).
 * :func:`pattern_telemetry` — scalars describing how the weights populate their patterns (logged
-  over time during ADMM); :func:`layer_stats` — the per-layer final statistics for results.json.
+  over time during ADMM); :func:`weight_histograms` — per-layer histograms of levels, shifts and
+  mantissas (TensorBoard); :func:`layer_stats` — the per-layer final statistics for results.json.
+
+Evaluations show a progress bar (:mod:`ebsp_jax.progress`: batches done / total, images/s, ETA)
+on stderr when it is a terminal or when asked (``$EBSP_JAX_PROGRESS=1``), in process 0 only.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ebsp_jax import progress
 from ebsp_jax.numerics import BitPattern, pattern_stats, quantize
 from ebsp_jax.numerics.tree import Rule, layer_patterns, path_str
 from ebsp_jax.train import sharding as sharding_lib
@@ -43,21 +48,33 @@ def pad_batch(batch: Mapping[str, np.ndarray], size: int) -> Dict[str, np.ndarra
   return out
 
 
+def _tracked(batches: Iterable[Mapping[str, np.ndarray]], desc: str,
+             show: Optional[bool]) -> Iterable[Mapping[str, np.ndarray]]:
+  """``batches`` with a progress bar (batches done / total when ``batches`` has a length,
+  images/s, ETA); never shown outside process 0."""
+  return progress.track(batches, desc=desc, unit="batch", count=lambda b: len(b["label"]),
+                        count_unit="img", enabled=show if jax.process_index() == 0 else False)
+
+
 def evaluate(eval_fn: Callable[..., Dict[str, jax.Array]], params: PyTree,
              model_state: Mapping[str, PyTree], batches: Iterable[Mapping[str, np.ndarray]],
-             batch_size: int, mesh) -> Dict[str, float]:
+             batch_size: int, mesh, *, desc: str = "evaluation",
+             show_progress: Optional[bool] = None) -> Dict[str, float]:
   """Top-1 accuracy and mean loss of ``eval_fn(params, model_state, batch)`` over ``batches``.
 
   Args:
     batches: this process's rows (:func:`~ebsp_jax.train.sharding.process_rows`) of every
       global evaluation batch of at most ``batch_size`` (the whole batches on one process);
-      every process must iterate over the same number of batches.
+      every process must iterate over the same number of batches. With a ``len`` (e.g. a
+      :class:`ebsp_jax.data.Dataset`) the progress bar shows the total and an ETA.
     batch_size: the global evaluation batch size (each batch is padded to it).
+    desc: the progress bar's label.
+    show_progress: ``enabled`` of :func:`ebsp_jax.progress.track` (None: on a terminal).
   """
   start, stop = sharding_lib.process_rows(mesh, batch_size)
   correct = count = 0
   loss = 0.0
-  for b in batches:
+  for b in _tracked(batches, desc, show_progress):
     local = sharding_lib.shard_local_batch(pad_batch(b, stop - start), mesh, batch_size)
     out = jax.device_get(eval_fn(params, model_state, local))
     correct += int(out["correct"])
@@ -91,7 +108,8 @@ class IntegerResult(NamedTuple):
 def integer_top1(model_name: str, variables: Mapping[str, PyTree], weight_rule: Rule,
                  weight_scales: PyTree, activation_bits: int,
                  batches: Iterable[Mapping[str, np.ndarray]],
-                 datapath: Optional[Mapping[str, Any]] = None) -> IntegerResult:
+                 datapath: Optional[Mapping[str, Any]] = None, *,
+                 show_progress: Optional[bool] = None) -> IntegerResult:
   """Top-1 of the emulated integer datapath, its accumulator overflows and its float ops.
 
   Uses ``ebsp_jax.quant.to_integer(model_name, variables, weight_rule=..., weight_scales=...,
@@ -103,7 +121,7 @@ def integer_top1(model_name: str, variables: Mapping[str, PyTree], weight_rule: 
   passes its rows of the evaluation batches and the counts are added over processes (every
   process must call it). ``datapath``: extra options of ``to_integer`` (``acc_bits``,
   ``overflow``, ``mode``, ``rounding``, ``method``, ``accumulation``; default: exact, 32-bit,
-  wrap).
+  wrap). ``show_progress``: as in :func:`evaluate`.
 
   Returns:
     An :class:`IntegerResult` ``(top1, note, overflows, float_ops)``; ``(None, why, None, ())``
@@ -121,7 +139,7 @@ def integer_top1(model_name: str, variables: Mapping[str, PyTree], weight_rule: 
                                **dict(datapath or {}))
   correct = count = overflows = 0
   float_ops: Tuple[str, ...] = ()
-  for b in batches:
+  for b in _tracked(batches, "integer evaluation", show_progress):
     if len(b["label"]) == 0:  # this process's rows lie past a short last batch
       continue
     logits, counts = int_model.apply(jnp.asarray(b["image"]), with_stats=True)
@@ -200,16 +218,47 @@ def pattern_telemetry(params: PyTree, rule: Rule, scales: PyTree, main: BitPatte
 
 @functools.partial(jax.jit, static_argnums=2)
 def _leaf_stats(w: jax.Array, s: jax.Array, pat: BitPattern):
-  """``(pattern_stats, on_grid)`` of one weight leaf (one compiled program, not dozens of ops)."""
+  """``(pattern_stats, on_grid, level_counts)`` of one weight leaf (one compiled program, not
+  dozens of ops); ``level_counts[i]``: weights whose nearest level is ``pat.levels[i]``."""
   q = quantize(w, pat, s)
-  return pattern_stats(q, pat), jnp.all(q * s == w)
+  levels = jnp.asarray(pat.levels)
+  idx = jnp.clip(jnp.searchsorted(levels, q.reshape(-1)), 0, levels.size - 1)
+  counts = jnp.bincount(idx, length=levels.size).astype(jnp.int32)
+  return pattern_stats(q, pat), jnp.all(q * s == w), counts
+
+
+def weight_histograms(params: PyTree, rule: Rule, scales: PyTree
+                      ) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+  """TensorBoard histograms ``{tag: (values, counts)}`` of every quantized leaf (host values).
+
+  For the layer ``key`` (e.g. ``Conv_0/kernel``) in a :class:`BitPattern`:
+
+  * ``weights/levels/<key>``: the weights on the grid: how many have each level of the pattern
+    (``pattern.levels``, in units of the scale) as their nearest level (the level they are
+    projected to);
+  * ``weights/shift/<key>``: the non-zero weights per shift ``k = 0..max_shift`` of their code;
+  * ``weights/mantissa/<key>``: the weights per mantissa ``m = 0..2**L - 1`` (0: the zeros).
+
+  Leaves in other number formats are left out. Used during ADMM (the weights' nearest levels
+  while they converge) and after the hard projection (where the weights are).
+  """
+  out = {}
+  for key, pat, w, s in quantized_leaves(params, rule, scales):
+    if not isinstance(pat, BitPattern):
+      continue
+    st, _, counts = jax.device_get(_leaf_stats(w, s, pat))
+    out[f"weights/levels/{key}"] = (pat.levels, np.asarray(counts))
+    out[f"weights/shift/{key}"] = (np.arange(pat.max_shift + 1),
+                                   np.asarray(st["shift"][:pat.max_shift + 1]))
+    out[f"weights/mantissa/{key}"] = (np.arange(1 << pat.length), np.asarray(st["mantissa"]))
+  return out
 
 
 def layer_stats(params: PyTree, rule: Rule, scales: PyTree) -> Dict[str, Dict[str, Any]]:
   """Per quantized leaf: pattern, size, on-grid check, zero fraction, histograms (host values)."""
   out = {}
   for key, pat, w, s in quantized_leaves(params, rule, scales):
-    st, exact = jax.device_get(_leaf_stats(w, s, pat))
+    st, exact, _ = jax.device_get(_leaf_stats(w, s, pat))
     exact = bool(exact)
     out[key] = {
         "pattern": str(pat), "size": int(w.size), "on_grid": exact,

@@ -576,6 +576,10 @@ class Experiment:
       progress.message(f"integer mode: top1 {_fmt(top1)} ({note}{over}{in_float})")
       results["layers"] = evaluation.layer_stats(sharding_lib.to_local(state.params), self.rule,
                                                  sharding_lib.to_local(state.weight_scales))
+      if writer.enabled:
+        writer.histograms(step, evaluation.weight_histograms(
+            sharding_lib.to_local(state.params), self.rule,
+            sharding_lib.to_local(state.weight_scales)))
     writer.flush()
     return state, results
 
@@ -621,6 +625,10 @@ class Experiment:
         if sync:
           writer.write(step, {f"train/{k}" if "/" not in k else k: v for k, v in scalars.items()},
                        phase)
+          if phase == "admm" and writer.enabled:  # the weights' nearest levels, per layer
+            params, opt = (sharding_lib.to_local(t) for t in (state.params, state.opt_state))
+            writer.histograms(step, evaluation.weight_histograms(
+                params, admm_lib.tree_rule(opt), admm_lib.tree_scales(params, opt)))
         progress.line(step, phase, scalars)
         last_print = time.perf_counter()
       if save_now:
