@@ -377,6 +377,11 @@ def get_dataset(
   if rows is not None and not (len(rows) == 2 and 0 <= rows[0] <= rows[1] <= batch_size):
     raise ValueError(f"rows must be (start, stop) with 0 <= start <= stop <= "
                      f"batch_size={batch_size}; got {rows!r}")
+  if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 0:
+    raise ValueError(f"num_threads must be an int >= 0 (0: load in the calling thread); "
+                     f"got {num_threads!r}")
+  if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
+    raise ValueError(f"prefetch must be an int >= 0; got {prefetch!r}")
   if image_size is not None and spec.image_shape is not None:
     raise ValueError(f"image_size applies to variable-size datasets (imagenet); {name} images are {spec.image_shape}")
   train = split == "train"

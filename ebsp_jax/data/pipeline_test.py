@@ -296,6 +296,10 @@ def test_argument_errors(tfds_dir):
     data.find_prepared("imagenet2012", tfds_dir, "test")
   with pytest.raises(ValueError, match=r"rows must be \(start, stop\) with 0 <= start <= stop <= batch_size=8"):
     cifar(tfds_dir, rows=(4, 9))
+  with pytest.raises(ValueError, match=r"^num_threads must be an int >= 0 \(0: load in the calling thread\); got -1$"):
+    cifar(tfds_dir, num_threads=-1)
+  with pytest.raises(ValueError, match=r"^prefetch must be an int >= 0; got 1.5$"):
+    cifar(tfds_dir, prefetch=1.5)
 
 
 def _concat_rows(datasets):

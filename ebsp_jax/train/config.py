@@ -24,7 +24,9 @@ DUAL_LOD = ("off", "truncate", "round")
 #: resumes). ``integer_eval`` only decides whether the final evaluation includes the integer
 #: mode, e.g. ``--nointeger_eval`` to finish a run whose integer evaluation failed.
 NON_SEMANTIC_FIELDS = ("workdir", "data_dir", "checkpoint_every", "keep_checkpoints", "log_every",
-                       "multihost", "progress_every_seconds", "integer_eval")
+                       "multihost", "progress_every_seconds", "integer_eval", "data_workers")
+#: Upper bound of ``data_workers`` (loader threads): more is a typo, not a machine.
+MAX_DATA_WORKERS = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +82,9 @@ class TrainConfig:
       ``jax.distributed.initialize()`` first (their ``--coordinator_address``, ``--num_processes``
       and ``--process_id`` flags, auto-detected on clusters jax knows). Every process runs the
       same command on a shared ``workdir``; process 0 writes results, metrics and progress.
+    data_workers: threads of the grain loader that read, decode and augment batches ahead of the
+      training step (0: in the training thread). The batches do not depend on it (not part of
+      :meth:`fingerprint`; a run may resume with another value).
   """
 
   dataset: str
@@ -122,6 +127,7 @@ class TrainConfig:
   integer_eval: bool = True
   multihost: bool = False
   dual_lod: str = "off"
+  data_workers: int = 2
 
   def __post_init__(self):
     self.validate()
@@ -200,6 +206,10 @@ class TrainConfig:
       bad("seed", "must be >= 0")
     if self.progress_every_seconds <= 0:
       bad("progress_every_seconds", "must be > 0")
+    if (isinstance(self.data_workers, bool) or not isinstance(self.data_workers, int)
+        or not 0 <= self.data_workers <= MAX_DATA_WORKERS):
+      bad("data_workers", f"must be an integer in [0, {MAX_DATA_WORKERS}] (loader threads; 0: "
+                          "load in the training thread)")
 
   # ------------------------------------------------------------------------------------------
   @property

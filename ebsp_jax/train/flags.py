@@ -56,6 +56,9 @@ _HELP = {
     "keep_checkpoints": "checkpoints kept",
     "log_every": "steps between metric writes",
     "progress_every_seconds": "longest time between progress lines",
+    "data_workers": "threads of the grain loader that read, decode and augment batches ahead of "
+                    "the training step (0: in the training thread); the batches do not depend on "
+                    "it, so a run may resume with another value",
     "integer_eval": "evaluate the integer (emulated hardware) mode at the end (may change when a "
                     "run resumes, e.g. --nointeger_eval after a failed integer evaluation)",
     "dual_lod": "off | truncate | round: train for (and evaluate) the approximate dual-LOD "

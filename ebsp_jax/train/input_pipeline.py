@@ -12,7 +12,7 @@ a run can refuse to resume on other data.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Iterator, Mapping, Optional, Tuple
+from typing import Dict, Iterable, Iterator, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -60,7 +60,7 @@ class Data:
                                 batch_size=c.batch_size, shuffle=True, seed=c.seed,
                                 augment=c.augment, num_examples=c.train_examples or None,
                                 drop_remainder=True, start_step=start_step, num_epochs=None,
-                                rows=self.train_rows)
+                                rows=self.train_rows, num_threads=c.data_workers)
 
   def _eval(self):
     c = self.cfg
@@ -68,16 +68,16 @@ class Data:
                                 batch_size=c.eval_batch_size, shuffle=False, seed=0,
                                 augment=False, num_examples=c.eval_examples or None,
                                 drop_remainder=False, start_step=0, num_epochs=1,
-                                rows=self.eval_rows)
+                                rows=self.eval_rows, num_threads=c.data_workers)
 
   def train_iter(self, start_step: int) -> Iterator[Batch]:
     """Batches of steps ``start_step, start_step + 1, ...`` (endless; this process's rows)."""
     return iter(self._train(start_step))
 
-  def eval_batches(self) -> Iterator[Batch]:
+  def eval_batches(self) -> Iterable[Batch]:
     """The evaluation split in batches of at most ``eval_batch_size`` (the last may be short;
-    this process's rows of each, possibly none)."""
-    return iter(self._eval())
+    this process's rows of each, possibly none); ``len()`` is the number of batches."""
+    return self._eval()
 
   def example_batch(self) -> Batch:
     """A 2-example batch of zeros for model initialisation."""
