@@ -95,9 +95,9 @@ def test_imagenet_ptq_from_torchvision_weights(tmp_path):
   path = str(tmp_path / "resnet18.safetensors")
   save_file(sd, path)
   w = str(tmp_path / "in_ptq")
-  out = _ok("imagenet.py", ["--flagfile=" + os.path.join(ROOT, "experiments/configs/imagenet.flags"),
-                            f"--workdir={w}", f"--data_dir={d}", "--eval_batch_size=4",
-                            "--ptq", f"--pretrained_torchvision={path}",
+  flagfile = "--flagfile=" + os.path.join(ROOT, "experiments/configs/imagenet.flags")
+  out = _ok("imagenet.py", [flagfile, f"--workdir={w}", f"--data_dir={d}", "--batch_size=4",
+                            "--eval_batch_size=4", "--ptq", f"--pretrained_torchvision={path}",
                             "--calibration_examples=8", "--calibration=minmax"])
   res = _results(w)
   assert res["model"] == "resnet18" and res["float_model"].startswith("torchvision:")
