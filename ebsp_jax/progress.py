@@ -10,7 +10,8 @@ log). When they are shown:
   only when the stream is a terminal, so the logs of batch jobs and CI stay quiet.
 
 On a stream that is not a terminal a shown bar redraws at most every
-:data:`NON_TTY_INTERVAL_S` seconds (tqdm separates redraws with ``\\r``).
+:data:`NON_TTY_INTERVAL_S` seconds (tqdm separates redraws with ``\\r``) and its final state
+stays, so a log file records the count, the rate and the time taken.
 
 Usage::
 
@@ -74,13 +75,15 @@ def bar(total: Optional[int] = None, *, desc: str = "", unit: str = "it",
     unit: what one step is ("batch", "point", "mapping", ...).
     enabled: True / False / None (see the module doc).
     stream: where to draw (default: ``sys.stderr`` at call time).
-    leave: keep the finished bar on screen (default: erase it).
+    leave: keep the finished bar on a terminal (default: erase it); on other streams it
+      always stays.
   """
   stream = sys.stderr if stream is None else stream
   show = is_enabled(enabled, stream)
+  tty = _isatty(stream)
   return tqdm.tqdm(total=total, desc=desc or None, unit=unit, file=stream, disable=not show,
-                   leave=leave, dynamic_ncols=True,
-                   mininterval=0.1 if _isatty(stream) else NON_TTY_INTERVAL_S)
+                   leave=leave or not tty, dynamic_ncols=True,
+                   mininterval=0.1 if tty else NON_TTY_INTERVAL_S)
 
 
 def track(iterable: Iterable[T], *, total: Optional[int] = None, desc: str = "",

@@ -62,9 +62,11 @@ def test_quiet_when_not_a_tty_unless_asked(monkeypatch):
   assert "3/3" in out.getvalue()
   monkeypatch.setenv(progress.ENV_VAR, "1")  # asked by the environment
   out = io.StringIO()
-  with progress.bar(total=2, desc="sweep", unit="point", stream=out, leave=True) as b:
+  with progress.bar(total=2, desc="sweep", unit="point", stream=out) as b:
     b.update(2)
-  assert "sweep" in out.getvalue() and "2/2" in out.getvalue()
+  # Not a terminal: the final state stays (leave=False erases only on a terminal).
+  assert out.getvalue().rstrip("\n").split("\r")[-1].startswith("sweep: 100%")
+  assert "2/2" in out.getvalue()
   out = _Tty()                             # enabled=False beats the environment
   list(progress.track(range(3), stream=out, enabled=False))
   assert out.getvalue() == ""
