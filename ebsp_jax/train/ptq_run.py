@@ -106,11 +106,11 @@ def _float_model(exp, opts):
       raise ValueError(f"--pretrained_torchvision={tv}: {model.num_classes} classes, but "
                        f"{cfg.dataset} has {exp.data.info.num_classes}")
     return model, variables, f"torchvision:{os.path.abspath(tv)}"
-  fm, ckpt_id = exp._open_pretrained()  # pylint: disable=protected-access
-  state = exp._init_jit(jax.random.PRNGKey(cfg.seed))  # pylint: disable=protected-access
-  state = exp._load_pretrained(state, fm, ckpt_id)  # pylint: disable=protected-access
+  # pylint: disable=protected-access  (the trainer's own --pretrained loading and checks)
+  fm, ckpt_id = exp._open_pretrained()
+  state = exp._load_pretrained(exp._init_jit(jax.random.PRNGKey(cfg.seed)), fm, ckpt_id)
   variables = jax.device_get({"params": state.params, **state.model_state})
-  return exp.float_model, variables, f"pretrained:{exp._pretrained_dir()}"  # pylint: disable=protected-access
+  return exp.float_model, variables, f"pretrained:{exp._pretrained_dir()}"
 
 
 def _calibration_images(cfg: TrainConfig, n: int) -> List[np.ndarray]:
@@ -171,8 +171,9 @@ def run(cfg: TrainConfig, opts: Mapping[str, Any], stream: TextIO = sys.stdout
       ``UnsupportedOp`` are ``ValueError`` subclasses); ``FileNotFoundError``;
       ``CheckpointError`` (a bad ``--pretrained``).
   """
-  from ebsp_jax import ptq  # pylint: disable=import-outside-toplevel
-  from ebsp_jax.train.trainer import Experiment, weight_rule  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel  (heavy imports, only for --ptq)
+  from ebsp_jax import ptq
+  from ebsp_jax.train.trainer import Experiment, weight_rule
   t0 = time.time()
   _check(cfg, opts)
   workdir = os.path.abspath(cfg.workdir)
