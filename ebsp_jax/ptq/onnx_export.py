@@ -63,7 +63,7 @@ from jax.interpreters import mlir
 from ebsp_jax.numerics import BitPattern
 from ebsp_jax.quant.datapath import CONV, DOT_GENERAL, DatapathConfig, int_op
 from ebsp_jax.quant.inject import _LAX_OPS
-from ebsp_jax.quant.lowering import cpu_device
+from ebsp_jax.quant.lowering import cpu_device, sub_jaxpr, walk_jaxpr
 
 OPSET = 21
 IR_VERSION = 10          # what ONNX Runtime 1.31 loads with opset 21
@@ -140,7 +140,6 @@ class _Tensor:
     self.name, self.dtype, self.shape = name, np.dtype(dtype), tuple(shape)
 
 
-_SUBJAXPR_PARAMS = ("jaxpr", "call_jaxpr", "fun_jaxpr")
 _BINARY = {"add": "Add", "sub": "Sub", "mul": "Mul", "max": "Max", "min": "Min",
            "eq": "Equal", "lt": "Less", "le": "LessOrEqual", "gt": "Greater",
            "ge": "GreaterOrEqual", "div": "Div"}
@@ -199,32 +198,14 @@ class _Converter:
     return outs[0]
 
   def _eval(self, jaxpr, consts, args) -> List[Any]:
-    env: Dict[Any, Any] = {}
-
-    def read(v):
-      if isinstance(v, jcore.Literal):
-        return np.asarray(v.val)
-      return env[v]
-
-    for v, c in zip(jaxpr.constvars, consts):
-      env[v] = c if isinstance(c, _Tensor) else np.asarray(c)
-    for v, a in zip(jaxpr.invars, args):
-      env[v] = a
-    for eqn in _live_eqns(jaxpr):
-      ins = [read(v) for v in eqn.invars]
-      outs = self._eqn(eqn, ins)
-      for v, o in zip(eqn.outvars, outs):
-        if not isinstance(v, jcore.DropVar):
-          env[v] = o
-    return [read(v) for v in jaxpr.outvars]
+    return walk_jaxpr(jaxpr, consts, args, self._eqn, lambda c: isinstance(c, _Tensor),
+                      eqns=_live_eqns(jaxpr))
 
   def _eqn(self, eqn, ins) -> List[Any]:
     name = eqn.primitive.name
-    sub = next((eqn.params[p] for p in _SUBJAXPR_PARAMS if p in eqn.params), None)
-    if sub is not None and eqn.primitive is not contraction_p:
-      if isinstance(sub, jcore.ClosedJaxpr):
-        return self._eval(sub.jaxpr, list(sub.consts), ins)
-      return self._eval(sub, [], ins)
+    sub = sub_jaxpr(eqn) if eqn.primitive is not contraction_p else None
+    if sub is not None:
+      return self._eval(sub[0], sub[1], ins)
     if not any(isinstance(x, _Tensor) for x in ins):
       return self._fold(eqn, ins)
     for v in eqn.outvars:

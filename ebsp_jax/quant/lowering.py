@@ -263,6 +263,45 @@ class LayerRecord:
 
 
 _SUBJAXPR_PARAMS = ("jaxpr", "call_jaxpr", "fun_jaxpr")
+
+
+def sub_jaxpr(eqn) -> Optional[Tuple[Any, List[Any]]]:
+  """``(jaxpr, consts)`` of an equation that calls one (``pjit``, ``custom_jvp_call``, ...),
+  else ``None``."""
+  sub = next((eqn.params[p] for p in _SUBJAXPR_PARAMS if p in eqn.params), None)
+  if sub is None:
+    return None
+  if isinstance(sub, jcore.ClosedJaxpr):
+    return sub.jaxpr, list(sub.consts)
+  return sub, []
+
+
+def walk_jaxpr(jaxpr, consts: Sequence[Any], args: Sequence[Any],
+               eqn_fn: Callable[[Any, List[Any]], List[Any]],
+               keep_const: Callable[[Any], bool] = lambda c: False,
+               eqns: Optional[Sequence[Any]] = None) -> List[Any]:
+  """Evaluates ``jaxpr`` on ``args`` with ``eqn_fn(eqn, inputs) -> outputs`` per equation.
+
+  Literals and constants are numpy arrays (a constant for which ``keep_const`` holds is kept
+  as it is); ``eqns`` (default: all) are the equations to evaluate, in order.
+  """
+  env: Dict[Any, Any] = {}
+
+  def read(v):
+    if isinstance(v, jcore.Literal):
+      return np.asarray(v.val)
+    return env[v]
+
+  for v, c in zip(jaxpr.constvars, consts):
+    env[v] = c if keep_const(c) else np.asarray(c)
+  for v, a in zip(jaxpr.invars, args):
+    env[v] = a
+  for eqn in jaxpr.eqns if eqns is None else eqns:
+    outs = eqn_fn(eqn, [read(v) for v in eqn.invars])
+    for v, o in zip(eqn.outvars, outs):
+      if not isinstance(v, jcore.DropVar):
+        env[v] = o
+  return [read(v) for v in jaxpr.outvars]
 # Ops that log their run-time integer work themselves (or have none: constants only).
 _SELF_LOGGING = ("add", "sub", "mul", "div", "neg", "max", "min", "clamp",
                  "convert_element_type", "copy", "copy_p", "reduce_precision")
@@ -327,34 +366,16 @@ class Interpreter:
     return list(outs) if raw else [self._to_float(o) for o in outs]
 
   def _eval(self, jaxpr, consts, args):
-    env: Dict[Any, Any] = {}
-
-    def read(v):
-      if isinstance(v, jcore.Literal):
-        return np.asarray(v.val)
-      return env[v]
-
-    for v, c in zip(jaxpr.constvars, consts):
-      env[v] = c if isinstance(c, (IntTensor, FloatTensor)) else np.asarray(c)
-    for v, a in zip(jaxpr.invars, args):
-      env[v] = a
-    for eqn in jaxpr.eqns:
-      ins = [read(v) for v in eqn.invars]
-      outs = self._eqn(eqn, ins)
-      for v, o in zip(eqn.outvars, outs):
-        if not isinstance(v, jcore.DropVar):
-          env[v] = o
-    return [read(v) for v in jaxpr.outvars]
+    return walk_jaxpr(jaxpr, consts, args, self._eqn,
+                      lambda c: isinstance(c, (IntTensor, FloatTensor)))
 
   def _eqn(self, eqn, ins) -> List[Any]:
     name = eqn.primitive.name
     if eqn.primitive is quantized_op_p:
       return [self._quantized_op(eqn, *ins)]
-    sub = next((eqn.params[p] for p in _SUBJAXPR_PARAMS if p in eqn.params), None)
+    sub = sub_jaxpr(eqn)
     if sub is not None:
-      if isinstance(sub, jcore.ClosedJaxpr):
-        return self._eval(sub.jaxpr, sub.consts, ins)
-      return self._eval(sub, [], ins)
+      return self._eval(sub[0], sub[1], ins)
     if all(isinstance(x, np.ndarray) for x in ins):
       # Constants are evaluated on the CPU backend, so that the integer program (biases,
       # multipliers) is the same whichever backend runs it (GPU rsqrt differs in the last ulp).
