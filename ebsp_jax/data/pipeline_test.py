@@ -174,6 +174,23 @@ def test_augmentation_is_crop_and_flip_of_original(tfds_dir):
   assert not np.array_equal(raw, np.stack(images[:10])), "augmentation did something"
 
 
+@pytest.mark.parametrize("shape, name", [((3, 17, 9, 3), "imagenet"), ((4, 28, 28, 1), "fashion_mnist"),
+                                         ((17, 9, 3), "cifar10"), ((2, 2, 5, 7, 3), "cifar10")])
+def test_normalize_is_the_float32_formula_exactly(shape, name):
+  """The table lookup gives bit for bit what the float32 arithmetic gives (every level)."""
+  spec = data.get_spec(name)
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 256, shape, dtype=np.uint8)
+  x.reshape(-1)[:256] = np.arange(256)
+  want = ((x.astype(np.float32) - np.float32(255.0) * np.asarray(spec.mean, np.float32))
+          * (np.float32(1.0) / (np.asarray(spec.std, np.float32) * np.float32(255.0))))
+  for images in (x, x[..., ::-1, :]):   # contiguous and strided
+    w = want if images is x else want[..., ::-1, :]
+    got = aug.normalize(images, spec.mean, spec.std)
+    assert got.dtype == np.float32 and got.shape == images.shape
+    np.testing.assert_array_equal(got.view(np.uint32), np.ascontiguousarray(w).view(np.uint32))
+
+
 def test_random_crop_flip_statistics():
   rng = np.random.default_rng(0)
   img = np.zeros((2000, 4, 4, 1), np.uint8)
