@@ -226,7 +226,11 @@ def plot_layer_energy(result: NetworkResult, path_prefix: str,
     ax.set_ylim(0, top)
     ax.set_ylabel(f"{d}\n(uJ)", fontsize=8)
     ax.tick_params(labelsize=7)
-  axes[0][0].legend(fontsize=6, ncol=4, loc="upper right")
+  seen = {}
+  for row in axes:
+    for h, lab in zip(*row[0].get_legend_handles_labels()):
+      seen.setdefault(lab, h)
+  axes[0][0].legend(list(seen.values()), list(seen), fontsize=6, ncol=4, loc="upper right")
   axes[-1][0].set_xticks(xs)
   axes[-1][0].set_xticklabels([l.name for l in layers], rotation=90, fontsize=5)
   fig.suptitle(f"{result.workload.name} ({result.dataset}): energy per layer {unit}",
