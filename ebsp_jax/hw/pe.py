@@ -17,11 +17,13 @@ Designs (bit widths from the EBSP paper's Table, [ebsp_dac2022]):
   is the activation's level-0 memory in :mod:`ebsp_jax.hw.arch`.
 * **Eyeriss** (:func:`eyeriss_pe`) [eyeriss_jssc2017]: 16-bit fixed-point multiplier and 16-bit
   psum adder (the psum scratchpad is 16 bits wide).
-* **Bit Fusion** (:func:`bitfusion_pe`) [bitfusion_isca2018]: the PE is one *BitBrick*
+* **Bit Fusion** (:func:`bitfusion_pe`) [bitfusion_isca2018]: a bottom-up BitBrick
   (a 2-bit signed/unsigned multiplier, built as 3x3 with the sign-extension bit) with its
   variable shifter and its share of the Fusion Unit's adder tree (15 adders per 16 bricks);
   a ``wb x ab`` product uses ``ceil(wb/2) * ceil(ab/2)`` bricks, so one brick does
-  ``1/(that)`` MACs per cycle.
+  ``1/(that)`` MACs per cycle. The design registry costs Bit Fusion from its authors'
+  synthesis instead (:func:`ebsp_jax.hw.designs.bitfusion.fusion_unit_pe`, 5.6x cheaper per
+  MAC); this gate-level estimate is kept for comparison.
 * **WAX** (:func:`wax_pe`) [wax_micro2019]: 8-bit fixed-point multiplier + accumulate adder.
 * **OLAccel** (:func:`olaccel_pe`) [olaccel_isca2018]: 4-bit MAC for the dense data, one extra
   MAC per SIMD group of ``lanes`` PEs for outlier weights (16-bit weight x 4-bit activation)
