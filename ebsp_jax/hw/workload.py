@@ -459,13 +459,15 @@ def _vgg16_simonyan2015(b: int) -> list[Layer]:
              _dense("fc3", 4096, 1000, b)])
 
 
-def _resnet18_bitfusion(b: int) -> list[Layer]:
+def _resnet18_bitfusion(b: int, wide: int = 1) -> list[Layer]:
   # Bit Fusion's artifact (github hsharma35/bitfusion, bitfusion/src/benchmarks/benchmarks.py
   # get_resnet_18_twn; "not ResNet-18B"): a 7x7/2 stem, a 2x2 pool, then per stage two
-  # (1x1, 3x3) pairs, the first 1x1 of stages 3-5 with stride 2; no classifier.
-  layers = [_conv("conv1", 3, 64, 224, 7, 2, 3, batch=b)]
-  cin, hw = 64, 56
+  # (1x1, 3x3) pairs, the first 1x1 of stages 3-5 with stride 2; no classifier. ``wide=2``:
+  # get_resnet_18_wrpn, every width doubled.
+  layers = [_conv("conv1", 3, 64 * wide, 224, 7, 2, 3, batch=b)]
+  cin, hw = 64 * wide, 56
   for stage, width in ((2, 64), (3, 128), (4, 256), (5, 512)):
+    width *= wide
     for i in (1, 2):
       stride = 2 if (stage > 2 and i == 1) else 1
       layers.append(_conv(f"conv{stage}_{i}_a", cin, width, hw, 1, stride, 0, batch=b))
@@ -503,20 +505,6 @@ def _alexnet_wrpn_bitfusion(b: int) -> list[Layer]:
                 _dense("fc3", 8192, 1000, b)]
 
 
-def _resnet18_wrpn_bitfusion(b: int) -> list[Layer]:
-  # get_resnet_18_wrpn (the sweep's WRPN=True ResNet-18): _resnet18_bitfusion twice as wide.
-  layers = [_conv("conv1", 3, 128, 224, 7, 2, 3, batch=b)]
-  cin, hw = 128, 56
-  for stage, width in ((2, 128), (3, 256), (4, 512), (5, 1024)):
-    for i in (1, 2):
-      stride = 2 if (stage > 2 and i == 1) else 1
-      layers.append(_conv(f"conv{stage}_{i}_a", cin, width, hw, 1, stride, 0, batch=b))
-      hw = (hw - 1) // stride + 1
-      layers.append(_conv(f"conv{stage}_{i}_b", width, width, hw, 3, 1, 1, batch=b))
-      cin = width
-  return layers
-
-
 #: key -> (registry model name, description with source, layer builder(batch)).
 PAPER_NETWORKS: dict[str, tuple[str, str, Callable[[int], list[Layer]]]] = {
     "alexnet_krizhevsky2012": (
@@ -533,7 +521,7 @@ PAPER_NETWORKS: dict[str, tuple[str, str, Callable[[int], list[Layer]]]] = {
         "(sweep.py: get_bench_nn(..., WRPN=True))", _alexnet_wrpn_bitfusion),
     "resnet18_wrpn_bitfusion": (
         "resnet18", "ResNet-18-WRPN (2x wide) that Bit Fusion's artifact simulated",
-        _resnet18_wrpn_bitfusion),
+        lambda b: _resnet18_bitfusion(b, wide=2)),
     "lenet5_bitfusion": (
         "lenet5", "LeNet-5 of Bit Fusion's artifact (benchmarks.py get_lenet_5_twn), 32x32",
         _lenet5_bitfusion),
