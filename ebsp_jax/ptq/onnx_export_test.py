@@ -107,3 +107,18 @@ def test_what_has_no_integer_onnx_form_is_refused(residual):
     qm = ptq.quantize(model, variables, x, calibration="minmax", **kwargs)
     with pytest.raises((onnx_export.ExportError, ptq.CannotQuantize), match=match):
       ptq.export_onnx(qm, x[:2])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "resnet50"])
+def test_registry_imagenet_models_are_bit_identical(name):
+  """ImageNet stems (7x7/2 + padded max pool; depthwise convs, ReLU6), residual adds, global
+  mean: random weights, 48x48 inputs."""
+  from ebsp_jax import models  # pylint: disable=import-outside-toplevel
+  model = models.get_model(name, num_classes=10, small_inputs=False)
+  x = images(6, (48, 48, 3), seed=9)
+  qm = ptq.quantize(model, random_linen_variables(model, jnp.asarray(x[:1]), seed=9), x,
+                    calibration="minmax")
+  proto = ptq.export_onnx(qm, x[:2])
+  np.testing.assert_array_equal(_run(proto, qm.quantize_input(x)),
+                                np.asarray(qm.integer_codes(x)))
