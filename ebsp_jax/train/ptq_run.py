@@ -209,12 +209,8 @@ def run(cfg: TrainConfig, opts: Mapping[str, Any], stream: TextIO = sys.stdout
   }
   results.update(_top1(qm, exp.data.eval_batches()))
   results["integer_float_ops"] = list(qm.integer_model.float_ops)
-  if opts["export_onnx"]:
-    example = next(iter(exp.data.eval_batches()))["image"][:2]
-    path = os.path.join(workdir, ONNX_FILE)
-    proto = ptq.export_onnx(qm, example)
-    files.write_bytes_atomic(path, proto.SerializeToString())
-    results["onnx"] = path
+  onnx_path = os.path.join(workdir, ONNX_FILE) if opts["export_onnx"] else None
+  results["onnx"] = onnx_path
   results.update({"layers": _layers(qm), "quantize_seconds": quantize_seconds,
                   "wall_seconds": time.time() - t0, "jax_version": jax.__version__,
                   "platform": jax.devices()[0].platform,
@@ -222,6 +218,12 @@ def run(cfg: TrainConfig, opts: Mapping[str, Any], stream: TextIO = sys.stdout
                   "data_fingerprint": dict(exp.data.info.fingerprint)})
   path = os.path.join(workdir, RESULTS_FILE)
   files.write_json_atomic(path, results)
+  if onnx_path is not None:
+    try:
+      proto = ptq.export_onnx(qm, next(iter(exp.data.eval_batches()))["image"][:2])
+    except ValueError as e:
+      raise ValueError(f"--export_onnx: {cli.one_line(e)} ({path} is written)") from e
+    files.write_bytes_atomic(onnx_path, proto.SerializeToString())
   print(f"ptq done in {results['wall_seconds']:.0f} s: float_top1 {results['float_top1']:.4f}, "
         f"quant_top1 {results['fake_quant_top1']:.4f}, integer_top1 "
         f"{results['integer_top1']:.4f} (integer = fake-quant top-1 on "
