@@ -15,7 +15,10 @@ Pipeline (all random access, so any batch can be produced directly)::
   included (crop/flip draws are made for the whole batch; ImageNet crops use one generator per
   example, seeded from the batch's).
 * Images are gathered per batch (numpy fancy indexing for in-memory data, one
-  ``__getitems__`` call for TFDS array_record sources).
+  ``__getitems__`` call for TFDS array_record sources). Variable-size images (ImageNet JPEGs)
+  are read as stored and decoded by PIL straight into their crop (the same pixels TFDS's own
+  PIL decoding gives, without the round trip through numpy), and normalized image by image
+  into the batch. ``num_threads`` (``--data_workers``) grain threads build batches ahead.
 
 Batches are dicts of numpy arrays: ``'image'`` float32 (B, H, W, C) normalized with the
 dataset's mean/std, ``'label'`` int32 (B,).
@@ -25,11 +28,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import os
 from typing import Any, Iterator, Mapping
 
 import grain
 import numpy as np
+import PIL.Image
 
 from ebsp_jax.data import augment as aug
 from ebsp_jax.data import fashion_mnist as idx
@@ -109,7 +114,8 @@ class _ArraySource:
   def __len__(self) -> int:
     return int(self.labels.shape[0])
 
-  def get(self, indices: np.ndarray) -> tuple[Any, np.ndarray]:
+  def get(self, indices: np.ndarray, as_pil: bool = False) -> tuple[Any, np.ndarray]:
+    del as_pil  # arrays are what we hold
     return self.images[indices], self.labels[indices]
 
   def fingerprint(self, n: int) -> str:
@@ -121,17 +127,31 @@ class _ArraySource:
 
 
 class _TfdsSource:
-  """A TFDS array_record data source yielding {'image': uint8 HWC, 'label': int}."""
+  """A TFDS array_record data source yielding {'image': uint8 HWC, 'label': int}.
 
-  def __init__(self, source: Any):
-    self.source = source
+  Args:
+    source: the source with decoded images.
+    encoded: the same split with the images as stored (JPEG bytes), or None: ``get(...,
+      as_pil=True)`` then decodes them with PIL itself, straight into the crop (TFDS would
+      decode to numpy, and the crop copy that back into PIL: the same pixels, ~10% more time).
+  """
+
+  def __init__(self, source: Any, encoded: Any = None):
+    self.source, self.encoded = source, encoded
 
   def __len__(self) -> int:
     return len(self.source)
 
-  def get(self, indices: np.ndarray) -> tuple[Any, np.ndarray]:
-    records = self.source.__getitems__([int(i) for i in indices])
-    images = [np.asarray(r["image"]) for r in records]
+  def get(self, indices: np.ndarray, as_pil: bool = False) -> tuple[Any, np.ndarray]:
+    """Images (uint8 HWC arrays, or decoded PIL images with ``as_pil`` when the source has
+    ``encoded``) and int32 labels of ``indices``."""
+    keys = [int(i) for i in indices]
+    if as_pil and self.encoded is not None:
+      records = self.encoded.__getitems__(keys)
+      images = [_decode(r["image"]) for r in records]
+    else:
+      records = self.source.__getitems__(keys)
+      images = [np.asarray(r["image"]) for r in records]
     labels = np.asarray([int(r["label"]) for r in records], np.int32)
     return images, labels
 
@@ -149,6 +169,13 @@ class _TfdsSource:
     return h.hexdigest()
 
 
+def _decode(encoded: bytes) -> PIL.Image.Image:
+  """A stored image (JPEG/PNG bytes) decoded by PIL, as TFDS decodes without OpenCV."""
+  image = PIL.Image.open(io.BytesIO(encoded))
+  image.load()
+  return image
+
+
 def _open(spec: DatasetSpec, split: str, data_dir: str | None) -> tuple[Any, str]:
   """Source for ``spec``/``split`` and a description of where it was found."""
   candidates = [data_dir] if data_dir else [d for d in (spec.default_dir, tfds_source.default_tfds_dir()) if d]
@@ -164,7 +191,11 @@ def _open(spec: DatasetSpec, split: str, data_dir: str | None) -> tuple[Any, str
       errors.append(str(e))
       continue
     src, _ = tfds_source.open_source(spec.tfds_name, d, spec.splits[split])
-    return _TfdsSource(src), f"TFDS {spec.tfds_name} in {d}"
+    encoded = None
+    if spec.image_shape is None:  # variable-size JPEGs: decoded straight into the crop
+      encoded, _ = tfds_source.open_source(spec.tfds_name, d, spec.splits[split],
+                                           skip_decoding=("image",))
+    return _TfdsSource(src, encoded), f"TFDS {spec.tfds_name} in {d}"
   if spec.idx:
     looked = " and ".join(
         f"{d} (idx files or {os.path.join(d, spec.tfds_name)}/<version>)" for d in candidates)
@@ -253,16 +284,17 @@ class Dataset:
     if len(indices) == 0:  # this process's rows lie past a short last batch
       return {"image": np.zeros((0,) + tuple(self.input_shape), np.float32),
               "label": np.zeros((0,), np.int32)}
-    images, labels = self._source.get(indices)
+    inception = self.spec.augment == "inception"
+    images, labels = self._source.get(indices, as_pil=inception)
     size = self.input_shape[0]
-    if self.spec.augment == "inception":
+    if inception:
       if self.augment:
         # One generator per example, so a row's crop does not depend on the rows before it.
         seeds = rng.integers(0, 2**63 - 1, size=total, dtype=np.int64)[start:stop]
-        images = np.stack([aug.inception_crop_flip(im, np.random.default_rng(int(s)), size)
-                           for im, s in zip(images, seeds)])
+        images = [aug.inception_crop_flip(im, np.random.default_rng(int(s)), size)
+                  for im, s in zip(images, seeds)]
       else:
-        images = np.stack([aug.center_crop(im, size) for im in images])
+        images = [aug.center_crop(im, size) for im in images]
     else:
       images = np.stack(images) if isinstance(images, list) else np.asarray(images)
       if self.augment:

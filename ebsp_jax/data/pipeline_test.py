@@ -7,6 +7,7 @@ images), so the whole TFDS -> grain path runs without network or TensorFlow.
 
 from __future__ import annotations
 
+import io
 import json
 import time
 
@@ -189,6 +190,30 @@ def test_normalize_is_the_float32_formula_exactly(shape, name):
     got = aug.normalize(images, spec.mean, spec.std)
     assert got.dtype == np.float32 and got.shape == images.shape
     np.testing.assert_array_equal(got.view(np.uint32), np.ascontiguousarray(w).view(np.uint32))
+  if x.ndim == 4:                         # a list of images: stacked
+    got = aug.normalize(list(x), spec.mean, spec.std)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    with pytest.raises(ValueError, match="normalize: expected images of one shape"):
+      aug.normalize([x[0], x[0, :-1]], spec.mean, spec.std)
+
+
+def test_inception_crop_flip_is_crop_then_mirror():
+  """Crop box, then a flip draw; the flip mirrors the resized crop (PIL and array inputs alike)."""
+  rng = np.random.default_rng(0)
+  flips = 0
+  for k in range(40):
+    im = rng.integers(0, 256, (int(rng.integers(20, 60)), int(rng.integers(20, 60)), 3), np.uint8)
+    a, b = np.random.default_rng(k), np.random.default_rng(k)
+    box = aug.random_resized_crop_box(im.shape[0], im.shape[1], b)
+    want = aug.crop_resize(im, box, 16)
+    if b.random() < 0.5:
+      want, flips = want[:, ::-1], flips + 1
+    got = aug.inception_crop_flip(im, a, 16)
+    np.testing.assert_array_equal(got, want)
+    assert got.flags.c_contiguous and a.random() == b.random()   # same draws consumed
+    np.testing.assert_array_equal(aug.inception_crop_flip(PIL.Image.fromarray(im),
+                                                          np.random.default_rng(k), 16), want)
+  assert 10 < flips < 30
 
 
 def test_random_crop_flip_statistics():
@@ -221,6 +246,58 @@ def test_imagenet_tiny(tfds_dir):
   assert_batches_equal(a[1:], b)
   assert a[0]["image"].shape == (3, 24, 24, 3) and np.isfinite(a[0]["image"]).all()
   assert data.get_dataset("imagenet", split="test", data_dir=tfds_dir).input_shape == (224, 224, 3)
+
+
+def _jpeg(image: np.ndarray) -> bytes:
+  buf = io.BytesIO()
+  PIL.Image.fromarray(image).save(buf, format="JPEG", quality=90)
+  return buf.getvalue()
+
+
+def test_imagenet_jpegs_decoded_into_the_crop_equal_tfds_decoding(tmp_path):
+  """ImageNet JPEGs (RGB and grayscale) are decoded by PIL straight into the crop; the batches
+  equal those made from TFDS's decoded arrays (the path without ``encoded``), bit for bit."""
+  import tensorflow_datasets as tfds
+
+  rng = np.random.default_rng(3)
+  jpegs = [_jpeg(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+           for h, w in ((50, 70), (64, 48), (37, 90), (80, 80), (45, 61))]
+  jpegs.insert(2, _jpeg(rng.integers(0, 256, (52, 66), dtype=np.uint8)))   # grayscale
+  with tfds.core.registered.skip_registration():
+
+    class Jpegs(tfds.core.GeneratorBasedBuilder):
+      VERSION = tfds.core.Version("5.1.0")
+
+      def _info(self):
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+            "image": tfds.features.Image(encoding_format="jpeg"),
+            "label": tfds.features.ClassLabel(num_classes=1000)}))
+
+      def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples(), "validation": self._generate_examples()}
+
+      def _generate_examples(self):
+        for i, j in enumerate(jpegs):
+          yield i, {"image": io.BytesIO(j), "label": i}
+
+    Jpegs.name = "imagenet2012"
+    Jpegs(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
+  raw, _ = raw_split(str(tmp_path), "imagenet2012", "train")
+  assert (52, 66, 3) in [im.shape for im in raw]   # TFDS: the grayscale JPEG as 3 channels
+  for split, augment in (("train", True), ("test", False)):
+    kw = dict(split=split, data_dir=str(tmp_path), batch_size=4, image_size=32, seed=5,
+              augment=augment, num_epochs=2, drop_remainder=False)
+    direct = data.get_dataset("imagenet", **kw)
+    assert direct._source.encoded is not None
+    via_arrays = data.get_dataset("imagenet", **kw)
+    via_arrays._source.encoded = None                 # TFDS decodes to numpy, as before
+    assert_batches_equal(list(direct), list(via_arrays))
+  spec = data.get_spec("imagenet")
+  first = data.get_dataset("imagenet", split="test", data_dir=str(tmp_path), batch_size=6,
+                           image_size=32)[0]["image"]
+  raw, _ = raw_split(str(tmp_path), "imagenet2012", "validation")
+  want = aug.normalize(np.stack([aug.center_crop(im, 32) for im in raw]), spec.mean, spec.std)
+  np.testing.assert_array_equal(first, want)
 
 
 def test_mnist_from_tfds(tfds_dir):

@@ -108,18 +108,21 @@ def find_prepared(tfds_name: str, data_dir: str, split: str) -> str:
   return vdir
 
 
-def open_source(tfds_name: str, data_dir: str, split: str) -> tuple[Any, Any]:
+def open_source(tfds_name: str, data_dir: str, split: str,
+                skip_decoding: tuple[str, ...] = ()) -> tuple[Any, Any]:
   """Random-access source over a prepared split, and its ``tfds.core.DatasetInfo``.
 
   The source supports ``len``, ``src[i]`` and ``src.__getitems__(indices)``, returning dicts of
-  decoded numpy features (images uint8 HWC).
+  decoded numpy features (images uint8 HWC); the features named in ``skip_decoding`` come as
+  they are stored (e.g. an image's JPEG bytes).
   """
   vdir = find_prepared(tfds_name, data_dir, split)
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow import, lazy)
 
   try:
     builder = tfds.builder_from_directory(vdir)
-    return builder.as_data_source(split=split), builder.info
+    decoders = {k: tfds.decode.SkipDecoding() for k in skip_decoding} or None
+    return builder.as_data_source(split=split, decoders=decoders), builder.info
   except Exception as e:  # noqa: BLE001 - TFDS raises many types on a damaged directory
     first = str(e).splitlines()[0][:200] if str(e).strip() else ""
     raise ValueError(f"{tfds_name}: cannot open the prepared dataset in {vdir} "
