@@ -6,9 +6,9 @@ as ``imagenet2012`` array_record shards, the layout ``ebsp_jax.data`` reads. The
 side (round robin, ``--repeats`` rounds, medians):
 
 * ``bare``: for every record's JPEG bytes (read beforehand, outside the timing): PIL decode, a
-  random-resized crop box (one generator per image, as the pipeline draws them), crop + resize
-  of the PIL image to 224x224 and flip (``augment.inception_crop_flip``), or the center crop
-  (evaluation), one image at a time, no pipeline;
+  random-resized crop box (one generator per image, as the pipeline draws them), PIL's bilinear
+  crop + resize to 224x224 and flip, or the center crop (evaluation), the uint8 array; one image
+  at a time, no pipeline;
 * ``pipeline_<w>w``: one epoch of ``ebsp_jax.data.get_dataset('imagenet', ...)`` with
   ``num_threads=w`` (``--data_workers``), batches of ``--batch``: shuffled indices,
   array_record reads, the same decode and crops, batching, normalization to float32, grain's
@@ -102,18 +102,24 @@ def stored_jpegs(data_dir: str, split: str) -> List[bytes]:
 
 
 def bare(jpegs: List[bytes], train: bool, seed: int = 0) -> Callable[[], int]:
-  """One pass of decode + crop + resize (+ flip) over ``jpegs``, image by image: PIL decodes,
-  ``augment`` crops the PIL image (the box drawn as in training) and returns a uint8 array."""
+  """One pass of decode + crop + resize (+ flip) over ``jpegs``, image by image, in PIL: the
+  crop box drawn as the pipeline draws it (``augment``'s box functions, one generator per
+  image), the same bilinear resize call, the flip, the uint8 array of the result."""
   def run() -> int:
     rng = np.random.default_rng(seed)
     for jpeg in jpegs:
       with PIL.Image.open(io.BytesIO(jpeg)) as im:
         im.load()
         if train:
-          out = aug.inception_crop_flip(im, np.random.default_rng(int(rng.integers(2**62))),
-                                        SIZE)
+          r = np.random.default_rng(int(rng.integers(2**62)))
+          box = aug.random_resized_crop_box(im.height, im.width, r)
+          flip = r.random() < 0.5
         else:
-          out = aug.center_crop(im, SIZE)
+          box, flip = aug.center_crop_box(im.height, im.width), False
+        out = im.resize((SIZE, SIZE), PIL.Image.Resampling.BILINEAR, box=box)
+        if flip:
+          out = out.transpose(PIL.Image.Transpose.FLIP_LEFT_RIGHT)
+        out = np.asarray(out)
       assert out.shape == (SIZE, SIZE, 3)
     return len(jpegs)
   return run
