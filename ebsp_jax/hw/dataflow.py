@@ -14,7 +14,10 @@ and compares):
    it stores, the longest run of the innermost not-yet-allocated loops whose tile fits; a
    memory shared by several operands picks the combination of runs that minimises accesses to
    the level above (ZigZag's ``MemoryAllocator`` rule). Tiles: ``W = G K C FY FX``,
-   ``O = B G K OY OX``, ``I = B G C IY IX`` with ``IY = stride (OY-1) + dilation (FY-1) + 1``.
+   ``O = B G K OY OX``, ``I = B G C IY IX`` with ``IY`` the input rows the tile's ``OY``
+   outputs and ``FY`` taps use (:func:`input_extent`; ``stride (OY-1) + FY`` when
+   ``FY >= stride``), clipped to the unpadded input. A tile fits when its data fits: the
+   padded extents of an uneven unrolling are clipped to the layer's loop sizes.
 3. **Reuse.** Loops irrelevant to an operand (W: B, OY, OX; I: K; O: C, FY, FX) reuse its tile:
    irrelevant loops at the bottom of a level keep the data of the level below stationary
    (merged down), and irrelevant *spatial* loops broadcast (one read feeds several PEs,
@@ -22,12 +25,13 @@ and compares):
    ``MACs / prod(irrelevant loops at and below l)``; partial sums travel back up
    (``|O| (prod(irrelevant loops above) - 1)`` re-reads). At the innermost level, data that an
    operand register holds across consecutive MACs is read once.
-   Input traffic is counted per tile: a tile spanning OY outputs and FY kernel rows holds
-   ``stride (OY-1) + FY`` input rows (``sliding_window=True``, the default; ZigZag gets the
-   same effect from its partially-relevant IX/IY loops). ``sliding_window=False`` counts every
+   Input traffic is counted per tile: a tile spanning OY outputs and FY kernel rows holds the
+   distinct input rows they use (``sliding_window=True``, the default; ZigZag gets the same
+   effect from its partially-relevant IX/IY loops). ``sliding_window=False`` counts every
    (output, kernel) pair as its own input element, an upper bound up to R*S times higher.
-   Sliding-window reuse *between* consecutive tiles (Eyeriss's row-stationary spad reuse) is
-   not modelled: each tile is fetched whole.
+   Sliding-window reuse *between* consecutive tiles is modelled only at levels marked
+   ``sliding`` (Eyeriss's row-stationary ifmap spad, WAX's A shift register): the transfer into
+   them is counted over the union of the windows the loop above slides through.
 4. **Energy** = MACs x PE energy per MAC (data-aware: zero-weight products gated, zero shifts
    bypass the shifter) + sum over levels of words moved x energy per word + leakage power x
    latency. A LUT fill of EBSP is a *write* into its ``lut`` level.
@@ -165,17 +169,37 @@ class MappingError(ValueError):
 # Tensor sizes.
 
 
+def input_extent(outputs: int, kernel: int, stride: int, dilation: int) -> int:
+  """Distinct input indices ``stride * o + dilation * f`` for ``o < outputs``, ``f < kernel``.
+
+  With ``g = gcd(stride, dilation)``, ``s = stride / g``, ``d = dilation / g``: the pairs
+  ``(o, f)`` and ``(o + d, f - s)`` read the same input, so ``max(0, outputs - d) *
+  max(0, kernel - s)`` of the ``outputs * kernel`` pairs repeat an earlier index. A 1x1
+  stride-2 window of ``n`` outputs reads ``n`` inputs (not the ``2n - 1`` it spans); a 3-tap
+  stride-1 one ``n + 2``. ZigZag's ``LayerNode.calc_pr_dimension_size`` is the same formula
+  without the ``max`` on ``outputs - d`` (it differs only for a dilated tile of fewer than
+  ``d`` outputs).
+  """
+  g = math.gcd(int(stride), int(dilation))
+  s, dl = stride // g, dilation // g
+  return outputs * kernel - max(0, outputs - dl) * max(0, kernel - s)
+
+
 def tensor_elems(op: str, d: dict[str, float], layer: Layer) -> float:
-  """Elements of operand ``op``'s tile spanning loop extents ``d`` (missing dims = 1)."""
+  """Elements of operand ``op``'s tile spanning loop extents ``d`` (missing dims = 1).
+
+  An input tile holds the input rows and columns its outputs and kernel taps actually use
+  (:func:`input_extent`: no stride gaps), at most the unpadded input (zero padding is neither
+  stored nor moved), as ZigZag counts them.
+  """
   g = d.get("G", 1)
   if op == "W":
     return g * d.get("K", 1) * d.get("C", 1) * d.get("FY", 1) * d.get("FX", 1)
   if op == "O":
     return d.get("B", 1) * g * d.get("K", 1) * d.get("OY", 1) * d.get("OX", 1)
-  iy = layer.stride[0] * (d.get("OY", 1) - 1) + layer.dilation[0] * (d.get("FY", 1) - 1) + 1
-  ix = layer.stride[1] * (d.get("OX", 1) - 1) + layer.dilation[1] * (d.get("FX", 1) - 1) + 1
-  ih = layer.input_hw[0] + sum(layer.padding[0])
-  iw = layer.input_hw[1] + sum(layer.padding[1])
+  iy = input_extent(d.get("OY", 1), d.get("FY", 1), layer.stride[0], layer.dilation[0])
+  ix = input_extent(d.get("OX", 1), d.get("FX", 1), layer.stride[1], layer.dilation[1])
+  ih, iw = layer.input_hw
   return d.get("B", 1) * g * d.get("C", 1) * min(iy, ih) * min(ix, iw)
 
 
@@ -208,6 +232,7 @@ def _allocate(layer: Layer, acc: Accelerator, mapping: Mapping, prec: dict[str, 
   hiers = {op: acc.hierarchy(op) for op in OPERANDS}
   su = {op: _spatial_levels(acc, mapping, op) for op in OPERANDS}
   temporal = list(mapping.temporal)
+  actual = layer.loop_dims()
   unalloc = {op: list(temporal) for op in OPERANDS}
   sizes = {op: {} for op in OPERANDS}
   for op in OPERANDS:
@@ -234,7 +259,8 @@ def _allocate(layer: Layer, acc: Accelerator, mapping: Mapping, prec: dict[str, 
           d, s = unalloc[op][i - 1]
           dims[d] = dims.get(d, 1) * s
           rem //= s
-        bits = tensor_elems(op, dims, layer) * p
+        # Padded extents of an uneven unrolling hold no data: the tile is at most the layer.
+        bits = tensor_elems(op, {k: min(v, actual[k]) for k, v in dims.items()}, layer) * p
         limit = node.capacity_for(op)
         if bits > (node.capacity_bits if limit is None else limit):
           if i == 0:
@@ -311,9 +337,17 @@ def _merge_down(levels: list[list[tuple[str, int]]], op: str):
     prev = st
 
 
-def _halo_factor(levels, layer: Layer) -> float:
-  """Input tile (with overlapping windows) / product of the relevant loops below, <= 1."""
+def _halo_factor(levels, layer: Layer, spread: dict[str, float]) -> float:
+  """Input tile (with overlapping windows) / product of the relevant loops below, <= 1.
+
+  ``spread``: per padded dim, the factor that makes its spatial unrolling fractional
+  (``actual / padded``, ZigZag's convention) once the tile includes that unrolling, so that a
+  tile spanning the whole padded loop is the whole (unpadded) input, not more.
+  """
   d = _extent(levels, [])
+  for k, f in spread.items():
+    if k in d:
+      d[k] *= f
   r = math.prod(v for k, v in d.items() if k not in IRRELEVANT["I"])
   return tensor_elems("I", d, layer) / r if r else 1.0
 
@@ -323,9 +357,9 @@ def evaluate_mapping(layer: Layer, acc: Accelerator, mapping: Mapping,
                      sliding_window: bool = True) -> LayerCost:
   """Cost of ``layer`` on ``acc`` with ``mapping``.
 
-  ``sliding_window``: count input traffic per tile (a tile of OY x FY rows holds
-  ``stride (OY-1) + FY`` input rows); ``False`` counts every (output, kernel) position as a
-  separate input element (an upper bound, up to R*S times the data).
+  ``sliding_window``: count input traffic per tile (a tile of OY x FY rows holds the
+  :func:`input_extent` input rows they use); ``False`` counts every (output, kernel) position
+  as a separate input element (an upper bound, up to R*S times the data).
 
   Raises:
     MappingError: the mapping does not fit the memories.
@@ -370,8 +404,21 @@ def evaluate_mapping(layer: Layer, acc: Accelerator, mapping: Mapping,
         if hier[a - 1].sliding and a < len(t_st) and t_st[a] and t_st[a][0][0] in ("OX", "OY"):
           dim = t_st[a][0][0]
           slide[a] = list(itertools.takewhile(lambda l, d=dim: l[0] == d, t_st[a]))
-      raw = [r * _halo_factor(c11[: a + 1] + [slide[a]], layer) for a, r in enumerate(raw)]
-      raw2 = [r * _halo_factor(c12[: a + 1] + [slide[a]], layer) for a, r in enumerate(raw2)]
+      # A padded dim (uneven unrolling) counts its idle iterations through ``total`` (scaled
+      # by ``pad_corr``); once a tile includes its spatial unrolling, the tile's input rows are
+      # those of the fractional, unpadded extent (ZigZag's convention), so that the tile of
+      # the whole loop is the whole unpadded input.
+      frac = {d: actual[d] / padded[d] for d in ("OY", "OX", "FY", "FX")
+              if padded[d] > actual[d] and mapping.spatial_factor(d) > 1}
+
+      def spread(spatial_levels):
+        inside = {d for lv in spatial_levels for d, _ in lv}
+        return {d: f for d, f in frac.items() if d in inside}
+
+      raw = [r * _halo_factor(c11[: a + 1] + [slide[a]], layer, spread(su[op][: a + 1]))
+             for a, r in enumerate(raw)]
+      raw2 = [r * _halo_factor(c12[: a + 1] + [slide[a]], layer, spread(su[op][:a]))
+              for a, r in enumerate(raw2)]
     caal = [math.prod(_ir(c, op) for c in c11[a:]) for a in range(n + 1)] + [1.0, 1.0]
     for m, lvl in enumerate(hier):
       top = m == n - 1
@@ -404,7 +451,8 @@ def evaluate_mapping(layer: Layer, acc: Accelerator, mapping: Mapping,
       rpj, wpj = lvl.energy_for(op)
       # DRAM energy per bit is not scaled with the logic node.
       e = (bits_r * rpj + bits_w * wpj) / lvl.word_bits * (1.0 if lvl.kind == "dram" else escale)
-      tile = tensor_elems(op, _extent(t_st[: m + 1], su[op][: m + 1]), layer)
+      tile = tensor_elems(op, {k: min(v, actual[k]) for k, v in
+                               _extent(t_st[: m + 1], su[op][: m + 1]).items()}, layer)
       accesses.append(LevelAccess(lvl.name, op, rd_low, wr_low, rd_high, wr_high, bits_r, bits_w,
                                   e, tile))
       level_bits[lvl.name] = level_bits.get(lvl.name, 0.0) + bits_r + bits_w

@@ -4,6 +4,8 @@ import dataclasses
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ebsp_jax.hw import arch, dataflow, pe, tech
 from ebsp_jax.hw.arch import Accelerator, MemLevel
@@ -106,7 +108,83 @@ def test_sliding_window_counts_input_tiles():
   tiled = dataflow.evaluate_mapping(layer, acc, m)
   naive = dataflow.evaluate_mapping(layer, acc, m, sliding_window=False)
   assert _acc(tiled, "dram", "I").rd_low < _acc(naive, "dram", "I").rd_low
-  assert dataflow.tensor_elems("I", {"OY": 8, "OX": 8, "FY": 3, "FX": 3, "C": 4}, layer) == 10 * 10 * 4
+  # A 4x4 output tile with 3x3 taps uses 6x6 inputs; the whole layer the 8x8 stored ones
+  # (zero padding is not data).
+  assert dataflow.tensor_elems("I", {"OY": 4, "OX": 4, "FY": 3, "FX": 3, "C": 4}, layer) == 6 * 6 * 4
+  assert dataflow.tensor_elems("I", {"OY": 8, "OX": 8, "FY": 3, "FX": 3, "C": 4}, layer) == 8 * 8 * 4
+  assert _acc(tiled, "dram", "I").rd_low == 8 * 8 * 4
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 14), st.integers(1, 7), st.integers(1, 5), st.integers(1, 4))
+def test_input_extent_counts_distinct_indices(outputs, kernel, stride, dilation):
+  used = {stride * o + dilation * f for o in range(outputs) for f in range(kernel)}
+  assert dataflow.input_extent(outputs, kernel, stride, dilation) == len(used)
+
+
+def test_input_tiles_hold_the_used_rows_of_the_unpadded_input():
+  # 1x1 stride 2, 8x8 -> 4x4: a tile of n outputs uses n input rows (not the 2n - 1 it spans).
+  proj = Layer("proj", "conv", n=1, m=4, c=2, p=4, q=4, r=1, s=1, stride=(2, 2),
+               input_hw=(8, 8))
+  assert dataflow.tensor_elems("I", {"OY": 4, "OX": 4, "C": 2}, proj) == 4 * 4 * 2
+  assert dataflow.tensor_elems("I", {"OY": 3, "OX": 1}, proj) == 3
+  # 3x3 stride 2: 2n + 1 rows, all used.
+  s2 = Layer("s2", "conv", n=1, m=4, c=2, p=4, q=4, r=3, s=3, stride=(2, 2),
+             padding=((1, 1), (1, 1)), input_hw=(8, 8))
+  assert dataflow.tensor_elems("I", {"OY": 2, "OX": 3, "FY": 3, "FX": 3}, s2) == 5 * 7
+  # 3x3 'same' on 4x4: the whole layer needs the 16 stored inputs, not the padded 6x6.
+  same = Layer("same", "conv", n=1, m=4, c=1, p=4, q=4, r=3, s=3, padding=((1, 1), (1, 1)),
+               input_hw=(4, 4))
+  assert dataflow.tensor_elems("I", same.loop_dims(), same) == 16
+
+
+def test_strided_projection_unrolled_on_ox_needs_one_input_per_pe():
+  # 1x1 stride-2 conv, one input row of 8 -> 4 outputs, 2 filters; OX = 4 on the array (as
+  # Bit Fusion, OLAccel and EBSP map it), K in time. Counted by hand: every PE uses one input
+  # (x0, x2, x4, x6), kept in its register for both filters: 4 register fills (read once by
+  # the MAC while it stays), 4 buffer reads, 4 DRAM reads. Spanning the stride gaps would
+  # count 7 (x0..x6).
+  layer = Layer("proj", "conv", n=1, m=2, c=1, p=1, q=4, r=1, s=1, stride=(2, 2),
+                input_hw=(1, 8))
+  acc = _toy(array=(4, 1))
+  cost = dataflow.evaluate_mapping(layer, acc, Mapping((("OX", 4),), (), (("K", 2),)))
+  reg, glb, dram = (_acc(cost, lv, "I") for lv in ("reg_i", "glb", "dram"))
+  assert (reg.rd_low, reg.wr_high, glb.rd_low, glb.wr_high, dram.rd_low) == (4, 4, 4, 4, 4)
+
+
+def test_uneven_unrolling_does_not_make_an_exact_fit_overflow():
+  # 5 filters on 3 columns: K = 3 in space x 2 in time (one idle column in the second pass).
+  # The weight buffer holds exactly the 5 x 8 bits of weights; the padded tile (6 weights)
+  # would not fit. It fits, so the batch loop above it reuses the buffer: every weight is
+  # read from DRAM once (5), not once per image (10).
+  layer = Layer("fc", "dense", n=2, m=5, c=1)
+  t = tech.TechParams(leakage_device="none")
+  levels = (
+      arch.register_level("reg_w", ("W",), 1, 8, t),
+      arch.register_level("reg_i", ("I",), 1, 8, t),
+      arch.register_level("reg_o", ("O",), 1, 32, t),
+      MemLevel("wbuf", ("W",), 5 * 8.0, ("D1", "D2"), 8, 1.0, 1.0, 1024, "sram", "buffer"),
+      MemLevel("glb", ("I", "O"), 1e6, ("D1", "D2"), 64, 6.4, 6.4, 1024, "sram", "buffer"),
+      MemLevel("dram", ("W", "I", "O"), math.inf, ("D1", "D2"), 64, 640.0, 640.0, 64.0,
+               "dram", "dram"),
+  )
+  acc = _toy2(levels, t)
+  acc = dataclasses.replace(acc, array=(1, 3))
+  cost = dataflow.evaluate_mapping(layer, acc, Mapping((), (("K", 3),), (("K", 2), ("B", 2))))
+  assert _acc(cost, "dram", "W").rd_low == pytest.approx(5)
+  assert _acc(cost, "wbuf", "W").wr_high == pytest.approx(5)
+
+
+def test_uneven_unrolling_of_output_rows_reads_the_input_once():
+  # 16 output rows of a 3-tap 'same' column on 6 PEs: OY = 6 in space x 3 in time (18, two
+  # idle rows in the last pass). The whole padded loop covers the 16 stored inputs, once.
+  layer = Layer("col", "conv", n=1, m=1, c=1, p=16, q=1, r=3, s=1, padding=((1, 1), (0, 0)),
+                input_hw=(16, 1))
+  cost = dataflow.evaluate_mapping(layer, _toy(array=(6, 1)),
+                                   Mapping((("OY", 6),), (), (("FY", 3), ("OY", 3))))
+  dram = _acc(cost, "dram", "I")
+  assert dram.rd_low == pytest.approx(16) and dram.tile_elems == 16
+  assert _acc(cost, "reg_i", "I").rd_low == pytest.approx(16 * 3)   # one per MAC
 
 
 def test_mapping_error_and_objectives():
@@ -182,6 +260,23 @@ def test_sliding_window_spad_fetches_each_input_once_per_row():
   assert _acc(slide, "glb", "I").rd_low == pytest.approx(10)
   # The MACs still read the spad once per product: 24 reads either way.
   assert _acc(slide, "spad_i", "I").rd_low == pytest.approx(24)
+
+
+@pytest.mark.parametrize("taps,fills", [(3, 17), (1, 8)])
+def test_sliding_window_with_stride_counts_the_used_inputs(taps, fills):
+  # Stride 2, 8 outputs along a row of 17 inputs. A 3-tap window slides by 2: the windows
+  # use every input x0..x16 (17 fills); a 1-tap window uses x0, x2, ..., x14 (8 fills: the
+  # skipped inputs never enter the spad, as in the non-sliding count of the same tile).
+  layer = Layer("row", "conv", n=1, m=1, c=1, p=1, q=8, r=1, s=taps, stride=(1, 2),
+                input_hw=(1, 17))
+  t = tech.TechParams(leakage_device="none")
+  loops = (("FX", taps), ("OX", 8)) if taps > 1 else (("OX", 8),)
+  m = Mapping((), (), loops)
+  slide = dataflow.evaluate_mapping(layer, _toy2(_toy_levels(t, taps, sliding=True), t), m)
+  assert _acc(slide, "spad_i", "I").wr_high == pytest.approx(fills)
+  assert _acc(slide, "dram", "I").rd_low == pytest.approx(fills)
+  plain = dataflow.evaluate_mapping(layer, _toy2(_toy_levels(t, taps), t), m)
+  assert _acc(plain, "spad_i", "I").wr_high == pytest.approx(8 * taps)
 
 
 def test_sliding_needs_the_sliding_loop_directly_above_the_tile():

@@ -204,13 +204,26 @@ def test_shared_buffer_port_doubles_cycles(tiny_acc):
   assert shared["energy_pj"] == pytest.approx(banked["energy_pj"])   # ports change time only
 
 
+#: Layers on ZigZag's eyeriss_like (14 x 12 MACs) whose every count must match: plain, a 1x1
+#: stride-2 projection (inputs used, not the span of the stride gaps) and a padded 3x3 'same'
+#: layer (zero padding is not data). ``(layer, inputs in DRAM)``.
+OWN_LAYERS = {
+    "plain": (Layer("l", "conv", n=1, m=14, c=12, p=4, q=4, r=3, s=3, input_hw=(6, 6)), 12 * 36),
+    "stride2": (Layer("p", "conv", n=1, m=16, c=12, p=4, q=4, r=1, s=1, stride=(2, 2),
+                      input_hw=(8, 8)), 12 * 16),
+    "padded": (Layer("s", "conv", n=1, m=14, c=12, p=4, q=4, r=3, s=3,
+                     padding=((1, 1), (1, 1)), input_hw=(4, 4)), 12 * 16),
+}
+
+
 @zz
-def test_own_eyeriss_like_counts_match():
+@pytest.mark.parametrize("name", list(OWN_LAYERS))
+def test_own_eyeriss_like_counts_match(name):
   """ZigZag's example architecture and its own mapping search; this model counts the same
-  elements at every level (a layer without padding, stride or uneven unrolling)."""
+  elements at every level."""
   hw, mapping = zigzag_export.shipped_hardware("eyeriss_like")
   acc = zigzag_export.accelerator_from_zigzag(hw)
-  layer = Layer("l", "conv", n=1, m=14, c=12, p=4, q=4, r=3, s=3, input_hw=(6, 6))
+  layer, inputs = OWN_LAYERS[name]
   z = zigzag_export.run_zigzag(layer, acc, hardware=hw, zigzag_mapping=mapping, lpf_limit=4)
   cost = dataflow.evaluate_mapping(layer, acc, z["mapping"])
   rows = zigzag_export.access_table(cost, z)
@@ -221,7 +234,29 @@ def test_own_eyeriss_like_counts_match():
   # DRAM: every weight and input read once, every output written once.
   dram = {r["operand"]: r["zigzag"] for r in rows if r["level"] == "dram"}
   assert (dram["W"]["rd_low"], dram["I"]["rd_low"], dram["O"]["wr_low"]) == (
-      14 * 12 * 9, 12 * 36, 14 * 16)
+      layer.weight_count, inputs, layer.m * layer.p * layer.q)
+
+
+@zz
+def test_exactly_fitting_weights_with_uneven_unrolling_match_zigzag():
+  """512 x 128 8-bit weights fill eyeriss_like's 64 KB weight buffer exactly; K = 512 is
+  unrolled on 14 rows (14 x 37 = 518, padded) with OY, OX above the weights' loops. The tile
+  fits (padded slots hold no data), so every weight comes from DRAM once (a padded capacity
+  test refetched them for each of the 49 output pixels) and every weight count is ZigZag's.
+  (The input and psum registers differ: we count the idle PEs of the padded unrolling, ZigZag
+  spreads the loop fractionally, docs/hardware.md section 7.4.)"""
+  hw, _ = zigzag_export.shipped_hardware("eyeriss_like")
+  acc = zigzag_export.accelerator_from_zigzag(hw)
+  layer = Layer("big", "conv", n=1, m=512, c=128, p=7, q=7, r=1, s=1, input_hw=(7, 7))
+  m = Mapping((("K", 14),), (("C", 12),), (("C", 11), ("K", 37), ("OY", 7), ("OX", 7)))
+  z = zigzag_export.run_zigzag(layer, acc, m, hardware=hw)
+  cost = dataflow.evaluate_mapping(layer, acc, m)
+  rows = [r for r in zigzag_export.access_table(cost, z) if r["operand"] == "W"]
+  assert len(rows) == 3
+  for row in rows:
+    assert row["ours"] == pytest.approx(row["zigzag"]), row
+  dram_w = next(r for r in rows if r["level"] == "dram")
+  assert dram_w["ours"]["rd_low"] == 512 * 128
 
 
 @zz
@@ -258,16 +293,23 @@ def test_zigzag_counts_used_inputs(tiny_acc, stride):
   assert dram["rd_low"] == 32
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "dataflow.tensor_elems spans stride gaps (a 1x1 stride-2 tile of n outputs counts "
-    "2n-1 input rows) and counts zero padding as data; ZigZag counts the inputs used "
-    "(docs/hardware.md section 7 gives the fix)"))
 @pytest.mark.parametrize("stride", [2, 1])
 def test_ours_counts_used_inputs(tiny_acc, stride):
   layer, m = _strided_or_padded(stride)
   cost = dataflow.evaluate_mapping(layer, tiny_acc, m)
   dram = next(a for a in cost.accesses if (a.level, a.operand) == ("dram", "I"))
   assert dram.rd_low == 32
+
+
+@zz
+@pytest.mark.parametrize("stride", [2, 1])
+def test_strided_and_padded_counts_match_zigzag(tiny_acc, stride):
+  """Every count of the strided (1x1, stride 2) and padded (3x3 'same') layers, as ZigZag's."""
+  layer, m = _strided_or_padded(stride)
+  z = zigzag_export.run_zigzag(layer, tiny_acc, m, hardware=TINY_HW)
+  cost = dataflow.evaluate_mapping(layer, tiny_acc, m)
+  for row in zigzag_export.access_table(cost, z):
+    assert row["ours"] == pytest.approx(row["zigzag"]), row
 
 
 def _plain(acc):
