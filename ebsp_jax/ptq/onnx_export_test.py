@@ -91,20 +91,36 @@ def test_narrow_accumulators_wrap_and_clip_as_the_datapath(overflow):
                                 np.asarray(qm.integer_codes(x)))
 
 
-def test_what_has_no_integer_onnx_form_is_refused(residual):
-  model, variables, x = residual
-  x = x[:8]
-  for kwargs, match in [
-      (dict(mode="dual_lod", rounding="round"), "the 'dual_lod' datapath"),
-      (dict(activation_bits=10), r"activations of 10 bits \(ConvInteger / MatMulInteger take "
-                                 r"at most 8\)"),
-      (dict(weights=uniform(9)), r"weights 9b\(L8\) do not fit 8 bits"),
-      (dict(weights=make_rule(BitPattern(6, 3), overrides=[("^Dense_0/", None)])),
+class _Small(nn.Module):
+  """conv -> ReLU -> flatten -> dense; with ``two_stems`` the input feeds two convs."""
+
+  two_stems: bool = False
+
+  @nn.compact
+  def __call__(self, x):
+    y = nn.Conv(4, (3, 3))(x)
+    if self.two_stems:
+      y = y + nn.Conv(4, (3, 3))(x)
+    return nn.Dense(3)(nn.relu(y).reshape((x.shape[0], -1)))
+
+
+def test_what_has_no_integer_onnx_form_is_refused():
+  x = images(4, (6, 6, 1), seed=8)
+  small = _Small()
+  variables = small.init(jax.random.key(0), jnp.asarray(x[:1]))
+  cases = [
+      (small, dict(mode="dual_lod", rounding="round"), "the 'dual_lod' datapath"),
+      (small, dict(activation_bits=10), r"activations of 10 bits \(ConvInteger / "
+                                        r"MatMulInteger take at most 8\)"),
+      (small, dict(weights=uniform(9)), r"weights 9b\(L8\) do not fit 8 bits"),
+      (small, dict(weights=make_rule(BitPattern(6, 3), overrides=[("^Dense_0/", None)])),
        "output is computed in float"),
-      (dict(weights=make_rule(BitPattern(6, 3), overrides=[("^Conv_5/", None)])),
-       r"the network input reaches 2 quantized layers \(Conv_0, Conv_6\)"),
-  ]:
-    qm = ptq.quantize(model, variables, x, calibration="minmax", **kwargs)
+      (_Small(two_stems=True), {}, r"the network input reaches 2 quantized layers "
+                                   r"\(Conv_0, Conv_1\)"),
+  ]
+  for model, kwargs, match in cases:
+    v = variables if model is small else model.init(jax.random.key(0), jnp.asarray(x[:1]))
+    qm = ptq.quantize(model, v, x, calibration="minmax", **kwargs)
     with pytest.raises((onnx_export.ExportError, ptq.CannotQuantize), match=match):
       ptq.export_onnx(qm, x[:2])
 
