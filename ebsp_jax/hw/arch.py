@@ -32,6 +32,7 @@ import numpy as np
 
 from ebsp_jax.hw import area as area_mod
 from ebsp_jax.hw import designs
+from ebsp_jax.hw import pe as pe_mod
 from ebsp_jax.hw import tech as tech_mod
 from ebsp_jax.hw.designs.base import Formats
 from ebsp_jax.hw.designs.olaccel import cycle_factor as olaccel_cycle_factor
@@ -50,10 +51,12 @@ ACC_BITS_RANGE = (2, 64)
 
 
 def _formats(pattern_bits=6, pattern_length=3, activation_bits=8, acc_bits=32,
-             weight_format="raw", outlier_fraction=0.03, bitfusion_bits=4) -> Formats:
+             weight_format="raw", outlier_fraction=0.03, bitfusion_bits=4,
+             pattern_max_shift=None) -> Formats:
   return Formats(pattern_bits=pattern_bits, pattern_length=pattern_length,
                  activation_bits=activation_bits, acc_bits=acc_bits, weight_format=weight_format,
-                 outlier_fraction=outlier_fraction, bitfusion_bits=bitfusion_bits)
+                 outlier_fraction=outlier_fraction, bitfusion_bits=bitfusion_bits,
+                 pattern_max_shift=pattern_max_shift)
 
 
 def make_pe(name: str, *, pattern_bits: int = 6, pattern_length: int = 3,
@@ -92,7 +95,7 @@ def _check_int(what: str, value, lo: int, hi: int) -> None:
 
 def check_formats(names: Sequence[str], *, pattern_bits: int = 6, pattern_length: int = 3,
                   activation_bits: int = 8, acc_bits: int = 32, weight_format: str = "raw",
-                  bitfusion_bits: int = 4) -> None:
+                  bitfusion_bits: int = 4, pattern_max_shift: int | None = None) -> None:
   """Checks that every design in ``names`` can be built with these number formats.
 
   The activation width must be in :data:`ACTIVATION_BITS_RANGE`, the accumulator width in
@@ -105,7 +108,7 @@ def check_formats(names: Sequence[str], *, pattern_bits: int = 6, pattern_length
   _check_int("activation_bits", activation_bits, *ACTIVATION_BITS_RANGE)
   _check_int("acc_bits", acc_bits, *ACC_BITS_RANGE)
   f = _formats(pattern_bits, pattern_length, activation_bits, acc_bits, weight_format,
-               bitfusion_bits=bitfusion_bits)
+               bitfusion_bits=bitfusion_bits, pattern_max_shift=pattern_max_shift)
   widest = None
   for n in names:
     d = designs.get(n)          # unknown name
@@ -126,7 +129,8 @@ def build_accelerator(name: str, *, area_mm2: float = area_mod.PAPER_AREA_MM2,
                       glb_bytes: int = tech_mod.DEFAULT_GLB_BYTES,
                       glb_bandwidth_bits: int = tech_mod.DEFAULT_GLB_BANDWIDTH_BITS,
                       outlier_fraction: float = 0.03, pe_count: int | None = None,
-                      wax_subarray_bytes: int = 8192, bitfusion_bits: int = 4) -> Accelerator:
+                      wax_subarray_bytes: int = 8192, bitfusion_bits: int = 4,
+                      pattern_max_shift: int | None = None) -> Accelerator:
   """Builds design ``name`` at an equal area budget.
 
   Args:
@@ -143,6 +147,8 @@ def build_accelerator(name: str, *, area_mm2: float = area_mod.PAPER_AREA_MM2,
     pe_count: force this many PEs (e.g. the paper's counts) instead of deriving it from area.
     wax_subarray_bytes: WAX subarray per 32-MAC tile.
     bitfusion_bits: Bit Fusion's operating width (4 in the paper's table).
+    pattern_max_shift: EBSP's shifter range when the design runs several per-layer formats
+      (default: the pattern's own); :func:`build_ebsp_for` sets it.
 
   Raises:
     ConfigError: unknown name, invalid pattern, activation width outside
@@ -152,7 +158,7 @@ def build_accelerator(name: str, *, area_mm2: float = area_mod.PAPER_AREA_MM2,
   design = designs.get(name)
   check_formats([name], pattern_bits=pattern_bits, pattern_length=pattern_length,
                 activation_bits=activation_bits, acc_bits=acc_bits, weight_format=weight_format,
-                bitfusion_bits=bitfusion_bits)
+                bitfusion_bits=bitfusion_bits, pattern_max_shift=pattern_max_shift)
   if not glb_bandwidth_bits > 0:
     raise ConfigError(f"global-buffer bandwidth must be > 0 bits/cycle; got {glb_bandwidth_bits}")
   if not glb_bytes > 0:
@@ -160,7 +166,7 @@ def build_accelerator(name: str, *, area_mm2: float = area_mod.PAPER_AREA_MM2,
   if area_scope not in area_mod.AREA_SCOPES:
     raise ConfigError(f"area scope must be one of {area_mod.AREA_SCOPES}; got {area_scope!r}")
   f = _formats(pattern_bits, pattern_length, activation_bits, acc_bits, weight_format,
-               outlier_fraction, bitfusion_bits)
+               outlier_fraction, bitfusion_bits, pattern_max_shift)
   pe = design.make_pe(f)
   local = design.local_levels(pe, tech, f, {"wax_subarray_bytes": wax_subarray_bytes})
   glb = sram_level("glb", OPERANDS, glb_bytes, 64, glb_bandwidth_bits, tech, ("D1", "D2"),
@@ -202,6 +208,49 @@ def build_accelerator(name: str, *, area_mm2: float = area_mod.PAPER_AREA_MM2,
                     mapping_generator=design.mapping_generator)
   acc.validate()
   return acc
+
+
+def ebsp_design_formats(formats, weight_format: str = "raw") -> dict[str, int | None]:
+  """``{'pattern_bits', 'pattern_length', 'pattern_max_shift'}`` of the one EBSP design that
+  runs every format in ``formats`` (``BitPattern`` s or ``(bits, length)`` pairs, e.g. every
+  layer's): the widest bits, the longest pattern, the largest shift
+  (:func:`ebsp_jax.hw.pe.ebsp_support`); ``pattern_max_shift`` is ``None`` when it is the
+  pattern's own.
+
+  Raises:
+    ConfigError: no format, an invalid or unsigned one, or several formats with
+      ``weight_format='code'`` (per-layer formats are modelled for raw storage; one line).
+  """
+  formats = list(formats)
+  try:
+    bits, length, shift = pe_mod.ebsp_support(formats)
+  except (TypeError, ValueError) as e:
+    raise ConfigError(str(e)) from None
+  distinct = {(f.bits, f.length) if hasattr(f, "bits") else (int(f[0]), int(f[1]))
+              for f in formats}
+  if weight_format != "raw" and len(distinct) > 1:
+    raise ConfigError(f"weight_format={weight_format} with several per-layer formats: one EBSP "
+                      "design for several formats is modelled for weight_format=raw only")
+  own = bits - 1 - length
+  return {"pattern_bits": bits, "pattern_length": length,
+          "pattern_max_shift": None if shift == own else shift}
+
+
+def build_ebsp_for(formats, **kwargs) -> Accelerator:
+  """The one EBSP design (equal area etc., as :func:`build_accelerator`'s ``kwargs``) that runs
+  every format in ``formats``; each layer then runs on it through
+  :func:`ebsp_jax.hw.designs.ebsp.layer_view` (``evaluate_network(..., layer_formats=...)``).
+
+  Raises:
+    ConfigError: see :func:`ebsp_design_formats` and :func:`build_accelerator`; giving the
+      pattern in ``kwargs`` too.
+  """
+  clash = {"pattern_bits", "pattern_length", "pattern_max_shift"} & set(kwargs)
+  if clash:
+    raise ConfigError(f"{', '.join(sorted(clash))}: set by the formats the design runs")
+  formats = list(formats)
+  return build_accelerator("ebsp", **ebsp_design_formats(
+      formats, kwargs.get("weight_format", "raw")), **kwargs)
 
 
 def build_all(names: Sequence[str] = ACCELERATORS, **kwargs) -> dict[str, Accelerator]:

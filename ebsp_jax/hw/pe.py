@@ -120,7 +120,12 @@ class PEModel:
     macs_per_cycle: MACs one PE completes per cycle (1, or 1/4 for a Bit Fusion brick at 4x4).
     label: short description for tables, e.g. ``'6b(L3), a8, LUT 8'`` (weight pattern,
       activation bits, LUT entries).
-    pattern: EBSP weight pattern ``(bits, length)``; ``None`` for the other designs.
+    pattern: EBSP weight pattern ``(bits, length)``; ``None`` for the other designs. A PE
+      built for several per-layer formats (:func:`ebsp_support`) holds the widest bits and
+      the longest length here and its shifter range in ``max_shift``.
+    max_shift: EBSP: the largest shift its barrel shifter performs (the pattern's own
+      ``max_shift`` unless built for several formats); ``None`` for the other designs.
+    weight_format: EBSP's weight storage, ``'raw'`` or ``'code'``; ``None`` for the others.
   """
 
   name: str
@@ -132,6 +137,16 @@ class PEModel:
   macs_per_cycle: float = 1.0
   label: str = ""
   pattern: tuple[int, int] | None = None
+  max_shift: int | None = None
+  weight_format: str | None = None
+
+  def supports(self, bits: int, length: int) -> bool:
+    """Whether this EBSP PE runs signed ``BitPattern(bits, length)`` weights: no wider than
+    its LOD and weight register, no longer than its LUT, no shift beyond its shifter."""
+    if self.pattern is None or self.max_shift is None:
+      return False
+    b, l = self.pattern
+    return bits <= b and length <= l and bits - 1 - length <= self.max_shift
 
   def area_um2(self, roles: Iterable[str] = ROLES) -> float:
     """Area of the PE's parts with the given roles, um^2 (shared parts amortised)."""
@@ -158,7 +173,8 @@ class PEModel:
 
 
 def ebsp_pe(bits: int = 6, length: int = 3, activation_bits: int = 8, acc_bits: int = 32,
-            weight_format: str = "raw", signed: bool = True) -> PEModel:
+            weight_format: str = "raw", signed: bool = True,
+            max_shift: int | None = None) -> PEModel:
   """The EBSP LUT-plus-shift PE for weights ``BitPattern(bits, length)`` (docs/method.md §3).
 
   Args:
@@ -171,6 +187,11 @@ def ebsp_pe(bits: int = 6, length: int = 3, activation_bits: int = 8, acc_bits: 
       ``BitPattern.code_bits`` (sign + index into the magnitudes) and decoded by a small
       table (``num_magnitudes:1`` mux of constants) instead of the LOD.
     signed: sign-magnitude weights (the sign costs the conditional negate).
+    max_shift: the shifter's range (default: the pattern's own ``max_shift``). A PE that runs
+      several per-layer formats is built for the widest ``bits``, the longest ``length`` and
+      the largest shift among them (:func:`ebsp_support`), which may exceed the shift of
+      ``BitPattern(bits, length)`` itself (e.g. ``8b(L7)`` and ``4b(L1)``: shift 2);
+      ``weight_format='raw'`` only.
 
   Returns:
     The PE model. ``weight_bits`` is ``bits`` (raw) or ``code_bits`` (code).
@@ -183,6 +204,16 @@ def ebsp_pe(bits: int = 6, length: int = 3, activation_bits: int = 8, acc_bits: 
     raise ValueError("activation_bits must be >= 1 and acc_bits >= 2")
   n, L, a = pattern.magnitude_bits, pattern.length, activation_bits
   s_max = pattern.max_shift
+  if max_shift is not None and max_shift != s_max:
+    if weight_format != "raw":
+      raise ValueError("a shifter range other than the pattern's own (several per-layer "
+                       "formats on one PE) needs weight_format='raw'")
+    if isinstance(max_shift, bool) or not isinstance(max_shift, int) or not (
+        s_max <= max_shift <= n - 1):
+      raise ValueError(f"max_shift={max_shift!r} for {pattern}: must be an int in "
+                       f"[{s_max}, {n - 1}] (the pattern's own shift up to that of "
+                       f"{BitPattern(bits, 1, signed) if n > 1 else pattern})")
+    s_max = max_shift
   lut_width = a + L  # j * a for j < 2^L
   parts: list[Part] = []
   if weight_format == "raw":
@@ -200,35 +231,79 @@ def ebsp_pe(bits: int = 6, length: int = 3, activation_bits: int = 8, acc_bits: 
   if signed:
     parts.append(Part(comp.conditional_negate(a + n), tag="gated"))
   parts.append(Part(comp.adder(acc_bits), tag="gated"))
+  own = s_max == pattern.max_shift
   return PEModel("ebsp", wbits, float(a), float(a), acc_bits, tuple(parts),
-                 label=ebsp_label(bits, length, activation_bits, signed),
-                 pattern=(bits, length))
+                 label=ebsp_label(bits, length, activation_bits, signed,
+                                  None if own else s_max),
+                 pattern=(bits, length), max_shift=s_max, weight_format=weight_format)
 
 
-def ebsp_label(bits: int, length: int, activation_bits: int, signed: bool = True) -> str:
-  """``'6b(L3), a8, LUT 8'``: weight pattern, activation bits, LUT entries (``2^L``)."""
+def ebsp_label(bits: int, length: int, activation_bits: int, signed: bool = True,
+               max_shift: int | None = None) -> str:
+  """``'6b(L3), a8, LUT 8'``: weight pattern, activation bits, LUT entries (``2^L``); a PE for
+  several formats: ``'<=8b, L<=7, shift<=2, a8, LUT 128'``."""
   from ebsp_jax.numerics.pattern import BitPattern  # pylint: disable=import-outside-toplevel
+  if max_shift is not None:
+    return (f"<={bits}b, L<={length}, shift<={max_shift}, a{activation_bits}, "
+            f"LUT {1 << length}")
   return f"{BitPattern(bits, length, signed)}, a{activation_bits}, LUT {1 << length}"
 
 
-def ebsp_lut(length: int, activation_bits: int) -> Component:
+def ebsp_support(formats) -> tuple[int, int, int]:
+  """``(bits, length, max_shift)`` of the one EBSP PE that runs every format in ``formats``.
+
+  Args:
+    formats: signed ``BitPattern`` s or ``(bits, length)`` pairs (one per layer, repeats
+      allowed).
+
+  Returns:
+    The widest ``bits`` (LOD, weight register), the longest ``length`` (LUT of ``2^length``
+    entries) and the largest ``bits - 1 - length`` (barrel shifter).
+
+  Raises:
+    ValueError: no formats, or an invalid or unsigned pattern (one line).
+  """
+  from ebsp_jax.numerics.pattern import BitPattern  # pylint: disable=import-outside-toplevel
+  pats = []
+  for f in formats:
+    p = f if isinstance(f, BitPattern) else BitPattern(*f)
+    if not p.signed:
+      raise ValueError(f"format {p}: the EBSP PE model runs signed patterns only")
+    pats.append(p)
+  if not pats:
+    raise ValueError("no formats given: one EBSP design needs at least one weight format")
+  return (max(p.bits for p in pats), max(p.length for p in pats),
+          max(p.max_shift for p in pats))
+
+
+def ebsp_lut(length: int, activation_bits: int, filled_length: int | None = None) -> Component:
   """The shared activation LUT of an EBSP PE row: storage and fill logic of ``j * a``, j < 2^L.
 
   Only odd multiples are stored (even ones are wired shifts of them): ``2^(L-1)`` registers of
   ``a + L`` bits, filled by ``2^(L-1) - 1`` adders (3a = 2a + a, 5a = 4a + a, 7a = 8a - a, ...).
   ``energy_pj`` is the energy of one *fill* (all adders + register writes).
+
+  ``filled_length``: a layer whose pattern is shorter (``l < L``, on a design built for
+  several formats) fills only the ``2^(l-1)`` entries it reads, with ``2^(l-1) - 1`` of the
+  adders; the other entries are clock-gated (not written). Area is the whole LUT's.
   """
   if length < 1:
     raise ValueError(f"length must be >= 1; got {length}")
+  fl = length if filled_length is None else filled_length
+  if not 1 <= fl <= length:
+    raise ValueError(f"filled_length must be in [1, {length}]; got {filled_length}")
   width = activation_bits + length
   entries = 1 << (length - 1)
   adders = entries - 1
   reg = comp.register(width)
   add = comp.adder(width)
   area = entries * reg.area_um2 + adders * add.area_um2
-  energy = entries * reg.energy_pj + adders * add.energy_pj
-  return Component(f"lut{1 << length}x{width}", area, energy, "derived",
-                   f"{entries} x reg{width} + {adders} x add{width}")
+  used = 1 << (fl - 1)
+  energy = used * reg.energy_pj + (used - 1) * add.energy_pj
+  note = f"{entries} x reg{width} + {adders} x add{width}"
+  if fl != length:
+    note += f"; fills {used} entries (L={fl})"
+  return Component(f"lut{1 << length}x{width}", area, energy, "derived", note)
 
 
 # ----------------------------------------------------------------------------------------------

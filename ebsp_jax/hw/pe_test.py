@@ -80,3 +80,40 @@ def test_ebsp_label_names_pattern_activation_bits_and_lut_entries():
   assert pe.ebsp_pe(6, 3, activation_bits=4).label == "6b(L3), a4, LUT 8"
   assert pe.ebsp_pe(5, 2, activation_bits=6).label == "5b(L2), a6, LUT 4"
   assert pe.ebsp_pe(6, 3).pattern == (6, 3) and pe.wax_pe().pattern is None
+
+
+def test_ebsp_support_and_a_pe_for_several_formats():
+  fmts = [BitPattern(8, 7), BitPattern(4, 1), BitPattern(6, 3)]
+  assert pe.ebsp_support(fmts) == (8, 7, 2)
+  assert pe.ebsp_support([(6, 3), (5, 4)]) == (6, 4, 2)
+  mixed = pe.ebsp_pe(8, 7, max_shift=2)
+  own = pe.ebsp_pe(8, 7)
+  names = [x["part"] for x in mixed.breakdown()]
+  # The uniform 8b(L7) PE has no shifter; the one that also runs 4b(L1) shifts by up to 2.
+  assert not any(n.startswith("shift") for n in (x["part"] for x in own.breakdown()))
+  assert "shift15by2" in names and mixed.area_um2() > own.area_um2()
+  assert mixed.supports(4, 1) and mixed.supports(6, 3) and not mixed.supports(6, 2)
+  assert own.supports(8, 7) and not own.supports(4, 1)
+  assert mixed.label == "<=8b, L<=7, shift<=2, a8, LUT 128" and own.label.startswith("8b(L7)")
+  assert pe.ebsp_pe(6, 3, max_shift=2) == pe.ebsp_pe(6, 3)       # its own shift: the same PE
+  for bad, needle in ((1, r"must be an int in \[2, 4\]"), (5, r"\[2, 4\]")):
+    with pytest.raises(ValueError, match=needle):
+      pe.ebsp_pe(6, 3, max_shift=bad)
+  with pytest.raises(ValueError, match="needs weight_format='raw'"):
+    pe.ebsp_pe(6, 3, weight_format="code", max_shift=3)
+  with pytest.raises(ValueError, match="signed patterns only"):
+    pe.ebsp_support([BitPattern(4, 2, signed=False)])
+  with pytest.raises(ValueError, match="no formats given"):
+    pe.ebsp_support([])
+
+
+def test_lut_fill_of_a_shorter_pattern_writes_only_its_entries():
+  full = pe.ebsp_lut(5, 8)                       # 16 odd multiples of 13 bits, 15 adders
+  part = pe.ebsp_lut(5, 8, filled_length=3)      # 4 entries, 3 adders of the same width
+  reg, add = comp.register(13), comp.adder(13)
+  assert full.energy_pj == pytest.approx(16 * reg.energy_pj + 15 * add.energy_pj)
+  assert part.energy_pj == pytest.approx(4 * reg.energy_pj + 3 * add.energy_pj)
+  assert part.area_um2 == full.area_um2
+  assert pe.ebsp_lut(5, 8, filled_length=5) == full
+  with pytest.raises(ValueError, match=r"filled_length must be in \[1, 5\]"):
+    pe.ebsp_lut(5, 8, filled_length=6)

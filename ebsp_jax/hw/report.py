@@ -26,6 +26,7 @@ from ebsp_jax.hw import area as area_mod
 from ebsp_jax.hw import dataflow
 from ebsp_jax.hw import tech as tech_mod
 from ebsp_jax.hw.arch import Accelerator
+from ebsp_jax.hw.designs import ebsp as ebsp_design
 from ebsp_jax.hw.dataflow import LayerCost
 from ebsp_jax.hw.pe import Activity
 from ebsp_jax.hw.workload import Workload
@@ -80,13 +81,15 @@ class NetworkResult:
   objective: str
   data_aware: bool = False
   notes: tuple[str, ...] = ()
+  layer_formats: Mapping[str, tuple[int, int]] | None = None
 
 
 def evaluate_network(workload: Workload, accelerators: Mapping[str, Accelerator], *,
                      dataset: str = "", objective: str = "edp", search: str = "default",
                      activities: Mapping[str, Activity] | None = None,
                      activation_stats: Mapping[str, Activity] | None = None,
-                     sliding_window: bool = True) -> NetworkResult:
+                     sliding_window: bool = True,
+                     layer_formats: Mapping[str, Any] | None = None) -> NetworkResult:
   """Maps and costs every layer of ``workload`` on every design.
 
   Args:
@@ -102,12 +105,19 @@ def evaluate_network(workload: Workload, accelerators: Mapping[str, Accelerator]
       ``out_density``, ``compress_input``) for every design that uses them (zero gating or
       skipping, DRAM compression; the others ignore them); names as for ``activities``.
     sliding_window: per-tile input counting (see :mod:`ebsp_jax.hw.dataflow`).
+    layer_formats: per-layer EBSP weight formats ``{layer name: (bits, length)}`` (or
+      ``BitPattern`` s), exactly the workload's layer names: every EBSP design runs each layer
+      in its own format (:func:`ebsp_jax.hw.designs.ebsp.layer_view`; build the design for all
+      of them with :func:`ebsp_jax.hw.arch.build_ebsp_for`); the other designs keep their
+      formats. ``None``: every layer in the EBSP design's own pattern.
 
   Returns:
     A :class:`NetworkResult`.
 
   Raises:
-    ValueError: unknown ``search``, or ``activities`` names that do not match the layers.
+    ValueError: unknown ``search``, or ``activities`` / ``layer_formats`` names that do not
+      match the layers; ``ConfigError`` (a ValueError) for a layer format an EBSP design
+      cannot run.
   """
   if search not in SEARCH_PRESETS:
     raise ValueError(f"search must be one of {sorted(SEARCH_PRESETS)}; got {search!r}")
@@ -115,13 +125,23 @@ def evaluate_network(workload: Workload, accelerators: Mapping[str, Accelerator]
     check_activity_names(activities, workload)
   if activation_stats:
     check_activity_names(activation_stats, workload, source="activation_stats")
+  formats = None
+  if layer_formats is not None:
+    check_activity_names(layer_formats, workload, source="layer_formats")
+    formats = {n: ((int(f.bits), int(f.length)) if hasattr(f, "bits") else
+                   (int(f[0]), int(f[1]))) for n, f in layer_formats.items()}
+  # Every layer's view of every EBSP design, before any mapping (a misfit fails early).
+  views = {name: ({l.name: ebsp_design.layer_view(acc, *formats[l.name])
+                   for l in workload.layers} if formats and acc.pe.name == "ebsp" else {})
+           for name, acc in accelerators.items()}
   lpf, refine, starts = SEARCH_PRESETS[search]
   results = {}
-  for name, acc in accelerators.items():
+  for name, acc0 in accelerators.items():
     costs = []
     energy = {k: 0.0 for k in CATEGORIES}
     cycles = 0.0
     for layer in workload.layers:
+      acc = views[name].get(layer.name, acc0)
       act = Activity()
       if activation_stats:
         a = activation_stats[layer.name]
@@ -138,8 +158,8 @@ def evaluate_network(workload: Workload, accelerators: Mapping[str, Accelerator]
         energy[k] += c.energy[k] * layer.repeat
       cycles += c.cycles * layer.repeat
     energy["total"] = sum(energy[k] for k in CATEGORIES)
-    results[name] = AcceleratorResult(acc, tuple(costs), energy, cycles,
-                                      cycles / (acc.tech.clock_mhz * 1e6))
+    results[name] = AcceleratorResult(acc0, tuple(costs), energy, cycles,
+                                      cycles / (acc0.tech.clock_mhz * 1e6))
   notes = []
   if activation_stats:
     mean = sum(1 - activation_stats[l.name].act_density for l in workload.layers) / max(
@@ -149,7 +169,13 @@ def evaluate_network(workload: Workload, accelerators: Mapping[str, Accelerator]
   if activities:
     notes.append(f"EBSP energy uses data-aware activity for all {len(workload.layers)} layers "
                  "(zero weights gated, shift-0 bypass)")
-  return NetworkResult(workload, dataset, results, objective, bool(activities), tuple(notes))
+  if formats:
+    names = sorted({f"{b}b(L{l})" for b, l in formats.values()})
+    notes.append(f"EBSP runs per-layer weight formats ({', '.join(names)}) on one design for "
+                 "the widest bits, longest pattern and largest shift; each layer moves its own "
+                 "weight width and fills only the LUT entries its pattern reads")
+  return NetworkResult(workload, dataset, results, objective, bool(activities), tuple(notes),
+                       formats)
 
 
 def check_activity_names(names: Iterable[str], workload: Workload, source: str = "activities"
@@ -196,9 +222,13 @@ def paper_applies(result: NetworkResult, target: str = "ebsp") -> bool:
   ResNet-50 on ImageNet with a 6b(L3) EBSP, not for another pattern or input shape.
   """
   t = result.results.get(target)
+  same = (not result.layer_formats
+          or set(result.layer_formats.values()) == {tuple(PAPER_SETTING["pattern"])})
   return (result.workload.name == PAPER_SETTING["model"]
           and result.dataset == PAPER_SETTING["dataset"]
-          and t is not None and t.accelerator.pe.pattern == PAPER_SETTING["pattern"])
+          and t is not None and t.accelerator.pe.pattern == PAPER_SETTING["pattern"]
+          and t.accelerator.pe.max_shift == PAPER_SETTING["pattern"][0] - 1 -
+          PAPER_SETTING["pattern"][1] and same)
 
 
 def paper_setting_text() -> str:
@@ -270,6 +300,10 @@ def _acc_json(r: AcceleratorResult, workload: Workload) -> dict[str, Any]:
       "latency_s": r.latency_s,
       "utilization": util,
       "clock_mhz": a.tech.clock_mhz,
+      **({"ebsp_design": {"bits": a.pe.pattern[0], "length": a.pe.pattern[1],
+                          "max_shift": a.pe.max_shift, "lut_entries": 1 << a.pe.pattern[1],
+                          "weight_format": a.pe.weight_format}}
+         if a.pe.name == "ebsp" and a.pe.pattern else {}),
       "memories": [{"name": m.name, "operands": list(m.operands), "kind": m.kind,
                     "capacity_bits": None if math.isinf(m.capacity_bits) else m.capacity_bits,
                     "instances": m.instances(a.array), "word_bits": m.word_bits,
@@ -297,6 +331,12 @@ def report_json(result: NetworkResult, extra: Mapping[str, Any] | None = None) -
                    "spatial": {"D1": [list(x) for x in c.mapping.d1],
                                "D2": [list(x) for x in c.mapping.d2]},
                    "temporal": [list(x) for x in c.mapping.temporal]}
+      if result.layer_formats and r.accelerator.pe.name == "ebsp":
+        b, l = result.layer_formats[layer.name]
+        row[name]["format"] = f"{b}b(L{l})"
+        row[name]["pe_energy_per_mac_pj"] = (
+            ebsp_design.layer_view(r.accelerator, b, l).pe.energy_per_mac_pj()
+            * r.accelerator.tech.energy_scale)
     layers.append(row)
   any_acc = next(iter(result.results.values())).accelerator if result.results else None
   out = {
@@ -309,6 +349,8 @@ def report_json(result: NetworkResult, extra: Mapping[str, Any] | None = None) -
                 "cycles": f"cycles {per_unit(w)}", "macs": f"MACs {per_unit(w)}"},
       "objective": result.objective,
       "data_aware": result.data_aware,
+      "layer_formats": ({n: f"{b}b(L{l})" for n, (b, l) in result.layer_formats.items()}
+                        if result.layer_formats else None),
       "accelerators": {n: _acc_json(r, w) for n, r in result.results.items()},
       "comparison": comparison(result) if "ebsp" in result.results else {},
       "paper_setting": {**PAPER_SETTING, "pattern": list(PAPER_SETTING["pattern"]),

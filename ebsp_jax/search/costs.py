@@ -1,18 +1,23 @@
 """Per-layer hardware costs of every candidate format: plain ``(layers, candidates)`` arrays.
 
-:func:`layer_costs` evaluates each layer of a :class:`~ebsp_jax.hw.Workload` on an EBSP
-accelerator built (:func:`ebsp_jax.hw.build_accelerator`, equal area) for each candidate
+:func:`layer_costs` evaluates each layer of a :class:`~ebsp_jax.hw.Workload` in each candidate
 ``BitPattern(bits, L)`` and returns energy (pJ), latency (s) and weight storage (bits) per
-layer and candidate. The row of one format is exactly that format's per-layer result in
-:func:`ebsp_jax.hw.evaluate_network`, so an all-one-format choice costs what
-``experiments/hardware.py`` reports for it.
+layer and candidate, on one of two kinds of accelerator:
 
-What a mixed choice's sum means today: each layer is costed on the accelerator of *its*
-format (its PE count at equal area, its LUT of ``2^L`` entries). A real mixed-format EBSP has
-one array whose PE and LUT must support the largest ``L`` chosen; its per-layer costs need a
-hardware model with per-layer formats on one design (see ``docs/results/search/README.md``).
+* ``design=None``: each candidate on the EBSP accelerator built for it alone
+  (:func:`ebsp_jax.hw.build_accelerator`, equal area). A column is exactly that format's
+  per-layer result in :func:`ebsp_jax.hw.evaluate_network`: an all-one-format network costs
+  what ``experiments/hardware.py --pattern_bits --pattern_length`` reports.
+* ``design=(bits, length, max_shift)`` (:func:`design_of`): every candidate on the *one* EBSP
+  design for those maxima (:func:`ebsp_jax.hw.arch.build_ebsp_for`: its PE has the widest
+  LOD and weight register, the longest LUT, the largest shift; its area sets the PE count),
+  each layer through :func:`ebsp_jax.hw.designs.ebsp.layer_view` (its own weight width, LUT
+  fills of the entries it reads). A mixed choice's sum on the design it needs is what
+  ``experiments/hardware.py --layer_formats`` reports for it.
 
-Costs are additive over layers (layers run one after another; leakage is charged per layer).
+Which design a mixed choice needs depends on the choice; :mod:`ebsp_jax.search.designs` makes
+the search exact over that. Costs are additive over layers (layers run one after another;
+leakage is charged per layer).
 Results can be kept in a ``cache`` mapping (e.g. a JSON file through :func:`load_cache` /
 :func:`save_cache`), keyed by the hardware model's source, the layer shapes, the format and
 the design settings, so a stale entry is never reused after the model changes.
@@ -113,26 +118,56 @@ def workload_layer_names(workload: hw.Workload) -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=1)
 def hw_version() -> str:
-  """SHA-256 (16 hex digits) of the hardware model's source: part of every cache key."""
+  """SHA-256 (16 hex digits) of the hardware model's source (``ebsp_jax/hw`` and its
+  subpackages, tests excluded): part of every cache key."""
   d = os.path.dirname(hw.__file__)
   h = hashlib.sha256()
-  for f in sorted(os.listdir(d)):
-    if f.endswith(".py") and not f.endswith("_test.py"):
-      with open(os.path.join(d, f), "rb") as fh:
-        h.update(f.encode() + b"\0" + fh.read())
+  files = []
+  for root, _, names in os.walk(d):      # hw/ and its subpackages (hw/designs/)
+    files += [os.path.relpath(os.path.join(root, f), d) for f in names
+              if f.endswith(".py") and not f.endswith("_test.py")]
+  for f in sorted(files):
+    with open(os.path.join(d, f), "rb") as fh:
+      h.update(f.encode() + b"\0" + fh.read())
   return h.hexdigest()[:16]
 
 
 def _key(workload: hw.Workload, fmt: BitPattern, objective: str, search: str,
-         accelerator: Mapping[str, Any]) -> str:
+         accelerator: Mapping[str, Any], design: Optional[Design] = None) -> str:
   layers = [[l.name, l.param_path, l.repeat, repr(l.signature())] for l in workload.layers]
   return json.dumps([hw_version(), layers, str(fmt), objective, search,
-                     sorted((k, repr(v)) for k, v in accelerator.items())])
+                     sorted((k, repr(v)) for k, v in accelerator.items())]
+                    + ([list(design)] if design is not None else []))
+
+
+#: An EBSP design for several formats: ``(bits, length, max_shift)``, the widest bits, the
+#: longest pattern and the largest shift it runs.
+Design = tuple[int, int, int]
+
+
+def design_of(formats: Sequence[BitPattern]) -> Design:
+  """``(bits, length, max_shift)`` of the one EBSP design that runs every format (e.g. every
+  layer's choice): :func:`ebsp_jax.hw.pe.ebsp_support`."""
+  return hw.pe.ebsp_support(formats)
+
+
+def fits(fmt: BitPattern, design: Design) -> bool:
+  """Whether ``design`` runs ``fmt`` (no wider, no longer, no larger shift)."""
+  b, l, s = design
+  return fmt.bits <= b and fmt.length <= l and fmt.max_shift <= s
+
+
+def build_design(design: Design, **accelerator: Any) -> hw.Accelerator:
+  """The EBSP accelerator for ``design`` (:func:`ebsp_jax.hw.arch.build_accelerator` with its
+  pattern and shifter range; ``accelerator``: the other design settings)."""
+  b, l, s = design
+  return hw.build_accelerator("ebsp", pattern_bits=b, pattern_length=l,
+                              pattern_max_shift=None if s == b - 1 - l else s, **accelerator)
 
 
 def layer_costs(workload: hw.Workload, formats: Sequence[BitPattern], *, objective: str = "edp",
                 search: str = "default", cache: Optional[MutableMapping[str, Any]] = None,
-                **accelerator: Any) -> CostTable:
+                design: Optional[Design] = None, **accelerator: Any) -> CostTable:
   """Energy, latency and weight bits of every layer of ``workload`` in every format.
 
   Args:
@@ -140,6 +175,9 @@ def layer_costs(workload: hw.Workload, formats: Sequence[BitPattern], *, objecti
     formats: signed :class:`BitPattern` candidates.
     objective, search: the mapper's objective and preset (as in ``evaluate_network``).
     cache: optional mapping of earlier results (filled with new ones).
+    design: ``None``: each format on the EBSP design built for it alone; else
+      ``(bits, length, max_shift)`` (:func:`design_of`): every format on that one design
+      (each must :func:`fits` it).
     **accelerator: keyword arguments of :func:`ebsp_jax.hw.build_accelerator` for EBSP other
       than the pattern (``area_mm2``, ``activation_bits``, ``acc_bits``, ``weight_format``,
       ``tech``, ...).
@@ -149,30 +187,37 @@ def layer_costs(workload: hw.Workload, formats: Sequence[BitPattern], *, objecti
 
   Raises:
     ValueError: a format the EBSP hardware model cannot build (not a signed ``BitPattern``),
-      a ``pattern_bits``/``pattern_length`` in ``accelerator``, a workload layer without its
-      own kernel; ``hw.ConfigError`` for an impossible design (one line each).
+      one that does not fit ``design``, a ``pattern_bits``/``pattern_length``/
+      ``pattern_max_shift`` in ``accelerator``, a workload layer without its own kernel;
+      ``hw.ConfigError`` for an impossible design (one line each).
   """
   names = workload_layer_names(workload)
   for f in formats:
     if not isinstance(f, BitPattern) or not f.signed:
       raise ValueError(f"format {f}: the EBSP hardware model costs signed BitPatterns only")
-  clash = {"pattern_bits", "pattern_length"} & set(accelerator)
+    if design is not None and not fits(f, design):
+      raise ValueError(f"format {f} does not fit the EBSP design for <={design[0]}b, "
+                       f"L<={design[1]}, shift<={design[2]}")
+  clash = {"pattern_bits", "pattern_length", "pattern_max_shift"} & set(accelerator)
   if clash:
     raise ValueError(f"{', '.join(sorted(clash))}: set by each candidate format, not by the "
                      "caller")
+  if design is not None:
+    design = tuple(int(v) for v in design)
   rows = []
   for f in formats:
-    key = _key(workload, f, objective, search, accelerator)
+    key = _key(workload, f, objective, search, accelerator, design)
     if cache is not None and key in cache:
       rows.append(np.asarray(cache[key], np.float64))
       continue
-    acc = hw.build_accelerator("ebsp", pattern_bits=f.bits, pattern_length=f.length,
-                               **accelerator)
-    res = hw.evaluate_network(workload, {"ebsp": acc}, objective=objective,
-                              search=search).results["ebsp"]
+    acc = build_design(design if design is not None else design_of([f]), **accelerator)
+    res = hw.evaluate_network(workload, {"ebsp": acc}, objective=objective, search=search,
+                              layer_formats={l.name: (f.bits, f.length)
+                                             for l in workload.layers}).results["ebsp"]
     hz = acc.tech.clock_mhz * 1e6
+    wbits = acc.pe.weight_bits if acc.pe.weight_format != "raw" else float(f.bits)
     row = np.array([[c.energy_pj * l.repeat, c.cycles * l.repeat / hz,
-                     l.weight_count * l.repeat * acc.pe.weight_bits]
+                     l.weight_count * l.repeat * wbits]
                     for c, l in zip(res.layers, workload.layers)], np.float64)
     if cache is not None:
       cache[key] = row.tolist()

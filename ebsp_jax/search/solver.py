@@ -24,6 +24,14 @@ order) exceeds the budget, which by the same monotonicity loses no feasible choi
 The frontier can grow with the product of the candidate counts in the worst case; with
 real-valued costs it stays in the thousands for tens of layers and ~10 candidates
 (``pareto_frontier``'s result for the whole trade-off curve).
+
+*Coverage* (``cover``, ``need``): each candidate at each layer may carry a bit mask, and only
+choices whose masks OR to a superset of ``need`` count. The DP then keeps one frontier per
+mask of the partial choice (at most ``2^bits`` of them): a partial choice is only compared
+with partial choices of the same mask, so the dominance argument holds within each. This is
+what makes the hardware-aware search exact when the accelerator depends on the choice: for a
+design built for the widest bits, longest pattern and largest shift, the choices that run on
+exactly that design are those attaining each of the three maxima (:mod:`ebsp_jax.search.costs`).
 """
 
 from __future__ import annotations
@@ -63,6 +71,20 @@ class Solution:
   choice: np.ndarray
   cost: float
   sensitivity: float
+
+
+def _check_cover(cover, need, shape) -> tuple[np.ndarray | None, int]:
+  if cover is None:
+    if need:
+      raise ValueError("need is given without cover")
+    return None, 0
+  cover = np.asarray(cover)
+  if cover.shape != shape or not np.issubdtype(cover.dtype, np.integer) or (cover < 0).any():
+    raise ValueError(f"cover must be a non-negative integer array of shape {shape}; got "
+                     f"{cover.dtype} {cover.shape}")
+  if isinstance(need, bool) or not isinstance(need, (int, np.integer)) or need < 0:
+    raise ValueError(f"need must be an int bit mask >= 0; got {need!r}")
+  return cover.astype(np.int64), int(need)
 
 
 def _check(cost, sensitivity, allowed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -109,7 +131,7 @@ def _tail_bound(partial: np.ndarray, row_mins: np.ndarray) -> np.ndarray:
   return out
 
 
-def _pareto_filter(cost: np.ndarray, sens: np.ndarray) -> np.ndarray:
+def pareto_filter(cost: np.ndarray, sens: np.ndarray) -> np.ndarray:
   """Indices of the non-dominated points (one per distinct pair), by increasing cost."""
   if cost.size == 0:
     return np.zeros(0, np.int64)
@@ -119,8 +141,19 @@ def _pareto_filter(cost: np.ndarray, sens: np.ndarray) -> np.ndarray:
   return order[s < prev_min]
 
 
+def _grouped_pareto(cost: np.ndarray, sens: np.ndarray, mask: np.ndarray) -> np.ndarray:
+  """Indices of the non-dominated points within each mask group."""
+  if mask.size == 0 or (mask == mask[0]).all():
+    return pareto_filter(cost, sens)
+  out = []
+  for m in np.unique(mask):
+    idx = np.flatnonzero(mask == m)
+    out.append(idx[pareto_filter(cost[idx], sens[idx])])
+  return np.concatenate(out)
+
+
 def pareto_frontier(cost, sensitivity, allowed=None, *, max_cost: float = math.inf,
-                    max_sensitivity: float = math.inf) -> Frontier:
+                    max_sensitivity: float = math.inf, cover=None, need: int = 0) -> Frontier:
   """Every Pareto-optimal ``(total cost, total sensitivity)`` pair and a choice reaching it.
 
   Args:
@@ -129,19 +162,34 @@ def pareto_frontier(cost, sensitivity, allowed=None, *, max_cost: float = math.i
     allowed: optional ``(L, K)`` bool array; ``False`` excludes a candidate at a layer.
     max_cost / max_sensitivity: only points with total cost / sensitivity at most these are
       kept (partial choices that cannot meet them are pruned early).
+    cover: optional ``(L, K)`` non-negative int array of bit masks.
+    need: with ``cover``: only choices ``x`` whose ``cover[i, x_i]`` OR (over layers) contains
+      every bit of ``need`` count (see the module docstring).
 
   Returns:
     The :class:`Frontier` (possibly empty when nothing meets the limits).
 
   Raises:
-    ValueError: bad shapes, a layer without an allowed candidate, a non-finite allowed value.
+    ValueError: bad shapes, a layer without an allowed candidate, a non-finite allowed value,
+      a bad ``cover``/``need``.
   """
   cost, sens, allowed = _check(cost, sensitivity, allowed)
+  cover, need = _check_cover(cover, need, cost.shape)
   n_layers = cost.shape[0]
   cost_mins = np.array([np.min(c[a]) for c, a in zip(cost, allowed)])
   sens_mins = np.array([np.min(s[a]) for s, a in zip(sens, allowed)])
+  # Bits of ``need`` each layer onwards can still add (a partial choice that cannot complete
+  # its mask is dropped).
+  reach = [0] * (n_layers + 1)
+  if cover is not None:
+    for i in range(n_layers - 1, -1, -1):
+      row = 0
+      for v in cover[i][allowed[i]]:
+        row |= int(v)
+      reach[i] = reach[i + 1] | (row & need)
   f_cost = np.zeros(1)
   f_sens = np.zeros(1)
+  f_mask = np.zeros(1, np.int64)
   parents: list[tuple[np.ndarray, np.ndarray]] = []
   for i in range(n_layers):
     ks = np.flatnonzero(allowed[i])
@@ -151,10 +199,17 @@ def pareto_frontier(cost, sensitivity, allowed=None, *, max_cost: float = math.i
     pick = np.tile(ks, f_cost.size)
     ok = ((_tail_bound(new_cost, cost_mins[i + 1:]) <= max_cost)
           & (_tail_bound(new_sens, sens_mins[i + 1:]) <= max_sensitivity))
+    if cover is not None:
+      new_mask = (f_mask[:, None] | (cover[i, ks][None, :] & need)).ravel()
+      ok &= ((new_mask | reach[i + 1]) & need) == need
+    else:
+      new_mask = np.zeros(new_cost.size, np.int64)
     keep = np.flatnonzero(ok)
-    keep = keep[_pareto_filter(new_cost[keep], new_sens[keep])]
-    f_cost, f_sens = new_cost[keep], new_sens[keep]
+    keep = keep[_grouped_pareto(new_cost[keep], new_sens[keep], new_mask[keep])]
+    f_cost, f_sens, f_mask = new_cost[keep], new_sens[keep], new_mask[keep]
     parents.append((parent[keep], pick[keep]))
+  # After the last layer every survivor covers ``need`` (masks hold ``need``'s bits only): one
+  # group, so the last filter left one frontier sorted by cost.
   choice = np.zeros((f_cost.size, n_layers), np.int32)
   idx = np.arange(f_cost.size)
   for i in range(n_layers - 1, -1, -1):
@@ -164,36 +219,39 @@ def pareto_frontier(cost, sensitivity, allowed=None, *, max_cost: float = math.i
   return Frontier(f_cost, f_sens, choice)
 
 
-def min_sensitivity(cost, sensitivity, budget: float, allowed=None) -> Solution:
+def min_sensitivity(cost, sensitivity, budget: float, allowed=None, *, cover=None,
+                    need: int = 0) -> Solution:
   """The choice of least total sensitivity whose total cost is ``<= budget`` (ties: least cost).
 
   Args:
-    cost, sensitivity, allowed: as in :func:`pareto_frontier`.
+    cost, sensitivity, allowed, cover, need: as in :func:`pareto_frontier`.
     budget: the cost limit.
 
   Raises:
     InfeasibleError: even the cheapest choice costs more than ``budget``.
     ValueError: bad inputs (see :func:`pareto_frontier`).
   """
-  return _solve(cost, sensitivity, allowed, budget, limit_cost=True)
+  return _solve(cost, sensitivity, allowed, budget, True, cover, need)
 
 
-def min_cost(cost, sensitivity, bound: float, allowed=None) -> Solution:
+def min_cost(cost, sensitivity, bound: float, allowed=None, *, cover=None,
+             need: int = 0) -> Solution:
   """The choice of least total cost whose total sensitivity is ``<= bound`` (ties: least
   sensitivity).
 
   Args:
-    cost, sensitivity, allowed: as in :func:`pareto_frontier`.
+    cost, sensitivity, allowed, cover, need: as in :func:`pareto_frontier`.
     bound: the sensitivity limit.
 
   Raises:
     InfeasibleError: even the least sensitive choice exceeds ``bound``.
     ValueError: bad inputs (see :func:`pareto_frontier`).
   """
-  return _solve(cost, sensitivity, allowed, bound, limit_cost=False)
+  return _solve(cost, sensitivity, allowed, bound, False, cover, need)
 
 
-def _solve(cost, sensitivity, allowed, limit, limit_cost: bool) -> Solution:
+def _solve(cost, sensitivity, allowed, limit, limit_cost: bool, cover=None,
+           need: int = 0) -> Solution:
   """The frontier point of least sensitivity within a cost limit, or least cost within a
   sensitivity limit (the frontier is sorted by cost, so: its last / first point)."""
   cost, sens, allowed = _check(cost, sensitivity, allowed)
@@ -201,9 +259,11 @@ def _solve(cost, sensitivity, allowed, limit, limit_cost: bool) -> Solution:
     name, values, quantity, how = "budget", cost, "cost", "cheapest"
   else:
     name, values, quantity, how = "sensitivity bound", sens, "sensitivity", "least sensitive"
-  limit = _check_limit(name, limit)
-  front = pareto_frontier(cost, sens, allowed, **{
+  limit = check_limit(name, limit)
+  front = pareto_frontier(cost, sens, allowed, cover=cover, need=need, **{
       "max_cost" if limit_cost else "max_sensitivity": limit})
+  if not len(front) and cover is not None:
+    raise InfeasibleError(f"no choice that covers mask {need} meets the {name} {limit:.6g}")
   if not len(front):
     raise InfeasibleError(f"{name} {limit:.6g} is below the least achievable {quantity} "
                           f"{_least_total(values, allowed):.6g} (every layer at its {how} "
@@ -212,7 +272,8 @@ def _solve(cost, sensitivity, allowed, limit, limit_cost: bool) -> Solution:
   return Solution(front.choice[i].copy(), float(front.cost[i]), float(front.sensitivity[i]))
 
 
-def _check_limit(name: str, value) -> float:
+def check_limit(name: str, value) -> float:
+  """``value`` as a float (``ValueError`` naming ``name`` if it is not a real number)."""
   try:
     v = float(value)
   except (TypeError, ValueError):

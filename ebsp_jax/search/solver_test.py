@@ -20,30 +20,36 @@ def _totals(cost, sens, choice):
   return c, s
 
 
-def _all_choices(cost, sens, allowed):
+def _all_choices(cost, sens, allowed, cover=None, need=0):
   rows = [np.flatnonzero(a) for a in allowed]
   for choice in itertools.product(*rows):
+    if cover is not None:
+      m = 0
+      for i, k in enumerate(choice):
+        m |= int(cover[i, k])
+      if m & need != need:
+        continue
     yield (choice, *_totals(cost, sens, choice))
 
 
-def _brute_min_sensitivity(cost, sens, allowed, budget):
+def _brute_min_sensitivity(cost, sens, allowed, budget, cover=None, need=0):
   best = None
-  for choice, c, s in _all_choices(cost, sens, allowed):
+  for choice, c, s in _all_choices(cost, sens, allowed, cover, need):
     if c <= budget and (best is None or (s, c) < best[:2]):
       best = (s, c, choice)
   return best
 
 
-def _brute_min_cost(cost, sens, allowed, bound):
+def _brute_min_cost(cost, sens, allowed, bound, cover=None, need=0):
   best = None
-  for choice, c, s in _all_choices(cost, sens, allowed):
+  for choice, c, s in _all_choices(cost, sens, allowed, cover, need):
     if s <= bound and (best is None or (c, s) < best[:2]):
       best = (c, s, choice)
   return best
 
 
-def _brute_frontier(cost, sens, allowed):
-  pts = {(c, s) for _, c, s in _all_choices(cost, sens, allowed)}
+def _brute_frontier(cost, sens, allowed, cover=None, need=0):
+  pts = {(c, s) for _, c, s in _all_choices(cost, sens, allowed, cover, need)}
   return sorted(p for p in pts
                 if not any(q != p and q[0] <= p[0] and q[1] <= p[1] for q in pts))
 
@@ -110,6 +116,63 @@ def test_frontier_is_the_brute_force_pareto_set(p):
   for row, c, s in zip(front.choice, front.cost, front.sensitivity):
     assert _totals(cost, sens, row) == (c, s)
     assert all(allowed[i, k] for i, k in enumerate(row))
+
+
+@st.composite
+def covered_problems(draw):
+  """A problem with 0-3 bit masks per candidate and a required mask."""
+  cost, sens, allowed, frac = draw(problems())
+  cover = np.array(draw(st.lists(st.integers(0, 7), min_size=cost.size,
+                                 max_size=cost.size))).reshape(cost.shape)
+  return cost, sens, allowed, frac, cover, draw(st.integers(0, 7))
+
+
+@pytest.mark.parametrize("least", ["sensitivity", "cost"])
+@given(p=covered_problems())
+def test_covering_solvers_match_brute_force(least, p):
+  """Only choices whose masks OR to a superset of ``need`` count (the exact mixed-design
+  search): optimum, frontier and infeasibility as brute force over the covering choices."""
+  cost, sens, allowed, frac, cover, need = p
+  kw = dict(cover=cover, need=need)
+  assert list(zip(*[a.tolist() for a in (
+      lambda f: (f.cost, f.sensitivity))(solver.pareto_frontier(cost, sens, allowed, **kw))])) \
+      == _brute_frontier(cost, sens, allowed, cover, need)
+  if least == "sensitivity":
+    limit = _limit(cost, allowed, frac)
+    best = _brute_min_sensitivity(cost, sens, allowed, limit, cover, need)
+    solve = solver.min_sensitivity
+  else:
+    limit = _limit(sens, allowed, frac)
+    best = _brute_min_cost(cost, sens, allowed, limit, cover, need)
+    solve = solver.min_cost
+  if best is None:
+    with pytest.raises(solver.InfeasibleError):
+      solve(cost, sens, limit, allowed, **kw)
+    return
+  sol = solve(cost, sens, limit, allowed, **kw)
+  got = (sol.sensitivity, sol.cost) if least == "sensitivity" else (sol.cost, sol.sensitivity)
+  assert got == best[:2]
+  m = 0
+  for i, k in enumerate(sol.choice):
+    assert allowed[i, k]
+    m |= int(cover[i, k])
+  assert m & need == need
+  assert _totals(cost, sens, sol.choice) == (sol.cost, sol.sensitivity)
+
+
+def test_cover_can_force_a_costlier_choice():
+  cost = np.array([[1.0, 2.0], [1.0, 2.0]])
+  sens = np.array([[0.0, 0.0], [0.0, 0.0]])
+  cover = np.array([[0, 1], [0, 2]])
+  sol = solver.min_cost(cost, sens, 1.0, cover=cover, need=3)
+  assert sol.choice.tolist() == [1, 1] and sol.cost == 4.0
+  assert solver.min_cost(cost, sens, 1.0, cover=cover, need=2).choice.tolist() == [0, 1]
+  with pytest.raises(solver.InfeasibleError, match="covers mask 4"):
+    solver.min_cost(cost, sens, 1.0, cover=cover, need=4)
+  with pytest.raises(ValueError, match="need is given without cover"):
+    solver.pareto_frontier(cost, sens, need=1)
+  with pytest.raises(ValueError, match="cover must be a non-negative integer array"):
+    solver.pareto_frontier(cost, sens, cover=np.ones((2, 2)), need=1)
 
 
 @settings(max_examples=20)

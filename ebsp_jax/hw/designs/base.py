@@ -22,11 +22,13 @@ Spatial = tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]
 
 @dataclasses.dataclass(frozen=True)
 class Formats:
-  """Number formats of one evaluation (one set for the whole network today; a per-layer map of
-  these is the natural extension).
+  """Number formats of one design (EBSP may run other per-layer formats on it: see
+  :func:`ebsp_jax.hw.designs.ebsp.layer_view`).
 
   Attributes:
     pattern_bits, pattern_length, weight_format: EBSP's weight pattern and storage.
+    pattern_max_shift: EBSP's shifter range when it is built for several per-layer formats
+      (:func:`ebsp_jax.hw.pe.ebsp_support`); ``None``: the pattern's own.
     activation_bits: EBSP's activation width.
     acc_bits: accumulator width of the 4/6/8-bit designs (Eyeriss keeps its 16-bit psums).
     outlier_fraction: OLAccel's outlier fraction.
@@ -40,6 +42,7 @@ class Formats:
   weight_format: str = "raw"
   outlier_fraction: float = 0.03
   bitfusion_bits: int = 4
+  pattern_max_shift: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)

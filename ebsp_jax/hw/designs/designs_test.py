@@ -90,3 +90,55 @@ def test_row_stationary_schedules_respect_the_spads():
   assert n > 100
   cost = dataflow.best_mapping(layer, acc, "energy", 3)
   assert cost.mapping.temporal[0][0] == "FX"       # a row-stationary schedule was chosen
+
+
+def test_ebsp_layer_views_on_one_design_for_several_formats():
+  from ebsp_jax.hw import report
+  from ebsp_jax.hw.designs import ebsp
+  wl = workload.model_workload("lenet5", "fashion_mnist")
+  own = arch.build_accelerator("ebsp", pattern_bits=6, pattern_length=3)
+  # One format: the design is the single-format one and its view is itself.
+  assert arch.build_ebsp_for([(6, 3)] * 5) == own
+  assert ebsp.layer_view(own, 6, 3) == own
+  fm = {"conv_init": (8, 5), "conv1": (8, 5), "fc1": (4, 3), "fc2": (4, 1), "head": (8, 7)}
+  acc = arch.build_ebsp_for(fm.values())
+  assert (acc.pe.pattern, acc.pe.max_shift) == ((8, 7), 2)
+  assert acc.pe_count < arch.build_accelerator("ebsp", pattern_bits=8,
+                                               pattern_length=5).pe_count
+  v = ebsp.layer_view(acc, 4, 3)
+  assert (v.array, v.pe_count, v.pe_area_um2) == (acc.array, acc.pe_count, acc.pe_area_um2)
+  assert v.pe.weight_bits == 4 and v.precision["W"] == 4
+  assert dataflow.leakage_mw(v) == dataflow.leakage_mw(acc)
+  # Uniform 4b(L3): no shift, so no shifter energy; its LUT fills 4 of the 64 entries.
+  assert v.pe.energy_per_mac_pj() < ebsp.layer_view(acc, 4, 1).pe.energy_per_mac_pj()
+  assert v.level("lut").write_pj < acc.level("lut").write_pj
+  assert v.level("lut").area_um2 == acc.level("lut").area_um2
+  with pytest.raises(ConfigError, match="does not fit the EBSP design built for <=8b, L<=7, "
+                     "shift<=2"):
+    ebsp.layer_view(acc, 6, 1)
+  with pytest.raises(ConfigError, match="EBSP designs only"):
+    ebsp.layer_view(arch.build_accelerator("wax"), 6, 3)
+  code = arch.build_accelerator("ebsp", pattern_bits=6, pattern_length=3, weight_format="code")
+  with pytest.raises(ConfigError, match="weight_format=raw only"):
+    ebsp.layer_view(code, 5, 3)
+  with pytest.raises(ConfigError, match="weight_format=raw only"):
+    arch.build_ebsp_for([(6, 3), (5, 3)], weight_format="code")
+  with pytest.raises(ConfigError, match="set by the formats"):
+    arch.build_ebsp_for([(6, 3)], pattern_bits=6)
+  # The network: every layer in its own format on the one design; the report shows them.
+  res = report.evaluate_network(wl, {"ebsp": acc, "wax": arch.build_accelerator("wax")},
+                                search="fast", layer_formats=fm)
+  one = report.evaluate_network(wl, {"ebsp": acc}, search="fast",
+                                layer_formats={n: (8, 7) for n in fm})
+  assert res.results["ebsp"].energy_pj < one.results["ebsp"].energy_pj
+  out = report.report_json(res)
+  assert out["layer_formats"] == {n: f"{b}b(L{l})" for n, (b, l) in fm.items()}
+  assert [r["ebsp"]["format"] for r in out["layers"]] == list(out["layer_formats"].values())
+  assert "format" not in out["layers"][0]["wax"]
+  assert out["accelerators"]["ebsp"]["ebsp_design"] == {
+      "bits": 8, "length": 7, "max_shift": 2, "lut_entries": 128, "weight_format": "raw"}
+  assert any("per-layer weight formats" in n for n in res.notes)
+  with pytest.raises(ValueError, match="layer_formats: no entry for layer"):
+    report.evaluate_network(wl, {"ebsp": acc}, layer_formats={"conv_init": (8, 5)})
+  with pytest.raises(ConfigError, match="does not fit"):
+    report.evaluate_network(wl, {"ebsp": own}, layer_formats=fm)
