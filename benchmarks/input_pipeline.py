@@ -12,7 +12,9 @@ side (round robin, ``--repeats`` rounds, medians):
 * ``pipeline_<w>w``: one epoch of ``ebsp_jax.data.get_dataset('imagenet', ...)`` with
   ``num_threads=w`` (``--data_workers``), batches of ``--batch``: shuffled indices,
   array_record reads, the same decode and crops, batching, normalization to float32, grain's
-  threads.
+  threads;
+* ``pipeline_1w_uint8`` (``--uint8``): the same with ``normalize=False``, uint8 batches for
+  normalization on the accelerator.
 
 Both clocks are recorded per sample: wall time (images/s) and this process's CPU time (all
 threads; less disturbed by other processes on a shared machine). ``wall_ratio`` is the
@@ -125,12 +127,14 @@ def bare(jpegs: List[bytes], train: bool, seed: int = 0) -> Callable[[], int]:
   return run
 
 
-def pipeline(data_dir: str, workers: int, batch: int, train: bool) -> Callable[[], int]:
+def pipeline(data_dir: str, workers: int, batch: int, train: bool, normalize: bool = True
+             ) -> Callable[[], int]:
   """One epoch of the ImageNet pipeline with ``workers`` threads (the dataset opened once,
   outside the timing, as a run opens it once per phase); returns the images read."""
+  kw = {} if normalize else {"normalize": False}   # (older trees lack the argument)
   ds = data.get_dataset("imagenet", split="train" if train else "test", data_dir=data_dir,
                         batch_size=batch, augment=train, shuffle=train, num_epochs=1,
-                        drop_remainder=False, num_threads=workers)
+                        drop_remainder=False, num_threads=workers, **kw)
 
   def run() -> int:
     n = 0
@@ -168,6 +172,8 @@ def main(argv=None) -> None:
   ap.add_argument("--repeats", type=int, default=7, help="round-robin rounds (medians)")
   ap.add_argument("--modes", default="train,eval", help="train (random-resized crop + flip), "
                                                        "eval (center crop)")
+  ap.add_argument("--uint8", action="store_true",
+                  help="also time the pipeline (1 worker) without host normalization")
   ap.add_argument("--data_dir", default=None,
                   help="where to write the set (default: a temporary directory, removed after)")
   args = ap.parse_args(argv)
@@ -189,6 +195,8 @@ def main(argv=None) -> None:
       fns = {"bare": bare(stored_jpegs(data_dir, "train" if train else "validation"), train)}
       for w in workers:
         fns[f"pipeline_{w}w"] = pipeline(data_dir, w, args.batch, train)
+      if args.uint8:
+        fns["pipeline_1w_uint8"] = pipeline(data_dir, 1, args.batch, train, normalize=False)
       timed = time_both_clocks(fns, args.repeats)
       b = timed["bare"]
       for k, v in timed.items():

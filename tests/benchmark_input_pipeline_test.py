@@ -25,12 +25,13 @@ def test_synthetic_set_is_imagenet_like_jpegs(tmp_path):
 
 def test_benchmark_reports_both_clocks_and_ratios(tmp_path):
   out = tmp_path / "ip.json"
-  bench.main([f"--output={out}", "--images=16", "--batch=8", "--repeats=1", "--workers=0,2"])
+  bench.main([f"--output={out}", "--images=16", "--batch=8", "--repeats=1", "--workers=0,2",
+              "--uint8"])
   res = json.loads(out.read_text())
   assert res["benchmark"] == "input_pipeline" and res["images"] == 16 and "device" in res
   for mode in ("train", "eval"):
     r = res["results"][mode]
-    assert set(r) == {"bare", "pipeline_0w", "pipeline_2w"}
+    assert set(r) == {"bare", "pipeline_0w", "pipeline_2w", "pipeline_1w_uint8"}
     for k, v in r.items():
       assert v["images_per_s"] == pytest.approx(1 / v["wall_s_per_image"])
       assert v["wall_ratio"] == pytest.approx(v["wall_s_per_image"]

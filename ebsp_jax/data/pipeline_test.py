@@ -300,6 +300,16 @@ def test_imagenet_jpegs_decoded_into_the_crop_equal_tfds_decoding(tmp_path):
   np.testing.assert_array_equal(first, want)
 
 
+def test_uint8_batches_are_the_normalized_ones_before_normalizing(tfds_dir):
+  for name, kw in (("imagenet", dict(image_size=24, batch_size=4)), ("cifar10", dict(batch_size=8))):
+    kw = dict(kw, split="train", data_dir=tfds_dir, num_epochs=1, seed=2, rows=(1, 4))
+    spec = data.get_spec(name)
+    for norm, raw in zip(data.get_dataset(name, **kw), data.get_dataset(name, normalize=False, **kw)):
+      assert raw["image"].dtype == np.uint8 and norm["image"].dtype == np.float32
+      np.testing.assert_array_equal(aug.normalize(raw["image"], spec.mean, spec.std), norm["image"])
+      np.testing.assert_array_equal(raw["label"], norm["label"])
+
+
 def test_mnist_from_tfds(tfds_dir):
   images, labels = raw_split(tfds_dir, "mnist", "test")
   ds = data.get_dataset("mnist", split="test", data_dir=tfds_dir, batch_size=4)
