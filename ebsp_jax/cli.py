@@ -13,6 +13,7 @@ which also makes ``--help`` / ``-h`` / ``--helpfull`` exit with 0 after printing
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any, List, NoReturn
 
@@ -71,3 +72,33 @@ def load_json(path: str, what: str) -> Any:
     raise ValueError(f"{what} does not exist") from None
   except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
     raise ValueError(f"{what} is not readable JSON: {one_line(e)}") from None
+
+
+def check_output_path(path: str, flag: str = "--output", directory: bool = False) -> None:
+  """Refuses, before any work, an output path that cannot be written (``ValueError``, one line).
+
+  A file path (``directory=False``) must not be a directory and, if it exists, must be
+  writable; a directory path must not be a file. Missing parent directories are fine (the
+  writer creates them, e.g. ``os.makedirs(dirname, exist_ok=True)``) when the nearest existing
+  ancestor is a writable directory.
+
+  Args:
+    path: the path given on the command line.
+    flag: the flag's name as the user typed it, for the message (``--output``).
+    directory: ``path`` names a directory to write files into (e.g. ``--figures_dir``).
+  """
+  if not path:
+    raise ValueError(f"{flag} is empty; give a {'directory' if directory else 'file'} path")
+  if directory:
+    if os.path.exists(path) and not os.path.isdir(path):
+      raise ValueError(f"{flag}={path} is a file; give a directory")
+  else:
+    if os.path.isdir(path):
+      raise ValueError(f"{flag}={path} is a directory; give a file path")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+      raise ValueError(f"{flag}={path}: the file is not writable")
+  probe = os.path.abspath(path) if directory else os.path.dirname(os.path.abspath(path))
+  while not os.path.exists(probe):
+    probe = os.path.dirname(probe)
+  if not os.path.isdir(probe) or not os.access(probe, os.W_OK):
+    raise ValueError(f"{flag}={path}: {probe} is not a writable directory")

@@ -142,8 +142,13 @@ def main(argv):
       FLAGS.zero_fraction
   if not (math.isfinite(z) and 0 <= z < 1):
     cli.fail(f"--zero_fraction must be in [0, 1); got {z}")
-  if FLAGS.output and os.path.isdir(FLAGS.output):
-    cli.fail(f"--output={FLAGS.output} is a directory; give a file path")
+  try:
+    if FLAGS.output:
+      cli.check_output_path(FLAGS.output)
+    if FLAGS.figures_dir:
+      cli.check_output_path(FLAGS.figures_dir, "--figures_dir", directory=True)
+  except ValueError as e:
+    cli.fail(cli.one_line(e))
   if FLAGS.fmnist_params and not os.path.exists(FLAGS.fmnist_params):
     cli.fail(f"--fmnist_params: {FLAGS.fmnist_params} does not exist")
   t0 = time.time()

@@ -39,18 +39,6 @@ flags.DEFINE_boolean("calibrate", False,
                      "them with the stored values (no records are written).")
 
 
-def check_output_path(path: str) -> None:
-  """Refuses an output path that cannot be written, before any computation (one line)."""
-  if os.path.isdir(path):
-    raise ValueError(f"--output={path} is a directory; give a file path")
-  parent = os.path.dirname(os.path.abspath(path)) or "."
-  probe = parent
-  while not os.path.exists(probe):
-    probe = os.path.dirname(probe)
-  if not os.path.isdir(probe) or not os.access(probe, os.W_OK):
-    raise ValueError(f"--output={path}: {probe} is not a writable directory")
-
-
 def main(argv):
   if len(argv) > 1:
     cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -67,7 +55,7 @@ def main(argv):
     cli.fail("--calibrate writes no records: drop --output (or --calibrate)")
   if FLAGS.output:
     try:
-      check_output_path(FLAGS.output)
+      cli.check_output_path(FLAGS.output)
     except ValueError as e:
       cli.fail(cli.one_line(e))
   figures = validation.select(FLAGS.designs or None, FLAGS.networks or None)

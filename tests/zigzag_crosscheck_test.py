@@ -38,10 +38,13 @@ def test_bad_flags_exit_2_before_work(tmp_path, args, message):
 
 
 def test_output_path_checked_first(tmp_path):
-  p = _run(f"--output={tmp_path}/missing/x.json", "--designs=nope")
-  assert p.returncode == 2 and "no such directory" in p.stderr
+  (tmp_path / "file").write_text("")
+  p = _run(f"--output={tmp_path}/file/x.json", "--designs=nope")
+  assert p.returncode == 2 and "file is not a writable directory" in p.stderr, p.stderr
   p = _run(f"--output={tmp_path}")
   assert p.returncode == 2 and "is a directory" in p.stderr
+  p = _run(f"--output={tmp_path}/missing/x.json", "--designs=nope")   # parents are created
+  assert p.returncode == 2 and "unknown design 'nope'" in p.stderr, p.stderr
 
 
 @pytest.mark.slow
@@ -61,8 +64,14 @@ def test_one_layer_run(tmp_path):
       assert 0.5 < r["ratio"][q] < 2.0, (r["design"], q, r["ratio"])
     # one shared buffer port: the weight and input fetches of every cycle serialise
     assert r["zigzag_shared_port_cycles"] > 1.5 * r["zigzag"]["cycles"]
+  # OLAccel's cycle factor is not given to ZigZag: compared without it, recorded with it.
+  ol = res["records"][1]
+  assert ol["ours_full"]["mac_pj"] == pytest.approx(ol["ours"]["mac_pj"])
+  assert ol["ours_full"]["cycles"] >= ol["ours"]["cycles"]
+  assert any("cycle factor" in s for s in res["designs"]["olaccel"]["not_given_to_zigzag"])
   t = res["totals"]["resnet18"]["ebsp"]
   assert t["layers"] == 1 and t["ours"]["cycles"] == res["records"][0]["ours"]["cycles"]
+  assert t["full_over_exported"]["cycles"] == pytest.approx(1.0)   # EBSP: nothing left out
   own = res["own_hardware"][0]
   assert own["hardware"] == "eyeriss_like" and len(own["records"]) == 1
   dram_w = next(s for s in own["summary"]

@@ -7,7 +7,8 @@
   hardware YAML dict. Per-access energies are *the same numbers* the local model uses:
   ZigZag charges ``r_cost``/``w_cost`` per access of ``bandwidth_max`` bits counted in units of
   ``bandwidth_min`` bits, so a port gets ``bandwidth_min = word_bits`` and
-  ``bandwidth_max = bandwidth`` and costs scaled by ``bandwidth / word_bits``. A memory that
+  ``bandwidth_max = bandwidth`` and costs scaled by ``bandwidth / word_bits`` (a port
+  narrower than a word: ``bandwidth_min = bandwidth_max = bandwidth``). A memory that
   holds several operands gets one port per operand (``ports='per_operand'``, a banked buffer,
   the default) or one port for all (``'shared'``, a single-ported memory, see
   :data:`PORT_MODES`). The operational-array ``unit_energy`` is the PE's energy per MAC.
@@ -24,6 +25,9 @@
   spatial and temporal mappings itself (LOMA).
 * :func:`compare`: one layer's on-chip memory energy, DRAM energy, MAC energy and cycles,
   ours against ZigZag's, each with its ratio.
+* :func:`unexported` / :func:`exportable`: what of a design ZigZag is not given (sliding
+  windows, serial transfers, zero gating beyond the MAC energy, DRAM codecs, cycle factors,
+  ...), and the design without it, on which this model counts what ZigZag is asked to count.
 
 What differs by construction (see ``docs/hardware.md`` section 7): ZigZag has no leakage; it
 rounds transfers up to whole words per period; its latency adds on/off-loading phases and has
@@ -33,6 +37,7 @@ no per-MAC cycle factor (OLAccel's outlier serialisation).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import math
@@ -114,9 +119,13 @@ def _ports(m: MemLevel, mode: str = "per_operand", bandwidth: float | None = Non
          "allocation": [f"{o}, fh" for o in ops] + [f"{o}, fl" for o in ops if o == "O"]},
     ]
     return ports, 1.0
-  bw_max = max(m.word_bits, int(bandwidth if bandwidth is not None else m.bandwidth_bits))
+  bw = max(1, int(bandwidth if bandwidth is not None else m.bandwidth_bits))
+  # A port narrower than a word (Eyeriss's 16-bit ifmap network on a 64-bit buffer) moves
+  # ``bw``-bit accesses at the same energy per bit.
+  bw_min = min(m.word_bits, bw)
+  bw_max = max(bw_min, bw)
   groups = [[o] for o in ops] if mode == "per_operand" else [ops]
-  ports = [{"name": f"rw_port_{i + 1}", "type": "read_write", "bandwidth_min": m.word_bits,
+  ports = [{"name": f"rw_port_{i + 1}", "type": "read_write", "bandwidth_min": bw_min,
             "bandwidth_max": bw_max, "allocation": [a for o in g for a in _alloc(o)]}
            for i, g in enumerate(groups)]
   return ports, bw_max / m.word_bits
@@ -136,12 +145,23 @@ def _split_operands(m: MemLevel) -> bool:
   return bool(m.operand_capacity_bits or m.operand_bandwidth_bits or m.operand_energy)
 
 
+def _shared_capacity_split(m: MemLevel) -> bool:
+  """``m`` is exported as one memory per operand although its operands share a finite
+  capacity (each gets the whole capacity: not what the design has)."""
+  return (_split_operands(m) and len(m.operands) > 1 and not m.operand_capacity_bits
+          and not math.isinf(m.capacity_bits))
+
+
 def unexported(acc: Accelerator) -> list[str]:
   """What of ``acc`` ZigZag is not given (each item one sentence; empty: nothing).
 
   ZigZag 3.9.1 has no leakage, no per-cycle overhead energy, no per-MAC cycle factor, no
-  sliding-window reuse between tiles, no serialised (non-overlapped) transfers, no activation
-  sparsity or DRAM compression, and cannot run a design-specific cost function.
+  sliding-window reuse between tiles, no serialised (non-overlapped) transfers, no DRAM
+  compression, no per-operand costs within one memory, and cannot run a design-specific cost
+  function. Of activation sparsity it takes only the MAC energy (:func:`accelerator_to_zigzag`
+  scales the PE energy by the non-zero fraction); per-operand capacities, bandwidths and
+  energies are exported as one memory per operand (:data:`SPLIT`), exactly where the
+  operands do not share a finite capacity. :func:`exportable` removes all of these.
   """
   out = []
   if acc.cycle_factor != 1.0:
@@ -149,7 +169,10 @@ def unexported(acc: Accelerator) -> list[str]:
   if getattr(acc, "overhead_pj_per_cycle", 0.0):
     out.append("per-cycle overhead energy")
   if getattr(acc, "act_sparsity", "none") != "none":
-    out.append(f"activation sparsity ({acc.act_sparsity})")
+    what = ("the weight-register reads it gates" if acc.act_sparsity == "gate"
+            else "the weight reads and cycles it skips")
+    out.append(f"activation sparsity ({acc.act_sparsity}): only the MAC energy is given, not "
+               f"{what}")
   if getattr(acc, "dram_codec", "none") != "none":
     out.append(f"DRAM codec ({acc.dram_codec})")
   if getattr(acc, "layer_cost", ""):
@@ -159,10 +182,29 @@ def unexported(acc: Accelerator) -> list[str]:
       out.append(f"{m.name}: sliding-window reuse between tiles")
     if getattr(m, "serial", ()):
       out.append(f"{m.name}: serialised transfers {dict(m.serial)}")
-    if _split_operands(m) and len(m.operands) > 1 and not m.operand_capacity_bits:
-      out.append(f"{m.name}: exported as one memory per operand, each with the whole shared "
-                 "capacity")
+    if _shared_capacity_split(m):
+      out.append(f"{m.name}: exported as one memory per operand (per-operand bandwidths or "
+                 "energies), each with the whole shared capacity")
   return out
+
+
+def exportable(acc: Accelerator) -> Accelerator:
+  """``acc`` reduced to what ZigZag is given (:func:`unexported` of the result is empty).
+
+  Sliding windows, serial transfers, the cycle factor, activation sparsity, the DRAM codec,
+  the per-cycle overhead and a design-specific cost function are removed; a level exported as
+  one memory per operand over a shared capacity gets that capacity per operand, as in the
+  export. Evaluating a mapping on it and on ``acc`` separates what the cross-check compares
+  (the loop-nest counting on the design's memories) from the effect of what ZigZag lacks.
+  """
+  levels = []
+  for m in acc.levels:
+    extra = {}
+    if _shared_capacity_split(m):
+      extra["operand_capacity_bits"] = tuple((op, m.capacity_bits) for op in m.operands)
+    levels.append(dataclasses.replace(m, sliding=False, serial=(), **extra))
+  return dataclasses.replace(acc, levels=tuple(levels), cycle_factor=1.0, act_sparsity="none",
+                             dram_codec="none", overhead_pj_per_cycle=0.0, layer_cost="")
 
 
 def _memory(m: MemLevel, ports: str, escale: float, ops: tuple[str, ...] | None = None
@@ -211,7 +253,11 @@ def accelerator_to_zigzag(acc: Accelerator, activity: Activity = Activity(),
       "name": f"{acc.name}_ebsp_jax",
       "memories": memories,
       "operational_array": {
-          "unit_energy": float(acc.pe.energy_per_mac_pj(activity) * escale),
+          # A design that gates or skips zero activations spends the PE energy on the
+          # non-zero ones only (as hw.dataflow charges it).
+          "unit_energy": float(acc.pe.energy_per_mac_pj(activity) * escale
+                               * (activity.act_density if acc.act_sparsity in ("gate", "skip")
+                                  else 1.0)),
           "unit_area": float(acc.pe_area_um2 * 1e-6),
           "dimensions": ["D1", "D2"],
           "sizes": [int(acc.array[0]), int(acc.array[1])],
