@@ -18,7 +18,8 @@ Usage::
     from ebsp_jax import progress
     for batch in progress.track(batches, desc="eval", unit="batch",
                                 count=lambda b: len(b["label"]), count_unit="img"):
-        ...                                    # eval:  40%|####  | 4/10 [00:02<00:03, 1.9batch/s, 480 img/s]
+        ...
+    # eval:  40%|####      | 4/10 [00:02<00:03, 1.9batch/s, 480 img/s]
     with progress.bar(total=len(points), desc="sweep", unit="point") as pbar:
         for p in points:
             ...
