@@ -158,6 +158,9 @@ def _agreement(qm, prep, x, y):
   fl = _predict(qm.float_model, prep(x))
   top = lambda a: np.argmax(a, axis=1)  # noqa: E731
   return dict(agree=float(np.mean(top(fq) == top(it))), n=len(x),
+              identical_logits=float(np.mean(np.all(np.abs(fq - it) <= 1e-4 * (1 + np.abs(fq)),
+                                                    axis=1))),
+              max_dlogit=float(np.max(np.abs(fq - it))), max_logit=float(np.max(np.abs(fq))),
               acc_float=float(np.mean(top(fl) == y)), acc_fake=float(np.mean(top(fq) == y)),
               acc_int=float(np.mean(top(it) == y)))
 
