@@ -70,8 +70,8 @@ RS_SPATIAL = ((("FY", "C"), ("OY", "K")), (("FY", "K"), ("OY", "C")), (("FY", "O
 #: bottom-up model has no part for (clock network, control, NoC wires), pJ at 65 nm / 1 V, and
 #: the fraction of global-buffer-to-array transfer time that is not hidden under compute (the
 #: ramp-up of each processing pass).
-CHIP_OVERHEAD_PJ_PER_CYCLE = 1084.51
-CHIP_RAMP_SERIAL_FRACTION = 0.0
+CHIP_OVERHEAD_PJ_PER_CYCLE = 1081.11
+CHIP_RAMP_SERIAL_FRACTION = 0.0552
 
 
 def _glb_level(tech, banks_io: int = 25, bank_bytes: int = 4096,

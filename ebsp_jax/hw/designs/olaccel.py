@@ -66,7 +66,7 @@ PLATFORM_MACS = 256
 #: 27.0% energy saving [olaccel_isca2018]; see ``experiments/validate_baselines.py``): energy per
 #: MAC spent on zero-skipping control and operand steering, the same for the three designs
 #: (they share the zero-aware front end), pJ at 65 nm.
-SKIP_CONTROL_PJ_PER_MAC = 33.52
+SKIP_CONTROL_PJ_PER_MAC = 31.22
 #: Bits of the position stored with each sparse outlier (derived: the lane within a 16-lane
 #: SIMD group, log2 16 = 4; the group is implied by the list's order).
 OUTLIER_INDEX_BITS = 4
