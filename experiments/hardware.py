@@ -15,7 +15,15 @@ zero-weight and shift statistics; ``--events=FILE.json`` uses event counts recor
 be exactly the workload's). Figures (PNG + SVG) go to ``--figures_dir``; the bit-width x
 pattern-length Pareto plot takes accuracies from ``--results`` (training ``results.json``
 files); ``--results``, ``--sweep_bits`` and ``--sweep`` need ``--figures_dir``.
-``--zigzag_dir`` / ``--timeloop_dir`` export the workload and every design. Energy, cycles and
+``--zigzag_dir`` / ``--timeloop_dir`` export the workload and every design.
+
+Per-layer formats: ``--layer_formats=FILE.json`` (an ``experiments/search.py`` output or a
+``{layer: '5b(L3)'}`` map over exactly the workload's layers) builds EBSP for the widest bits,
+the longest pattern (LUT of ``2^L`` entries) and the largest shift among them and runs each
+layer in its own format (``ebsp_jax.hw.designs.ebsp.layer_view``); the JSON adds
+``layer_formats``, each EBSP layer row's ``format``, ``accelerators.ebsp.ebsp_design`` and, for
+a search output, ``layer_formats_search`` (its cost next to this report's, and whether the
+design settings, shared with the search through ``ebsp_jax.hw.flags``, match). Energy, cycles and
 latency are per batch of ``--batch_size`` images (the JSON's ``units``). Errors (unknown names,
 bad flag values, impossible configurations, flags that would be ignored) print one line and
 exit with 2, before any evaluation.
@@ -39,6 +47,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from ebsp_jax import cli  # noqa: E402
+from ebsp_jax.hw import flags as hw_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "resnet50", "Registered model name (ebsp_jax.models.MODELS).")
@@ -47,13 +56,7 @@ flags.DEFINE_string("params", None, "Trained checkpoint (orbax dir or .npz) for 
 flags.DEFINE_integer("pattern_bits", 6, "EBSP weight bits (sign included).")
 flags.DEFINE_integer("pattern_length", 3, "EBSP pattern length L (LUT of 2^L entries).")
 flags.DEFINE_string("output", None, "Write the report JSON here.")
-flags.DEFINE_integer("activation_bits", 8, "EBSP activation bits.")
-flags.DEFINE_integer("acc_bits", 32, "Accumulator bits of the 4/6/8-bit designs.")
-flags.DEFINE_enum("weight_format", "raw", ["raw", "code"],
-                  "EBSP weight storage: raw sign-magnitude (LOD in the PE) or index codes.")
-flags.DEFINE_float("area_mm2", 0.32, "Equal-area budget of every PE array, mm^2.")
-flags.DEFINE_enum("area_scope", "pe+local", ["arith", "pe", "pe+local"],
-                  "What the area budget covers (see ebsp_jax/hw/area.py).")
+hw_flags.define_flags()     # activation/acc bits, weight format, area, GLB, DRAM, tech, mapper
 flags.DEFINE_boolean("paper_pe_counts", False, "Use the paper's PE counts instead of area.")
 flags.DEFINE_enum("setting", "equal_area", ["equal_area", "paper_table", "own"],
                   "equal_area: every design fills --area_mm2 (the EBSP paper's setting, "
@@ -70,20 +73,8 @@ flags.DEFINE_string("act_stats", None,
 flags.DEFINE_list("accelerators", ["eyeriss", "bitfusion", "wax", "olaccel", "ebsp"],
                   "Designs to evaluate.")
 flags.DEFINE_integer("batch_size", 1, "Images per inference (totals are per batch).")
-flags.DEFINE_integer("glb_kib", 108, "Global buffer per design, KiB.")
-flags.DEFINE_integer("glb_bandwidth_bits", 1728,
-                     "Global-buffer bandwidth, bits/cycle (Eyeriss's 27 banks x 64 b).")
-flags.DEFINE_float("dram_bytes_per_cycle", 16.0, "DRAM bandwidth, bytes/cycle.")
-flags.DEFINE_float("dram_pj_per_64b", 1300.0, "DRAM energy per 64 bits, pJ (1300-2600).")
-flags.DEFINE_float("clock_mhz", 500.0, "Clock, MHz.")
-flags.DEFINE_float("node_nm", 45.0, "Technology node (classical scaling from 45 nm).")
-flags.DEFINE_float("vdd", 0.9, "Supply at --node_nm, V.")
-flags.DEFINE_enum("sram_energy", "horowitz", ["horowitz", "cacti"], "SRAM energy source.")
-flags.DEFINE_enum("leakage", "itrs-lop", ["itrs-lop", "itrs-hp", "none"], "Leakage device type.")
 flags.DEFINE_float("outlier_fraction", 0.03, "OLAccel outlier fraction.")
 flags.DEFINE_integer("bitfusion_bits", 4, "Bit Fusion operating width (paper table: 4).")
-flags.DEFINE_enum("objective", "edp", ["energy", "latency", "edp"], "Mapper objective.")
-flags.DEFINE_enum("search", "default", ["fast", "default", "thorough"], "Mapper effort.")
 flags.DEFINE_string("events", None, "LayerEvents JSON (from ebsp_jax.arith.events).")
 flags.DEFINE_string("figures_dir", None, "Write figures (PNG + SVG) here.")
 flags.DEFINE_list("results", [], "Training results.json files (accuracy for the Pareto plot).")
@@ -94,6 +85,12 @@ flags.DEFINE_list("figure_models", [],
                   "alexnet:imagenet,resnet20:cifar10); their totals go to 'networks'.")
 flags.DEFINE_string("zigzag_dir", None, "Export workload + designs as ZigZag inputs here.")
 flags.DEFINE_string("timeloop_dir", None, "Export workload + designs as Timeloop YAML here.")
+flags.DEFINE_string("layer_formats", None,
+                    "Per-layer EBSP weight formats: a search output of experiments/search.py "
+                    "(its \"layers\") or a JSON {layer: '5b(L3)'} with exactly the workload's "
+                    "layer names. EBSP is built for the widest bits, longest pattern and largest "
+                    "shift among them and runs each layer in its own format (exclusive with "
+                    "--pattern_bits/--pattern_length).")
 
 
 class UsageError(Exception):
@@ -101,11 +98,8 @@ class UsageError(Exception):
 
 
 def _tech():
-  from ebsp_jax.hw.tech import TechParams
   try:
-    return TechParams(node_nm=FLAGS.node_nm, vdd=FLAGS.vdd, sram_energy=FLAGS.sram_energy,
-                      leakage_device=FLAGS.leakage, dram_pj_per_64b=FLAGS.dram_pj_per_64b,
-                      dram_bytes_per_cycle=FLAGS.dram_bytes_per_cycle, clock_mhz=FLAGS.clock_mhz)
+    return hw_flags.tech()
   except ValueError as e:
     raise UsageError(str(e)) from None
 
@@ -114,7 +108,7 @@ def _paper_counts() -> bool:
   return FLAGS.paper_pe_counts or FLAGS.setting == "paper_table"
 
 
-def _build(names, tech, bits=None, length=None):
+def _build(names, tech, bits=None, length=None, max_shift=None):
   from ebsp_jax.hw import arch, designs
   from ebsp_jax.hw.area import PAPER_PE_COUNTS
   out = {}
@@ -129,10 +123,36 @@ def _build(names, tech, bits=None, length=None):
         activation_bits=FLAGS.activation_bits, acc_bits=FLAGS.acc_bits,
         weight_format=FLAGS.weight_format, glb_bytes=FLAGS.glb_kib * 1024,
         glb_bandwidth_bits=FLAGS.glb_bandwidth_bits, outlier_fraction=FLAGS.outlier_fraction,
-        bitfusion_bits=FLAGS.bitfusion_bits,
+        bitfusion_bits=FLAGS.bitfusion_bits, pattern_max_shift=max_shift,
         pe_count=(PAPER_PE_COUNTS[n] if (_paper_counts() or FLAGS.setting == "own")
                   else None))
   return out
+
+
+def _layer_formats(names) -> tuple[dict, dict, dict]:
+  """``({layer: BitPattern}, design pattern kwargs, the file's JSON)`` of --layer_formats, or
+  empty ones; checks every flag it excludes."""
+  if not FLAGS.layer_formats:
+    return {}, {}, {}
+  from ebsp_jax import search
+  from ebsp_jax.hw import arch
+  given = [f"--{n}" for n in ("pattern_bits", "pattern_length") if FLAGS[n].present]
+  if given:
+    raise UsageError(f"{' and '.join(given)} and --layer_formats are exclusive: the per-layer "
+                     "formats set EBSP's pattern")
+  if "ebsp" not in names:
+    raise UsageError("--layer_formats only affects EBSP, which --accelerators leaves out")
+  for other in ("figure_models", "zigzag_dir", "timeloop_dir"):
+    if FLAGS[other].value:
+      raise UsageError(f"--{other} with --layer_formats: the other networks and the exports "
+                       "take one EBSP format per design; drop one of them")
+  obj = cli.load_json(FLAGS.layer_formats, f"--layer_formats {FLAGS.layer_formats}")
+  try:
+    fm = search.layer_formats_from_json(obj, f"--layer_formats {FLAGS.layer_formats}")
+    design = arch.ebsp_design_formats(fm.values(), FLAGS.weight_format)
+  except ValueError as e:
+    raise UsageError(cli.one_line(e)) from None
+  return fm, design, obj
 
 
 def _figure_flags() -> tuple[list[int], dict, list[str]]:
@@ -200,8 +220,35 @@ def _figure_models() -> list[tuple[str, str]]:
   return out
 
 
-def _data_aware_events(wl) -> dict:
-  """``{layer: LayerEvents}`` from --events or --params, covering exactly the workload."""
+def _searched_cost_check(obj, settings, result) -> dict:
+  """The search output's cost next to this report's, and whether the settings match."""
+  if not (isinstance(obj, dict) and isinstance(obj.get("cost"), dict)):
+    return {}
+  searched = (obj.get("hardware") or {}).get("settings")
+  diffs = (hw_flags.differences(searched, settings) if isinstance(searched, dict)
+           else ["the search output records no settings"])
+  if isinstance(searched, dict):
+    for k in ("batch_size", "setting"):
+      if searched.get(k) != settings.get(k):
+        diffs.append(f"{k}: {searched.get(k)} vs {settings.get(k)}")
+  r = result.results["ebsp"]
+  out = {"settings_match": not diffs, "differences": diffs}
+  for key, mine in (("energy_pj", r.energy_pj), ("latency_s", r.latency_s)):
+    theirs = obj["cost"].get(key)
+    if isinstance(theirs, (int, float)) and theirs > 0:
+      out[f"searched_{key}"] = float(theirs)
+      out[f"report_{key}"] = mine
+      out[f"{key}_ratio"] = mine / theirs
+  if "energy_pj_ratio" in out:
+    print(f"--layer_formats: this report's EBSP energy is {out['energy_pj_ratio']:.6f} x the "
+          f"searched cost, latency {out.get('latency_s_ratio', float('nan')):.6f} x"
+          + ("" if not diffs else f" (settings differ: {'; '.join(diffs)})"))
+  return out
+
+
+def _data_aware_events(wl, layer_formats=None) -> dict:
+  """``{layer: LayerEvents}`` from --events or --params, covering exactly the workload (each
+  layer's kernel quantized onto its own format with --layer_formats)."""
   from ebsp_jax.hw import events, report
   if FLAGS.events:
     try:
@@ -216,8 +263,14 @@ def _data_aware_events(wl) -> dict:
       flat = events.load_params(FLAGS.params)
     except ValueError as e:
       raise UsageError(f"--params: {e}") from None
-    ev = events.events_from_params(flat, wl, FLAGS.pattern_bits, FLAGS.pattern_length,
-                                   FLAGS.activation_bits)
+    if layer_formats:
+      ev = {}
+      for f in sorted(set(layer_formats.values()), key=str):
+        part = events.events_from_params(flat, wl, f.bits, f.length, FLAGS.activation_bits)
+        ev.update({n: e for n, e in part.items() if layer_formats.get(n) == f})
+    else:
+      ev = events.events_from_params(flat, wl, FLAGS.pattern_bits, FLAGS.pattern_length,
+                                     FLAGS.activation_bits)
     missing = [l.name for l in wl.layers if l.name not in ev]
     if missing:
       raise UsageError(f"--params {FLAGS.params}: no kernel of {FLAGS.model} layer(s) "
@@ -268,24 +321,43 @@ def run() -> dict:
     raise UsageError(f"--{'params' if FLAGS.params else 'events'} only affects EBSP, which "
                      "--accelerators leaves out")
   tech = _tech()
+  fm, design, fm_json = _layer_formats(names)
+  pattern = (dict(design) if design else
+             {"pattern_bits": FLAGS.pattern_bits, "pattern_length": FLAGS.pattern_length,
+              "pattern_max_shift": None})
   # Number formats first, over all designs: one error names the widest product acc_bits needs.
-  arch.check_formats(names, pattern_bits=FLAGS.pattern_bits, pattern_length=FLAGS.pattern_length,
-                     activation_bits=FLAGS.activation_bits, acc_bits=FLAGS.acc_bits,
-                     weight_format=FLAGS.weight_format, bitfusion_bits=FLAGS.bitfusion_bits)
+  arch.check_formats(names, **pattern, activation_bits=FLAGS.activation_bits,
+                     acc_bits=FLAGS.acc_bits, weight_format=FLAGS.weight_format,
+                     bitfusion_bits=FLAGS.bitfusion_bits)
   figure_models = _figure_models()
   bits_list, accs_by_pattern, skipped_results = _figure_flags()
-  accs = _build(names, tech)
+  accs = _build(names, tech, pattern["pattern_bits"], pattern["pattern_length"],
+                pattern["pattern_max_shift"])
 
   wl = workload.model_workload(FLAGS.model, FLAGS.dataset, FLAGS.batch_size)
-  ev = _data_aware_events(wl)
+  if fm:
+    try:
+      report.check_activity_names(fm, wl, source=f"--layer_formats {FLAGS.layer_formats}")
+    except ValueError as e:
+      raise UsageError(str(e)) from None
+  ev = _data_aware_events(wl, fm)
   acts = events.activities(ev) if ev else None
   stats = _activation_stats(wl)
   result = report.evaluate_network(wl, accs, dataset=FLAGS.dataset, objective=FLAGS.objective,
-                                   search=FLAGS.search, activities=acts, activation_stats=stats)
+                                   search=FLAGS.search, activities=acts, activation_stats=stats,
+                                   layer_formats=fm or None)
   print(report.format_table(result))
-  extra = {"pattern": {"bits": FLAGS.pattern_bits, "length": FLAGS.pattern_length},
+  extra = {"pattern": {"bits": pattern["pattern_bits"], "length": pattern["pattern_length"]},
            "activation_bits": FLAGS.activation_bits, "setting": FLAGS.setting,
            "pe_counts": report.pe_count_table(accs)}
+  if fm:
+    extra["pattern"]["max_shift"] = accs["ebsp"].pe.max_shift
+    extra["layer_formats_file"] = os.path.abspath(FLAGS.layer_formats)
+    extra["hardware_settings"] = {**hw_flags.settings(), "batch_size": FLAGS.batch_size,
+                                  "setting": FLAGS.setting}
+    check = _searched_cost_check(fm_json, extra["hardware_settings"], result)
+    if check:
+      extra["layer_formats_search"] = check
   if stats:
     extra["activation_zero_fraction"] = {n: 1 - a.act_density for n, a in stats.items()}
   if ev:

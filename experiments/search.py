@@ -7,7 +7,9 @@
 From the trained float model of ``--pretrained`` (a training run's workdir, or its
 ``float_model/``) it measures every layer's sensitivity to each candidate format (HAWQ-V3:
 Hessian trace by Hutchinson, or ``--sensitivity=fisher``), costs every layer in every format
-with the hardware model (EBSP at equal area, ``ebsp_jax.hw``), and solves exactly:
+with the hardware model (``ebsp_jax.hw``: one EBSP design at equal area runs every layer, built
+for the widest bits, longest pattern and largest shift chosen, so a choice is costed on the
+design it needs; ``ebsp_jax.search.designs``), and solves exactly:
 
 * ``--budget=METRIC:F`` (METRIC: energy, latency or bits): least total sensitivity with the
   METRIC at most F x that of the all-``--reference_format`` network;
@@ -19,8 +21,13 @@ sensitivity still count).
 
 The output JSON: ``layers`` ({layer: format}, the parameter tree's layer names, the file
 ``--layer_formats`` of training and ``experiments/hardware.py`` take), ``cost`` (energy_pj,
-latency_s, weight_bits), ``budget``, ``reference``, ``sensitivity`` (method, per-layer traces,
-the whole matrix), ``costs`` (every layer x candidate), ``fixed``, ``frontier``, ``hardware``.
+latency_s, weight_bits), ``design`` (the EBSP design the choice runs on), ``budget``,
+``reference``, ``single_formats`` (every format alone on its own design), ``sensitivity``
+(method, per-layer traces, the whole matrix), ``costs`` (every layer x fitting candidate on the
+chosen design), ``fixed``, ``frontier`` (with each point's design), ``hardware`` (the design
+settings: the flags of ``ebsp_jax.hw.flags``, shared with ``experiments/hardware.py``).
+``--sensitivity_cache`` keeps the traces and quantization errors of a float model, so a sweep
+of budgets measures them once.
 Every flag, the pretrained model and the output path are checked before any computation;
 errors print one line and exit with 2. Method: ``ebsp_jax/search`` and
 ``docs/results/search/README.md``.
@@ -41,6 +48,7 @@ from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
 from ebsp_jax import cli  # noqa: E402
+from ebsp_jax.hw import flags as hw_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "lenet5", "Registered model name (ebsp_jax.models.MODELS).")
@@ -68,18 +76,16 @@ flags.DEFINE_integer("sensitivity_batch_size", 256, "Batch size of the sensitivi
 flags.DEFINE_integer("seed", 0, "Seeds the data sample and the probes.")
 flags.DEFINE_boolean("per_channel", True, "Per-output-channel weight scales (as training).")
 flags.DEFINE_integer("batch_size", 1, "Images per inference for the hardware costs.")
-flags.DEFINE_integer("activation_bits", 8, "EBSP activation bits.")
-flags.DEFINE_integer("acc_bits", 32, "EBSP accumulator bits.")
-flags.DEFINE_enum("weight_format", "raw", ["raw", "code"], "EBSP weight storage.")
-flags.DEFINE_float("area_mm2", 0.32, "PE-array area budget, mm^2 (equal area).")
-flags.DEFINE_enum("area_scope", "pe+local", ["arith", "pe", "pe+local"], "What the area covers.")
-flags.DEFINE_integer("glb_kib", 108, "Global buffer, KiB.")
-flags.DEFINE_enum("objective", "edp", ["energy", "latency", "edp"], "Mapper objective.")
-flags.DEFINE_enum("mapper_search", "default", ["fast", "default", "thorough"], "Mapper effort.")
+# The design settings, as experiments/hardware.py's (same names, defaults and meaning).
+hw_flags.define_flags(mapper_flag="mapper_search")
 flags.DEFINE_boolean("validate_sensitivity", False, "Also measure the loss increase of quantizing "
                      "each layer alone in each format, and of the chosen and the reference "
                      "networks, on the sensitivity sample (one forward pass per layer x format).")
 flags.DEFINE_string("cost_cache", None, "JSON file of cached per-layer costs (read and updated).")
+flags.DEFINE_string("sensitivity_cache", None,
+                    "JSON file of cached traces and quantization errors (read and updated), keyed "
+                    "by the float checkpoint and every sensitivity flag: several searches of one "
+                    "float model measure it once.")
 
 
 class UsageError(Exception):
@@ -131,58 +137,64 @@ def _check_output(path: str | None) -> str:
   return path
 
 
-def _float_model_dir(path: str | None) -> str:
-  """The --pretrained float model's checkpoint directory (a workdir's float_model/ or itself)."""
-  if not path:
-    raise UsageError("--pretrained is required: a float training run's --workdir (or its "
-                     "float_model/)")
-  p = os.path.abspath(path)
-  if os.path.isdir(os.path.join(p, "float_model")):
-    p = os.path.join(p, "float_model")
-  if not os.path.isdir(p):
-    raise UsageError(f"--pretrained={path}: no such directory (expected a training run's "
-                     "--workdir or its float_model/)")
-  return p
-
-
-def _open_float_model(path: str):
-  """``(checkpointer, id, meta)`` of the float model, validated against --model/--dataset."""
-  from ebsp_jax.train import checkpoint as ckpt_lib
-  try:
-    fm = ckpt_lib.Checkpointer(path, read_only=True)
-  except ckpt_lib.CheckpointError as e:
-    raise UsageError(f"--pretrained={FLAGS.pretrained}: {e}") from None
-  try:
-    latest = fm.latest_id()
-    if latest is None:
-      raise UsageError(f"--pretrained={FLAGS.pretrained}: {path} holds no float-model "
-                       "checkpoint (expected a training run's --workdir or its float_model/)")
-    meta = fm.read_meta(latest)
-    got = (meta.get("model"), meta.get("dataset"))
-    if got != (FLAGS.model, FLAGS.dataset):
-      raise UsageError(f"--pretrained={FLAGS.pretrained}: a {got[0]} on {got[1]}, but "
-                       f"--model={FLAGS.model} --dataset={FLAGS.dataset}")
-  except (UsageError, ckpt_lib.CheckpointError) as e:
-    fm.close()
-    raise UsageError(str(e)) from None
-  return fm, latest, meta
-
-
-def _restore(fm, ckpt_id, model, input_shape):
-  """The float model's ``(params, model_state)``."""
+def _sensitivity(loss_fn, fm, params, batches, layers, all_formats, cache):
+  """``(TraceEstimate, errors (L, K))``, from ``cache`` where it holds them (filled with new
+  ones): traces keyed by the float weights' digest and every sensitivity flag, errors per
+  format."""
+  import hashlib
   import jax
-  import jax.numpy as jnp
+  import numpy as np
+  from ebsp_jax import search
+  h = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    a = np.ascontiguousarray(np.asarray(leaf))
+    h.update(jax.tree_util.keystr(path).encode() + str(a.dtype).encode() + a.tobytes())
+  key = json.dumps([h.hexdigest(), FLAGS.model, FLAGS.dataset, FLAGS.sensitivity,
+                    FLAGS.probes if FLAGS.sensitivity == "hessian" else 0,
+                    FLAGS.sensitivity_examples, FLAGS.sensitivity_batch_size, FLAGS.seed,
+                    FLAGS.data_dir, list(layers)])
+  entry = cache.setdefault(key, {}) if cache is not None else {}
+  t = entry.get("traces")
+  if t is None:
+    if FLAGS.sensitivity == "hessian":
+      traces = search.hessian_traces(loss_fn, params, batches, layers, num_probes=FLAGS.probes,
+                                     seed=FLAGS.seed)
+    else:
+      traces = search.fisher_traces(loss_fn, params, batches, layers)
+    entry["traces"] = {"trace": traces.trace.tolist(), "stderr": traces.stderr.tolist(),
+                       "num_weights": traces.num_weights.tolist(),
+                       "num_examples": traces.num_examples, "num_probes": traces.num_probes,
+                       "method": traces.method}
+  else:
+    traces = search.TraceEstimate(tuple(layers), np.asarray(t["trace"], np.float64),
+                                  np.asarray(t["stderr"], np.float64),
+                                  np.asarray(t["num_weights"], np.int64), int(t["num_examples"]),
+                                  int(t["num_probes"]), t["method"])
+  errs = entry.setdefault("errors", {})
+  todo = [f for f in all_formats if f"{f}/{FLAGS.per_channel}" not in errs]
+  if todo:
+    kernels = search.sensitivity.kernels(params, layers)
+    e = search.quantization_error(kernels, todo, per_channel=FLAGS.per_channel)
+    for k, f in enumerate(todo):
+      errs[f"{f}/{FLAGS.per_channel}"] = e[:, k].tolist()
+  errors = np.array([errs[f"{f}/{FLAGS.per_channel}"] for f in all_formats], np.float64).T
+  return traces, errors
 
-  def init():
-    v = dict(model.init(jax.random.key(0), jnp.zeros((2, *input_shape)), train=False))
-    return {"params": v.pop("params"), "model_state": v}
 
-  template = jax.eval_shape(init)
-  try:
-    state, _ = fm.restore(ckpt_id, template)
-  finally:
-    fm.close()
-  return state["params"], state["model_state"]
+def _least(dcs, metric, allowed):
+  """The least METRIC total over every design's covering choices."""
+  import numpy as np
+  from ebsp_jax.search import designs as designs_lib
+  from ebsp_jax.search import solver
+  least = np.inf
+  for dc in dcs:
+    ok = allowed & dc.fit[None, :]
+    zero = np.zeros(ok.shape)
+    f = solver.pareto_frontier(dc.table.metric(metric), zero, ok,
+                               cover=np.broadcast_to(dc.cover, ok.shape), need=designs_lib.ALL)
+    if len(f):
+      least = min(least, float(f.cost[0]))
+  return least
 
 
 def run() -> dict:
@@ -192,6 +204,8 @@ def run() -> dict:
   from ebsp_jax import data as data_lib
   from ebsp_jax import search
   from ebsp_jax.hw import arch
+  from ebsp_jax.train import checkpoint as ckpt_lib
+  from ebsp_jax.train import reload
 
   # ---- every check before any computation --------------------------------------------------
   if FLAGS.model not in models.MODELS:
@@ -207,6 +221,11 @@ def run() -> dict:
       raise UsageError(f"--{name}={getattr(FLAGS, name)}: must be >= {lo}")
   if FLAGS.sensitivity == "fisher" and FLAGS["probes"].present:
     raise UsageError("--probes only applies to --sensitivity=hessian")
+  if FLAGS.weight_format != "raw":
+    raise UsageError(f"--weight_format={FLAGS.weight_format}: one EBSP design for several "
+                     "per-layer formats is modelled for raw weight storage only")
+  if not (math.isfinite(FLAGS.area_mm2) and FLAGS.area_mm2 > 0):
+    raise UsageError(f"--area_mm2 must be a finite number > 0; got {FLAGS.area_mm2}")
   try:
     reference = search.parse_format(FLAGS.reference_format)
   except ValueError as e:
@@ -226,9 +245,10 @@ def run() -> dict:
       fixed[layer] = search.parse_format(name)
     except ValueError as e:
       raise UsageError(f"--fixed: {layer}: {e}") from None
-  design = dict(activation_bits=FLAGS.activation_bits, acc_bits=FLAGS.acc_bits,
-                weight_format=FLAGS.weight_format, area_mm2=FLAGS.area_mm2,
-                area_scope=FLAGS.area_scope, glb_bytes=FLAGS.glb_kib * 1024)
+  try:
+    design = hw_flags.ebsp_kwargs()
+  except ValueError as e:
+    raise UsageError(str(e)) from None
   for what, fmts in (("--reference_format", [reference]), ("--candidates", candidates),
                      ("--fixed", list(fixed.values()))):
     for f in fmts:
@@ -240,34 +260,41 @@ def run() -> dict:
                            weight_format=FLAGS.weight_format)
       except arch.ConfigError as e:
         raise UsageError(f"{what}: {f}: {e}") from None
-  cache = {}
-  if FLAGS.cost_cache:
-    try:
-      cache = search.load_cache(FLAGS.cost_cache)
-    except ValueError as e:
-      raise UsageError(f"--cost_cache: {e}") from None
-  fm, ckpt_id, meta = _open_float_model(_float_model_dir(FLAGS.pretrained))
+  cache, sens_cache = {}, None
+  for flag in ("cost_cache", "sensitivity_cache"):
+    if FLAGS[flag].value:
+      try:
+        loaded = search.load_cache(FLAGS[flag].value)
+      except ValueError as e:
+        raise UsageError(f"--{flag}: {e}") from None
+      if flag == "cost_cache":
+        cache = loaded
+      else:
+        sens_cache = loaded
   try:
-    spec = data_lib.get_spec(FLAGS.dataset)
-    model = models.get_model(FLAGS.model, num_classes=spec.num_classes)
-    input_shape = models.default_input_shape(FLAGS.model, FLAGS.dataset)
-    ds = data_lib.get_dataset(FLAGS.dataset, split="train", data_dir=FLAGS.data_dir,
-                              batch_size=FLAGS.sensitivity_batch_size, shuffle=True,
-                              seed=FLAGS.seed, augment=False,
-                              num_examples=FLAGS.sensitivity_examples, drop_remainder=False,
-                              num_epochs=1)
-  except BaseException:
-    fm.close()
-    raise
+    fm = reload.load_float_model(FLAGS.pretrained or "", model=FLAGS.model,
+                                 dataset=FLAGS.dataset)
+  except ckpt_lib.CheckpointError as e:
+    if not FLAGS.pretrained:
+      raise UsageError("--pretrained is required: a float training run's --workdir (or its "
+                       "float_model/)") from None
+    raise UsageError(f"--pretrained={cli.one_line(e)}") from None
+  spec = data_lib.get_spec(FLAGS.dataset)
+  model = models.get_model(FLAGS.model, num_classes=spec.num_classes)
+  ds = data_lib.get_dataset(FLAGS.dataset, split="train", data_dir=FLAGS.data_dir,
+                            batch_size=FLAGS.sensitivity_batch_size, shuffle=True,
+                            seed=FLAGS.seed, augment=False,
+                            num_examples=FLAGS.sensitivity_examples, drop_remainder=False,
+                            num_epochs=1)
 
   # ---- the float model, the layers, the costs ----------------------------------------------
-  import jax
   import numpy as np
   import optax
   from ebsp_jax import hw
   from ebsp_jax.numerics import layer_patterns
+  from ebsp_jax.search import designs as designs_lib
 
-  params, model_state = _restore(fm, ckpt_id, model, input_shape)
+  params, model_state = fm.params, fm.model_state
   workload = hw.model_workload(FLAGS.model, FLAGS.dataset, FLAGS.batch_size)
   layers = search.costs.workload_layer_names(workload)
   kernel_layers = list(layer_patterns(params, lambda path, leaf: None))
@@ -282,24 +309,23 @@ def run() -> dict:
   allowed = np.array([[f == fixed[l] if l in fixed else f in candidates for f in columns]
                       for l in layers])
   t_cost = time.time()
-  table = search.layer_costs(workload, all_formats, objective=FLAGS.objective,
-                             search=FLAGS.mapper_search, cache=cache, **design)
+  kw = dict(objective=FLAGS.objective, search=FLAGS.mapper_search, cache=cache, **design)
+  single = search.layer_costs(workload, all_formats, **kw)     # each format on its own design
+  dcs = designs_lib.design_costs(workload, columns, allowed, **kw)
   t_cost = time.time() - t_cost
   if FLAGS.cost_cache:
     search.save_cache(FLAGS.cost_cache, cache)
   cand_idx = [all_formats.index(f) for f in columns]
   ref_idx = all_formats.index(reference)
-  ref_totals = table.totals([ref_idx] * len(layers))
+  ref_totals = single.totals([ref_idx] * len(layers))
   attr, unit = search.METRICS[metric]
   if mode == "budget":  # infeasible before the (slower) sensitivity pass
     limit = frac * ref_totals[attr]
-    least = 0.0
-    for row, ok in zip(table.metric(metric)[:, cand_idx], allowed):
-      least += float(row[ok].min())
+    least = _least(dcs, metric, allowed)
     if least > limit:
       raise UsageError(f"--budget={FLAGS.budget}: {frac:g} x the all-{reference} {metric} is "
                        f"{limit:.6g} {unit}, below the least the candidates reach, {least:.6g} "
-                       f"{unit} (every layer at its cheapest candidate)")
+                       f"{unit} (over every EBSP design a choice can need)")
 
   # ---- sensitivity -------------------------------------------------------------------------
   def loss_fn(p, batch):
@@ -309,36 +335,34 @@ def run() -> dict:
 
   batches = [{"image": np.asarray(b["image"]), "label": np.asarray(b["label"])} for b in ds]
   t_sens = time.time()
+  traces, errors = _sensitivity(loss_fn, fm, params, batches, layers, all_formats, sens_cache)
   if FLAGS.sensitivity == "hessian":
-    traces = search.hessian_traces(loss_fn, params, batches, layers, num_probes=FLAGS.probes,
-                                   seed=FLAGS.seed)
     bad = [(l, t, s) for l, t, s in zip(layers, traces.trace, traces.stderr) if not t > 0]
     if bad:
       l, t, s = bad[0]
       raise UsageError(f"the Hessian trace estimate of layer {l} is {t:.3g} (standard error "
                        f"{s:.2g}), not positive: the float model is not at a minimum there or "
                        "the probes are too few; use more --probes or --sensitivity=fisher")
-  else:
-    traces = search.fisher_traces(loss_fn, params, batches, layers)
-  kernels = search.sensitivity.kernels(params, layers)
-  errors = search.quantization_error(kernels, all_formats, per_channel=FLAGS.per_channel)
+  if FLAGS.sensitivity_cache:
+    search.save_cache(FLAGS.sensitivity_cache, sens_cache)
   omega = search.sensitivity_matrix(traces, errors)
   t_sens = time.time() - t_sens
 
-  # ---- solve -------------------------------------------------------------------------------
-  cost, sens = table.metric(metric)[:, cand_idx], omega[:, cand_idx]
+  # ---- solve (exactly, over the EBSP design each choice needs) -------------------------------
+  sens = omega[:, cand_idx]
   ref_sens = 0.0
   for i in range(len(layers)):
     ref_sens += float(omega[i, ref_idx])
   t_solve = time.time()
+  front = designs_lib.frontier(dcs, sens, metric, allowed)
   try:
     if mode == "budget":
-      sol = search.min_sensitivity(cost, sens, limit, allowed)
+      sol = designs_lib.solve(front, limit, "sensitivity")
       budget = {"metric": metric, "fraction": frac, "limit": limit, "unit": unit,
                 "objective": "least sensitivity"}
     else:
       limit = frac * ref_sens
-      sol = search.min_cost(cost, sens, limit, allowed)
+      sol = designs_lib.solve(front, limit, "cost")
       budget = {"metric": "sensitivity", "fraction": frac, "limit": limit,
                 "objective": f"least {metric}", "minimized": metric, "minimized_unit": unit}
   except search.InfeasibleError as e:
@@ -346,23 +370,30 @@ def run() -> dict:
             if mode == "budget" else
             f"--max_sensitivity={frac} ({frac} x the all-{reference} sensitivity")
     raise UsageError(f"{what}): {e}") from None
-  front = search.pareto_frontier(cost, sens, allowed)
   t_solve = time.time() - t_solve
+  dc = next(d for d in dcs if d.design == sol.design)
   choice = [cand_idx[k] for k in sol.choice]
   chosen = {l: str(all_formats[k]) for l, k in zip(layers, choice)}
   validation = None
   if FLAGS.validate_sensitivity:
     validation = _validate(loss_fn, params, batches, layers, all_formats, choice, ref_idx,
                            omega, sol.sensitivity, ref_sens)
-  totals = table.totals(choice)
+  totals = dc.table.totals(list(sol.choice))
+  acc = search.costs.build_design(sol.design, **design)
   max_length = max(all_formats[k].length for k in choice)
 
   out = {
       "model": FLAGS.model, "dataset": FLAGS.dataset,
       "layers": chosen,
       "cost": totals,
+      "design": {"bits": sol.design[0], "length": sol.design[1], "max_shift": sol.design[2],
+                 "lut_entries": 1 << sol.design[1], "pes": acc.pe_count,
+                 "array": list(acc.array), "label": acc.label},
       "budget": budget,
       "reference": {"format": str(reference), **ref_totals, "sensitivity": ref_sens},
+      "single_formats": {str(f): {**single.totals([k] * len(layers)),
+                                  "sensitivity": float(sum(omega[:, k]))}
+                         for k, f in enumerate(all_formats)},
       "sensitivity": {
           "method": FLAGS.sensitivity,
           "formula": ("Omega[i,k] = Tr(M_i)/n_i * ||Q_k(W_i) - W_i||^2, M = "
@@ -385,10 +416,10 @@ def run() -> dict:
                                  for i, l in enumerate(layers)},
           **({"validation": validation} if validation is not None else {}),
       },
-      "costs": {l: {str(f): {"energy_pj": float(table.energy_pj[i, k]),
-                             "latency_s": float(table.latency_s[i, k]),
-                             "weight_bits": float(table.weight_bits[i, k])}
-                    for k, f in enumerate(all_formats)}
+      "costs": {l: {str(f): {"energy_pj": float(dc.table.energy_pj[i, k]),
+                             "latency_s": float(dc.table.latency_s[i, k]),
+                             "weight_bits": float(dc.table.weight_bits[i, k])}
+                    for k, f in enumerate(columns) if dc.fit[k]}
                 for i, l in enumerate(layers)},
       "candidates": [str(f) for f in candidates],
       "fixed": {l: str(f) for l, f in fixed.items()},
@@ -396,19 +427,30 @@ def run() -> dict:
                    "sensitivity": front.sensitivity.tolist(),
                    "choice": front.choice.tolist(),
                    "formats": [str(f) for f in columns],
-                   "what": "every Pareto-optimal (cost, sensitivity) over the candidates; choice "
-                           "holds indices into formats, one per layer"},
+                   "design": front.design.tolist(),
+                   "designs": [list(d) for d in front.designs],
+                   "what": "every Pareto-optimal (cost, sensitivity) over the candidates, each "
+                           "choice on the EBSP design it needs; choice holds indices into "
+                           "formats, one per layer; design an index into designs "
+                           "(bits, length, max_shift)"},
       "hardware": {
-          "design": "ebsp", **{k: v for k, v in design.items()}, "objective": FLAGS.objective,
-          "mapper_search": FLAGS.mapper_search, "batch_size": FLAGS.batch_size,
+          "design": "ebsp", "settings": {**hw_flags.settings(FLAGS, "mapper_search"),
+                                         "batch_size": FLAGS.batch_size,
+                                         "setting": "equal_area"},
+          "objective": FLAGS.objective, "mapper_search": FLAGS.mapper_search,
+          "batch_size": FLAGS.batch_size,
           "units": {"energy_pj": f"pJ {hw.report.per_unit(workload)}",
                     "latency_s": f"s {hw.report.per_unit(workload)}"},
           "max_length": max_length, "hw_version": search.costs.hw_version(),
-          "note": ("each layer is costed on the EBSP accelerator built for its own format at "
-                   "equal area; one mixed-format EBSP needs PEs and LUTs for L = max_length"),
+          "designs_searched": len(dcs),
+          "note": ("one EBSP design runs every layer: built for the widest bits, longest "
+                   "pattern and largest shift chosen (\"design\"); every choice is costed on "
+                   "the design it needs (exact: ebsp_jax.search.designs). \"costs\" are the "
+                   "per-layer costs on the chosen design; \"single_formats\" every format on "
+                   "its own design"),
       },
-      "pretrained": {"path": os.path.abspath(FLAGS.pretrained), "checkpoint": ckpt_id,
-                     "float_top1": meta.get("float_top1"), "step": meta.get("step")},
+      "pretrained": {"path": os.path.abspath(FLAGS.pretrained), "checkpoint": fm.checkpoint,
+                     "float_top1": fm.meta.get("float_top1"), "step": fm.meta.get("step")},
       "timing_s": {"costs": t_cost, "sensitivity": t_sens, "solve": t_solve,
                    "total": time.time() - t0},
   }
@@ -466,6 +508,9 @@ def _print_summary(out: dict, layers, metric: str) -> None:
     print(f"{l:<24} {f:<8} {out['sensitivity']['per_layer'][l]['chosen']:>12.4g} "
           f"{c['energy_pj']:>12.4g} {c['latency_s']:>11.4g} {c['weight_bits']:>12.0f}")
   c = out["cost"]
+  d = out["design"]
+  print(f"EBSP design: <={d['bits']}b, L<={d['length']} (LUT {d['lut_entries']}), "
+        f"shift<={d['max_shift']}: {d['pes']} PEs at equal area")
   print(f"{'total':<24} {'':<8} {out['sensitivity']['total']:>12.4g} {c['energy_pj']:>12.4g} "
         f"{c['latency_s']:>11.4g} {c['weight_bits']:>12.0f}")
   print(f"{'all-' + ref['format']:<24} {'':<8} {ref['sensitivity']:>12.4g} "

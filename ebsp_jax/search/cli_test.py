@@ -13,6 +13,7 @@ import optax
 import pytest
 
 from ebsp_jax import data as data_lib
+from ebsp_jax import hw
 from ebsp_jax import models
 from ebsp_jax.numerics import layer_patterns
 from ebsp_jax.search import formats
@@ -71,21 +72,36 @@ def untrained_run(tmp_path_factory):
   return str(workdir)
 
 
-def _brute_force(out, metric_key, limit, minimize_sensitivity=True):
-  """The optimum over every choice, from the output's own matrices."""
+def _brute_force(out, cost_of, limit, minimize_sensitivity=True):
+  """The optimum over every choice: ``cost_of({layer: format name})`` and the output's own
+  sensitivity matrix."""
   layers = list(out["layers"])
   cands = out["candidates"]
   best = None
   options = [[out["fixed"][l]] if l in out["fixed"] else cands for l in layers]
   for choice in itertools.product(*options):
-    c = s = 0.0
+    c = cost_of(dict(zip(layers, choice)))
+    s = 0.0
     for l, f in zip(layers, choice):
-      c += out["costs"][l][f][metric_key]
       s += out["sensitivity"]["matrix"][l][f]
     key = (s, c) if minimize_sensitivity else (c, s)
     if (c if minimize_sensitivity else s) <= limit and (best is None or key < best):
       best = key
   return best
+
+
+def _energy_on_its_design(choice):
+  """A choice's energy on the one EBSP design it needs (experiments/hardware.py's sum)."""
+  from ebsp_jax import hw
+  from ebsp_jax.hw import arch
+  wl = hw.model_workload("lenet5", "fashion_mnist")
+  fm = {l: formats.parse_format(f) for l, f in choice.items()}
+  res = hw.evaluate_network(wl, {"ebsp": arch.build_ebsp_for(fm.values())}, search="fast",
+                            layer_formats=fm).results["ebsp"]
+  c = 0.0
+  for lc in res.layers:
+    c += lc.energy_pj
+  return c
 
 
 def test_search_under_an_energy_budget(float_run, tmp_path):
@@ -109,8 +125,11 @@ def test_search_under_an_energy_budget(float_run, tmp_path):
   for key in ("energy_pj", "latency_s", "weight_bits"):
     assert out["cost"][key] == pytest.approx(
         sum(out["costs"][l][f][key] for l, f in out["layers"].items()), rel=1e-12)
-    assert ref[key] == pytest.approx(
-        sum(out["costs"][l]["6b(L3)"][key] for l in out["layers"]), rel=1e-12)
+    assert ref[key] == out["single_formats"]["6b(L3)"][key]
+  # The design is the one the chosen formats need; the reference's is 6b(L3)'s own.
+  d = out["design"]
+  assert (d["bits"], d["length"], d["max_shift"]) == hw.pe.ebsp_support(
+      [formats.parse_format(f) for f in out["layers"].values()])
   assert out["cost"]["weight_bits"] == sum(
       np.prod(params[l]["kernel"].shape) * formats.parse_format(f).bits
       for l, f in out["layers"].items())
@@ -119,16 +138,71 @@ def test_search_under_an_energy_budget(float_run, tmp_path):
   assert sens["total"] == pytest.approx(
       sum(sens["matrix"][l][f] for l, f in out["layers"].items()), rel=1e-12)
   assert (sens["total"], out["cost"]["energy_pj"]) == pytest.approx(
-      _brute_force(out, "energy_pj", out["budget"]["limit"]), rel=1e-12)
+      _brute_force(out, _energy_on_its_design, out["budget"]["limit"]), rel=1e-12)
   assert out["hardware"]["max_length"] == max(
       formats.parse_format(f).length for f in out["layers"].values())
-  assert all(len(v) == 3 for v in out["costs"].values())
+  fits = [f for f in ("4b(L2)", "6b(L3)", "8b(L7)")
+          if hw.pe.ebsp_pe(d["bits"], d["length"], max_shift=d["max_shift"]).supports(
+              *(lambda p: (p.bits, p.length))(formats.parse_format(f)))]
+  assert all(sorted(v) == sorted(fits) for v in out["costs"].values())
+  assert out["hardware"]["settings"]["mapper_search"] == "fast"
   assert (tmp_path / "costs.json").exists()
   assert "error" not in r.stderr and "search:" in r.stdout
+  assert "EBSP design: <=" in r.stdout
+
+  # experiments/hardware.py --layer_formats recomputes the searched cost (issue 16's 1 %; the
+  # same model and settings give the same numbers) and says that the settings match.
+  hw_out = tmp_path / "hw.json"
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  h = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "hardware.py"),
+                      "--model=lenet5", "--dataset=fashion_mnist", "--sweep=false",
+                      "--search=fast", f"--layer_formats={out_path}", "--accelerators=ebsp,wax",
+                      f"--output={hw_out}"], capture_output=True, text=True, timeout=600,
+                     env=env, cwd=ROOT)
+  assert h.returncode == 0, h.stderr
+  rep = json.loads(hw_out.read_text())
+  check = rep["layer_formats_search"]
+  assert check["settings_match"] and check["differences"] == []
+  assert check["energy_pj_ratio"] == pytest.approx(1.0, abs=0.01)
+  assert check["latency_s_ratio"] == pytest.approx(1.0, abs=0.01)
+  assert rep["accelerators"]["ebsp"]["energy_pj"] == pytest.approx(out["cost"]["energy_pj"],
+                                                                   rel=1e-9)
+  assert rep["layer_formats"] == out["layers"]
+  assert [row["ebsp"]["format"] for row in rep["layers"]] == list(out["layers"].values())
+  assert rep["accelerators"]["ebsp"]["pes"] == out["design"]["pes"]
+  assert "this report's EBSP energy is 1.000000 x the searched cost" in h.stdout
+  # Another setting is reported as a difference (not silently compared).
+  h = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "hardware.py"),
+                      "--model=lenet5", "--dataset=fashion_mnist", "--sweep=false",
+                      "--search=fast", "--area_mm2=0.5", f"--layer_formats={out_path}",
+                      "--accelerators=ebsp", f"--output={hw_out}"], capture_output=True,
+                     text=True, timeout=600, env=env, cwd=ROOT)
+  assert h.returncode == 0, h.stderr
+  assert "area_mm2: 0.32 vs 0.5" in json.loads(hw_out.read_text())["layer_formats_search"][
+      "differences"]
+
+
+def test_sensitivity_cache_is_reused(float_run, tmp_path):
+  workdir, _ = float_run
+  cache = tmp_path / "sens.json"
+  args = ["--model=lenet5", "--dataset=fashion_mnist", f"--pretrained={workdir}",
+          "--candidates=4b(L2),6b(L3)", "--probes=4", f"--sensitivity_cache={cache}", *FAST]
+  r = _run(*args, "--budget=bits:0.9", f"--output={tmp_path / 'a.json'}")
+  assert r.returncode == 0, r.stderr
+  first = json.loads((tmp_path / "a.json").read_text())["sensitivity"]["per_layer"]
+  stored = json.loads(cache.read_text())
+  (entry,) = stored.values()
+  assert sorted(entry["errors"]) == ["4b(L2)/True", "6b(L3)/True"]
+  entry["traces"]["trace"] = [2 * t for t in entry["traces"]["trace"]]
+  cache.write_text(json.dumps(stored))
+  r = _run(*args, "--budget=bits:0.8", f"--output={tmp_path / 'b.json'}")
+  assert r.returncode == 0, r.stderr
+  second = json.loads((tmp_path / "b.json").read_text())["sensitivity"]["per_layer"]
+  assert [second[l]["trace"] for l in second] == [2 * first[l]["trace"] for l in first]
 
 
 def test_least_energy_under_a_sensitivity_bound_with_fisher(float_run, tmp_path):
-  workdir, _ = float_run
+  workdir, params = float_run
   out_path = tmp_path / "s.json"
   r = _run("--model=lenet5", "--dataset=fashion_mnist", f"--pretrained={workdir}/float_model",
            "--max_sensitivity=1.0", "--minimize=bits", "--sensitivity=fisher",
@@ -142,8 +216,14 @@ def test_least_energy_under_a_sensitivity_bound_with_fisher(float_run, tmp_path)
   assert set(out["layers"].values()) <= {"4b(L2)", "6b(L3)", "8b(L7)"}
   limit = out["sensitivity"]["reference_total"]
   assert out["sensitivity"]["total"] <= limit
+  def bits(choice):
+    c = 0.0
+    for l, f in choice.items():
+      c += float(np.prod(params[l]["kernel"].shape) * formats.parse_format(f).bits)
+    return c
+
   assert (out["cost"]["weight_bits"], out["sensitivity"]["total"]) == pytest.approx(
-      _brute_force(out, "weight_bits", limit, minimize_sensitivity=False), rel=1e-12)
+      _brute_force(out, bits, limit, minimize_sensitivity=False), rel=1e-12)
 
 
 @pytest.mark.parametrize("extra,needle", [
@@ -159,8 +239,8 @@ def test_least_energy_under_a_sensitivity_bound_with_fisher(float_run, tmp_path)
                                                          "not of the form"),
     (["--budget=energy:0.8", "--acc_bits=8"], "acc_bits=8 is narrower"),
     (["--budget=energy:0.8", "--model=lenet7"], "unknown model 'lenet7'"),
-    (["--budget=energy:0.8", "--dataset=cifar10"], "a lenet5 on fashion_mnist, but "
-                                                   "--model=lenet5 --dataset=cifar10"),
+    (["--budget=energy:0.8", "--dataset=cifar10"], "a lenet5 on fashion_mnist, but lenet5 "
+                                                   "on cifar10 was asked for"),
     (["--budget=energy:0.8", "--sensitivity=fisher", "--probes=4"], "--probes only applies"),
     (["--budget=energy:0.8", "--output="], "--output is required"),
     (["--budget=energy:0.8", "--output=/"], "is a directory"),

@@ -35,7 +35,8 @@ ALL = BITS | LENGTH | SHIFT
 
 
 def cover_mask(fmt: BitPattern, design: costs_lib.Design) -> int:
-  """Which of ``design``'s maxima ``fmt`` attains (0 if it does not fit)."""
+  """Which of ``design``'s maxima ``fmt`` attains (0: none, or it does not fit; see
+  :func:`~.costs.fits`)."""
   if not costs_lib.fits(fmt, design):
     return 0
   b, l, s = design
@@ -61,7 +62,7 @@ def needed_designs(formats: Sequence[BitPattern], allowed: np.ndarray
       for s in sorted({f.max_shift for f in used}):
         d = (b, l, s)
         masks = np.array([cover_mask(f, d) for f in formats])
-        ok = allowed & (masks > 0)[None, :]
+        ok = allowed & np.array([costs_lib.fits(f, d) for f in formats])[None, :]
         if not ok.any(axis=1).all():
           continue                      # some layer has no format that fits
         reach = 0
@@ -79,12 +80,14 @@ class DesignCosts:
   Attributes:
     design: ``(bits, length, max_shift)``.
     table: the :class:`~.costs.CostTable` over all candidate columns (NaN where a format does
-      not fit the design).
-    cover: int ``(K,)``: :func:`cover_mask` of each column (0: does not fit).
+      not fit the design or is allowed at no layer).
+    fit: bool ``(K,)``: the column fits the design and is costed.
+    cover: int ``(K,)``: :func:`cover_mask` of each column.
   """
 
   design: costs_lib.Design
   table: costs_lib.CostTable
+  fit: np.ndarray
   cover: np.ndarray
 
 
@@ -100,7 +103,8 @@ def design_costs(workload: hw.Workload, formats: Sequence[BitPattern], allowed: 
   out = []
   for d in needed_designs(formats, allowed):
     cover = np.array([cover_mask(f, d) for f in formats], np.int64)
-    cols = [k for k in range(len(formats)) if cover[k] and np.asarray(allowed)[:, k].any()]
+    cols = [k for k in range(len(formats))
+            if costs_lib.fits(formats[k], d) and np.asarray(allowed)[:, k].any()]
     t = costs_lib.layer_costs(workload, [formats[k] for k in cols], design=d, cache=cache,
                               objective=objective, search=search, **accelerator)
     full = {}
@@ -108,8 +112,9 @@ def design_costs(workload: hw.Workload, formats: Sequence[BitPattern], allowed: 
       a = np.full((len(t.layers), len(formats)), np.nan)
       a[:, cols] = getattr(t, attr)
       full[attr] = a
-    cover[[k for k in range(len(formats)) if k not in cols]] = 0
-    out.append(DesignCosts(d, costs_lib.CostTable(t.layers, formats, **full), cover))
+    fit = np.zeros(len(formats), bool)
+    fit[cols] = True
+    out.append(DesignCosts(d, costs_lib.CostTable(t.layers, formats, **full), fit, cover))
   return out
 
 
@@ -146,7 +151,7 @@ def frontier(designs: Sequence[DesignCosts], sensitivity: np.ndarray, metric: st
   allowed = np.asarray(allowed, bool)
   parts = []
   for j, dc in enumerate(designs):
-    ok = allowed & (dc.cover > 0)[None, :]
+    ok = allowed & dc.fit[None, :]
     cover = np.broadcast_to(dc.cover, ok.shape)
     f = solver.pareto_frontier(dc.table.metric(metric), sensitivity, ok, cover=cover, need=ALL)
     parts.append((f, j))

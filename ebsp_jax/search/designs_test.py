@@ -10,8 +10,9 @@ from ebsp_jax.hw import arch
 from ebsp_jax.numerics import BitPattern
 from ebsp_jax.search import costs, designs, solver
 
-# Distinct maxima: 6b(L3) the widest, 5b(L4) the longest, 4b(L1) and 6b(L3) shift 2.
-FMTS = (BitPattern(4, 1), BitPattern(5, 4), BitPattern(6, 3))
+# Distinct maxima: 6b(L3) the widest, 5b(L4) the longest, 4b(L1) and 6b(L3) shift 2; 4b(L2)
+# fits every design with a shift >= 1 without attaining any of its maxima.
+FMTS = (BitPattern(4, 1), BitPattern(5, 4), BitPattern(6, 3), BitPattern(4, 2))
 
 
 @pytest.fixture(scope="module")
@@ -20,9 +21,9 @@ def lenet():
 
 
 def _allowed():
-  a = np.ones((5, 3), bool)
-  a[0] = [False, False, True]     # conv_init fixed to 6b(L3), head to 4b(L1)
-  a[4] = [True, False, False]
+  a = np.ones((5, 4), bool)
+  a[0] = [False, False, True, False]     # conv_init fixed to 6b(L3), head to 4b(L1)
+  a[4] = [True, False, False, False]
   return a
 
 
@@ -46,7 +47,7 @@ def test_frontier_and_solutions_match_brute_force(lenet, tables):
   the budgeted optima are the brute-force ones."""
   allowed = _allowed()
   rng = np.random.default_rng(0)
-  sens = rng.exponential(1.0, (5, 3))
+  sens = rng.exponential(1.0, (5, 4))
   pts = []
   for x in itertools.product(*[np.flatnonzero(a) for a in allowed]):
     fm = {l.name: FMTS[k] for l, k in zip(lenet.layers, x)}

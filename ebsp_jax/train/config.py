@@ -11,7 +11,7 @@ import dataclasses
 import math
 from typing import Any, Dict, Optional, Tuple
 
-from ebsp_jax.numerics import BitPattern, uniform
+from ebsp_jax.numerics import BitPattern, NumberFormat, uniform
 
 DATASETS = ("fashion_mnist", "cifar10", "imagenet")
 OPTIMIZERS = ("sgd", "adam")
@@ -85,6 +85,13 @@ class TrainConfig:
     data_workers: threads of the grain loader that read, decode and augment batches ahead of the
       training step (0: in the training thread). The batches do not depend on it (not part of
       :meth:`fingerprint`; a run may resume with another value).
+    layer_formats: per-layer weight formats instead of ``pattern_bits``/``pattern_length``: a
+      JSON file (an ``experiments/search.py`` output, its ``"layers"``, or a plain
+      ``{layer: '5b(L3)'}`` map) naming every conv/dense kernel's layer exactly
+      (:func:`ebsp_jax.search.check_layer_names`, checked by the trainer against the model),
+      or that map itself (a reloaded run). ADMM projects each layer onto its own grid and the
+      integer mode builds each layer's LUT from its own pattern. Needs ``first_last=same``.
+      The fingerprint holds the map (the file's content), not the path.
   """
 
   dataset: str
@@ -128,8 +135,13 @@ class TrainConfig:
   multihost: bool = False
   dual_lod: str = "off"
   data_workers: int = 2
+  layer_formats: Optional[Any] = None
 
   def __post_init__(self):
+    if isinstance(self.layer_formats, dict):   # a reloaded run's map: hashable, in order
+      object.__setattr__(self, "layer_formats", tuple(self.layer_formats.items()))
+    elif isinstance(self.layer_formats, list):
+      object.__setattr__(self, "layer_formats", tuple(tuple(p) for p in self.layer_formats))
     self.validate()
 
   # ------------------------------------------------------------------------------------------
@@ -179,6 +191,11 @@ class TrainConfig:
       self.first_last_pattern()
     except (ValueError, TypeError) as e:
       raise ValueError(f"--first_last={self.first_last!r}: {e}") from None
+    if self.layer_formats is not None:
+      self.layer_format_map()      # readable and valid, else one line naming the file
+      if self.first_last.strip().lower() != "same":
+        raise ValueError(f"--first_last={self.first_last} and --layer_formats are exclusive: "
+                         "the file gives the first and last layers' formats too")
     if self.activation_bits != 0 and not 2 <= self.activation_bits <= 16:
       bad("activation_bits", "must be 0 (float activations) or in [2, 16]")
     if not (math.isfinite(self.admm_rho) and self.admm_rho > 0):
@@ -232,10 +249,50 @@ class TrainConfig:
       return True, BitPattern(int(parts[0]), int(parts[1]))
     raise ValueError("expected same, float, BITS (uniform) or BITS,LENGTH")
 
+  def layer_format_map(self) -> Optional[Dict[str, NumberFormat]]:
+    """``{layer: format}`` of ``layer_formats`` (read from its file), or ``None``.
+
+    Raises:
+      ValueError: an unreadable file, or not a ``{layer: format name}`` map (one line).
+    """
+    if self.layer_formats is None:
+      return None
+    from ebsp_jax import cli  # pylint: disable=import-outside-toplevel
+    from ebsp_jax import search  # pylint: disable=import-outside-toplevel
+    src = self.layer_formats
+    if isinstance(src, str):
+      what = f"--layer_formats={src}"
+      obj = cli.load_json(src, what)
+    else:
+      what = "layer_formats"
+      obj = dict(src)
+    return search.layer_formats_from_json(obj, what)
+
+  def weights_text(self) -> str:
+    """``'pattern 6b(L3)'`` or ``'per-layer formats conv_init 8b(L5), ...'`` (progress lines)."""
+    m = self.layer_format_map()
+    if not m:
+      return f"pattern {self.pattern}"
+    return "per-layer formats " + ", ".join(f"{k} {f}" for k, f in m.items())
+
+  def main_pattern(self) -> BitPattern:
+    """The format of most layers (ties: the first listed) with ``layer_formats``, else
+    ``pattern`` (ADMM's shift/mantissa telemetry counts its layers)."""
+    m = self.layer_format_map()
+    if not m:
+      return self.pattern
+    names = [str(f) for f in m.values()]
+    best = max(dict.fromkeys(names), key=names.count)
+    return next(f for f in m.values() if str(f) == best)
+
   def dual_lod_lengths(self) -> Tuple[int, ...]:
     """The pattern lengths ``L`` of the quantized layers (``--dual_lod`` cuts their inputs):
     ``pattern_length``, and the ``first_last`` format's (``bits - 1`` for uniform ``B``) unless
-    that is ``same`` or ``float`` (a float layer's input is not cut)."""
+    that is ``same`` or ``float`` (a float layer's input is not cut); every layer's with
+    ``layer_formats``."""
+    m = self.layer_format_map()
+    if m:
+      return tuple(sorted({int(f.length) for f in m.values()}))
     override, fl = self.first_last_pattern()
     out = (self.pattern_length,)
     if override and fl is not None:
@@ -258,6 +315,10 @@ class TrainConfig:
       d.pop(k, None)
     if d.get("dual_lod") == "off":   # added later: earlier runs' fingerprints stay valid
       d.pop("dual_lod")
+    if d.get("layer_formats") is None:   # likewise
+      d.pop("layer_formats", None)
+    else:                                # the content, not where the file lies
+      d["layer_formats"] = {k: str(f) for k, f in self.layer_format_map().items()}
     return d
 
   def replace(self, **kwargs) -> "TrainConfig":

@@ -65,6 +65,9 @@ _HELP = {
                 "datapath: each layer's activations cut to its weight pattern's length of "
                 "significant bits (--pattern_length; --first_last's for the first conv and the "
                 "classifier, no cut where that is float)",
+    "layer_formats": "JSON file of per-layer weight formats (experiments/search.py's output or a "
+                     "{layer: '5b(L3)'} map naming every conv/dense layer) instead of "
+                     "--pattern_bits/--pattern_length; needs --first_last=same",
     "multihost": "multi-process data parallelism: call jax.distributed.initialize() first. Start "
                  "the same command in every process (e.g. one per host); the --workdir must be on "
                  "a filesystem all processes share. --coordinator_address/--num_processes/"
@@ -133,9 +136,14 @@ def config_from_flags(dataset: str, flag_values: flags.FlagValues = FLAGS) -> Tr
   for f in dataclasses.fields(TrainConfig):
     if f.name != "dataset":
       values[f.name] = flag_values[f.name].value
-  for k in ("data_dir", "pretrained"):
+  for k in ("data_dir", "pretrained", "layer_formats"):
     if values[k] == "":
       values[k] = None
+  if values["layer_formats"] is not None:
+    given = [f"--{k}" for k in ("pattern_bits", "pattern_length") if flag_values[k].present]
+    if given:
+      raise ValueError(f"{' and '.join(given)} and --layer_formats are exclusive: the file "
+                       "gives every layer's format")
   if values["model"] is None:
     raise ValueError("--model is required")
   if values["workdir"] is None:
@@ -158,6 +166,9 @@ def main(dataset: str):
     except (ValueError, TypeError) as e:
       cli.fail(cli.one_line(e))
     from ebsp_jax.train import ptq_run
+    if cfg.layer_formats is not None and FLAGS["ptq"].value:
+      cli.fail("--ptq with --layer_formats is not supported: post-training quantization takes "
+               "one --pattern_bits/--pattern_length (and --first_last)")
     if ptq_run.main(cfg, FLAGS):   # --ptq: post-training quantization instead of training
       return
     if cfg.multihost:

@@ -1,7 +1,9 @@
-"""Reloading a finished (or interrupted) run: its configuration and latest training state.
+"""Reloading a finished (or interrupted) run: its configuration and latest training state,
+or the float model a run saved for ``--pretrained``.
 
     exp, state = load_run("runs/fmnist/seed0/6b_L3")
     top1, note, overflows, float_ops = exp.integer_eval(state, acc_bits=16, mode="dual_lod")
+    fm = load_float_model("runs/fmnist/seed0/float", model="lenet5", dataset="fashion_mnist")
 
 The configuration comes from the checkpoint's metadata (what the run validated on resume), so
 the reloaded :class:`~ebsp_jax.train.trainer.Experiment` builds the same models, weight rule
@@ -14,7 +16,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from typing import Any, Optional, TextIO, Tuple
+from typing import Any, Dict, NamedTuple, Optional, TextIO, Tuple
 
 from ebsp_jax.train import checkpoint as ckpt_lib
 from ebsp_jax.train.config import TrainConfig
@@ -59,3 +61,82 @@ def load_run(workdir: str, *, data_dir: Optional[str] = None,
   for note in exp.notes:
     warnings.warn(f"load_run({workdir}): {note}", UserWarning, stacklevel=2)
   return exp, state
+
+
+class FloatModel(NamedTuple):
+  """A run's saved float model.
+
+  Attributes:
+    params: the parameters.
+    model_state: the other variable collections (e.g. ``batch_stats``; may be empty).
+    meta: the checkpoint's metadata (``model``, ``dataset``, ``float_top1``, ``step``, ...).
+    directory: the ``float_model/`` checkpoint directory it was read from.
+    checkpoint: the checkpoint id in it.
+  """
+
+  params: Any
+  model_state: Dict[str, Any]
+  meta: Dict[str, Any]
+  directory: str
+  checkpoint: int
+
+
+def float_model_dir(path: str) -> str:
+  """The float-model checkpoint directory of ``path``: a run's ``--workdir`` (its
+  ``float_model/``) or that directory itself.
+
+  Raises:
+    CheckpointError: ``path`` is not a directory (one line).
+  """
+  p = os.path.abspath(path)
+  if os.path.isdir(os.path.join(p, "float_model")):
+    p = os.path.join(p, "float_model")
+  if not os.path.isdir(p):
+    raise ckpt_lib.CheckpointError(f"{path}: no such directory (expected a training run's "
+                                   "--workdir or its float_model/)")
+  return p
+
+
+def load_float_model(path: str, *, model: Optional[str] = None,
+                     dataset: Optional[str] = None) -> FloatModel:
+  """The float model a training run saved (what ``--pretrained`` starts from), read only.
+
+  Args:
+    path: the run's ``--workdir`` or its ``float_model/`` directory.
+    model / dataset: when given, the saved model must be this model on this dataset.
+
+  Returns:
+    The :class:`FloatModel`; its arrays have the shapes of ``models.get_model(model)``
+    initialised on the dataset's input shape.
+
+  Raises:
+    CheckpointError: no such directory, no float-model checkpoint in it, one of another
+      model or dataset, or one that does not restore (one line each).
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from ebsp_jax import data as data_lib  # pylint: disable=import-outside-toplevel
+  from ebsp_jax import models  # pylint: disable=import-outside-toplevel
+  d = float_model_dir(path)
+  with ckpt_lib.Checkpointer(d, read_only=True) as fm:
+    latest = fm.latest_id()
+    if latest is None:
+      raise ckpt_lib.CheckpointError(f"{path}: {d} holds no float-model checkpoint (expected a "
+                                     "training run's --workdir or its float_model/)")
+    meta = dict(fm.read_meta(latest))
+    got = (meta.get("model"), meta.get("dataset"))
+    if (model is not None and got[0] != model) or (dataset is not None and got[1] != dataset):
+      raise ckpt_lib.CheckpointError(f"{path}: a {got[0]} on {got[1]}, but {model or got[0]} "
+                                     f"on {dataset or got[1]} was asked for")
+    if got[0] not in models.MODELS or got[1] not in data_lib.DATASETS:
+      raise ckpt_lib.CheckpointError(f"{path}: the checkpoint records model {got[0]!r} on "
+                                     f"{got[1]!r}, which this version does not know")
+    net = models.get_model(got[0], num_classes=data_lib.get_spec(got[1]).num_classes)
+    shape = models.default_input_shape(got[0], got[1])
+
+    def init():
+      v = dict(net.init(jax.random.key(0), jnp.zeros((2, *shape)), train=False))
+      return {"params": v.pop("params"), "model_state": v}
+
+    state, _ = fm.restore(latest, jax.eval_shape(init))
+  return FloatModel(state["params"], dict(state["model_state"]), meta, d, int(latest))

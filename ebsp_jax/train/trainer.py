@@ -66,13 +66,31 @@ def _kernel_mask(params: PyTree) -> PyTree:
 
 def weight_rule(cfg: TrainConfig) -> Rule:
   """Which weights are quantized and how: every conv/dense kernel in ``cfg.pattern``, the first
-  conv and the classifier per ``--first_last``."""
+  conv and the classifier per ``--first_last``; or each layer's kernel in its own format with
+  ``--layer_formats`` (:func:`check_layer_formats` checks that they name the model's layers)."""
+  if cfg.layer_formats is not None:
+    from ebsp_jax import search  # pylint: disable=import-outside-toplevel
+    return search.layer_formats_rule(cfg.layer_format_map())
   override, pattern = cfg.first_last_pattern()
   overrides = []
   if override:
     first, last = models.FIRST_LAYER, models.LAST_LAYER
     overrides = [(f"^{first}/", pattern), (f"^{last}/", pattern)]
   return make_rule(cfg.pattern, overrides=overrides)
+
+
+def check_layer_formats(cfg: TrainConfig, params: PyTree) -> None:
+  """``--layer_formats`` names exactly the conv/dense layers of ``params`` (shapes suffice).
+
+  Raises:
+    ValueError: unknown or missing layers (one line, listing the model's).
+  """
+  from ebsp_jax import search  # pylint: disable=import-outside-toplevel
+  from ebsp_jax.numerics import layer_patterns  # pylint: disable=import-outside-toplevel
+  src = cfg.layer_formats if isinstance(cfg.layer_formats, str) else "(the recorded map)"
+  search.check_layer_names(cfg.layer_format_map(),
+                           list(layer_patterns(params, lambda p, l: None)),
+                           f"--layer_formats={src}")
 
 
 def rho_policy(cfg: TrainConfig) -> admm_lib.RhoPolicy:
@@ -118,6 +136,10 @@ class Experiment:
     self.total_steps = f + a + t
     self.float_model = models.get_model(cfg.model, num_classes=info.num_classes)
     self.rule = weight_rule(cfg)
+    if cfg.layer_formats is not None:
+      check_layer_formats(cfg, jax.eval_shape(functools.partial(
+          self.float_model.init, train=False), jax.random.key(0),
+          self.data.example_batch()["image"])["params"])
     if cfg.activation_bits:
       from ebsp_jax import quant
       dual = {}
@@ -270,7 +292,7 @@ class Experiment:
     def fn(params, opt_state):
       return evaluation.pattern_telemetry(
           params, admm_lib.tree_rule(opt_state), admm_lib.tree_scales(params, opt_state),
-          self.cfg.pattern, z=_z_tree(opt_state))
+          self.cfg.main_pattern(), z=_z_tree(opt_state))
     return jax.jit(fn)
 
   # ------------------------------------------------------------------------------------------
@@ -466,7 +488,7 @@ class Experiment:
         f"{cfg.model} on {cfg.dataset}: {self.data.info.num_train} train / "
         f"{self.data.info.num_eval} eval examples, {self.data.info.steps_per_epoch} steps/epoch, "
         f"phases float {self.steps['float']} + admm {self.steps['admm']} + finetune "
-        f"{self.steps['finetune']} = {self.total_steps} steps, pattern {cfg.pattern}, "
+        f"{self.steps['finetune']} = {self.total_steps} steps, {cfg.weights_text()}, "
         f"activations {cfg.activation_bits or 'float'}, {jax.device_count()} device(s)"
         + (f" in {jax.process_count()} processes" if jax.process_count() > 1 else "")
         + (f"; resumed at step {step} ({state.phase})" if resumed else ""))
@@ -647,9 +669,12 @@ class Experiment:
         state.params, self.rule, state.weight_scales))
     out.update({
         "model": cfg.model, "dataset": cfg.dataset,
-        "pattern": {"bits": cfg.pattern_bits, "length": cfg.pattern_length,
-                    "name": str(cfg.pattern), "code_bits": cfg.pattern.code_bits,
-                    "num_levels": cfg.pattern.num_levels},
+        "pattern": ({"bits": cfg.pattern_bits, "length": cfg.pattern_length,
+                     "name": str(cfg.pattern), "code_bits": cfg.pattern.code_bits,
+                     "num_levels": cfg.pattern.num_levels}
+                    if cfg.layer_formats is None else None),
+        "layer_formats": ({k: str(f) for k, f in cfg.layer_format_map().items()}
+                          if cfg.layer_formats is not None else None),
         "first_last": cfg.first_last if override else "same",
         "first_last_pattern": (str(fl) if fl is not None else ("float" if override else None)),
         "activation_bits": cfg.activation_bits,
