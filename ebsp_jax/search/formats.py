@@ -22,12 +22,13 @@ from ebsp_jax.numerics.tree import Rule, make_rule
 _NAME = re.compile(r"^(u?)(\d+)b\(L(\d+)\)$")
 
 #: Named candidate sets. ``ebsp``: the bit-sparse patterns strictly between uniform and
-#: power-of-two at 4, 5, 6 and 8 bits; ``uniform``: L = bits - 1; ``power_of_two``: L = 1.
+#: power-of-two at 4, 5, 6 and 8 bits (3 bits has none); ``uniform``: L = bits - 1, 3 to 8
+#: bits; ``power_of_two``: L = 1, 3 to 6 bits.
 CANDIDATE_SETS: Mapping[str, tuple[str, ...]] = {
     "ebsp": ("4b(L2)", "5b(L2)", "5b(L3)", "6b(L2)", "6b(L3)", "6b(L4)", "8b(L3)", "8b(L4)",
              "8b(L5)"),
-    "uniform": ("4b(L3)", "5b(L4)", "6b(L5)", "8b(L7)"),
-    "power_of_two": ("4b(L1)", "5b(L1)", "6b(L1)"),
+    "uniform": ("3b(L2)", "4b(L3)", "5b(L4)", "6b(L5)", "8b(L7)"),
+    "power_of_two": ("3b(L1)", "4b(L1)", "5b(L1)", "6b(L1)"),
 }
 #: The default candidates: every set above.
 DEFAULT_CANDIDATES: tuple[str, ...] = (CANDIDATE_SETS["ebsp"] + CANDIDATE_SETS["uniform"]

@@ -30,7 +30,7 @@ def test_bad_format_names_are_one_line_errors(name, needle):
 
 def test_parse_formats_expands_sets_in_order():
   got = formats.parse_formats("uniform,5b(L3)")
-  assert [str(f) for f in got] == ["4b(L3)", "5b(L4)", "6b(L5)", "8b(L7)", "5b(L3)"]
+  assert [str(f) for f in got] == ["3b(L2)", "4b(L3)", "5b(L4)", "6b(L5)", "8b(L7)", "5b(L3)"]
   assert all(f.is_uniform for f in formats.parse_formats("uniform"))
   assert all(f.is_power_of_two for f in formats.parse_formats("power_of_two"))
   ebsp = formats.parse_formats("ebsp")
