@@ -103,3 +103,11 @@ def test_layer_without_a_kernel_is_refused():
   wl = hw.trace_layers(attention, {"q": {"kernel": jnp.zeros((4, 4))}}, jnp.zeros((3, 4)))
   with pytest.raises(ValueError, match="has no kernel parameter"):
     costs.workload_layer_names(wl)
+
+
+def test_hw_version_leaves_out_only_existing_non_ebsp_sources():
+  import os
+  d = os.path.dirname(hw.__file__)
+  assert all(os.path.exists(os.path.join(d, f)) for f in costs.NOT_EBSP_COST)
+  assert "dataflow.py" not in costs.NOT_EBSP_COST and "designs/ebsp.py" not in costs.NOT_EBSP_COST
+  assert len(costs.hw_version()) == 16

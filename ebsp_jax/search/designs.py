@@ -146,12 +146,15 @@ def frontier(designs: Sequence[DesignCosts], sensitivity: np.ndarray, metric: st
     designs: from :func:`design_costs`.
     sensitivity: ``(L, K)`` over the same columns.
     metric: ``'energy'``, ``'latency'`` or ``'bits'``.
-    allowed: ``(L, K)`` bool.
+    allowed: ``(L, K)`` bool (may be narrower than the ``allowed`` of :func:`design_costs`:
+      a search restricted to some candidates reuses the tables).
   """
   allowed = np.asarray(allowed, bool)
   parts = []
   for j, dc in enumerate(designs):
     ok = allowed & dc.fit[None, :]
+    if not ok.any(axis=1).all():       # no choice runs on this design (a narrower allowed)
+      continue
     cover = np.broadcast_to(dc.cover, ok.shape)
     f = solver.pareto_frontier(dc.table.metric(metric), sensitivity, ok, cover=cover, need=ALL)
     parts.append((f, j))

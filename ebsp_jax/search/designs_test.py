@@ -90,3 +90,15 @@ def test_a_long_pattern_anywhere_costs_every_layer(lenet):
   np.testing.assert_array_equal(big.weight_bits, small.weight_bits)
   with pytest.raises(ValueError, match="does not fit the EBSP design"):
     costs.layer_costs(lenet, [BitPattern(8, 7)], design=(6, 3, 2))
+
+
+def test_a_narrower_allowed_reuses_the_tables(lenet, tables):
+  """Restricting the candidates afterwards (e.g. one family) equals costing them alone."""
+  allowed = _allowed().copy()
+  allowed[1:4, 1] = False                  # 5b(L4) nowhere: no design needs length 4
+  sens = np.random.default_rng(1).exponential(1.0, (5, 4))
+  a = designs.frontier(tables, sens, "energy", allowed)
+  b = designs.frontier(designs.design_costs(lenet, FMTS, allowed, search="fast"), sens,
+                       "energy", allowed)
+  assert a.cost.tolist() == b.cost.tolist() and a.choice.tolist() == b.choice.tolist()
+  assert all(a.designs[j][1] < 4 for j in a.design)
