@@ -39,8 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import device_description  # noqa: E402
 from ebsp_jax import BitPattern, arith  # noqa: E402
-from ebsp_jax.arith import onednn  # noqa: E402
-from ebsp_jax.arith.config import on_gpu  # noqa: E402
+from ebsp_jax.arith import onednn, platform  # noqa: E402
 
 MM = (((1,), (0,)), ((), ()))
 PATTERN = BitPattern(6, 3)
@@ -168,7 +167,7 @@ def conv_cases(batch: int, hw: int, c: int, reference: bool):
       "arith fast f32-exact path (uint8)": lambda: f32path(x_u8, w),
       "arith fast bf16 path (uint8)": lambda: bf16(x_u8, w),
   }
-  if not on_gpu():   # XLA:GPU has no int8 -> int32 convolution
+  if not platform.on_gpu():   # XLA:GPU has no int8 -> int32 convolution
     cases["native int8->int32"] = lambda: i8(x_i8, w)
   if reference:
     cases["arith reference (uint8)"] = lambda: ref(x_u8, w)
@@ -376,7 +375,7 @@ def main(argv=None):
              backend=jax.default_backend(), pattern=str(PATTERN), results=[])
   if jax.default_backend() == "cpu":
     out["onednn"] = dict(available=onednn.available(), reason=onednn.status(),
-                         int8_dot_instructions=onednn.cpu_has_int8_dot())
+                         int8_dot_instructions=platform.cpu_has_int8_dot())
   sparse = {"arith reference (uint8)": args.reference_every}
   parts = []
   if args.only in (None, "matmul"):

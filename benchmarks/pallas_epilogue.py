@@ -60,7 +60,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import device_description, time_interleaved, write_json  # noqa: E402
 from ebsp_jax.arith import pallas_gemm as pg  # noqa: E402
-from ebsp_jax.quant import requant  # noqa: E402
+from ebsp_jax.arith import requant  # noqa: E402
 
 # (name, M, K, N): ResNet-50 1x1 convs at batch 256 as GEMMs, and the square reference.
 GPU_SHAPES: List[Tuple[str, int, int, int]] = [

@@ -19,6 +19,12 @@ Public API:
   64-bit sums from int32 words; :mod:`ebsp_jax.arith.onednn` — oneDNN's int8 GEMM (VNNI) as an
   XLA custom call, the fast method's native op on CPU for dots, 1x1 convolutions (one GEMM) and
   other convolutions (im2col + GEMM; with ``"auto"`` when a window holds >= 32 products).
+* :mod:`ebsp_jax.arith.platform` — what the datapath runs on (target backend, CPU features);
+  :mod:`ebsp_jax.arith.dispatch` — the one place that picks the native path
+  (``accumulation="auto"``) from those facts and measured thresholds;
+  :func:`ebsp_jax.arith.config.validate_options` — the check of the datapath options.
+* :mod:`ebsp_jax.arith.requant` — integer requantization (multiplier and shift), used between
+  layers by the integer mode and fused into :mod:`ebsp_jax.arith.pallas_gemm`.
 """
 
 from ebsp_jax.arith import datapath, events, wide

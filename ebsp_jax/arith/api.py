@@ -211,7 +211,7 @@ def dot_general(lhs, rhs, dimension_numbers, *, pattern: BitPattern, acc_bits: i
       convolutions whose window sums >= 32 products; otherwise bfloat16 operands for dots when
       the CPU has bf16 dot instructions and one native op suffices (else int32), and int32 for
       convolutions with >= 32 input channels per group (else float32); see
-      :func:`ebsp_jax.arith.config.resolve_accumulation`. Every choice is bit-exact.
+      :func:`ebsp_jax.arith.dispatch.resolve_accumulation`. Every choice is bit-exact.
     name: label of this call in :func:`ebsp_jax.arith.events.recording` logs.
     precision: accepted for drop-in use as a Flax ``dot_general``; ignored.
     preferred_element_type: None or int32 (drop-in use); the result is always int32.

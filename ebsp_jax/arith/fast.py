@@ -59,7 +59,6 @@ pairs (:mod:`ebsp_jax.arith.wide`). (3) Wrap: ``S mod 2**acc_bits`` is a functio
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 import math
 from typing import Callable, List, Optional, Tuple
@@ -68,8 +67,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ebsp_jax.arith import datapath, onednn, wide
-from ebsp_jax.arith.config import Config, cpu_flags
+from ebsp_jax.arith import datapath, dispatch, onednn, wide
+from ebsp_jax.arith.config import Config
 from ebsp_jax.arith.geometry import ConvGeometry
 from ebsp_jax.numerics import BitPattern, encode
 
@@ -221,33 +220,23 @@ class Plan:
     return self.act.count * self.weight.count * self.chunks
 
 
-def cpu_has_bf16_dot() -> bool:
-  """Whether this CPU has bf16 dot-product instructions (AVX512-BF16 or AMX-BF16)."""
-  return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
-
-
 def plan(cfg: Config, units: int, unit_size: int = 1, accumulation: Optional[str] = None) -> Plan:
   """Chooses planes and chunking for ``units * unit_size`` contraction elements (see module doc).
 
   ``accumulation`` overrides ``cfg.accumulation``. ``"auto"`` (left unresolved by the config
-  only for dot_general on CPU) picks oneDNN's int8 GEMM when its kernel is available
-  (:mod:`ebsp_jax.arith.onednn`; ~3x XLA:CPU's float32 matmul here), else
-  bfloat16 operands when the CPU has bf16 dot instructions and that needs a single native op
-  (XLA:CPU's bf16 matmul measured ~1.3x faster than its int8 matmul here), else int32.
+  only for dot_general on CPU, where the choice depends on the contraction length) is resolved
+  here by :func:`ebsp_jax.arith.dispatch.resolve_accumulation`, given the native ops each
+  candidate needs.
 
   Raises:
     ValueError: if no plan meets the exactness bound (only for absurd kernel sizes).
   """
   accumulation = accumulation or cfg.accumulation
   if accumulation == "auto":
-    if onednn.available():
-      return plan(cfg, units, unit_size, "onednn")
-    onednn.warn_unavailable_once()
-    if cpu_has_bf16_dot():
-      cand = plan(cfg, units, unit_size, "bfloat16")
-      if cand.native_ops == 1:
-        return cand
-    return plan(cfg, units, unit_size, "int32")
+    chosen = dispatch.resolve_accumulation(
+        "auto", "dot", target=cfg.backend,
+        native_ops=lambda acc: plan(cfg, units, unit_size, acc).native_ops)
+    return plan(cfg, units, unit_size, chosen)
   lo, hi = cfg.datapath_act_range
   bound = INT32_BOUND if accumulation in ("int32", "onednn") else FLOAT32_BOUND
   k_total = units * unit_size

@@ -4,7 +4,7 @@ Two guards for issue 14 (GPU exactness):
 
 * Every float dot/convolution the fast method emits requests ``HIGHEST`` precision (never
   TF32 or bf16 passes), asserted on the lowered StableHLO text: for the CPU backend and, under
-  ``config.target_backend("gpu")``, lowered for CUDA on this host (no GPU needed).
+  ``target_backend("gpu")``, lowered for CUDA on this host (no GPU needed).
 * Bit-exactness on the layer shapes of ResNet-style networks (dot and convolution; uint8 and
   int8 activations; 6b(L3) and uniform 8-bit weights; 64, 256 and 2048 input channels; 1x1,
   3x3 stride 2 and depthwise 3x3) against the int64 NumPy model, for every native path the GPU
@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 
 from ebsp_jax import arith
-from ebsp_jax.arith import config
+from ebsp_jax.arith import dispatch
+from ebsp_jax.arith.platform import target_backend
 from ebsp_jax.arith import numpy_reference as npref
 from ebsp_jax.arith._test_strategies import act_array
 from ebsp_jax.numerics import BitPattern, uniform
@@ -87,10 +88,10 @@ def _problem(op: str, act: str, c: int, pattern: BitPattern, seed: int = 0):
 
 def _accumulations(op: str, c: int):
   """The native paths a GPU can run for this layer: what ``auto`` picks there, and the rest."""
-  with config.target_backend(TARGET):
+  with target_backend(TARGET):
     group_in = 1 if op == "depthwise3x3" else c
-    chosen = config.resolve_accumulation("auto", "conv" if op.startswith(("conv", "depth"))
-                                         and op != "conv1x1" else "dot", group_in)
+    chosen = dispatch.resolve_accumulation("auto", "conv" if op.startswith(("conv", "depth"))
+                                           and op != "conv1x1" else "dot", group_in)
   return (chosen,) + tuple(a for a in ("int32", "float32", "bfloat16") if a != chosen)
 
 
@@ -132,7 +133,7 @@ def test_every_float_op_requests_highest_precision(target, platform, op):
           lshape, rshape, kw = _conv_args(op, c)
         accs = ["auto", "int32", "float32", "bfloat16"]
         for acc in accs:
-          with config.target_backend(target):
+          with target_backend(target):
             text = _lowered_text(op, lshape, dtype, rshape, pattern, acc, kw, platform)
           bad, n = _float_ops_without_highest(text)
           assert not bad, (f"{op} {act} {name} C={c} accumulation={acc} on {target}: float "
@@ -187,7 +188,7 @@ def test_gpu_plans_are_bit_exact(op, act, name, c):
     if ON_GPU:
       out, stats = _call(op, lhs, rhs, pattern, acc, kw)
     else:
-      with config.target_backend(TARGET):
+      with target_backend(TARGET):
         out, stats = _call(op, lhs, rhs, pattern, acc, kw)
     np.testing.assert_array_equal(np.asarray(out), want, err_msg=f"accumulation={acc}")
     assert int(stats["overflow_count"]) == 0
@@ -201,11 +202,11 @@ def test_target_backend_is_static_configuration():
   rhs = _weights(rng, (3, 3, 32, 4), pattern)
   kw = dict(window_strides=(1, 1), padding="SAME")
   want = npref.conv(lhs, rhs, dimension_numbers=NHWC, **kw)
-  with config.target_backend("gpu"):
+  with target_backend("gpu"):
     gpu_text = _lowered_text("conv3x3s2", lhs.shape, np.uint8, rhs.shape, pattern, "int32",
                              kw, "cpu")
     out_gpu, _ = _call("conv3x3s2", lhs, rhs, pattern, "int32", kw)
-  with config.target_backend("cpu"):
+  with target_backend("cpu"):
     cpu_text = _lowered_text("conv3x3s2", lhs.shape, np.uint8, rhs.shape, pattern, "int32",
                              kw, "cpu")
     if not ON_GPU:        # XLA:GPU has no int8 -> int32 convolution to run the CPU plan with
@@ -216,8 +217,8 @@ def test_target_backend_is_static_configuration():
   assert "stablehlo.convolution" in cpu_text
   np.testing.assert_array_equal(np.asarray(out_gpu), want)
   with pytest.raises(ValueError, match="not one of"):
-    with config.target_backend("cuda"):
+    with target_backend("cuda"):
       pass
   with pytest.raises(ValueError, match="CPU backend only"):
-    with config.target_backend("gpu"):
-      config.resolve_accumulation("onednn", "dot")
+    with target_backend("gpu"):
+      dispatch.resolve_accumulation("onednn", "dot")

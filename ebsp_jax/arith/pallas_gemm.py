@@ -2,7 +2,7 @@
 
 Issue 3 (integer ResNet-50 on H100/H200): after every conv/matmul XLA runs one elementwise
 "requantization" fusion that reads the int32 GEMM result, applies
-``clip((pre * M + C) >> n, lo, hi)`` in int64 (:func:`ebsp_jax.quant.requant.apply_folded`)
+``clip((pre * M + C) >> n, lo, hi)`` in int64 (:func:`ebsp_jax.arith.requant.apply_folded`)
 and writes int8. This module computes the same thing inside the GEMM kernel, on the int32
 accumulator tile while it is still in registers, so the int32 intermediate never goes to
 memory:
@@ -12,7 +12,7 @@ memory:
 * :func:`int8_matmul`: ``a @ b`` as int32 (no epilogue; the comparison point for XLA's int8
   dot, which is a cuBLASLt GEMM on NVIDIA GPUs).
 * :func:`int8_matmul_requant`: the fused kernel; :func:`int8_matmul_folded` takes a
-  :class:`~ebsp_jax.quant.requant.FoldedRequantizer` instead of the three arrays.
+  :class:`~ebsp_jax.arith.requant.FoldedRequantizer` instead of the three arrays.
 
 Backend. The kernels are ``pl.pallas_call`` s with
 ``compiler_params=pallas.triton.CompilerParams`` — which selects the Triton lowering explicitly
@@ -61,7 +61,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
-from ebsp_jax.quant import requant
+from ebsp_jax.arith import requant
 
 # Largest K for which an int32 accumulation of int8 x int8 products cannot wrap.
 MAX_EXACT_K = ((1 << 31) - 1) // (128 * 128)
@@ -322,7 +322,7 @@ def int8_matmul_folded(a: chex.Array, b: chex.Array, f: requant.FoldedRequantize
 
   Args:
     a: int8 ``[M, K]``; b: int8 ``[K, N]`` (``[N, K]`` with ``b_transposed=True``).
-    f: from :func:`~ebsp_jax.quant.requant.fold_requantizer`, arrays of shape ``()``, ``[N]``
+    f: from :func:`~ebsp_jax.arith.requant.fold_requantizer`, arrays of shape ``()``, ``[N]``
       or ``[1, N]``.
     **kwargs: keyword arguments of :func:`int8_matmul_requant`.
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from ebsp_jax.arith import pallas_gemm as pg
 from ebsp_jax.arith._test_strategies import fast_settings
-from ebsp_jax.quant import requant
+from ebsp_jax.arith import requant
 
 INT32_MAX = (1 << 31) - 1
 

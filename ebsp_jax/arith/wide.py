@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 
@@ -143,7 +144,6 @@ def to_float(a: Wide) -> jax.Array:
 
 def to_python(a: Wide):
   """The exact values as a numpy int64 array (eager only)."""
-  import numpy as np
   return np.asarray(a.hi).astype(np.int64) * (1 << 32) + np.asarray(a.lo).astype(np.int64)
 
 

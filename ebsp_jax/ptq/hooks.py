@@ -39,9 +39,7 @@ import flax.linen as nn
 import jax
 from flax import nnx
 
-from ebsp_jax.quant.datapath import CONV, DOT_GENERAL
-from ebsp_jax.quant.inject import _LAX_OPS
-from ebsp_jax.quant.lowering import canonical_kwargs
+from ebsp_jax.quant.ops import CONV, DOT_GENERAL, LAX_OPS, canonical_kwargs
 
 #: ``handler(layer, op, lhs, rhs, args, kwargs) -> output`` (the value the layer continues with).
 Handler = Callable[[str, str, jax.Array, jax.Array, Tuple[Any, ...], Dict[str, Any]], jax.Array]
@@ -92,7 +90,7 @@ class Hook:
       kwargs.pop("out_sharding")
     handler = _HANDLER.get()
     if handler is None:
-      return _LAX_OPS[self.op](lhs, rhs, *args, **kwargs)
+      return LAX_OPS[self.op](lhs, rhs, *args, **kwargs)
     return handler(self.layer, self.op, lhs, rhs, args, kwargs)
 
 
@@ -162,7 +160,7 @@ class NnxModel:
       for cls, attr, op in NNX_LAYERS:
         if type(module) is cls:   # pylint: disable=unidiomatic-typecheck
           current = getattr(module, attr)
-          if current is not _LAX_OPS[op]:
+          if current is not LAX_OPS[op]:
             raise _custom_op_error(name, f"nnx.{cls.__name__}", attr, current)
           setattr(module, attr, nnx.static(Hook(op, name)))
           found += 1
@@ -240,7 +238,7 @@ class LayerCall:
 
 def lax_call(op: str, lhs, rhs, args: Tuple[Any, ...], kwargs: Mapping[str, Any]):
   """The plain ``lax`` op of a hooked call."""
-  return _LAX_OPS[op](lhs, rhs, *args, **kwargs)
+  return LAX_OPS[op](lhs, rhs, *args, **kwargs)
 
 
 def layer_calls(hooked, apply_kwargs: Mapping[str, Any], x: jax.ShapeDtypeStruct

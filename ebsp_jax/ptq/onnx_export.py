@@ -61,9 +61,9 @@ from jax.extend import core as jcore
 from jax.interpreters import mlir
 
 from ebsp_jax.numerics import BitPattern
-from ebsp_jax.quant.datapath import CONV, DOT_GENERAL, DatapathConfig, int_op
-from ebsp_jax.quant.inject import _LAX_OPS
+from ebsp_jax.quant.datapath import DatapathConfig, int_op
 from ebsp_jax.quant.lowering import cpu_device, sub_jaxpr, walk_jaxpr
+from ebsp_jax.quant.ops import CONV, DOT_GENERAL, LAX_OPS
 
 OPSET = 21
 IR_VERSION = 10          # what ONNX Runtime 1.31 loads with opset 21
@@ -89,7 +89,7 @@ def _contraction_impl(lhs, rhs, *, op, kwargs, pattern, act_pattern, layer, conf
 
 def _contraction_abstract(lhs, rhs, *, op, kwargs, **_):
   out = jax.eval_shape(
-      lambda a, b: _LAX_OPS[op](a, b, **dict(kwargs), preferred_element_type=jnp.int32),
+      lambda a, b: LAX_OPS[op](a, b, **dict(kwargs), preferred_element_type=jnp.int32),
       jax.ShapeDtypeStruct(lhs.shape, jnp.int32), jax.ShapeDtypeStruct(rhs.shape, jnp.int32))
   return jax.core.ShapedArray(out.shape, jnp.int32)
 
@@ -156,7 +156,7 @@ class _Converter:
   """Translates one integer jaxpr into ONNX nodes (see the module docstring)."""
 
   def __init__(self):
-    from onnx import numpy_helper  # pylint: disable=import-outside-toplevel
+    from onnx import numpy_helper  # deferred heavy import (onnx): only export needs it
     self._np_helper = numpy_helper
     self.nodes: List[Any] = []
     self.inits: List[Any] = []
@@ -178,7 +178,7 @@ class _Converter:
     return self._const_cache[key]
 
   def node(self, op: str, inputs: Sequence[str], prefix: Optional[str] = None, **attrs) -> str:
-    from onnx import helper  # pylint: disable=import-outside-toplevel
+    from onnx import helper  # deferred heavy import (onnx): only export needs it
     out = self.fresh(prefix or op.lower())
     self.nodes.append(helper.make_node(op, list(inputs), [out], **attrs))
     return out
@@ -286,7 +286,7 @@ class _Converter:
   _op_copy = _op_copy_p = _op_optimization_barrier = _op_reduce_precision = _identity
 
   def _op_convert_element_type(self, eqn, a):
-    from onnx import helper  # pylint: disable=import-outside-toplevel
+    from onnx import helper  # deferred heavy import (onnx): only export needs it
     to = helper.np_dtype_to_tensor_dtype(np.dtype(eqn.params["new_dtype"]))
     return self.tensor(self.node("Cast", [self.ref(a)], to=to), eqn)
 
@@ -608,8 +608,8 @@ def export_onnx(qm, example_x: jax.Array, path: Optional[str] = None):
   Raises:
     ExportError: one line naming what has no integer-only ONNX form.
   """
-  import onnx  # pylint: disable=import-outside-toplevel
-  from onnx import helper  # pylint: disable=import-outside-toplevel
+  import onnx  # deferred heavy import (onnx): only export needs it
+  from onnx import helper  # deferred heavy import (onnx): only export needs it
   closed, levels = integer_program(qm, example_x)
   conv = _Converter()
   out = conv.convert(closed, INPUT_NAME)

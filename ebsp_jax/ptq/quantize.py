@@ -53,8 +53,8 @@ from ebsp_jax.quant.datapath import DatapathConfig
 from ebsp_jax.quant.inject import _check_bits, dual_lod_activation
 from ebsp_jax.quant.integer import (IntegerConfig, IntegerModel, dual_lod_rounding, integer_layers,
                                     quantize_weights)
-from ebsp_jax.quant.lowering import (FloatTensor, IntTensor, UnsupportedOp, canonical_kwargs,
-                                     cpu_device, quantized_op_p)
+from ebsp_jax.quant.lowering import FloatTensor, IntTensor, UnsupportedOp, cpu_device
+from ebsp_jax.quant.ops import canonical_kwargs, quantized_op_p
 
 Weights = Union[NumberFormat, Rule]
 

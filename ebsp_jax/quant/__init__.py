@@ -6,7 +6,7 @@
 * :func:`to_integer` — the integer mode (emulated hardware): the same model and variables
   lowered to an integer-only network (:mod:`ebsp_jax.quant.lowering` documents every op),
   through the ``ebsp_jax.arith`` datapath, with integer requantization
-  (:mod:`ebsp_jax.quant.requant`).
+  (:mod:`ebsp_jax.arith.requant`).
 * :mod:`ebsp_jax.quant.nnx` — the same three modes for ``flax.nnx`` models built from standard
   ``nnx.Linear`` / ``nnx.Conv`` layers: ``quant.nnx.fake_quant(model, ...)``,
   ``quant.nnx.to_float(model)``, ``quant.nnx.to_integer(model, ...)``.
@@ -22,5 +22,5 @@ from ebsp_jax.quant.datapath import DatapathConfig
 from ebsp_jax.quant.integer import (IntegerConfig, IntegerModel, integer_injection,
                                     quantize_weights, to_integer, trace_injection)
 from ebsp_jax.quant.lowering import UnsupportedOp
-from ebsp_jax.quant.requant import mul_shift_round, quantize_multiplier, requantize
+from ebsp_jax.arith.requant import mul_shift_round, quantize_multiplier, requantize
 from ebsp_jax.quant import nnx

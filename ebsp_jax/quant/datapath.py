@@ -1,10 +1,8 @@
 """The one entry point from the integer mode to the emulated EBSP datapath.
 
 :func:`int_op` runs ``dot_general`` / ``conv_general_dilated`` of integer activations and
-integer on-grid weights through :mod:`ebsp_jax.arith` (the bit-exact LUT-plus-shift datapath).
-Only if ``ebsp_jax.arith`` could not be imported (it is part of the package, so not in a normal
-install) would it fall back to ``jax.lax`` with ``preferred_element_type=int32``, the same exact
-sum modulo 2**32 (``wrap`` overflow); :func:`backend` says which one is in use.
+integer on-grid weights through :mod:`ebsp_jax.arith` (the bit-exact LUT-plus-shift datapath),
+with the options of a :class:`DatapathConfig` (checked once, when it is made).
 """
 
 from __future__ import annotations
@@ -14,13 +12,13 @@ from typing import Any, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jax import lax
 
+from ebsp_jax import arith
+from ebsp_jax.arith.config import validate_options
 from ebsp_jax.numerics import BitPattern
+from ebsp_jax.quant.ops import CONV, DOT_GENERAL
 
-DOT_GENERAL = "dot_general"
-CONV = "conv_general_dilated"
+_ARITH_OPS = {DOT_GENERAL: arith.dot_general, CONV: arith.conv_general_dilated}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,32 +54,14 @@ class DatapathConfig:
 
   def __post_init__(self):
     """Validates the options eagerly (one-line ``ValueError``/``TypeError``)."""
-    from ebsp_jax.arith import config as acfg  # pylint: disable=import-outside-toplevel
-    bits = self.acc_bits
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)):
-      raise TypeError(f"acc_bits must be an int, got {type(bits).__name__} {bits!r}")
-    lo, hi = acfg.ACC_BITS_RANGE
-    if not lo <= bits <= hi:
-      raise ValueError(f"acc_bits={bits} is out of range: allowed [{lo}, {hi}]")
-    for name, allowed in (("overflow", acfg.OVERFLOWS), ("mode", acfg.MODES),
-                          ("method", acfg.METHODS), ("accumulation", acfg.ACCUMULATIONS),
-                          ("rounding", acfg.ROUNDINGS)):
-      acfg._choice(name, getattr(self, name), allowed)  # pylint: disable=protected-access
-    if self.accumulation == "onednn":    # raises when the kernel or the CPU backend is missing
-      acfg.resolve_accumulation("onednn", "dot", 0, 0)
-
-
-def _arith_fn(op: str):
-  try:
-    from ebsp_jax import arith  # pylint: disable=import-outside-toplevel
-  except ImportError:  # pragma: no cover - arith is part of the package
-    return None
-  return getattr(arith, op, None)
+    validate_options(acc_bits=self.acc_bits, overflow=self.overflow, mode=self.mode,
+                     method=self.method, rounding=self.rounding,
+                     accumulation=self.accumulation)
 
 
 def backend() -> str:
-  """``'ebsp_jax.arith'`` when the datapath is available, else ``'lax-int32'``."""
-  return "ebsp_jax.arith" if _arith_fn(DOT_GENERAL) and _arith_fn(CONV) else "lax-int32"
+  """The module that runs the integer contractions: ``'ebsp_jax.arith'``."""
+  return arith.__name__
 
 
 def int_op(op: str, lhs: jax.Array, rhs: jax.Array, kwargs: Mapping[str, Any], *,
@@ -111,23 +91,15 @@ def int_op(op: str, lhs: jax.Array, rhs: jax.Array, kwargs: Mapping[str, Any], *
     ``(accumulator, overflow_count)``.
   """
   kw = {k: v for k, v in kwargs.items() if k not in ("precision", "preferred_element_type")}
-  fn = _arith_fn(op)
-  if fn is not None:
-    act = dict(act_bits=16, act_signed=True) if act_pattern is None else dict(
-        act_bits=act_pattern.bits, act_signed=act_pattern.signed)
-    # 'error' is reported by the caller from the count (under jit arith's own check is a
-    # checkify debug check, which would be silent without checkify).
-    overflow = "wrap" if config.overflow == "error" else config.overflow
-    out = fn(jnp.asarray(lhs, jnp.int32), jnp.asarray(rhs, jnp.int32), pattern=pattern,
-             acc_bits=config.acc_bits, overflow=overflow, mode=config.mode,
-             method=config.method, rounding=config.rounding,
-             accumulation=config.accumulation, name=name,
-             with_stats=with_stats, **act, **kw)
-    return (out[0], out[1]["overflow_count"]) if with_stats else out
-  if (config.mode != "exact" or config.acc_bits != 32 or config.overflow != "wrap"
-      or with_stats):  # pragma: no cover - arith is part of the package
-    raise NotImplementedError("int_op: ebsp_jax.arith is not available; the lax fallback only "
-                              "does mode='exact', acc_bits=32, overflow='wrap', no stats")
-  lax_fn = lax.dot_general if op == DOT_GENERAL else lax.conv_general_dilated
-  return lax_fn(jnp.asarray(lhs, jnp.int32), jnp.asarray(rhs, jnp.int32),
-                preferred_element_type=jnp.int32, **kw)
+  fn = _ARITH_OPS[op]
+  act = dict(act_bits=16, act_signed=True) if act_pattern is None else dict(
+      act_bits=act_pattern.bits, act_signed=act_pattern.signed)
+  # 'error' is reported by the caller from the count (under jit arith's own check is a
+  # checkify debug check, which would be silent without checkify).
+  overflow = "wrap" if config.overflow == "error" else config.overflow
+  out = fn(jnp.asarray(lhs, jnp.int32), jnp.asarray(rhs, jnp.int32), pattern=pattern,
+           acc_bits=config.acc_bits, overflow=overflow, mode=config.mode,
+           method=config.method, rounding=config.rounding,
+           accumulation=config.accumulation, name=name,
+           with_stats=with_stats, **act, **kw)
+  return (out[0], out[1]["overflow_count"]) if with_stats else out

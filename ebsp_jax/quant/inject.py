@@ -35,26 +35,22 @@ last layers.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ebsp_jax.arith import datapath
 from ebsp_jax.numerics import fake_quant, uniform
 from ebsp_jax.numerics.tree import PyTree, Rule, layer_patterns
 from ebsp_jax.quant.calibration import (ACT_MODULE_NAME, STATS_COLLECTION, activation_scale,
                                         ema_update)
+from ebsp_jax.quant.ops import CONV, DOT_GENERAL, LAX_OPS
 
 DualLodLength = Union[None, int, Mapping[str, Optional[int]]]
 
-DOT_GENERAL = "dot_general"
-CONV = "conv_general_dilated"
-_LAX_OPS: Dict[str, Callable[..., jax.Array]] = {
-    DOT_GENERAL: lax.dot_general,
-    CONV: lax.conv_general_dilated,
-}
 
 
 def _check_bits(activation_bits: int) -> int:
@@ -117,7 +113,6 @@ def dual_lod_activation(x_q: jax.Array, scale: jax.Array, length: int, rounding:
                         ) -> jax.Array:
   """``x_q`` (a fake-quantized activation, levels times ``scale``) cut to ``length``
   significant bits per level as the dual-LOD datapath does; straight-through gradient."""
-  from ebsp_jax.arith import datapath  # pylint: disable=import-outside-toplevel
   levels = jnp.round(lax.stop_gradient(x_q) / scale).astype(jnp.int32)
   approx = datapath.act_approx(levels, length, rounding).astype(x_q.dtype) * scale
   return x_q + lax.stop_gradient(approx - x_q)
@@ -164,7 +159,7 @@ class FakeQuantOp(ActivationStats):
     length = self._dual_lod_length()
     if length is not None:
       lhs_q = dual_lod_activation(lhs_q, scale, length, self.dual_lod_rounding)
-    return _LAX_OPS[self.op](lhs_q, rhs, *args, **kwargs)
+    return LAX_OPS[self.op](lhs_q, rhs, *args, **kwargs)
 
 
 def _injection(module_cls, **kwargs) -> Dict[str, Any]:

@@ -28,14 +28,39 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ebsp_jax import models
+from ebsp_jax.arith import events as arith_events
 from ebsp_jax.numerics import BitPattern, on_grid, path_str, quantize, tree_fit_scale
 from ebsp_jax.numerics.tree import Rule
-from ebsp_jax.quant.calibration import ACT_MODULE_NAME, activation_formats
-from ebsp_jax.quant.datapath import CONV, DOT_GENERAL, DatapathConfig
+from ebsp_jax.quant.calibration import ACT_MODULE_NAME, STATS_COLLECTION, activation_formats
+from ebsp_jax.quant.datapath import DatapathConfig
 from ebsp_jax.quant.inject import _check_bits
-from ebsp_jax.quant.lowering import Interpreter, LayerRecord, QuantLayer, TraceOp, cpu_device
+from ebsp_jax.quant.lowering import Interpreter, LayerRecord, QuantLayer, cpu_device
+from ebsp_jax.quant.ops import CONV, DOT_GENERAL, canonical_kwargs, quantized_op_p
 
 PyTree = Any
+
+
+class TraceOp(nn.Module):
+  """Injected module of the integer mode: marks a conv/dense in the jaxpr (float semantics).
+
+  It declares the same ``'quant_stats'`` variables as the fake-quant modules (so the trained
+  variables apply unchanged) and binds the marker :data:`ebsp_jax.quant.ops.quantized_op_p`
+  with the layer's path, which :class:`~ebsp_jax.quant.lowering.Interpreter` lowers to the
+  integer datapath.
+  """
+
+  op: str = DOT_GENERAL
+  activation_bits: int = 8
+  ema_decay: float = 0.99
+
+  @nn.compact
+  def __call__(self, lhs, rhs, *args, **kwargs):
+    for name, dtype in (("min", jnp.float32), ("max", jnp.float32), ("count", jnp.int32)):
+      self.variable(STATS_COLLECTION, name, lambda d=dtype: jnp.zeros((), d))
+    layer = "/".join(self.scope.path[:-1])
+    return quantized_op_p.bind(lhs, rhs, op=self.op, layer=layer,
+                               kwargs=canonical_kwargs(self.op, args, kwargs))
 
 
 def trace_injection(activation_bits: int = 8) -> Dict[str, Any]:
@@ -256,7 +281,6 @@ class IntegerModel:
       ``{layer_path: events dict}`` (LOD uses, LUT fills/reads, shifts by amount, adds,
       zero-weight products, accumulator high-water mark, ...: see ``ebsp_jax.arith.events``).
     """
-    from ebsp_jax.arith import events as arith_events  # pylint: disable=import-outside-toplevel
     with arith_events.recording() as log:
       out = jax.jit(self._run)(self.weights, x)   # a fresh trace, so that every call records
       jax.block_until_ready(out)
@@ -311,14 +335,13 @@ def to_integer(model: Union[str, nn.Module], variables: Mapping[str, Any], *, we
     raise ValueError("to_integer: variables must hold 'params' (and 'quant_stats')")
   hooks = trace_injection(activation_bits)
   if isinstance(model, str):
-    from ebsp_jax import models as _models  # pylint: disable=import-outside-toplevel
     kw = dict(model_kwargs or {})
     if "num_classes" not in kw:
       try:
         kw["num_classes"] = int(variables["params"]["head"]["bias"].shape[-1])
       except (KeyError, TypeError) as e:
         raise ValueError("to_integer: pass model_kwargs={'num_classes': ...}") from e
-    module = _models.get_model(model, **kw, **hooks)
+    module = models.get_model(model, **kw, **hooks)
   else:
     fields = {f.name for f in dataclasses.fields(model)}
     present = {k: v for k, v in hooks.items() if k in fields}

@@ -1,7 +1,8 @@
 """Lowering of a Flax model's jaxpr to an integer-only program (the emulated hardware).
 
-The model is traced with :class:`TraceOp` injected into every conv/dense (so each layer shows up
-in the jaxpr as one ``ebsp_quantized_op`` equation carrying its layer path), and the jaxpr is
+The model is traced with a marker injected into every conv/dense (each layer shows up in the
+jaxpr as one ``ebsp_quantized_op`` equation carrying its layer path: :mod:`ebsp_jax.quant.ops`,
+``integer.TraceOp``), and the jaxpr is
 then *interpreted* (:class:`Interpreter`) on integer tensors. Every activation that depends on
 the input lives as an :class:`IntTensor`::
 
@@ -37,7 +38,7 @@ broadcast, convert (f->f)
 
 Requantization (the input of every conv/dense): ``q_in = clip(mul_shift_round((q << k) + B,
 M, n), lo, hi)`` with the int32 bias ``B = round(o/m * 2**k)`` (``k`` fractional bits as
-above), ``M * 2**-n ≈ m / (2**k * s_act)`` (31-bit multiplier, :mod:`ebsp_jax.quant.requant`),
+above), ``M * 2**-n ≈ m / (2**k * s_act)`` (31-bit multiplier, :mod:`ebsp_jax.arith.requant`),
 ``[lo, hi]`` the activation format's range (``lo = 0`` for
 unsigned: this clamp is the ReLU). The only float ops at run time are the quantization of the
 network input (``quantize(x, act_format, s)``, exactly as in fake-quant mode) and the
@@ -52,89 +53,18 @@ import dataclasses
 import math
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.extend import core as jcore
-from jax.interpreters import mlir
 
+from ebsp_jax.arith import requant
 from ebsp_jax.numerics import BitPattern, fake_quant, quantize
-from ebsp_jax.quant import requant
-from ebsp_jax.quant.calibration import STATS_COLLECTION
-from ebsp_jax.quant.datapath import CONV, DOT_GENERAL, DatapathConfig, int_op
-from ebsp_jax.quant.inject import _LAX_OPS
+from ebsp_jax.quant.datapath import DatapathConfig, int_op
+from ebsp_jax.quant.ops import CONV, LAX_OPS, quantized_op_p
 
 INT32_BOUND = (1 << 31) - 1
-
-
-# ----------------------------------------------------------------------------------------------
-# The traced marker: one primitive per injected conv/dense.
-def _hashable(v):
-  if isinstance(v, list):
-    return tuple(_hashable(x) for x in v)
-  if isinstance(v, tuple) and not hasattr(v, "_fields"):
-    return tuple(_hashable(x) for x in v)
-  return v
-
-
-_POSITIONAL = {DOT_GENERAL: ("dimension_numbers",), CONV: ("window_strides", "padding")}
-
-
-def canonical_kwargs(op: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Tuple:
-  """The ``lax`` arguments of a hooked call as a sorted, hashable tuple of ``(name, value)``."""
-  kw = dict(zip(_POSITIONAL[op], args))
-  kw.update(kwargs)
-  kw.pop("precision", None)
-  kw.pop("preferred_element_type", None)
-  return tuple(sorted((k, _hashable(v)) for k, v in kw.items()))
-
-
-quantized_op_p = jcore.Primitive("ebsp_quantized_op")
-
-
-def _qop_impl(lhs, rhs, *, op, layer, kwargs):
-  del layer
-  return _LAX_OPS[op](lhs, rhs, **dict(kwargs))
-
-
-def _qop_abstract(lhs, rhs, *, op, layer, kwargs):
-  del layer
-  out = jax.eval_shape(lambda a, b: _LAX_OPS[op](a, b, **dict(kwargs)),
-                       jax.ShapeDtypeStruct(lhs.shape, lhs.dtype),
-                       jax.ShapeDtypeStruct(rhs.shape, rhs.dtype))
-  return jax.core.ShapedArray(out.shape, out.dtype)
-
-
-quantized_op_p.def_impl(_qop_impl)
-quantized_op_p.def_abstract_eval(_qop_abstract)
-mlir.register_lowering(quantized_op_p, mlir.lower_fun(_qop_impl, multiple_results=False))
-
-
-#: Primitives that are a layer's work: on an activation, only through the hooks (``strict``).
-_CONTRACTIONS = frozenset({"dot_general", "conv_general_dilated"})
-
-
-class TraceOp(nn.Module):
-  """Injected module of the integer mode: marks a conv/dense in the jaxpr (float semantics).
-
-  It declares the same ``'quant_stats'`` variables as the fake-quant modules (so the trained
-  variables apply unchanged) and binds ``ebsp_quantized_op`` with the layer's path, which the
-  :class:`Interpreter` lowers to the integer datapath.
-  """
-
-  op: str = DOT_GENERAL
-  activation_bits: int = 8
-  ema_decay: float = 0.99
-
-  @nn.compact
-  def __call__(self, lhs, rhs, *args, **kwargs):
-    for name, dtype in (("min", jnp.float32), ("max", jnp.float32), ("count", jnp.int32)):
-      self.variable(STATS_COLLECTION, name, lambda d=dtype: jnp.zeros((), d))
-    layer = "/".join(self.scope.path[:-1])
-    return quantized_op_p.bind(lhs, rhs, op=self.op, layer=layer,
-                               kwargs=canonical_kwargs(self.op, args, kwargs))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -404,7 +334,7 @@ class Interpreter:
                             "strict=False to evaluate it in float")
       self.float_ops.append(f"{name} ({reason})")
     elif any(isinstance(x, FloatTensor) for x in ins):
-      if self.strict and name in _CONTRACTIONS:
+      if self.strict and name in LAX_OPS:
         raise UnsupportedOp(f"integer mode: op '{name}'{_where(eqn)} on an activation outside "
                             "the hooked layers (a layer that does not use the injected "
                             "dot_general / conv_general_dilated hooks, e.g. nnx.LinearGeneral, "
@@ -547,7 +477,7 @@ class Interpreter:
         vals[0] = fake_quant(jnp.asarray(vals[0], jnp.float32), act, jnp.float32(scale))
         note += f", {act} input"
       self.float_ops.append(f"{op} '{layer}' ({note})")
-      return FloatTensor(_LAX_OPS[op](vals[0], vals[1], **dict(kwargs)))
+      return FloatTensor(LAX_OPS[op](vals[0], vals[1], **dict(kwargs)))
     info = self.layers[layer]
     if isinstance(rhs, (IntTensor, FloatTensor)):
       raise UnsupportedOp(f"integer mode: the weights of layer '{layer}' depend on the input")

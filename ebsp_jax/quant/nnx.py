@@ -35,7 +35,7 @@ State is ordinary nnx state, so ``nnx.split`` / ``nnx.merge`` / ``nnx.jit`` /
   ``Param``: the optimizer leaves it alone).
 
 Integer mode (:func:`to_integer`): the model is cloned with marker hooks (each layer becomes one
-``ebsp_quantized_op`` of :mod:`ebsp_jax.quant.lowering` carrying its path), set to eval mode,
+``ebsp_quantized_op`` of :mod:`ebsp_jax.quant.ops` carrying its path), set to eval mode,
 and traced; the jaxpr is lowered by the same :class:`~ebsp_jax.quant.lowering.Interpreter` and
 wrapped in the same :class:`~ebsp_jax.quant.integer.IntegerModel` as the linen models (weights
 through :func:`~ebsp_jax.quant.integer.quantize_weights`, activation formats through
@@ -47,7 +47,7 @@ rules see ``'<layer>/kernel'``, as for linen params.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -59,12 +59,13 @@ from ebsp_jax.numerics import BitPattern, fake_quant as _fake_quant, path_str, t
 from ebsp_jax.numerics.tree import Rule
 from ebsp_jax.quant.calibration import (ACT_MODULE_NAME, activation_formats, activation_scale,
                                         ema_update)
-from ebsp_jax.quant.datapath import CONV, DOT_GENERAL, DatapathConfig
-from ebsp_jax.quant.inject import (_LAX_OPS, DualLodLength, _check_bits, check_dual_lod,
+from ebsp_jax.quant.datapath import DatapathConfig
+from ebsp_jax.quant.inject import (DualLodLength, _check_bits, check_dual_lod,
                                    dual_lod_activation, fake_quant_activation)
 from ebsp_jax.quant.integer import (IntegerConfig, IntegerModel, dual_lod_rounding,
                                     integer_layers, quantize_weights)
-from ebsp_jax.quant.lowering import canonical_kwargs, cpu_device, quantized_op_p
+from ebsp_jax.quant.lowering import cpu_device
+from ebsp_jax.quant.ops import CONV, DOT_GENERAL, LAX_OPS, canonical_kwargs, quantized_op_p
 
 PyTree = Any
 
@@ -108,8 +109,8 @@ class FakeQuantOp(nnx.Module):
                weight_pattern: Optional[BitPattern] = None,
                weight_scale: Optional[jax.Array] = None, use_running_average: bool = False,
                dual_lod_length: Optional[int] = None, dual_lod_rounding: str = "round"):
-    if op not in _LAX_OPS:
-      raise ValueError(f"FakeQuantOp: op must be one of {sorted(_LAX_OPS)}, got {op!r}")
+    if op not in LAX_OPS:
+      raise ValueError(f"FakeQuantOp: op must be one of {sorted(LAX_OPS)}, got {op!r}")
     if (weight_pattern is None) != (weight_scale is None):
       raise ValueError("FakeQuantOp: weight_pattern and weight_scale go together")
     self.op = op
@@ -156,7 +157,7 @@ class FakeQuantOp(nnx.Module):
     lhs_q = fake_quant_activation(lhs, signed, scale, self.activation_bits)
     if self.dual_lod_length is not None:
       lhs_q = dual_lod_activation(lhs_q, scale, self.dual_lod_length, self.dual_lod_rounding)
-    return _LAX_OPS[self.op](lhs_q, self.quantized_weights(rhs), *args, **kwargs)
+    return LAX_OPS[self.op](lhs_q, self.quantized_weights(rhs), *args, **kwargs)
 
 
 class TraceOp(nnx.Module):
@@ -247,7 +248,7 @@ def fake_quant(model: nnx.Module, activation_bits: int = 8, *, weight_rule: Opti
     raise _no_layer_error("fake_quant", model)
   for path, layer, attr, op in layers:
     current = getattr(layer, attr)
-    if current is not _LAX_OPS[op] and not isinstance(current, (FakeQuantOp, TraceOp)):
+    if current is not LAX_OPS[op] and not isinstance(current, (FakeQuantOp, TraceOp)):
       raise ValueError(f"quant.nnx.fake_quant: layer '{path}' has a custom {attr}={current!r}; "
                        "only layers using the default lax op can be hooked")
   dual = check_dual_lod(dual_lod_length, dual_lod_rounding, activation_bits)
@@ -277,7 +278,7 @@ def to_float(model: nnx.Module, *, inplace: bool = False) -> nnx.Module:
   target = model if inplace else nnx.clone(model)
   for _, layer, attr, op in _layers(target):
     if isinstance(getattr(layer, attr), (FakeQuantOp, TraceOp)):
-      setattr(layer, attr, nnx.static(_LAX_OPS[op]))
+      setattr(layer, attr, nnx.static(LAX_OPS[op]))
   return target
 
 

@@ -51,13 +51,13 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import jaxlib
 
-from ebsp_jax.arith.config import cpu_flags
+from ebsp_jax.arith.platform import cpu_has_int8_dot
 
 _SOURCE = os.path.join(os.path.dirname(__file__), "gemm.cc")
 _TARGETS = {"u8": ("ebsp_onednn_gemm_u8s8s32", "EbspGemmU8S8"),
             "s8": ("ebsp_onednn_gemm_s8s8s32", "EbspGemmS8S8")}
-_CPU_INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 # Without int8 dot instructions: u8 x s8 pairs add with int16 saturation (module docstring).
 _NO_VNNI_MAX_WEIGHT = 32767 // (2 * 255)
 
@@ -76,11 +76,6 @@ def library_path() -> Optional[str]:
   return None
 
 
-def cpu_has_int8_dot() -> bool:
-  """Whether this CPU has int8 dot-product instructions (VNNI or AMX-INT8)."""
-  return bool(set(_CPU_INT8_DOT_FLAGS) & cpu_flags())
-
-
 def max_exact_weight() -> int:
   """Largest ``|b|`` for which oneDNN's int8 GEMM is exact on this CPU (127 with VNNI/AMX)."""
   return 127 if cpu_has_int8_dot() else _NO_VNNI_MAX_WEIGHT
@@ -97,7 +92,6 @@ def cache_path(lib: Optional[str] = None) -> str:
   Raises:
     RuntimeError: oneDNN not found.
   """
-  import jaxlib
   lib = lib or library_path()
   if lib is None:
     raise RuntimeError("oneDNN (libdnnl.so.3) not found: pip install onednn-cpu-gomp "

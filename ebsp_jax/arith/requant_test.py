@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from ebsp_jax.quant import requant
+from ebsp_jax.arith import requant
 
 _int32 = st.integers(requant.INT32_MIN, requant.INT32_MAX)
 _mult = st.integers(-(2 ** 31) + 1, 2 ** 31 - 1)
