@@ -110,8 +110,9 @@ def test_sliding_window_counts_input_tiles():
   assert _acc(tiled, "dram", "I").rd_low < _acc(naive, "dram", "I").rd_low
   # A 4x4 output tile with 3x3 taps uses 6x6 inputs; the whole layer the 8x8 stored ones
   # (zero padding is not data).
-  assert dataflow.tensor_elems("I", {"OY": 4, "OX": 4, "FY": 3, "FX": 3, "C": 4}, layer) == 6 * 6 * 4
-  assert dataflow.tensor_elems("I", {"OY": 8, "OX": 8, "FY": 3, "FX": 3, "C": 4}, layer) == 8 * 8 * 4
+  taps = {"FY": 3, "FX": 3, "C": 4}
+  assert dataflow.tensor_elems("I", {"OY": 4, "OX": 4, **taps}, layer) == 6 * 6 * 4
+  assert dataflow.tensor_elems("I", {"OY": 8, "OX": 8, **taps}, layer) == 8 * 8 * 4
   assert _acc(tiled, "dram", "I").rd_low == 8 * 8 * 4
 
 
