@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, settings, strategies as st
 
 from ebsp_jax.numerics import BitPattern
 
@@ -57,34 +57,5 @@ def weight_array(rng: np.random.Generator, shape, pattern: BitPattern, extreme: 
 
 def fast_settings(max_examples: int):
   """Per-test hypothesis settings: no deadline (the first call of a shape compiles)."""
-  from hypothesis import HealthCheck, settings
   return settings(max_examples=max_examples, deadline=None, print_blob=True,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-
-@st.composite
-def int32_aliases(draw, targets, x64: bool = False):
-  """``(value, dtype)``: an integer that int32 arithmetic mistakes for one of ``targets``.
-
-  Either ``-2**31`` as int32 (``abs`` wraps it to itself, negative), or a value whose cast to
-  int32 wraps onto a target: a ``uint32`` ``target + 2**32`` (negative targets), and with
-  ``x64`` an ``int64`` ``target + k * 2**32`` or a ``uint64`` congruent to the target modulo
-  ``2**32``. None of them is a target itself: a checker must reject every one.
-
-  Args:
-    targets: the values a checker accepts (pattern levels, in-range activations), each in
-      ``[-2**31 + 1, 2**31 - 1]``.
-    x64: also draw 64-bit dtypes (only meaningful under ``jax_enable_x64``).
-  """
-  target = int(draw(st.sampled_from(list(targets))))
-  kinds = ["int32_min"] + (["uint32"] if target < 0 else []) + (["int64", "uint64"] if x64 else [])
-  kind = draw(st.sampled_from(kinds))
-  if kind == "int32_min":
-    return -(1 << 31), np.dtype(np.int32)
-  if kind == "uint32":
-    return target + (1 << 32), np.dtype(np.uint32)
-  k = draw(st.integers(1, 4))
-  if kind == "int64":
-    return target + draw(st.sampled_from([-k, k])) * (1 << 32), np.dtype(np.int64)
-  value = target + k * (1 << 32) if target >= 0 else target + (1 << 64) - k * (1 << 32)
-  return value, np.dtype(np.uint64)

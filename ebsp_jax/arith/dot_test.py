@@ -11,10 +11,11 @@ from jax.experimental import checkify
 from ebsp_jax import arith
 from ebsp_jax.arith import fast
 from ebsp_jax.arith import numpy_reference as npref
-from ebsp_jax.arith._test_strategies import (act_array, act_formats, fast_settings,
-                                             int32_aliases, patterns, weight_array)
+from ebsp_jax.arith._test_strategies import (act_array, act_formats, fast_settings, patterns,
+                                             weight_array)
 from ebsp_jax.arith.config import Config
 from ebsp_jax.numerics import BitPattern
+from ebsp_jax.numerics.reference_testing import int32_aliases
 
 MM = (((1,), (0,)), ((), ()))
 

@@ -117,7 +117,7 @@ def open_source(tfds_name: str, data_dir: str, split: str,
   they are stored (e.g. an image's JPEG bytes).
   """
   vdir = find_prepared(tfds_name, data_dir, split)
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow import, lazy)
+  import tensorflow_datasets as tfds  # deferred heavy import (tensorflow_datasets)
 
   try:
     builder = tfds.builder_from_directory(vdir)

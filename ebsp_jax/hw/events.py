@@ -64,9 +64,12 @@ import math
 import os
 from typing import Any, Collection, Iterable, Mapping, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ebsp_jax import cli
+from ebsp_jax.numerics import BitPattern, fit_scale, quantize
 from ebsp_jax.hw.pe import Activity
 from ebsp_jax.hw.workload import Layer, Workload
 
@@ -267,7 +270,6 @@ def events_from_codes(q: np.ndarray, layer: Layer, bits: int, length: int,
 
 def uniform_events(layer: Layer, bits: int, length: int, signed: bool = True) -> LayerEvents:
   """Events for weights spread uniformly over the pattern's levels (a shape-only default)."""
-  from ebsp_jax.numerics.pattern import BitPattern  # pylint: disable=import-outside-toplevel
   levels = BitPattern(bits, length, signed).levels
   reps = math.ceil(layer.weight_count / len(levels))
   q = np.tile(levels, reps)[: layer.weight_count]
@@ -346,8 +348,7 @@ def load_params(path: str) -> dict[str, np.ndarray]:
       with np.load(path) as z:
         return {k: np.asarray(z[k]) for k in z.files}
     raise ValueError(f"unsupported params file {path!r} (expected .npz or an orbax directory)")
-  import jax  # pylint: disable=import-outside-toplevel
-  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  import orbax.checkpoint as ocp  # deferred heavy import (orbax): only this reader needs it
   steps = [d for d in os.listdir(path) if d.isdigit() and os.path.isdir(os.path.join(path, d))]
   root = os.path.join(path, max(steps, key=int)) if steps else path
   candidates = [root] + [os.path.join(root, d) for d in sorted(os.listdir(root))
@@ -420,8 +421,6 @@ def events_from_params(flat: Mapping[str, np.ndarray], workload: Workload, bits:
 
 def quantize_kernel(w: np.ndarray, bits: int, length: int, per_channel: bool = True) -> np.ndarray:
   """Integer codes of float kernel ``w`` on ``BitPattern(bits, length)`` (last axis = out)."""
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from ebsp_jax.numerics import BitPattern, fit_scale, quantize  # pylint: disable=import-outside-toplevel
   p = BitPattern(bits, length)
   x = jnp.asarray(w, jnp.float32)
   axis = tuple(range(x.ndim - 1)) if (per_channel and x.ndim > 1) else None

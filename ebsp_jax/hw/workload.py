@@ -397,7 +397,7 @@ def model_workload(model_name: str, dataset: str = "imagenet", batch_size: int =
     ValueError: unknown model or dataset (one-line message from the registry), or a
       ``batch_size`` that is not a positive int.
   """
-  from ebsp_jax import models  # pylint: disable=import-outside-toplevel
+  from ebsp_jax import models  # deferred heavy import (flax): the rest of hw needs none
   _check_batch_size(batch_size)
   shape = models.default_input_shape(model_name, dataset)
   num_classes = 1000 if dataset == "imagenet" else 10

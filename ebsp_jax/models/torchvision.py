@@ -54,6 +54,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file
 
 from ebsp_jax.models.mobilenet_v2 import MOBILENET_V2_SETTINGS
 from ebsp_jax.models.registry import get_model
@@ -232,8 +234,6 @@ def _read(path: str) -> Dict[str, np.ndarray]:
     raise FileNotFoundError(f"load_torchvision: {path}: no such file (save a torchvision "
                             "state_dict with safetensors.torch.save_file; nothing is "
                             "downloaded)")
-  from safetensors import SafetensorError  # pylint: disable=import-outside-toplevel
-  from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
   try:
     return load_file(path)
   except (SafetensorError, OSError, ValueError, TypeError) as e:

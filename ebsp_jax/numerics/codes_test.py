@@ -8,8 +8,6 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from jax.experimental import checkify
 
-from ebsp_jax.arith._test_strategies import int32_aliases
-
 from ebsp_jax.numerics import reference_testing as ref
 from ebsp_jax.numerics.codes import checked_encode, decode, encode, leading_one, on_grid
 from ebsp_jax.numerics.pattern import BitPattern
@@ -124,7 +122,7 @@ def test_int32_aliases_of_levels_are_off_grid(data):
   with x64, int64/uint64 values congruent to a level modulo 2**32) is on the grid."""
   p = data.draw(st.sampled_from([BitPattern(6, 3), BitPattern(8, 2, False), BitPattern(16, 15)]))
   with jax.enable_x64(True):
-    value, dtype = data.draw(int32_aliases(p.levels, x64=True))
+    value, dtype = data.draw(ref.int32_aliases(p.levels, x64=True))
     _check_rejected(value, dtype, p)
 
 

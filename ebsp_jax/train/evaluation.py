@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ebsp_jax import progress
+from ebsp_jax import progress, quant
 from ebsp_jax.numerics import BitPattern, pattern_stats, quantize
 from ebsp_jax.numerics.tree import Rule, layer_patterns, path_str
 from ebsp_jax.train import sharding as sharding_lib
@@ -127,7 +127,6 @@ def integer_top1(model_name: str, variables: Mapping[str, PyTree], weight_rule: 
     An :class:`IntegerResult` ``(top1, note, overflows, float_ops)``; ``(None, why, None, ())``
     without quantized activations.
   """
-  from ebsp_jax import quant  # pylint: disable=import-outside-toplevel
   if activation_bits == 0:
     return IntegerResult(None, "integer mode needs quantized activations (--activation_bits > 0)",
                          None)

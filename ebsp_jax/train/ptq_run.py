@@ -29,10 +29,14 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from ebsp_jax import cli
+from ebsp_jax import cli, models, ptq
+from ebsp_jax import data as data_lib
+from ebsp_jax.ptq import calibrate
 from ebsp_jax.train import files
 from ebsp_jax.train import workdir as workdir_lib
+from ebsp_jax.train.checkpoint import CheckpointError
 from ebsp_jax.train.config import TrainConfig
+from ebsp_jax.train.trainer import Experiment, weight_rule
 
 RESULTS_FILE = "results.json"
 ONNX_FILE = "model_int.onnx"
@@ -74,7 +78,6 @@ def options_from_flags(flag_values: flags.FlagValues) -> Optional[Dict[str, Any]
     if given:
       raise ValueError(f"--{given[0]} applies only with --ptq")
     return None
-  from ebsp_jax.ptq import calibrate  # pylint: disable=import-outside-toplevel
   if values["calibration"] not in calibrate.METHODS:
     raise ValueError(f"--calibration={values['calibration']!r}: allowed: "
                      f"{', '.join(calibrate.METHODS)}")
@@ -97,7 +100,6 @@ def _check(cfg: TrainConfig, opts: Mapping[str, Any]) -> None:
 
 def _float_model(exp, opts):
   """``(model, variables, source)`` of the float model to quantize."""
-  from ebsp_jax import models  # pylint: disable=import-outside-toplevel
   cfg = exp.cfg
   tv = opts.get("pretrained_torchvision")
   if tv:
@@ -114,7 +116,6 @@ def _float_model(exp, opts):
 
 
 def _calibration_images(cfg: TrainConfig, n: int) -> List[np.ndarray]:
-  from ebsp_jax import data as data_lib  # pylint: disable=import-outside-toplevel
   ds = data_lib.get_dataset(cfg.dataset, split="train", data_dir=cfg.data_dir,
                             batch_size=min(n, cfg.eval_batch_size), shuffle=True, seed=cfg.seed,
                             augment=False, num_examples=cfg.train_examples or None,
@@ -171,9 +172,6 @@ def run(cfg: TrainConfig, opts: Mapping[str, Any], stream: TextIO = sys.stdout
       ``UnsupportedOp`` are ``ValueError`` subclasses); ``FileNotFoundError``;
       ``CheckpointError`` (a bad ``--pretrained``).
   """
-  # pylint: disable=import-outside-toplevel  (heavy imports, only for --ptq)
-  from ebsp_jax import ptq
-  from ebsp_jax.train.trainer import Experiment, weight_rule
   t0 = time.time()
   _check(cfg, opts)
   workdir = os.path.abspath(cfg.workdir)
@@ -241,7 +239,6 @@ def main(cfg: TrainConfig, flag_values: flags.FlagValues) -> bool:
     cli.fail(cli.one_line(e))
   if opts is None:
     return False
-  from ebsp_jax.train.checkpoint import CheckpointError  # pylint: disable=import-outside-toplevel
   try:
     run(cfg, opts)
   except (ValueError, FileNotFoundError, TypeError, CheckpointError) as e:

@@ -21,6 +21,7 @@ from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 PyTree = Any
@@ -165,7 +166,6 @@ def sum_over_processes(values: Sequence[int]) -> np.ndarray:
   values = np.asarray(values, np.int32)
   if jax.process_count() == 1:
     return values
-  from jax.experimental import multihost_utils
   return np.asarray(multihost_utils.process_allgather(values)).reshape(
       (jax.process_count(),) + values.shape).sum(0)
 
@@ -173,5 +173,4 @@ def sum_over_processes(values: Sequence[int]) -> np.ndarray:
 def barrier(name: str) -> None:
   """Waits until every process gets here (a no-op with one process)."""
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices(name)

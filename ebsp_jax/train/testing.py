@@ -13,6 +13,9 @@ import struct
 from typing import Any, Dict
 
 import numpy as np
+import PIL.Image
+
+from ebsp_jax.data import fashion_mnist
 
 
 def _write_idx(path: str, array: np.ndarray) -> None:
@@ -52,7 +55,6 @@ def write_fake_fashion_mnist(directory: str, num_train: int = 256, num_test: int
 def copy_with_shifted_labels(directory: str, out: str) -> str:
   """Copies the idx dataset in ``directory`` to ``out`` with every label ``y`` -> ``(y+1) % 10``
   (the same images and sizes: other data only a content check can tell apart). Returns ``out``."""
-  from ebsp_jax.data import fashion_mnist  # pylint: disable=import-outside-toplevel
   os.makedirs(out, exist_ok=True)
   for images, labels in fashion_mnist.FILES.values():
     shutil.copyfile(os.path.join(directory, images), os.path.join(out, images))
@@ -92,8 +94,7 @@ def write_tiny_tfds(data_dir: str, name: str, version: str, split_sizes: Dict[st
     image_shape: (H, W, C), or (None, None, 3) for variable sizes (then 40..80 pixels).
     num_classes: labels drawn in ``[0, num_classes)``.
   """
-  import PIL.Image
-  import tensorflow_datasets as tfds
+  import tensorflow_datasets as tfds  # deferred heavy import (tensorflow_datasets)
 
   rng = np.random.default_rng(seed)
 

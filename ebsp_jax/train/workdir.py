@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from ebsp_jax import cli
 from ebsp_jax.train import files
+from ebsp_jax.train.checkpoint import config_difference
 
 MARKER = "run.json"
 MARKER_FORMAT = 1
@@ -94,7 +95,6 @@ def data_difference(saved: Mapping[str, str], now: Mapping[str, str]) -> Optiona
 
 def identity_difference(saved: Mapping[str, Any], ident: Mapping[str, Any]) -> List[str]:
   """What differs between two identities (configuration fields, then the data)."""
-  from ebsp_jax.train.checkpoint import config_difference  # (imports orbax: only when needed)
   diff = config_difference(saved.get("config", {}), ident["config"], source="the run's")
   data = data_difference(saved.get("data_fingerprint", {}), ident["data_fingerprint"])
   return diff + ([data] if data else [])

@@ -13,6 +13,7 @@ import itertools
 import math
 from typing import Mapping
 
+from ebsp_jax.hw import dataflow
 from ebsp_jax.hw import pe as pe_mod
 from ebsp_jax.hw.components import Component
 from ebsp_jax.hw.designs.base import Design, Formats, register
@@ -300,7 +301,6 @@ def artifact_layer_cost(layer, acc, activity):
   15 pJ; no leakage (the artifact has none).
   """
   del activity
-  from ebsp_jax.hw import dataflow  # pylint: disable=import-outside-toplevel
   if layer.r != layer.s or layer.p != layer.q or layer.stride[0] != layer.stride[1]:
     raise dataflow.MappingError(f"{layer.name}: Bit Fusion's artifact simulates square "
                                 "kernels and outputs only")

@@ -13,6 +13,7 @@ import dataclasses
 import itertools
 import math
 
+from ebsp_jax.hw import dataflow
 from ebsp_jax.hw import pe as pe_mod
 from ebsp_jax.hw import tech as tech_mod
 from ebsp_jax.hw.components import Component
@@ -273,8 +274,6 @@ def rs_mappings(layer, acc, score=None):
   and (p, q) with the passes in one order first, then every order of the passes for the best
   four; without it, every combination.
   """
-  from ebsp_jax.hw import dataflow  # pylint: disable=import-outside-toplevel
-
   def build(d1, d2, head, tail, g):
     return dataflow.Mapping(d1, d2, tuple(l for l in head + list(tail) + g if l[1] > 1))
 

@@ -11,6 +11,7 @@ import math
 
 from ebsp_jax.hw import area as area_mod
 from ebsp_jax.hw import pe as pe_mod
+from ebsp_jax.hw.designs import eyeriss
 from ebsp_jax.hw.designs.base import Design, Formats, register
 from ebsp_jax.hw.spec import (Accelerator, dram_level, register_level, shift_register_level,
                               sram_level)
@@ -77,7 +78,6 @@ def micro2019(*, tiles: int | None = None, eyeriss_pes: int = 168, **tech_kw) ->
     eyeriss_pes: the Eyeriss array the area is matched to.
     **tech_kw: ``node_nm``, ``vdd``, ``clock_mhz`` of :func:`comparison_tech`.
   """
-  from ebsp_jax.hw.designs import eyeriss  # pylint: disable=import-outside-toplevel
   tech = comparison_tech(**tech_kw)
   f = Formats()
   pe = make_pe(f)
@@ -105,7 +105,6 @@ def micro2019(*, tiles: int | None = None, eyeriss_pes: int = 168, **tech_kw) ->
 def eyeriss_micro2019(**tech_kw) -> Accelerator:
   """The Eyeriss of the WAX comparison: the calibrated JSSC 2017 chip model on WAX's platform
   (same node, clock, buffer and DRAM interface; DRAM transfers overlapped)."""
-  from ebsp_jax.hw.designs import eyeriss  # pylint: disable=import-outside-toplevel
   tech = comparison_tech(**tech_kw)
   chip = eyeriss.jssc2017(node_nm=tech.node_nm, vdd=tech.vdd, clock_mhz=tech.clock_mhz)
   levels = tuple(dataclasses.replace(dram_level(tech)) if l.kind == "dram" else l
