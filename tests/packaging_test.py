@@ -24,7 +24,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE_DATA = ("ebsp_jax/arith/onednn/gemm.cc", "ebsp_jax/golden/FORMAT.md",
                 "ebsp_jax/quant/README.md")
 TEST_HELPERS = ("ebsp_jax/arith/_test_strategies.py", "ebsp_jax/numerics/reference_testing.py",
-                "ebsp_jax/quant/testing.py", "ebsp_jax/train/testing.py")
+                "ebsp_jax/ptq/testing.py", "ebsp_jax/quant/testing.py",
+                "ebsp_jax/train/testing.py")
 
 
 @pytest.fixture(scope="module")
