@@ -131,11 +131,24 @@ def _admm(seed: str, layers: dict) -> str:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
       json.dump({"layers": layers}, f, indent=1)
-  if not os.path.exists(os.path.join(d, "results.json")):
+  if os.path.exists(os.path.join(d, "results.json")):
+    return d
+  lock = d + ".lock"      # another sweep process (e.g. --families= for the singles) trains it
+  if not FLAGS.dry_run:
+    os.makedirs(os.path.dirname(d), exist_ok=True)
+    try:
+      os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+      print(f"skip {d}: {lock} exists (another sweep process is training it)", flush=True)
+      return d
+  try:
     _run([PY, "experiments/fashion_mnist.py", f"--flagfile={TRAIN_FLAGS}",
           f"--model={FLAGS.model}", f"--workdir={d}", f"--seed={seed}",
           f"--pretrained={os.path.join(_seed_dir(seed), 'float')}", "--float_epochs=0",
           f"--layer_formats={path}"], os.path.join(_seed_dir(seed), "log.txt"))
+  finally:
+    if not FLAGS.dry_run:
+      os.remove(lock)
   return d
 
 
@@ -199,9 +212,12 @@ def _mean_std(xs):
 
 def _best_single(rows) -> tuple[str, float]:
   """The single format of the best mean integer top-1 (ties: the cheaper)."""
-  singles = [r for r in rows if r["family"] == "single" and r["n"] == len(FLAGS.seeds)]
-  if not singles:
-    cli.fail("no single format has results for every seed yet: run --stage=admm first")
+  singles = [r for r in rows if r["family"] == "single"]
+  done = {r["label"] for r in singles if r["n"] == len(FLAGS.seeds)}
+  missing = [f for f in FLAGS.singles if f not in done]
+  if missing:
+    cli.fail(f"single formats {', '.join(missing)} lack results for some seed: run "
+             "--stage=admm first")
   best = max(singles, key=lambda r: (round(r["top1"], 6), -r["energy_pj"]))
   return best["label"], best["energy_pj"]
 
