@@ -142,7 +142,7 @@ def _admm(seed: str, layers: dict) -> str:
       print(f"skip {d}: {lock} exists (another sweep process is training it)", flush=True)
       return d
   try:
-    _run([PY, "experiments/fashion_mnist.py", f"--flagfile={TRAIN_FLAGS}",
+    _run([PY, "experiments/fashion_mnist.py", f"--flagfile={_formatless_flagfile()}",
           f"--model={FLAGS.model}", f"--workdir={d}", f"--seed={seed}",
           f"--pretrained={os.path.join(_seed_dir(seed), 'float')}", "--float_epochs=0",
           f"--layer_formats={path}"], os.path.join(_seed_dir(seed), "log.txt"))
@@ -150,6 +150,19 @@ def _admm(seed: str, layers: dict) -> str:
     if not FLAGS.dry_run:
       os.remove(lock)
   return d
+
+
+def _formatless_flagfile() -> str:
+  """TRAIN_FLAGS without its single weight format (``--pattern_bits``/``--pattern_length``,
+  which ``--layer_formats`` refuses beside it, from a flagfile too)."""
+  path = os.path.join(FLAGS.runs, "layer_formats.flags")
+  with open(TRAIN_FLAGS, encoding="utf-8") as f:
+    lines = [l for l in f if not l.startswith(("--pattern_bits", "--pattern_length"))]
+  if not FLAGS.dry_run:
+    os.makedirs(FLAGS.runs, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+      f.writelines(lines)
+  return path
 
 
 def _layers() -> list[str]:

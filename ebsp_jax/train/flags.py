@@ -143,7 +143,8 @@ def config_from_flags(dataset: str, flag_values: flags.FlagValues = FLAGS) -> Tr
     given = [f"--{k}" for k in ("pattern_bits", "pattern_length") if flag_values[k].present]
     if given:
       raise ValueError(f"{' and '.join(given)} and --layer_formats are exclusive: the file "
-                       "gives every layer's format")
+                       "gives every layer's format (a --flagfile that sets them counts: use one "
+                       "without them)")
   if values["model"] is None:
     raise ValueError("--model is required")
   if values["workdir"] is None:
