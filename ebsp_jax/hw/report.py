@@ -22,6 +22,7 @@ import dataclasses
 import math
 from typing import Any, Iterable, Mapping, Sequence
 
+from ebsp_jax import progress
 from ebsp_jax.hw import area as area_mod
 from ebsp_jax.hw import dataflow
 from ebsp_jax.hw import tech as tech_mod
@@ -89,7 +90,8 @@ def evaluate_network(workload: Workload, accelerators: Mapping[str, Accelerator]
                      activities: Mapping[str, Activity] | None = None,
                      activation_stats: Mapping[str, Activity] | None = None,
                      sliding_window: bool = True,
-                     layer_formats: Mapping[str, Any] | None = None) -> NetworkResult:
+                     layer_formats: Mapping[str, Any] | None = None,
+                     show_progress: bool | None = None) -> NetworkResult:
   """Maps and costs every layer of ``workload`` on every design.
 
   Args:
@@ -110,6 +112,9 @@ def evaluate_network(workload: Workload, accelerators: Mapping[str, Accelerator]
       in its own format (:func:`ebsp_jax.hw.designs.ebsp.layer_view`; build the design for all
       of them with :func:`ebsp_jax.hw.arch.build_ebsp_for`); the other designs keep their
       formats. ``None``: every layer in the EBSP design's own pattern.
+    show_progress: a progress bar with ETA over the (design, layer) mapper searches on
+      stderr: True / False / None (:func:`ebsp_jax.progress.is_enabled`: on a terminal, or
+      as ``$EBSP_JAX_PROGRESS`` says).
 
   Returns:
     A :class:`NetworkResult`.
@@ -136,30 +141,34 @@ def evaluate_network(workload: Workload, accelerators: Mapping[str, Accelerator]
            for name, acc in accelerators.items()}
   lpf, refine, starts = SEARCH_PRESETS[search]
   results = {}
-  for name, acc0 in accelerators.items():
-    costs = []
-    energy = {k: 0.0 for k in CATEGORIES}
-    cycles = 0.0
-    for layer in workload.layers:
-      acc = views[name].get(layer.name, acc0)
-      act = Activity()
-      if activation_stats:
-        a = activation_stats[layer.name]
-        act = dataclasses.replace(act, act_density=a.act_density, out_density=a.out_density,
-                                  compress_input=a.compress_input)
-      if activities and acc.name == "ebsp":
-        w = activities[layer.name]
-        act = dataclasses.replace(act, nonzero_fraction=w.nonzero_fraction,
-                                  shifted_fraction=w.shifted_fraction)
-      c = dataflow.best_mapping(layer, acc, objective, lpf, act, sliding_window=sliding_window,
-                                refine=refine, refine_starts=starts)
-      costs.append(c)
-      for k in CATEGORIES:
-        energy[k] += c.energy[k] * layer.repeat
-      cycles += c.cycles * layer.repeat
-    energy["total"] = sum(energy[k] for k in CATEGORIES)
-    results[name] = AcceleratorResult(acc0, tuple(costs), energy, cycles,
-                                      cycles / (acc0.tech.clock_mhz * 1e6))
+  with progress.bar(len(accelerators) * len(workload.layers), desc="mapper", unit="layer",
+                    enabled=show_progress) as pbar:
+    for name, acc0 in accelerators.items():
+      costs = []
+      energy = {k: 0.0 for k in CATEGORIES}
+      cycles = 0.0
+      pbar.set_postfix_str(name, refresh=False)
+      for layer in workload.layers:
+        acc = views[name].get(layer.name, acc0)
+        act = Activity()
+        if activation_stats:
+          a = activation_stats[layer.name]
+          act = dataclasses.replace(act, act_density=a.act_density, out_density=a.out_density,
+                                    compress_input=a.compress_input)
+        if activities and acc.name == "ebsp":
+          w = activities[layer.name]
+          act = dataclasses.replace(act, nonzero_fraction=w.nonzero_fraction,
+                                    shifted_fraction=w.shifted_fraction)
+        c = dataflow.best_mapping(layer, acc, objective, lpf, act, sliding_window=sliding_window,
+                                  refine=refine, refine_starts=starts)
+        costs.append(c)
+        pbar.update(1)
+        for k in CATEGORIES:
+          energy[k] += c.energy[k] * layer.repeat
+        cycles += c.cycles * layer.repeat
+      energy["total"] = sum(energy[k] for k in CATEGORIES)
+      results[name] = AcceleratorResult(acc0, tuple(costs), energy, cycles,
+                                        cycles / (acc0.tech.clock_mhz * 1e6))
   notes = []
   if activation_stats:
     mean = sum(1 - activation_stats[l.name].act_density for l in workload.layers) / max(

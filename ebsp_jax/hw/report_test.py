@@ -73,6 +73,18 @@ def test_data_aware_activity_lowers_ebsp_compute():
   assert aware.data_aware and aware.results["ebsp"].energy["compute"] < base.energy["compute"]
 
 
+def test_mapper_progress_bar_counts_every_design_and_layer(capsys):
+  wl = workload.model_workload("lenet5", "fashion_mnist")
+  accs = {"ebsp": arch.build_accelerator("ebsp"), "eyeriss": arch.build_accelerator("eyeriss")}
+  n = len(accs) * len(wl.layers)
+  shown = report.evaluate_network(wl, accs, search="fast", show_progress=True)
+  err = capsys.readouterr().err
+  assert "mapper" in err and f"{n}/{n}" in err, err
+  hidden = report.evaluate_network(wl, accs, search="fast", show_progress=False)
+  assert capsys.readouterr().err == ""
+  assert shown.results["ebsp"].energy == hidden.results["ebsp"].energy
+
+
 def test_figures_and_sweep(lenet_result, tmp_path):
   paths = figures.plot_energy_breakdown([lenet_result], str(tmp_path / "e"))
   paths += figures.plot_latency([lenet_result], str(tmp_path / "l"))
