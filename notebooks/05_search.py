@@ -272,3 +272,15 @@ figure = os.path.join("docs", "figures", "pareto_lenet5_fashion_mnist.png")
 if os.path.exists(figure):
     display(Image(filename=figure, width=800))
 print(f"notebook run time {time.time() - T0:.0f} s")
+
+# %% [markdown]
+# ## On your own model
+#
+# The same three calls work for any network the hardware model can trace: sensitivity from a
+# trained float model (`search.hessian_traces` or `--sensitivity=fisher`), costs on the design
+# each choice needs (`search.designs`), and the exact solver (`search.min_sensitivity`,
+# `search.min_cost`) under an energy, latency or
+# weight-storage budget. From the command line: `experiments/search.py --model=... --dataset=...
+# --pretrained=<float run> --budget=energy:0.8 --output=formats.json`, then train the chosen
+# formats with `--layer_formats=formats.json` and cost them with
+# `experiments/hardware.py --layer_formats=formats.json`.
