@@ -4,8 +4,10 @@
         --acc_bits=14,16,18,20,32 --overflows=wrap,saturate,clip \\
         --modes=exact,dual_lod:truncate,dual_lod:round --output=sweep.json
 
-For every workdir (glob patterns allowed) the run's latest checkpoint is reloaded read-only
-(``ebsp_jax.train.load_run``) and its integer mode is evaluated on the run's evaluation split for
+For every workdir (glob patterns allowed) the run's quantized model
+(``quantized_model.safetensors``, ``docs/artifact.md``: the integer codes, scales, formats and
+activation scales the run's integer mode uses) is read and its integer mode is evaluated on the
+run's evaluation split (the run's data, checked as on resume by ``ebsp_jax.train.load_run``) for
 every combination of accumulator width, overflow policy and datapath mode (``dual_lod``: the
 activation is also cut to the pattern's ``length`` significant bits, by truncation or
 rounding, and the LUT holds constant mantissa products; see ``ebsp_jax.arith``). Prints one
@@ -135,14 +137,22 @@ def check_run(workdir: str) -> None:
                      f"TrainConfig: {e}") from None
   if not cfg.activation_bits:
     raise ValueError(f"{workdir}: float activations (activation_bits=0): no integer mode")
+  from ebsp_jax.train import export_model
+  qm = export_model.read_run(workdir)
+  if qm.source.get("step") != meta.get("step"):
+    raise ValueError(f"{workdir}: its {export_model.FILE_NAME} is of step "
+                     f"{qm.source.get('step')}, its final checkpoint of step {meta.get('step')}: "
+                     f"rewrite it with {export_model.COMMAND.format(workdir=workdir)}")
 
 
 def sweep(workdirs: Sequence[str], settings, data_dir=None, log=print) -> List[Dict[str, Any]]:
   """One row per (workdir, setting): top-1, overflow count, evaluated examples."""
-  from ebsp_jax.train import load_run  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  from ebsp_jax.train import export_model, load_run
   rows = []
   for wd in workdirs:
-    exp, state = load_run(wd, data_dir=data_dir)
+    exp, state = load_run(wd, data_dir=data_dir)     # the run's configuration and data
+    qm = export_model.read_run(wd)                   # its integer model
     if state.phase != "done":
       raise ValueError(f"{wd}: the run is not finished (phase '{state.phase}')")
     if not exp.cfg.activation_bits:
@@ -151,8 +161,9 @@ def sweep(workdirs: Sequence[str], settings, data_dir=None, log=print) -> List[D
     for s in settings:
       mode, rounding, bits, overflow = s
       t = time.time()
-      top1, _, over, _ = exp.integer_eval(state, mode=mode, rounding=rounding, acc_bits=bits,
-                                          overflow=overflow)
+      top1, _, over, _ = export_model.integer_eval(qm, exp.data.eval_batches(), mode=mode,
+                                                   rounding=rounding, acc_bits=bits,
+                                                   overflow=overflow)
       rows.append(dict(workdir=wd, model=exp.cfg.model, pattern=str(exp.cfg.pattern),
                        seed=exp.cfg.seed, activation_bits=exp.cfg.activation_bits, mode=mode,
                        rounding=rounding, acc_bits=bits, overflow=overflow, top1=top1,

@@ -8,7 +8,18 @@ the model's) and writes the report JSON: ``macs``, ``accelerators`` -> {eyeriss,
 wax, olaccel, ebsp} -> {``pes``, ``area_mm2``, ``energy_pj``, ``energy_breakdown_pj``,
 ``cycles``, ``latency_s``, ...}, ``layers`` (per-layer rows), ``comparison``.
 
-Data-aware EBSP: ``--params=CHECKPOINT`` (an orbax checkpoint directory or a ``.npz`` of
+A finished training run: ``--run=WORKDIR`` reads the run's quantized model
+(``quantized_model.safetensors``, ``docs/artifact.md``): the model, dataset and activation
+bits, each layer's weight format (one format: EBSP built for it, as ``--pattern_bits`` /
+``--pattern_length``; several, e.g. ``--first_last=8`` or ``--layer_formats`` runs: as
+``--layer_formats`` below) and the integer weight codes the run's integer mode uses, matched to
+the workload's layers by exact parameter path; nothing is re-quantized. It excludes the flags
+it replaces (``--params``, ``--events``, ``--pattern_bits``, ``--pattern_length``,
+``--layer_formats``; ``--model``, ``--dataset``, ``--activation_bits`` unless equal to the
+run's). A run finished before the file existed: ``python -m ebsp_jax.train.export_run
+--workdir=WORKDIR`` writes it.
+
+Foreign float weights: ``--params=CHECKPOINT`` (an orbax checkpoint directory or a ``.npz`` of
 '/'-joined parameter paths) quantizes the trained kernels onto the pattern and uses their
 zero-weight and shift statistics; ``--events=FILE.json`` uses event counts recorded by
 ``ebsp_jax.arith.events`` instead (the two are mutually exclusive; the events' layer names must
@@ -52,7 +63,10 @@ from ebsp_jax.hw import flags as hw_flags  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "resnet50", "Registered model name (ebsp_jax.models.MODELS).")
 flags.DEFINE_string("dataset", "imagenet", "Input shape of: imagenet, cifar10, fashion_mnist.")
-flags.DEFINE_string("params", None, "Trained checkpoint (orbax dir or .npz) for data-aware EBSP.")
+flags.DEFINE_string("run", None, "A finished training run's --workdir (or its "
+                    "quantized_model.safetensors): model, formats and weight codes from the run.")
+flags.DEFINE_string("params", None, "Float weights (orbax dir or .npz of '/'-joined parameter "
+                    "paths) for data-aware EBSP, quantized onto --pattern_bits/--pattern_length.")
 flags.DEFINE_integer("pattern_bits", 6, "EBSP weight bits (sign included).")
 flags.DEFINE_integer("pattern_length", 3, "EBSP pattern length L (LUT of 2^L entries).")
 flags.DEFINE_string("output", None, "Write the report JSON here.")
@@ -140,12 +154,7 @@ def _layer_formats(names) -> tuple[dict, dict, dict]:
   if given:
     raise UsageError(f"{' and '.join(given)} and --layer_formats are exclusive: the per-layer "
                      "formats set EBSP's pattern")
-  if "ebsp" not in names:
-    raise UsageError("--layer_formats only affects EBSP, which --accelerators leaves out")
-  for other in ("figure_models", "zigzag_dir", "timeloop_dir"):
-    if FLAGS[other].value:
-      raise UsageError(f"--{other} with --layer_formats: the other networks and the exports "
-                       "take one EBSP format per design; drop one of them")
+  _check_per_layer(names, "--layer_formats")
   obj = cli.load_json(FLAGS.layer_formats, f"--layer_formats {FLAGS.layer_formats}")
   try:
     fm = search.layer_formats_from_json(obj, f"--layer_formats {FLAGS.layer_formats}")
@@ -153,6 +162,59 @@ def _layer_formats(names) -> tuple[dict, dict, dict]:
   except ValueError as e:
     raise UsageError(cli.one_line(e)) from None
   return fm, design, obj
+
+
+def _check_per_layer(names, source: str) -> None:
+  """Per-layer formats (from ``source``) need EBSP and exclude the one-format outputs."""
+  if "ebsp" not in names:
+    raise UsageError(f"{source} only affects EBSP, which --accelerators leaves out")
+  for other in ("figure_models", "zigzag_dir", "timeloop_dir"):
+    if FLAGS[other].value:
+      raise UsageError(f"--{other} with {source}: the other networks and the exports "
+                       "take one EBSP format per design; drop one of them")
+
+
+def _read_run(names):
+  """The quantized model of --run (or None), after checking the flags it replaces; sets
+  --model, --dataset and --activation_bits to the run's."""
+  if not FLAGS.run:
+    return None
+  from ebsp_jax.numerics import artifact
+  from ebsp_jax.train import export_model
+  given = [f"--{n}" for n in ("params", "events", "pattern_bits", "pattern_length",
+                              "layer_formats") if FLAGS[n].present]
+  if given:
+    raise UsageError(f"--run and {', '.join(given)} are exclusive: the run's quantized model "
+                     "gives the weight formats and codes")
+  if "ebsp" not in names:
+    raise UsageError("--run only affects EBSP, which --accelerators leaves out")
+  try:
+    qm = (artifact.read(FLAGS.run) if os.path.isfile(FLAGS.run)
+          else export_model.read_run(FLAGS.run))
+  except ValueError as e:
+    raise UsageError(f"--run: {cli.one_line(e)}") from None
+  run_bits = qm.activation_bits or FLAGS.activation_bits
+  for flag, mine in (("model", qm.model), ("dataset", qm.dataset), ("activation_bits", run_bits)):
+    if FLAGS[flag].present and FLAGS[flag].value != mine:
+      raise UsageError(f"--{flag}={FLAGS[flag].value} but the run --run={FLAGS.run} has "
+                       f"{flag} {mine}: drop --{flag}")
+    FLAGS[flag].value = mine
+  return qm
+
+
+def _run_formats(names, qm) -> tuple[dict, dict]:
+  """``({layer: BitPattern} or {} for a single format, design pattern kwargs)`` of --run."""
+  from ebsp_jax.hw import arch
+  fm = qm.formats()
+  try:
+    design = arch.ebsp_design_formats(fm.values(), FLAGS.weight_format)
+  except arch.ConfigError as e:
+    raise UsageError(f"--run {FLAGS.run}: {e}") from None
+  if len(set(fm.values())) == 1:
+    return {}, design
+  _check_per_layer(names, f"--run (a run with per-layer formats: "
+                   f"{', '.join(sorted({str(f) for f in fm.values()}))})")
+  return fm, design
 
 
 def _figure_flags() -> tuple[list[int], dict, list[str]]:
@@ -246,10 +308,15 @@ def _searched_cost_check(obj, settings, result) -> dict:
   return out
 
 
-def _data_aware_events(wl, layer_formats=None) -> dict:
-  """``{layer: LayerEvents}`` from --events or --params, covering exactly the workload (each
-  layer's kernel quantized onto its own format with --layer_formats)."""
+def _data_aware_events(wl, layer_formats=None, qm=None) -> dict:
+  """``{layer: LayerEvents}`` from --run, --events or --params, covering exactly the workload
+  (with --params, each layer's kernel quantized onto its own format with --layer_formats)."""
   from ebsp_jax.hw import events, report
+  if qm is not None:
+    try:
+      return events.events_from_artifact(qm, wl, FLAGS.activation_bits)
+    except ValueError as e:
+      raise UsageError(f"--run {FLAGS.run}: {cli.one_line(e)}") from None
   if FLAGS.events:
     try:
       ev = events.load_events(FLAGS.events)
@@ -320,8 +387,12 @@ def run() -> dict:
   if (FLAGS.params or FLAGS.events) and "ebsp" not in names:
     raise UsageError(f"--{'params' if FLAGS.params else 'events'} only affects EBSP, which "
                      "--accelerators leaves out")
+  qm = _read_run(names)
   tech = _tech()
-  fm, design, fm_json = _layer_formats(names)
+  if qm is not None:
+    (fm, design), fm_json = _run_formats(names, qm), {}
+  else:
+    fm, design, fm_json = _layer_formats(names)
   pattern = (dict(design) if design else
              {"pattern_bits": FLAGS.pattern_bits, "pattern_length": FLAGS.pattern_length,
               "pattern_max_shift": None})
@@ -337,10 +408,11 @@ def run() -> dict:
   wl = workload.model_workload(FLAGS.model, FLAGS.dataset, FLAGS.batch_size)
   if fm:
     try:
-      report.check_activity_names(fm, wl, source=f"--layer_formats {FLAGS.layer_formats}")
+      report.check_activity_names(fm, wl, source=(f"--run {FLAGS.run}" if qm is not None else
+                                                  f"--layer_formats {FLAGS.layer_formats}"))
     except ValueError as e:
       raise UsageError(str(e)) from None
-  ev = _data_aware_events(wl, fm)
+  ev = _data_aware_events(wl, fm, qm)
   acts = events.activities(ev) if ev else None
   stats = _activation_stats(wl)
   result = report.evaluate_network(wl, accs, dataset=FLAGS.dataset, objective=FLAGS.objective,
@@ -352,7 +424,10 @@ def run() -> dict:
            "pe_counts": report.pe_count_table(accs)}
   if fm:
     extra["pattern"]["max_shift"] = accs["ebsp"].pe.max_shift
-    extra["layer_formats_file"] = os.path.abspath(FLAGS.layer_formats)
+    if FLAGS.layer_formats:
+      extra["layer_formats_file"] = os.path.abspath(FLAGS.layer_formats)
+    else:
+      extra["layer_formats"] = {n: str(f) for n, f in fm.items()}
     extra["hardware_settings"] = {**hw_flags.settings(), "batch_size": FLAGS.batch_size,
                                   "setting": FLAGS.setting}
     check = _searched_cost_check(fm_json, extra["hardware_settings"], result)
@@ -362,7 +437,7 @@ def run() -> dict:
     extra["activation_zero_fraction"] = {n: 1 - a.act_density for n, a in stats.items()}
   if ev:
     extra["events_summary"] = events.summarize_events(list(ev.values()))
-    extra["events_source"] = FLAGS.events or FLAGS.params
+    extra["events_source"] = FLAGS.events or FLAGS.params or os.path.abspath(FLAGS.run)
   out = report.report_json(result, extra)
 
   others = [report.evaluate_network(workload.model_workload(m, d, FLAGS.batch_size), accs,

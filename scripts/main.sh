@@ -3,7 +3,9 @@
 # weights (float -> ADMM QAT -> hard projection + fine-tuning), evaluate float / fake-quant /
 # integer mode (the bit-exact LUT+shift datapath), then the energy/latency/area report against
 # Eyeriss, BitFusion, WAX and OLAccel using the trained weights' statistics.
-# Outputs in runs/main/: results.json, params.npz, hardware.json, TensorBoard events, checkpoints.
+# Outputs in runs/main/: results.json, params.npz, quantized_model.safetensors (the integer model
+# the hardware report reads: codes, scales, formats, activation scales; docs/artifact.md),
+# hardware.json, TensorBoard events, checkpoints.
 # Killed? Run it again: training resumes from its last checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,5 +13,4 @@ bash scripts/setup.sh
 RUN="${RUN:-runs/main}"
 .venv/bin/python experiments/fashion_mnist.py --flagfile=experiments/configs/fashion_mnist.flags \
   --workdir="$RUN" "$@"
-.venv/bin/python experiments/hardware.py --model=lenet5 --dataset=fashion_mnist \
-  --params="$RUN/params.npz" --pattern_bits=6 --pattern_length=3 --output="$RUN/hardware.json"
+.venv/bin/python experiments/hardware.py --run="$RUN" --output="$RUN/hardware.json"

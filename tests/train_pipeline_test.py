@@ -656,3 +656,96 @@ def test_adam_at_learning_rate_100_warns(env, tmp_path):
   assert "warning: the float loss grew to" in stream.getvalue()
   with open(tmp_path / "adam100" / "results.json") as f:
     assert json.load(f)["warnings"] == res["warnings"]
+
+
+def _hardware(env, *args):
+  r = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "hardware.py"),
+                      "--accelerators=ebsp", "--search=fast", *args],
+                     capture_output=True, text=True, env=dict(env["env"], JAX_PLATFORMS="cpu"),
+                     timeout=300)
+  return r
+
+
+def test_quantized_model_artifact_and_hardware_run(env, reference, tmp_path):
+  """The run's quantized_model.safetensors holds the integer mode's own codes; hardware.py
+  --run reads it and equals the --params path fed those codes; an older run is converted."""
+  from safetensors import safe_open
+  from ebsp_jax import golden, quant
+  from ebsp_jax.hw import events as hw_events
+  from ebsp_jax.numerics import artifact
+  from ebsp_jax.train import export_run, load_run
+  wd = reference["workdir"]
+  qm = artifact.read(wd)
+  assert (qm.model, qm.activation_bits, qm.dual_lod) == ("lenet5", 8, "off")
+  assert {str(f) for f in qm.formats().values()} == {"5b(L2)"}
+  exp, state = load_run(wd, data_dir=env["data_dir"])
+  assert qm.source["step"] == int(state.step)
+  # The codes are what the integer mode computes from the trained state (an independent
+  # route: quantize_weights of the checkpoint), and codes * scale are params.npz's kernels.
+  ref = quant.quantize_weights(state.params, exp.rule, state.weight_scales)
+  assert set(ref) == set(qm.layers) == {"conv_init", "conv1", "fc1", "fc2", "head"}
+  with np.load(os.path.join(wd, "params.npz")) as flat:
+    for name, (q, pattern, s) in ref.items():
+      layer = qm.layers[name]
+      np.testing.assert_array_equal(layer.codes, q)
+      np.testing.assert_array_equal(layer.scale, s)
+      assert layer.format == pattern and layer.activation is not None
+      np.testing.assert_array_equal(layer.kernel, flat[f"{name}/kernel"])
+  # The golden export of the run reads the artifact: the same integer network as the state's.
+  x = next(iter(exp.data.eval_batches()))["image"][:2]
+  manifest = golden.export_run(wd, x, str(tmp_path / "golden"))
+  imodel = quant.to_integer("lenet5", {"params": state.params, **state.model_state},
+                            weight_rule=exp.rule, weight_scales=state.weight_scales)
+  np.testing.assert_array_equal(np.load(tmp_path / "golden" / "logits.npy"),
+                                np.asarray(imodel.apply(x)))
+  assert manifest["layer_order"] == ["conv_init", "conv1", "fc1", "fc2", "head"]
+  # An older run (no artifact): hardware.py --run says how to write it; export_run writes the
+  # same bytes the trainer wrote.
+  old = tmp_path / "old_run"
+  shutil.copytree(wd, old)
+  os.remove(old / artifact.FILE_NAME)
+  r = _hardware(env, f"--run={old}")
+  assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
+      f"error: --run: {old} holds no {artifact.FILE_NAME} (a run finished before this file "
+      f"existed): write it with python -m ebsp_jax.train.export_run --workdir={old}")
+  assert export_run.main([f"--workdir={old}", f"--data_dir={env['data_dir']}"]) == 0
+  # The same metadata and tensors (the file's byte order of its metadata keys may vary).
+  with safe_open(str(old / artifact.FILE_NAME), "np") as a, safe_open(
+      os.path.join(wd, artifact.FILE_NAME), "np") as b:
+    assert a.metadata() == b.metadata() and sorted(a.keys()) == sorted(b.keys())
+    for k in a.keys():
+      np.testing.assert_array_equal(a.get_tensor(k), b.get_tensor(k))
+  ids = _checkpoint_ids(old)                      # without its final checkpoints: unfinished
+  for i in ids[-2:]:
+    shutil.rmtree(old / "checkpoints" / str(i))
+  with pytest.raises(SystemExit) as e:
+    export_run.main([f"--workdir={old}", f"--data_dir={env['data_dir']}"])
+  assert e.value.code == 2
+  r = _hardware(env, f"--run={wd}", "--pattern_bits=6")
+  assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
+      "error: --run and --pattern_bits are exclusive: the run's quantized model gives the "
+      "weight formats and codes")
+  # hardware.py --run == the --params path given the run's integer codes (integer kernels are
+  # taken as codes); the old float path (--params=params.npz) refits each kernel's scale and
+  # may pick other codes for the same weights: its layer rows agree where its codes do.
+  codes = tmp_path / "codes.npz"
+  np.savez(codes, **{f"params/{n}/kernel": l.codes for n, l in qm.layers.items()})
+  outs = {}
+  for key, args in (("run", [f"--run={wd}"]),
+                    ("codes", [f"--params={codes}"]),
+                    ("float", [f"--params={wd}/params.npz"])):
+    if key != "run":
+      args += ["--model=lenet5", "--dataset=fashion_mnist", "--pattern_bits=5",
+               "--pattern_length=2"]
+    out = tmp_path / f"{key}.json"
+    r = _hardware(env, *args, f"--output={out}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    outs[key] = json.loads(out.read_text())
+    outs[key].pop("events_source")
+  assert outs["run"] == outs["codes"]
+  wl_layers = [row["name"] for row in outs["run"]["layers"]]
+  with np.load(os.path.join(wd, "params.npz")) as flat:
+    refit = {n: hw_events.quantize_kernel(flat[f"{n}/kernel"], 5, 2) for n in qm.layers}
+  for i, name in enumerate(wl_layers):
+    if np.array_equal(refit[name], qm.layers[name].codes):
+      assert outs["float"]["layers"][i] == outs["run"]["layers"][i], name

@@ -1,6 +1,7 @@
 """Golden vectors of an integer-mode network, per layer, for RTL verification (issue 3 §3).
 
-``export(imodel, x, out_dir)`` runs :class:`ebsp_jax.quant.IntegerModel` on a (small) float
+``export(imodel, x, out_dir)`` (or ``export_run(workdir, x, out_dir)`` for a training run's
+quantized model, ``docs/artifact.md``) runs :class:`ebsp_jax.quant.IntegerModel` on a (small) float
 batch ``x`` and writes, for every quantized conv/dense ``<layer>``, a directory (the layer path
 with ``/`` replaced by ``.``) of ``$readmemh`` files plus ``golden.npz`` and ``manifest.json``,
 and at the top ``manifest.json``, ``x.npy``, ``logits.npy`` and ``output_<i>/`` (the network
@@ -24,7 +25,8 @@ import numpy as np
 from ebsp_jax.arith import geometry as arith_geometry
 from ebsp_jax.arith.datapath import act_split, lut_fill, mantissa_table
 from ebsp_jax.golden.hexio import write_memh
-from ebsp_jax.numerics import encode
+from ebsp_jax.numerics import artifact, encode
+from ebsp_jax.quant import from_artifact
 from ebsp_jax.quant.lowering import FloatTensor, Interpreter, IntTensor
 
 FORMAT_VERSION = 3
@@ -241,6 +243,26 @@ def export(imodel, x: jax.Array, out_dir: str, *, layers: Optional[Sequence[str]
   manifest["outputs"] = _export_outputs(imodel, x, logits, out_dir, manifest["layers"])
   with open(os.path.join(out_dir, "manifest.json"), "w", encoding="utf-8") as f:
     json.dump(manifest, f, indent=1, sort_keys=True)
+  return manifest
+
+
+def export_run(run: str, x: jax.Array, out_dir: str, *,
+               layers: Optional[Sequence[str]] = None, num_lut_samples: int = 8,
+               **datapath: Any) -> Dict[str, Any]:
+  """:func:`export` of a finished training run's integer model.
+
+  Args:
+    run: the run's workdir or its ``quantized_model.safetensors`` (``docs/artifact.md``, read by
+      ``ebsp_jax.numerics.artifact.read``: the run's codes, scales and formats, nothing refit).
+    x, out_dir, layers, num_lut_samples: as in :func:`export`.
+    **datapath: options of ``quant.to_integer`` (default: the datapath the run trained for).
+
+  Raises:
+    ValueError: a missing or bad quantized model (one line), or as :func:`export`.
+  """
+  qm = artifact.read(run)
+  manifest = export(from_artifact.integer_model(qm, **datapath), x, out_dir, layers=layers,
+                    num_lut_samples=num_lut_samples)
   return manifest
 
 

@@ -69,7 +69,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ebsp_jax import cli
-from ebsp_jax.numerics import BitPattern, fit_scale, quantize
+from ebsp_jax.numerics import BitPattern, artifact, fit_scale, quantize
 from ebsp_jax.hw.pe import Activity
 from ebsp_jax.hw.workload import Layer, Workload
 
@@ -372,23 +372,25 @@ def load_params(path: str) -> dict[str, np.ndarray]:
                    f"{str(last_err).splitlines()[0] if last_err else 'no arrays found'}")
 
 
-def _find_kernel(flat: Mapping[str, np.ndarray], layer: Layer) -> np.ndarray | None:
-  target = normalize_name(layer.param_path or layer.name) + "/kernel"
-  hits = [k for k in flat if k.endswith(target) or k.endswith(target.replace("/kernel", ""))]
-  hits = [k for k in hits if np.size(flat[k]) == layer.weight_count]
-  if not hits:
-    return None
-  # Prefer the trained parameters over optimiser slots (ADMM's Z/U, momenta).
-  hits.sort(key=lambda k: (0 if k.startswith("params/") or "/params/" in k else 1,
-                           any(t in k for t in ("opt_state", "/mu", "/nu", "admm")), len(k)))
-  return flat[hits[0]]
+def find_kernel(flat: Mapping[str, np.ndarray], layer: Layer) -> np.ndarray | None:
+  """The kernel of ``layer`` in a flat params dict, by its exact parameter path (the traced
+  ``Layer.param_path``, e.g. ``params/conv1/kernel``, or the same without ``params/``), or
+  None. No suffix matching: a checkpoint whose paths are nested otherwise is not guessed at."""
+  path = layer.param_path or f"params/{layer.name}/kernel"
+  for key in (path, path[len("params/"):] if path.startswith("params/") else None):
+    if key is not None and key in flat and np.size(flat[key]) == layer.weight_count:
+      return flat[key]
+  return None
 
 
 def events_from_params(flat: Mapping[str, np.ndarray], workload: Workload, bits: int,
                        length: int, activation_bits: int = 8,
                        per_channel: bool = True,
                        signed_activation_layers: Collection[str] = ()) -> dict[str, LayerEvents]:
-  """Event counts of every layer whose kernel is found in a flat params dict.
+  """Event counts of every layer whose kernel is in a flat params dict (foreign float weights;
+  a training run's own codes: :func:`events_from_artifact`).
+
+  A layer's kernel is the entry at its exact parameter path (:func:`find_kernel`).
 
   Integer kernels are taken as the codes; float kernels are quantized onto the pattern with
   ``ebsp_jax.fit_scale`` / ``ebsp_jax.quantize`` (per output channel by default) first, which
@@ -402,7 +404,7 @@ def events_from_params(flat: Mapping[str, np.ndarray], workload: Workload, bits:
   """
   out = {}
   for layer in workload.layers:
-    k = _find_kernel(flat, layer)
+    k = find_kernel(flat, layer)
     if k is None:
       continue
     if np.issubdtype(k.dtype, np.integer):
@@ -426,6 +428,42 @@ def quantize_kernel(w: np.ndarray, bits: int, length: int, per_channel: bool = T
   axis = tuple(range(x.ndim - 1)) if (per_channel and x.ndim > 1) else None
   scale = fit_scale(x, p, axis=axis)
   return np.asarray(quantize(x, p, scale))
+
+
+def events_from_artifact(qm: artifact.QuantizedModel, workload: Workload,
+                         activation_bits: int | None = None) -> dict[str, LayerEvents]:
+  """Event counts of every layer of ``workload`` from a run's quantized model.
+
+  Each workload layer is matched to the artifact's layer of exactly its parameter path
+  (``Layer.param_path`` without ``params/`` and ``/kernel``); its codes are counted in its
+  own weight format, its ``acc_bound_bits`` with its recorded input-activation signedness.
+
+  Args:
+    qm: the run's :class:`~ebsp_jax.numerics.artifact.QuantizedModel`.
+    workload: the traced workload of ``qm.model``.
+    activation_bits: input bits for ``acc_bound_bits`` (default: the run's, else 8).
+
+  Raises:
+    ValueError: a workload layer without quantized codes (e.g. kept in float) or a quantized
+      layer the workload lacks (one line).
+  """
+  by_path = {normalize_name(l.param_path or l.name): l for l in workload.layers}
+  missing = [n for n in by_path if n not in qm.layers]
+  extra = [n for n in qm.layers if n not in by_path]
+  if missing or extra:
+    raise ValueError(
+        f"the quantized model of {qm.model} does not match the workload of {workload.name}: "
+        + "; ".join(([f"no codes for layer(s) {', '.join(missing)} (kept in float by the run?"
+                      " EBSP costs every layer in a pattern format)"] if missing else [])
+                    + ([f"layer(s) {', '.join(extra)} not in the workload"] if extra else [])))
+  bits = activation_bits or qm.activation_bits or 8
+  out = {}
+  for path, layer in by_path.items():
+    ql = qm.layers[path]
+    out[layer.name] = events_from_codes(
+        ql.codes, layer, ql.format.bits, ql.format.length, bits, signed=ql.format.signed,
+        activation_signed=bool(ql.activation is not None and ql.activation.signed))
+  return out
 
 
 def activities(events: Mapping[str, LayerEvents]) -> dict[str, Activity]:

@@ -106,8 +106,13 @@ def test_orbax_checkpoint_directory(tmp_path):
   flat = events.load_params(str(tmp_path / "ckpt"))
   assert "params/conv_init/kernel" in flat
   layer = Layer("conv_init", "conv", n=1, m=3, c=2, param_path="params/conv_init/kernel")
-  k = events._find_kernel(flat, layer)  # pylint: disable=protected-access
+  k = events.find_kernel(flat, layer)
   assert np.array_equal(k, tree["params"]["conv_init"]["kernel"])
+  # Exact paths only: a kernel nested under another prefix is not guessed at (it used to be
+  # found by its suffix), nor one of another size.
+  assert events.find_kernel({"state/params/conv_init/kernel": k}, layer) is None
+  assert events.find_kernel({"conv_init/kernel": k}, layer) is k
+  assert events.find_kernel({"params/conv_init/kernel": k[..., :2]}, layer) is None
 
 
 def test_lod_uses_and_reads_match_the_emulator():
