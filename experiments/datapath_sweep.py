@@ -113,8 +113,10 @@ def _label(s: Tuple[str, str, int, str]) -> str:
 
 
 def check_run(workdir: str) -> None:
-  """Checks, from the checkpoint metadata only (no state, no data), that ``workdir`` holds a
-  finished run with quantized activations (``ValueError`` / ``CheckpointError``, one line)."""
+  """Checks, from the checkpoint metadata and the quantized model only (no state, no data),
+  that ``workdir`` holds a finished run with quantized activations whose
+  ``quantized_model.safetensors`` is of its final step (``ValueError`` / ``CheckpointError``,
+  one line; a missing file names the command that writes it)."""
   # pylint: disable=import-outside-toplevel
   from ebsp_jax.train import checkpoint as ckpt_lib
   from ebsp_jax.train.config import TrainConfig
