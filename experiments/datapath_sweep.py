@@ -41,7 +41,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
-from ebsp_jax import cli  # noqa: E402
+from ebsp_jax import cli, progress  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("workdirs", None, "Training workdirs (glob patterns allowed).")
@@ -152,26 +152,28 @@ def sweep(workdirs: Sequence[str], settings, data_dir=None, log=print) -> List[D
   # pylint: disable=import-outside-toplevel
   from ebsp_jax.train import export_model, load_run
   rows = []
-  for wd in workdirs:
-    exp, state = load_run(wd, data_dir=data_dir)     # the run's configuration and data
-    qm = export_model.read_run(wd)                   # its integer model
-    if state.phase != "done":
-      raise ValueError(f"{wd}: the run is not finished (phase '{state.phase}')")
-    if not exp.cfg.activation_bits:
-      raise ValueError(f"{wd}: float activations (activation_bits=0): no integer mode")
-    n = exp.data.info.num_eval
-    for s in settings:
-      mode, rounding, bits, overflow = s
-      t = time.time()
-      top1, _, over, _ = export_model.integer_eval(qm, exp.data.eval_batches(), mode=mode,
-                                                   rounding=rounding, acc_bits=bits,
-                                                   overflow=overflow)
-      rows.append(dict(workdir=wd, model=exp.cfg.model, pattern=str(exp.cfg.pattern),
-                       seed=exp.cfg.seed, activation_bits=exp.cfg.activation_bits, mode=mode,
-                       rounding=rounding, acc_bits=bits, overflow=overflow, top1=top1,
-                       overflows=over, examples=n))
-      log(f"{wd}: {_label(s)}: top1 {100 * top1:.2f}, {over} overflows "
-          f"({time.time() - t:.1f} s)")
+  with progress.bar(len(workdirs) * len(settings), desc="sweep", unit="point") as points:
+    for wd in workdirs:
+      exp, state = load_run(wd, data_dir=data_dir)     # the run's configuration and data
+      qm = export_model.read_run(wd)                   # its integer model
+      if state.phase != "done":
+        raise ValueError(f"{wd}: the run is not finished (phase '{state.phase}')")
+      if not exp.cfg.activation_bits:
+        raise ValueError(f"{wd}: float activations (activation_bits=0): no integer mode")
+      n = exp.data.info.num_eval
+      for s in settings:
+        mode, rounding, bits, overflow = s
+        t = time.time()
+        top1, _, over, _ = export_model.integer_eval(qm, exp.data.eval_batches(), mode=mode,
+                                                     rounding=rounding, acc_bits=bits,
+                                                     overflow=overflow)
+        rows.append(dict(workdir=wd, model=exp.cfg.model, pattern=str(exp.cfg.pattern),
+                         seed=exp.cfg.seed, activation_bits=exp.cfg.activation_bits, mode=mode,
+                         rounding=rounding, acc_bits=bits, overflow=overflow, top1=top1,
+                         overflows=over, examples=n))
+        log(f"{wd}: {_label(s)}: top1 {100 * top1:.2f}, {over} overflows "
+            f"({time.time() - t:.1f} s)")
+        points.update(1)
   return rows
 
 

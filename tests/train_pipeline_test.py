@@ -343,8 +343,10 @@ def test_load_run_and_datapath_sweep(env, reference, tmp_path):
   cli = [sys.executable, os.path.join(ROOT, "experiments", "datapath_sweep.py"),
          f"--workdirs={wd}", f"--data_dir={env['data_dir']}", "--acc_bits=8,32",
          "--overflows=wrap,saturate", f"--output={out}"]
-  r = subprocess.run(cli, capture_output=True, text=True, env=env["env"], timeout=600)
+  r = subprocess.run(cli, capture_output=True, text=True, timeout=600,
+                     env=dict(env["env"], EBSP_JAX_PROGRESS="1"))   # progress bars on stderr
   assert r.returncode == 0, r.stderr[-2000:]
+  assert "sweep: 100%" in r.stderr and "4/4" in r.stderr, r.stderr[-2000:]
   rows = json.loads(out.read_text())["rows"]
   got = [(x["acc_bits"], x["overflow"]) for x in rows]
   assert got == [(32, "wrap"), (8, "wrap"), (8, "saturate"), (32, "saturate")]
