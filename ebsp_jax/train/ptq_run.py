@@ -32,7 +32,7 @@ from absl import flags
 from ebsp_jax import cli, models, ptq
 from ebsp_jax import data as data_lib
 from ebsp_jax.ptq import calibrate
-from ebsp_jax.train import files
+from ebsp_jax.train import files, pretrained
 from ebsp_jax.train import workdir as workdir_lib
 from ebsp_jax.train.checkpoint import CheckpointError
 from ebsp_jax.train.config import TrainConfig
@@ -108,11 +108,13 @@ def _float_model(exp, opts):
       raise ValueError(f"--pretrained_torchvision={tv}: {model.num_classes} classes, but "
                        f"{cfg.dataset} has {exp.data.info.num_classes}")
     return model, variables, f"torchvision:{os.path.abspath(tv)}"
-  # pylint: disable=protected-access  (the trainer's own --pretrained loading and checks)
-  fm, ckpt_id = exp._open_pretrained()
-  state = exp._load_pretrained(exp._init_jit(jax.random.PRNGKey(cfg.seed)), fm, ckpt_id)
-  variables = jax.device_get({"params": state.params, **state.model_state})
-  return exp.float_model, variables, f"pretrained:{exp._pretrained_dir()}"
+  fm, ckpt_id = pretrained.open_pretrained(cfg)   # the checks and loading of training's
+  float_state = exp.template("float")
+  loaded = pretrained.load_pretrained(fm, ckpt_id, {"params": float_state.params,
+                                                    "model_state": float_state.model_state},
+                                      exp.repl)
+  variables = jax.device_get({"params": loaded["params"], **loaded["model_state"]})
+  return exp.float_model, variables, f"pretrained:{pretrained.pretrained_dir(cfg)}"
 
 
 def _calibration_images(cfg: TrainConfig, n: int) -> List[np.ndarray]:
