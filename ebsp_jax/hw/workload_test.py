@@ -65,14 +65,28 @@ def test_recursion_into_jit_custom_vjp_scan_and_activation_products():
   assert not att.weight_param and att.macs == 2 * 4 * 4
 
 
-def test_against_the_model_registry_profile():
-  from ebsp_jax import models
-  for name, ds in (("resnet20", "cifar10"), ("lenet5", "fashion_mnist")):
-    w = workload.model_workload(name, ds)
-    model = models.get_model(name, num_classes=10)
-    prof = models.profile_model(model, models.default_input_shape(name, ds))
-    assert [l.macs for l in w.layers] == [p.macs for p in prof]
-    assert [l.name for l in w.layers] == [p.path for p in prof]
+def test_registry_models_layer_by_layer():
+  """The traced layers of registry models against shapes and MACs worked out by hand."""
+  w = workload.trace_model(_registry("resnet20"), (32, 32, 3), batch_size=2)
+  first, last = w.layers[0], w.layers[-1]
+  assert (first.name, first.kind, first.param_path) == ("conv_init", "conv",
+                                                     "params/conv_init/kernel")
+  assert (first.n, first.input_hw, first.p, first.q, first.m) == (2, (32, 32), 32, 32, 16)
+  assert first.macs == 2 * 32 * 32 * 16 * 3 * 3 * 3
+  assert (last.name, last.kind, last.macs) == ("head", "dense", 2 * 64 * 10)
+  proj = [l for l in w.layers if l.name.endswith("proj_conv")]
+  assert [l.name for l in proj] == ["stage2_block0/proj_conv", "stage3_block0/proj_conv"]
+  assert (proj[0].p, proj[0].q, proj[0].m, proj[0].stride) == (16, 16, 32, (2, 2))
+  assert len(w.layers) == 1 + 9 * 2 + 2 + 1          # stem, 9 blocks x 2 convs, 2 proj, head
+  mb = workload.trace_model(_registry("mobilenet_v2", num_classes=1000), (224, 224, 3))
+  dw = next(l for l in mb.layers if l.name == "stage2_block0/dw_conv")
+  assert (dw.groups, dw.c, dw.m, dw.r, dw.s) == (96, 96, 96, 3, 3)
+  assert (dw.p, dw.q) == (56, 56) and dw.macs == 56 * 56 * 96 * 9
+
+
+def _registry(name, **kw):
+  from ebsp_jax import models  # pylint: disable=import-outside-toplevel
+  return models.get_model(name, **kw)
 
 
 @pytest.mark.parametrize("name,dataset,published,rel", [

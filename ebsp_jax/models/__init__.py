@@ -14,7 +14,8 @@ injection hooks), so one definition runs in float, fake-quant and integer-emulat
 first conv is always ``conv_init`` and the final dense ``head`` (:func:`first_and_last_layer`);
 blocks are ``stage{s}_block{b}`` (s from 1) with ``conv1``/``bn1``/... and ``proj_conv``/``proj_bn``.
 
-Measured with :func:`profile_model` / ``jax.eval_shape`` (conv + dense MACs per image):
+Measured with ``jax.eval_shape`` and :func:`ebsp_jax.hw.model_workload` (the one tracer of layer
+shapes; conv + dense MACs per image):
 
 ============  ===========  ==========  ==========  ==============================================
 model         input        params      MACs        notes
@@ -44,7 +45,6 @@ from ebsp_jax.models.base import SMALL_INPUT_MAX_SIDE, EbspModel, Layers
 from ebsp_jax.models.cifar_resnet import CifarResNet, ResNet20, ResNet56
 from ebsp_jax.models.lenet import LeNet5
 from ebsp_jax.models.mobilenet_v2 import MobileNetV2
-from ebsp_jax.models.profile import LayerProfile, count_macs, profile_model
 from ebsp_jax.models.registry import (
     FIRST_LAYER,
     INPUT_SHAPES,
@@ -63,8 +63,8 @@ from ebsp_jax.models.vgg import VGG, VGG16
 __all__ = [
     "AlexNet", "CifarResNet", "EbspModel", "FIRST_LAYER", "IMAGENET_MEAN", "IMAGENET_STD",
     "INPUT_SHAPES", "LAST_LAYER",
-    "LayerProfile", "Layers", "LeNet5", "MODELS", "MobileNetV2", "ResNet", "ResNet18",
-    "ResNet20", "ResNet50", "ResNet56", "SMALL_INPUT_MAX_SIDE", "VGG", "VGG16", "count_macs",
+    "Layers", "LeNet5", "MODELS", "MobileNetV2", "ResNet", "ResNet18",
+    "ResNet20", "ResNet50", "ResNet56", "SMALL_INPUT_MAX_SIDE", "VGG", "VGG16",
     "TorchvisionLoadError", "default_input_shape", "first_and_last_layer", "get_model",
-    "kernel_paths", "load_torchvision", "profile_model",
+    "kernel_paths", "load_torchvision",
 ]
