@@ -74,7 +74,8 @@ def test_finetune_optimizer_freezes_the_quantized_weights():
 
 
 def test_phase_changes_from_init_to_done():
-  """float -> admm (ADMM state, quant_stats) -> finetune (weights on the grid) -> done."""
+  """float -> admm (ADMM state, quant_stats) -> finetune (weights on the grid) -> done, jitted
+  as the trainer runs them."""
   cfg = _cfg(activation_bits=8, float_epochs=1.0, admm_epochs=1.0, finetune_epochs=1.0)
   rule = phases.weight_rule(cfg)
   txs = {p: phases.optimizer(cfg, p, phases.schedule(cfg, 2), rule)
@@ -83,13 +84,13 @@ def test_phase_changes_from_init_to_done():
   quant_model = models.get_model("lenet5", num_classes=10,
                                  **quant.fake_quant_injection(activation_bits=8))
   x = jnp.zeros((2, 28, 28, 1))
-  s = phases.init_state(jax.random.key(0), float_model, txs["float"], x)
+  s = jax.jit(lambda k: phases.init_state(k, float_model, txs["float"], x))(jax.random.key(0))
   assert s.phase == "float" and int(s.step) == 0 and s.weight_scales is None
   assert "quant_stats" not in s.model_state
-  s = phases.advance(s, txs, quant_model, x)
+  s = jax.jit(lambda s: phases.advance(s, txs, quant_model, x))(s)
   assert s.phase == "admm" and "quant_stats" in s.model_state
   assert admm_lib.find_admm_states(s.opt_state)
-  s = phases.advance(s, txs)
+  s = jax.jit(lambda s: phases.advance(s, txs))(s)
   assert s.phase == "finetune" and not admm_lib.find_admm_states(s.opt_state)
   leaves = list(evaluation.quantized_leaves(s.params, rule, s.weight_scales))
   assert len(leaves) == 5   # lenet5's conv and dense kernels
