@@ -23,7 +23,7 @@ import pytest
 
 from ebsp_jax import models
 from ebsp_jax.train import checkpoint as ckpt_lib
-from ebsp_jax.train import metrics, testing
+from ebsp_jax.train import export_model, export_run, metrics, testing
 from ebsp_jax.train.config import TrainConfig
 from ebsp_jax.train.trainer import Experiment
 
@@ -239,6 +239,12 @@ def test_pretrained_float_model(env, reference):
   assert res["float_top1"] == reference["results"]["float_top1"]
   assert res["steps"] == 0
   assert 0.0 <= res["quant_top1"] <= 1.0 and res["integer_top1"] is None
+  # No ADMM or fine-tuning step: activations never calibrated, no quantized-model artifact.
+  assert not os.path.exists(workdir / export_model.FILE_NAME)
+  with pytest.raises(ValueError, match="trained no ADMM or fine-tuning phase.*--ptq"):
+    export_model.read_run(str(workdir))
+  with pytest.raises(ValueError, match="trained no ADMM or fine-tuning phase"):
+    export_run.export_run(str(workdir), data_dir=env["data_dir"])
   with pytest.raises(ckpt_lib.CheckpointError, match="resnet20"):
     Experiment(_cfg(env, env["base"] / "bad_pre", model="resnet20",
                     pretrained=reference["workdir"], float_epochs=0.0)).run()
@@ -675,7 +681,7 @@ def test_quantized_model_artifact_and_hardware_run(env, reference, tmp_path):
   from ebsp_jax import golden, quant
   from ebsp_jax.hw import events as hw_events
   from ebsp_jax.numerics import artifact
-  from ebsp_jax.train import export_run, load_run
+  from ebsp_jax.train import load_run
   wd = reference["workdir"]
   qm = artifact.read(wd)
   assert (qm.model, qm.activation_bits, qm.dual_lod) == ("lenet5", 8, "off")

@@ -73,8 +73,17 @@ def build(exp, state) -> artifact.QuantizedModel:
                                  cfg.activation_bits, cfg.dual_lod, layers, variables, source)
 
 
-def write(exp, state) -> str:
-  """Writes ``<workdir>/quantized_model.safetensors`` of ``state`` atomically; returns the path."""
+def has_quantized_model(cfg) -> bool:
+  """Whether a run of ``cfg`` ends with a quantized model: it trains an ADMM or fine-tuning
+  phase (a run with ``--admm_epochs=0 --finetune_epochs=0`` never calibrates its activations)."""
+  return cfg.admm_epochs > 0 or cfg.finetune_epochs > 0
+
+
+def write(exp, state) -> str | None:
+  """Writes ``<workdir>/quantized_model.safetensors`` of ``state`` atomically; returns the path
+  (None, and nothing written, for a run without one: :func:`has_quantized_model`)."""
+  if not has_quantized_model(exp.cfg):
+    return None
   path = os.path.join(exp.workdir, FILE_NAME)
   files.write_bytes_atomic(path, artifact.to_bytes(build(exp, state)))
   return path
@@ -88,9 +97,23 @@ def read_run(workdir: str) -> artifact.QuantizedModel:
   """
   path = os.path.join(workdir, FILE_NAME)
   if os.path.isdir(workdir) and not os.path.exists(path):
+    if _float_only(workdir):
+      raise ValueError(f"{workdir}: the run trained no ADMM or fine-tuning phase, so its "
+                       "activations were never calibrated and it has no quantized model "
+                       "(post-training quantization: --ptq)")
     raise ValueError(f"{workdir} holds no {FILE_NAME} (a run finished before this file "
                      f"existed): write it with {COMMAND.format(workdir=workdir)}")
   return artifact.read(path)
+
+
+def _float_only(workdir: str) -> bool:
+  """Whether the run's results.json says it trained no quantized phase."""
+  try:
+    with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
+      cfg = json.load(f).get("config", {})
+    return float(cfg.get("admm_epochs", 1)) == 0 and float(cfg.get("finetune_epochs", 1)) == 0
+  except (OSError, ValueError, TypeError, AttributeError):
+    return False
 
 
 def integer_eval(qm: artifact.QuantizedModel, batches,

@@ -25,13 +25,17 @@ def export_run(workdir: str, data_dir: Optional[str] = None) -> str:
   """Writes the quantized model of a finished run from its final checkpoint; returns the path.
 
   Raises:
-    ValueError: the run is not finished (one line).
+    ValueError: the run is not finished, or is float-only (one line).
     CheckpointError: no checkpoint, a corrupt one, or other data than the run's (one line).
   """
   exp, state = load_run(workdir, data_dir=data_dir, stream=io.StringIO())
   if state.phase != "done":
     raise ValueError(f"{workdir}: the run is not finished (its latest checkpoint is at step "
                      f"{int(state.step)}, phase '{state.phase}'): finish it first")
+  if not export_model.has_quantized_model(exp.cfg):
+    raise ValueError(f"{workdir}: the run trained no ADMM or fine-tuning phase, so its "
+                     "activations were never calibrated and it has no quantized model "
+                     "(post-training quantization: --ptq)")
   return export_model.write(exp, state)
 
 

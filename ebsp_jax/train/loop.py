@@ -106,9 +106,10 @@ def run(exp) -> Dict[str, Any]:
       results = phase_change.final_results(exp, state, results, wall(),
                                            rate.steps_per_second())
     if exp.primary:
-      files.write_json_atomic(path, results)
-      write_params_npz(os.path.join(exp.workdir, PARAMS_FILE), state.params)
+      # results.json last: it marks the run finished.
       export_model.write(exp, state)      # quantized_model.safetensors (docs/artifact.md)
+      write_params_npz(os.path.join(exp.workdir, PARAMS_FILE), state.params)
+      files.write_json_atomic(path, results)
       error_file = os.path.join(exp.workdir, phase_change.ERROR_FILE)
       if os.path.exists(error_file):   # an earlier try's
         os.remove(error_file)
