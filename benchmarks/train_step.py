@@ -1,7 +1,7 @@
 """Time of one ADMM + straight-through train step against one float train step (issue 14 item 4).
 
 Not a test. Builds the two steps the trainer runs (``ebsp_jax.train.steps.train_step``, the
-optimizers of ``train/trainer.py``'s float and ADMM phases: weight decay + SGD with momentum;
+optimizers of the float and ADMM phases (``train/phases.py``): weight decay + SGD with momentum;
 ADMM = ``admm.admm(rule)`` chained in front, the model with 8-bit fake-quantized activations,
 forward on the projected weights with a straight-through gradient), on random images and
 labels, and times them interleaved (round robin), one jitted step per call, the state fed back

@@ -19,6 +19,7 @@ import warnings
 from typing import Any, Dict, NamedTuple, Optional, TextIO, Tuple
 
 from ebsp_jax.train import checkpoint as ckpt_lib
+from ebsp_jax.train import resume
 from ebsp_jax.train.config import TrainConfig
 from ebsp_jax.train.steps import TrainState
 
@@ -57,7 +58,7 @@ def load_run(workdir: str, *, data_dir: Optional[str] = None,
       raise ckpt_lib.CheckpointError(f"load_run: the configuration recorded in {ckpt_dir} does "
                                      f"not fit this version's TrainConfig: {e}") from e
     exp = Experiment(cfg, stream=stream if stream is not None else io.StringIO())
-    state = exp._restore(ckpt, latest)[0]  # pylint: disable=protected-access
+    state, _, _, exp.notes = resume.restore(exp, ckpt, latest)
   for note in exp.notes:
     warnings.warn(f"load_run({workdir}): {note}", UserWarning, stacklevel=2)
   return exp, state
