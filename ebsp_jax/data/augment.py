@@ -159,6 +159,18 @@ def center_crop(image: Image, size: int) -> np.ndarray:
   return crop_resize(image, center_crop_box(*image_hw(image)), size)
 
 
+def normalize_constants(mean: Sequence[float] | float, std: Sequence[float] | float
+                        ) -> tuple[np.ndarray, np.ndarray]:
+  """float32 ``(255 * mean, 1 / (255 * std))``: normalization is ``(x - c0) * c1`` in float32.
+
+  The one definition of the constants, shared by :func:`normalize` (host) and
+  :func:`ebsp_jax.data.device.normalize` (accelerator), so both give the same bits.
+  """
+  mean_a = np.asarray(mean, np.float32) * np.float32(255.0)
+  inv_std = np.float32(1.0) / (np.asarray(std, np.float32) * np.float32(255.0))
+  return mean_a, inv_std
+
+
 def normalize(images: np.ndarray | Sequence[np.ndarray], mean: Sequence[float],
               std: Sequence[float]) -> np.ndarray:
   """uint8 NHWC -> float32 ``(x / 255 - mean) / std`` with per-channel ``mean``/``std`` in [0, 1].
@@ -173,8 +185,7 @@ def normalize(images: np.ndarray | Sequence[np.ndarray], mean: Sequence[float],
       the result, no intermediate uint8 batch).
     mean, std: one value per channel (or one for all).
   """
-  mean_a = np.asarray(mean, np.float32) * 255.0
-  inv_std = 1.0 / (np.asarray(std, np.float32) * 255.0)
+  mean_a, inv_std = normalize_constants(mean, std)
   if isinstance(images, (list, tuple)):
     parts = [np.asarray(im) for im in images]
     if not parts or any(p.shape != parts[0].shape for p in parts):

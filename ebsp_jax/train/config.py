@@ -24,7 +24,8 @@ DUAL_LOD = ("off", "truncate", "round")
 #: resumes). ``integer_eval`` only decides whether the final evaluation includes the integer
 #: mode, e.g. ``--nointeger_eval`` to finish a run whose integer evaluation failed.
 NON_SEMANTIC_FIELDS = ("workdir", "data_dir", "checkpoint_every", "keep_checkpoints", "log_every",
-                       "multihost", "progress_every_seconds", "integer_eval", "data_workers")
+                       "multihost", "progress_every_seconds", "integer_eval", "data_workers",
+                       "normalize_on_device")
 #: Upper bound of ``data_workers`` (loader threads): more is a typo, not a machine.
 MAX_DATA_WORKERS = 256
 
@@ -85,6 +86,11 @@ class TrainConfig:
     data_workers: threads of the grain loader that read, decode and augment batches ahead of the
       training step (0: in the training thread). The batches do not depend on it (not part of
       :meth:`fingerprint`; a run may resume with another value).
+    normalize_on_device: the loader hands uint8 images to the accelerator (a quarter of the
+      bytes, no normalization on the host) and the jitted steps normalize them with the
+      dataset's mean/std (:func:`ebsp_jax.data.device.model_input`), giving the same bits as
+      the host's normalization (not part of :meth:`fingerprint`; a run may resume with another
+      value).
     layer_formats: per-layer weight formats instead of ``pattern_bits``/``pattern_length``: a
       JSON file (an ``experiments/search.py`` output, its ``"layers"``, or a plain
       ``{layer: '5b(L3)'}`` map) naming every conv/dense kernel's layer exactly
@@ -135,6 +141,7 @@ class TrainConfig:
   multihost: bool = False
   dual_lod: str = "off"
   data_workers: int = 2
+  normalize_on_device: bool = False
   layer_formats: Optional[Any] = None
 
   def __post_init__(self):
@@ -227,6 +234,8 @@ class TrainConfig:
         or not 0 <= self.data_workers <= MAX_DATA_WORKERS):
       bad("data_workers", f"must be an integer in [0, {MAX_DATA_WORKERS}] (loader threads; 0: "
                           "load in the training thread)")
+    if not isinstance(self.normalize_on_device, bool):
+      bad("normalize_on_device", "must be True or False")
 
   # ------------------------------------------------------------------------------------------
   @property

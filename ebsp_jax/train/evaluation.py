@@ -109,7 +109,9 @@ def integer_top1(model_name: str, variables: Mapping[str, PyTree], weight_rule: 
                  weight_scales: PyTree, activation_bits: int,
                  batches: Iterable[Mapping[str, np.ndarray]],
                  datapath: Optional[Mapping[str, Any]] = None, *,
-                 show_progress: Optional[bool] = None) -> IntegerResult:
+                 show_progress: Optional[bool] = None,
+                 model_input: Optional[Callable[[jax.Array], jax.Array]] = None
+                 ) -> IntegerResult:
   """Top-1 of the emulated integer datapath, its accumulator overflows and its float ops.
 
   Uses ``ebsp_jax.quant.to_integer(model_name, variables, weight_rule=..., weight_scales=...,
@@ -121,7 +123,8 @@ def integer_top1(model_name: str, variables: Mapping[str, PyTree], weight_rule: 
   passes its rows of the evaluation batches and the counts are added over processes (every
   process must call it). ``datapath``: extra options of ``to_integer`` (``acc_bits``,
   ``overflow``, ``mode``, ``rounding``, ``method``, ``accumulation``; default: exact, 32-bit,
-  wrap). ``show_progress``: as in :func:`evaluate`.
+  wrap). ``show_progress``: as in :func:`evaluate`. ``model_input``: images -> the model's
+  float input (``Data.model_input``: uint8 batches normalized on the device); None: as given.
 
   Returns:
     An :class:`IntegerResult` ``(top1, note, overflows, float_ops)``; ``(None, why, None, ())``
@@ -141,7 +144,8 @@ def integer_top1(model_name: str, variables: Mapping[str, PyTree], weight_rule: 
   for b in _tracked(batches, "integer evaluation", show_progress):
     if len(b["label"]) == 0:  # this process's rows lie past a short last batch
       continue
-    logits, counts = int_model.apply(jnp.asarray(b["image"]), with_stats=True)
+    images = jnp.asarray(b["image"]) if model_input is None else model_input(b["image"])
+    logits, counts = int_model.apply(images, with_stats=True)
     correct += int(np.sum(np.argmax(np.asarray(logits), -1) == np.asarray(b["label"])))
     count += len(b["label"])
     overflows += sum(int(c) for c in counts.values())

@@ -59,6 +59,9 @@ _HELP = {
     "data_workers": "threads of the grain loader that read, decode and augment batches ahead of "
                     "the training step (0: in the training thread); the batches do not depend on "
                     "it, so a run may resume with another value",
+    "normalize_on_device": "load uint8 images (a quarter of the bytes, no host normalization) "
+                           "and normalize them inside the jitted steps, bit-identical to the "
+                           "host's normalization; a run may resume with another value",
     "integer_eval": "evaluate the integer (emulated hardware) mode at the end (may change when a "
                     "run resumes, e.g. --nointeger_eval after a failed integer evaluation)",
     "dual_lod": "off | truncate | round: train for (and evaluate) the approximate dual-LOD "

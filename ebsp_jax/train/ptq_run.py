@@ -132,11 +132,11 @@ def _calibration_images(cfg: TrainConfig, n: int) -> List[np.ndarray]:
   return out
 
 
-def _top1(qm, batches) -> Dict[str, Any]:
+def _top1(qm, batches, model_input) -> Dict[str, Any]:
   correct = {"float": 0, "fake_quant": 0, "integer": 0}
   agree = count = 0
   for b in batches:
-    x, y = jnp.asarray(b["image"]), np.asarray(b["label"])
+    x, y = jnp.asarray(model_input(b["image"])), np.asarray(b["label"])
     preds = {k: np.argmax(np.asarray(fn(x)), axis=-1) for k, fn in (
         ("float", qm.float_model), ("fake_quant", qm.fake_quant), ("integer", qm.integer))}
     for k, p in preds.items():
@@ -207,7 +207,7 @@ def run(cfg: TrainConfig, opts: Mapping[str, Any], stream: TextIO = sys.stdout
       "activation_bits": cfg.activation_bits, "per_channel": cfg.per_channel,
       "dual_lod": cfg.dual_lod, **{k: v for k, v in ptq_opts.items()},
   }
-  results.update(_top1(qm, exp.data.eval_batches()))
+  results.update(_top1(qm, exp.data.eval_batches(), exp.data.model_input))
   results["integer_float_ops"] = list(qm.integer_model.float_ops)
   onnx_path = os.path.join(workdir, ONNX_FILE) if opts["export_onnx"] else None
   results["onnx"] = onnx_path
@@ -220,7 +220,8 @@ def run(cfg: TrainConfig, opts: Mapping[str, Any], stream: TextIO = sys.stdout
   files.write_json_atomic(path, results)
   if onnx_path is not None:
     try:
-      proto = ptq.export_onnx(qm, next(iter(exp.data.eval_batches()))["image"][:2])
+      example = exp.data.model_input(next(iter(exp.data.eval_batches()))["image"][:2])
+      proto = ptq.export_onnx(qm, np.asarray(example))
     except ValueError as e:
       raise ValueError(f"--export_onnx: {cli.one_line(e)} ({path} is written)") from e
     files.write_bytes_atomic(onnx_path, proto.SerializeToString())

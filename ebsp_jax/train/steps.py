@@ -7,7 +7,7 @@ inputs), and inside tests.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Mapping, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import chex
 import flax
@@ -66,14 +66,18 @@ def _apply(apply_fn, variables, images, *, train: bool, mutable, rng):
 
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], *,
                apply_fn: Callable[..., Any], tx: optax.GradientTransformation,
-               straight_through: bool = False, label_smoothing: float = 0.0
+               straight_through: bool = False, label_smoothing: float = 0.0,
+               model_input: Optional[Callable[[jax.Array], jax.Array]] = None
                ) -> Tuple[TrainState, Dict[str, jax.Array]]:
   """One optimizer step on one (global) batch.
 
   Args:
     state: the training state.
-    batch: ``{'image': float (N, H, W, C), 'label': int (N,)}``.
+    batch: ``{'image': float (N, H, W, C), 'label': int (N,)}`` (uint8 images with
+      ``model_input``).
     apply_fn: ``model.apply``.
+    model_input: images -> the model's float input (e.g. the dataset's
+      :func:`ebsp_jax.data.device.model_input`: uint8 batches normalized here); None: as given.
     tx: the phase's optimizer (``state.opt_state`` is its state).
     straight_through: forward with ``admm.straight_through(params, opt_state)`` (projected
       weights, straight-through gradient): the ADMM phase of the method.
@@ -85,13 +89,14 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *,
     ``finite_state`` (params, model and optimizer state) of :func:`.divergence.finite_flags`.
   """
   chex.assert_rank(batch["image"], 4)
+  images = batch["image"] if model_input is None else model_input(batch["image"])
   rng = jax.random.fold_in(state.rng, state.step)
   mutable = tuple(sorted(state.model_state))
 
   def loss_fn(params):
     fwd = admm_lib.straight_through(params, state.opt_state) if straight_through else params
     logits, new_model_state = _apply(apply_fn, {"params": fwd, **state.model_state},
-                                     batch["image"], train=True, mutable=mutable, rng=rng)
+                                     images, train=True, mutable=mutable, rng=rng)
     loss = jnp.mean(cross_entropy(logits, batch["label"], label_smoothing))
     return loss, (logits, new_model_state)
 
@@ -114,7 +119,9 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *,
 
 
 def eval_step(params: PyTree, model_state: Mapping[str, PyTree], batch: Mapping[str, jax.Array],
-              *, apply_fn: Callable[..., Any]) -> Dict[str, jax.Array]:
+              *, apply_fn: Callable[..., Any],
+              model_input: Optional[Callable[[jax.Array], jax.Array]] = None
+              ) -> Dict[str, jax.Array]:
   """Sums over one evaluation batch (inference mode, nothing mutated).
 
   Args:
@@ -122,11 +129,13 @@ def eval_step(params: PyTree, model_state: Mapping[str, PyTree], batch: Mapping[
     model_state: ``batch_stats`` / ``quant_stats``.
     batch: ``image``, ``label`` and a float ``mask`` (1 real example, 0 padding).
     apply_fn: ``model.apply``.
+    model_input: as in :func:`train_step`.
 
   Returns:
     ``{'correct': int32, 'count': int32, 'loss_sum': float32}`` over the real examples.
   """
-  logits = apply_fn({"params": params, **model_state}, batch["image"], train=False)
+  images = batch["image"] if model_input is None else model_input(batch["image"])
+  logits = apply_fn({"params": params, **model_state}, images, train=False)
   mask = batch["mask"]
   correct = (jnp.argmax(logits, -1) == batch["label"]) & (mask > 0)
   loss = cross_entropy(logits, batch["label"]) * mask

@@ -146,14 +146,16 @@ class Experiment:
       fn = functools.partial(train_step, apply_fn=self.model_for(phase).apply,
                              tx=self.txs[phase],
                              straight_through=phase == "admm" and self.cfg.admm_straight_through,
-                             label_smoothing=self.cfg.label_smoothing)
+                             label_smoothing=self.cfg.label_smoothing,
+                             model_input=self.data.model_input)
       self._train_fns[phase] = jax.jit(fn, out_shardings=self.repl)
     return self._train_fns[phase]
 
   def eval_fn(self, mode: str):
     if mode not in self._eval_fns:
       model = self.float_model if mode == "float" else self.quant_model
-      self._eval_fns[mode] = jax.jit(functools.partial(eval_step, apply_fn=model.apply),
+      self._eval_fns[mode] = jax.jit(functools.partial(eval_step, apply_fn=model.apply,
+                                                       model_input=self.data.model_input),
                                      out_shardings=self.repl)
     return self._eval_fns[mode]
 
@@ -177,7 +179,8 @@ class Experiment:
         datapath.setdefault("rounding", self.cfg.dual_lod)
     variables = {"params": state.params, **state.model_state}
     return evaluation.integer_top1(self.cfg.model, variables, self.rule, state.weight_scales,
-                                   self.cfg.activation_bits, self.data.eval_batches(), datapath)
+                                   self.cfg.activation_bits, self.data.eval_batches(), datapath,
+                                   model_input=self.data.model_input)
 
   @functools.cached_property
   def telemetry_fn(self):
