@@ -89,6 +89,7 @@ def data_dir(tmp_path_factory):
   return testing.write_fake_fashion_mnist(str(tmp_path_factory.mktemp("mh_data")), 160, 100)
 
 
+@pytest.mark.slow   # 80 s (two processes train); the loaders' split and flag errors stay fast
 def test_two_processes_match_one_process_on_two_devices(tmp_path, data_dir):
   multi, single = tmp_path / "multi", tmp_path / "single"
   port = _free_port()

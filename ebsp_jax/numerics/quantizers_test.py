@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from ebsp_jax.numerics import reference_testing as ref
 from ebsp_jax.numerics.pattern import BitPattern
@@ -86,6 +86,7 @@ def test_ties_at_scale_0037_8b_l7():
 @given(p=st.sampled_from([BitPattern(8, 7), BitPattern(6, 3), BitPattern(5, 2),
                           BitPattern(4, 3, signed=False), BitPattern(8, 2)]),
        scale=st.floats(np.float32(1e-4), np.float32(1e3), width=32, allow_subnormal=False))
+@settings(max_examples=max(15, settings().max_examples // 4))   # ~0.7 s each (compiles)
 def test_ties_over_many_scales(p, scale):
   """Every midpoint of ``scale * levels`` and its float neighbours, over many scales: one
   rounding rule for every function, eager and jitted. Exact ties are among the points."""
@@ -212,6 +213,7 @@ def _err(w, p, s):
 
 
 @given(p=patterns, seed=st.integers(0, 2**31 - 1), heavy=st.booleans())
+@settings(max_examples=max(15, settings().max_examples // 4))   # ~0.5 s each
 def test_fit_scale_never_worse_than_max_abs(p, seed, heavy):
   rng = np.random.default_rng(seed)
   w = (rng.standard_t(2, 200) if heavy else rng.normal(size=200)).astype(np.float32)

@@ -4,13 +4,14 @@ import chex
 import jax
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from ebsp_jax.numerics.pattern import BitPattern
 from ebsp_jax.numerics.stats import pattern_stats
 
 
 @given(st.lists(st.integers(-40, 40), min_size=64, max_size=64))
+@settings(max_examples=max(15, settings().max_examples // 4))   # ~0.3 s each
 def test_histograms_match_python_counting(xs):
   p = BitPattern(6, 3)
   got = jax.jit(lambda q: pattern_stats(q, p))(np.int32(xs))

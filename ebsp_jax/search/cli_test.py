@@ -182,6 +182,7 @@ def test_search_under_an_energy_budget(float_run, tmp_path):
       "differences"]
 
 
+@pytest.mark.slow   # 28 s (two searches)
 def test_sensitivity_cache_is_reused(float_run, tmp_path):
   workdir, _ = float_run
   cache = tmp_path / "sens.json"
