@@ -486,7 +486,9 @@ def saturating_register(value, abs_sum: Callable[[], object], gather, out_shape,
       v if isinstance(v, wide.Wide) else wide.from_int32(v))))
   s = as_wide(value)
   zeros = jnp.zeros(out_shape, jnp.int32)
-  if register_static_safe(cfg, k):
+  # No products (k == 0) or no outputs: every sum is 0 and nothing can clamp (and abs_sum,
+  # gather would trace ops on empty operands).
+  if register_static_safe(cfg, k) or k == 0 or 0 in tuple(out_shape):
     return wide.low32(s), zeros != 0, zeros
   t = as_wide(abs_sum())
   lo, hi = -(1 << (cfg.acc_bits - 1)), (1 << (cfg.acc_bits - 1)) - 1

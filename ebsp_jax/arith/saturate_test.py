@@ -189,3 +189,19 @@ def test_register_under_jit_and_vmap(method):
     want, clamps = npref.dot_register(lhs[i].astype(np.int64), rhs, MM, 10)
     assert clamps.any()
     np.testing.assert_array_equal(got[i], want)
+
+
+@pytest.mark.parametrize("accumulation", ["auto", "int32", "float32", "bfloat16", "onednn"])
+def test_register_with_no_outputs(accumulation):
+  """A convolution with no output channels (found by the property above): the register has
+  nothing to clamp, for every accumulation and both methods (it used to trace |a| x |q| sums
+  on empty operands and fail)."""
+  a = np.ones((1, 3, 4, 4), np.int32)            # unsigned 8-bit activations, NCHW
+  w = np.zeros((0, 3, 3, 3), np.int32)           # OIHW, no output channel
+  for method in ("fast", "reference"):
+    out, stats = arith.conv_general_dilated(
+        a, w, (1, 1), "VALID", pattern=BitPattern(6, 3), act_bits=8, act_signed=False,
+        acc_bits=8, overflow="saturate", accumulation=accumulation, method=method,
+        with_stats=True)
+    assert out.shape == (1, 0, 2, 2), method
+    assert int(stats["overflow_count"]) == 0 and int(stats["clamp_count"]) == 0, method
