@@ -264,6 +264,7 @@ def _run_on_8_devices(env, workdir, **kw):
     return json.load(f)
 
 
+@pytest.mark.slow   # 29 s; 1-device runs and the loaders' split stay fast
 def test_data_parallel_8_devices_matches_one_device(env, reference):
   """Float phase + a short ADMM phase on 8 (virtual CPU) devices vs the 1-device reference."""
   workdir = env["base"] / "dp8"
@@ -397,6 +398,7 @@ def test_datapath_sweep_checks_everything_before_evaluating(env, reference, tmp_
   assert "top1" not in r.stdout + r.stderr                    # no setting was evaluated
 
 
+@pytest.mark.slow   # 31 s; dual-LOD fake-quant == integer stays fast (quant tests)
 def test_dual_lod_training_round_trip(env, tmp_path):
   from ebsp_jax.train import load_run  # pylint: disable=import-outside-toplevel
   # First conv and classifier 8-bit uniform (L = 7), the others the pattern's length.
