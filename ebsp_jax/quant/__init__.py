@@ -17,7 +17,7 @@ See ``ebsp_jax/quant/README.md`` for the design and the measured agreement.
 from ebsp_jax.quant.calibration import (STATS_COLLECTION, activation_formats, activation_pattern,
                                         activation_scale)
 from ebsp_jax.quant.inject import (FakeQuantOp, dual_lod_lengths, fake_quant_activation,
-                                   fake_quant_injection, float_injection)
+                                   fake_quant_injection, float_injection, trained_datapath)
 from ebsp_jax.quant.datapath import DatapathConfig
 from ebsp_jax.quant.integer import (IntegerConfig, IntegerModel, integer_injection,
                                     quantize_weights, to_integer, trace_injection)

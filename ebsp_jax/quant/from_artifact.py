@@ -15,18 +15,14 @@ from __future__ import annotations
 from typing import Any, Dict, Mapping
 
 from ebsp_jax.numerics import artifact, layer_patterns
+from ebsp_jax.quant.inject import trained_datapath
 from ebsp_jax.quant.integer import IntegerModel, to_integer
 
 
 def datapath_options(qm: artifact.QuantizedModel, datapath: Mapping[str, Any]) -> Dict[str, Any]:
-  """``datapath`` with the run's own defaults: after a ``--dual_lod`` run ``mode='dual_lod'``
-  and, for that mode, the run's rounding (as ``Experiment.integer_eval``)."""
-  out = dict(datapath)
-  if qm.dual_lod != "off":
-    out.setdefault("mode", "dual_lod")
-    if out["mode"] == "dual_lod":
-      out.setdefault("rounding", qm.dual_lod)
-  return out
+  """``datapath`` with the run's own defaults (:func:`ebsp_jax.quant.inject.trained_datapath`
+  of its ``--dual_lod``, as ``Experiment.integer_eval``)."""
+  return trained_datapath(qm.dual_lod, datapath)
 
 
 def integer_model(qm: artifact.QuantizedModel, **datapath: Any) -> IntegerModel:

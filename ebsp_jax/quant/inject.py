@@ -193,6 +193,18 @@ def dual_lod_lengths(rule: Rule, params: PyTree) -> Dict[str, Optional[int]]:
   return {k: None if p is None else int(p.length) for k, p in patterns.items()}
 
 
+def trained_datapath(dual_lod: str, datapath: Mapping[str, Any]) -> Dict[str, Any]:
+  """``to_integer`` options ``datapath`` with the defaults of a run trained with
+  ``--dual_lod=dual_lod``: unless ``'off'``, ``mode='dual_lod'`` and, for that mode, the run's
+  rounding (either may be given explicitly)."""
+  out = dict(datapath)
+  if dual_lod != "off":
+    out.setdefault("mode", "dual_lod")
+    if out["mode"] == "dual_lod":
+      out.setdefault("rounding", dual_lod)
+  return out
+
+
 def _check_dual_lod_length(value: Any, hi: int, name: str, why: str) -> None:
   if value is None:
     return

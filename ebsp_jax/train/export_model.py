@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import types
 from typing import Any
 
 import jax
@@ -107,11 +108,14 @@ def read_run(workdir: str) -> artifact.QuantizedModel:
 
 
 def _float_only(workdir: str) -> bool:
-  """Whether the run's results.json says it trained no quantized phase."""
+  """Whether the run's results.json says it trained no quantized phase
+  (:func:`has_quantized_model` of its recorded configuration)."""
   try:
     with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
       cfg = json.load(f).get("config", {})
-    return float(cfg.get("admm_epochs", 1)) == 0 and float(cfg.get("finetune_epochs", 1)) == 0
+    return not has_quantized_model(types.SimpleNamespace(
+        admm_epochs=float(cfg.get("admm_epochs", 1)),
+        finetune_epochs=float(cfg.get("finetune_epochs", 1))))
   except (OSError, ValueError, TypeError, AttributeError):
     return False
 

@@ -22,15 +22,27 @@ PyTree = Any
 FLOAT_MODEL_DIR = "float_model"
 
 
+def float_model_dir(path: str, name: str, expected: str) -> str:
+  """The float-model checkpoint directory of ``path``: a run's workdir (its ``float_model/``)
+  or that directory itself.
+
+  Raises:
+    CheckpointError: neither is a directory: ``"<name>: no such directory (expected
+      <expected> or its float_model/)"``.
+  """
+  p = os.path.abspath(path)
+  if os.path.isdir(os.path.join(p, FLOAT_MODEL_DIR)):
+    p = os.path.join(p, FLOAT_MODEL_DIR)
+  if not os.path.isdir(p):
+    raise ckpt_lib.CheckpointError(f"{name}: no such directory (expected {expected} or its "
+                                   f"{FLOAT_MODEL_DIR}/)")
+  return p
+
+
 def pretrained_dir(cfg: TrainConfig) -> str:
   """The directory of the ``--pretrained`` float model (``CheckpointError`` if there is none)."""
-  path = os.path.abspath(cfg.pretrained)
-  if os.path.isdir(os.path.join(path, FLOAT_MODEL_DIR)):
-    path = os.path.join(path, FLOAT_MODEL_DIR)
-  if not os.path.isdir(path):
-    raise ckpt_lib.CheckpointError(f"--pretrained={cfg.pretrained}: no such directory "
-                                   "(expected a workdir of an earlier run or its float_model/)")
-  return path
+  return float_model_dir(cfg.pretrained, f"--pretrained={cfg.pretrained}",
+                         "a workdir of an earlier run")
 
 
 def open_pretrained(cfg: TrainConfig) -> Tuple[ckpt_lib.Checkpointer, int]:

@@ -19,7 +19,7 @@ import warnings
 from typing import Any, Dict, NamedTuple, Optional, TextIO, Tuple
 
 from ebsp_jax.train import checkpoint as ckpt_lib
-from ebsp_jax.train import resume
+from ebsp_jax.train import pretrained, resume
 from ebsp_jax.train.config import TrainConfig
 from ebsp_jax.train.steps import TrainState
 
@@ -89,13 +89,7 @@ def float_model_dir(path: str) -> str:
   Raises:
     CheckpointError: ``path`` is not a directory (one line).
   """
-  p = os.path.abspath(path)
-  if os.path.isdir(os.path.join(p, "float_model")):
-    p = os.path.join(p, "float_model")
-  if not os.path.isdir(p):
-    raise ckpt_lib.CheckpointError(f"{path}: no such directory (expected a training run's "
-                                   "--workdir or its float_model/)")
-  return p
+  return pretrained.float_model_dir(path, path, "a training run's --workdir")
 
 
 def load_float_model(path: str, *, model: Optional[str] = None,

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from ebsp_jax import admm as admm_lib
-from ebsp_jax import models
+from ebsp_jax import models, quant
 from ebsp_jax.train import checkpoint as ckpt_lib
 from ebsp_jax.train import evaluation, loop, phases, pretrained, resume
 from ebsp_jax.train import sharding as sharding_lib
@@ -65,7 +65,6 @@ class Experiment:
     if cfg.layer_formats is not None:
       phases.check_layer_formats(cfg, self._float_shapes()["params"])
     if cfg.activation_bits:
-      from ebsp_jax import quant
       dual = {}
       if cfg.dual_lod != "off":
         # Each layer's own pattern length (first/last per --first_last), as the integer mode.
@@ -172,11 +171,7 @@ class Experiment:
     also takes that rounding unless ``rounding`` is given). See
     :func:`ebsp_jax.train.evaluation.integer_top1`.
     """
-    if self.cfg.dual_lod != "off":
-      datapath = dict(datapath)
-      datapath.setdefault("mode", "dual_lod")
-      if datapath["mode"] == "dual_lod":
-        datapath.setdefault("rounding", self.cfg.dual_lod)
+    datapath = quant.trained_datapath(self.cfg.dual_lod, datapath)
     variables = {"params": state.params, **state.model_state}
     return evaluation.integer_top1(self.cfg.model, variables, self.rule, state.weight_scales,
                                    self.cfg.activation_bits, self.data.eval_batches(), datapath,
